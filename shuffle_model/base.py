@@ -1,0 +1,128 @@
+"""What ShuffleLM and FasterDecodeMixer share: drafting, the set loss and generation."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import Cache
+
+from .config import ShuffleConfig
+from .generation import GenerationStream, generate, stream
+from .head import ShuffleHead
+from .loss import IGNORE, SetLoss, offset_targets, set_prediction_loss
+from .outputs import DraftOutput, ShuffleOutput, TrunkOutput
+
+
+def next_token_anchors(input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Anchor of position t: the next input token (teacher forcing); the last position takes
+    the trunk's own greedy token, as it would in generation. (B, T) -> (B, T)."""
+    last = logits[:, -1:].argmax(-1)  # (B, 1)
+    return torch.cat([input_ids[:, 1:], last], dim=1)
+
+
+class ShuffleModelBase(nn.Module):
+    """A trunk with a next-token LM head, plus the shuffle head. Subclasses give the trunk."""
+
+    config: ShuffleConfig
+    head: ShuffleHead
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokenizer = None  # set by loaders; fills token texts in traces
+
+    # --- what a subclass provides ---------------------------------------------------------
+    def trunk_forward(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+    ) -> TrunkOutput:
+        raise NotImplementedError
+
+    def new_cache(self) -> Cache:
+        raise NotImplementedError
+
+    def token_embeddings(self) -> nn.Module:
+        raise NotImplementedError
+
+    def vocab_projection(self) -> nn.Module:
+        raise NotImplementedError
+
+    def model_info(self) -> dict:
+        raise NotImplementedError
+
+    @property
+    def context_length(self) -> int:
+        return self.config.max_position_embeddings
+
+    # --- shared ---------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.head.parameters()).dtype
+
+    def draft(self, hidden: torch.Tensor, anchor_ids: torch.Tensor) -> DraftOutput:
+        """hidden (..., H) and anchor ids (...) -> K slots of token logits, scores, keep logits."""
+        out = self.head(hidden, self.token_embeddings()(anchor_ids))
+        return DraftOutput(
+            logits=self.vocab_projection()(out.draft_hidden),
+            shuffle_scores=out.shuffle_scores,
+            keep_logits=out.keep_logits,
+        )
+
+    def head_loss(self, draft: DraftOutput, labels: torch.Tensor) -> SetLoss:
+        """Set-prediction loss of drafts at every position of (B, T) labels."""
+        targets = offset_targets(labels, self.config.num_slots)  # (B, T, K)
+        trained = (targets != IGNORE).any(-1)  # (B, T): positions with at least one target
+        return set_prediction_loss(
+            draft.logits[trained],
+            draft.shuffle_scores[trained],
+            draft.keep_logits[trained],
+            targets[trained],
+            assignment=self.config.assignment,
+            lambda_pos=self.config.lambda_pos,
+            lambda_keep=self.config.lambda_keep,
+            lambda_prior=self.config.lambda_prior,
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> ShuffleOutput:
+        trunk = self.trunk_forward(input_ids, attention_mask=attention_mask)
+        draft = self.draft(trunk.hidden, next_token_anchors(input_ids, trunk.logits))
+        output = ShuffleOutput(
+            logits=trunk.logits,
+            shuffle_scores=draft.shuffle_scores,
+            draft_logits=draft.logits,
+            keep_logits=draft.keep_logits,
+            hidden_states=trunk.hidden,
+        )
+        if labels is not None:
+            if attention_mask is not None:
+                labels = labels.masked_fill(attention_mask == 0, IGNORE)
+            output.set_loss = self.head_loss(draft, labels).loss
+            output.lm_loss = self.lm_loss(trunk.logits, labels)
+            output.loss = output.set_loss
+            if output.lm_loss is not None:
+                output.loss = output.loss + self.config.lm_loss_weight * output.lm_loss
+        return output
+
+    def lm_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """The trunk's own next-token loss, or None where the trunk is frozen."""
+        return None
+
+    # --- generation (one loop for every caller: see generation.py) ------------------------
+    def generate(self, input_ids=None, attention_mask=None, **settings):
+        """Full sequence (1, prompt+new), or (sequence, GenerationTrace) with return_trace=True."""
+        return generate(self, input_ids, attention_mask, **settings)
+
+    def stream(self, input_ids=None, attention_mask=None, **settings) -> GenerationStream:
+        """Iterate StepTraces as they are decoded; `.trace` holds the GenerationTrace after."""
+        return stream(self, input_ids, attention_mask, **settings)

@@ -1,0 +1,76 @@
+"""The shuffle head: K parallel draft slots, their positions and their keep logits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import ShuffleConfig
+from .mixer import MixerBlock
+from .rotary import RotaryOffsetScorer
+
+
+@dataclass
+class HeadOutput:
+    draft_hidden: torch.Tensor  # (N, K, hidden): slot vectors in the LM head's input space
+    shuffle_scores: torch.Tensor  # (N, K, K): slot k's logit for offset p (softmax over p)
+    keep_logits: torch.Tensor  # (N, K): the head's belief that slot k's token is right
+
+
+class ShuffleHead(nn.Module):
+    """Input: h_t (the trunk's final normalised hidden state) and e(anchor).
+
+    1. slots  X = W_in [h_t ; e(anchor)] + E_slot
+    2. MLP-Mixer blocks across slots and features
+    3. per slot: draft vector h_t + W_out x_k (fed to the backbone's own LM head),
+       rotary key r_k scored against the offset queries, keep logit c_k.
+    """
+
+    def __init__(self, config: ShuffleConfig, *, hidden_size: int, embed_size: int):
+        super().__init__()
+        k, width = config.num_slots, config.head_width
+        self.in_proj = nn.Linear(hidden_size + embed_size, width)
+        self.slot_embed = nn.Parameter(torch.randn(k, width) * 0.02)  # E_slot: (K, D)
+        self.blocks = nn.ModuleList(
+            MixerBlock(
+                num_slots=k,
+                width=width,
+                token_hidden=config.mixer_token_hidden,
+                channel_hidden=config.mixer_channel_hidden or 2 * width,
+            )
+            for _ in range(config.mixer_depth)
+        )
+        self.norm = nn.LayerNorm(width)
+        self.out_proj = nn.Linear(width, hidden_size)
+        self.rotary_key = nn.Linear(width, config.rotary_dim)
+        self.keep = nn.Linear(width, 1)
+        self.scorer = RotaryOffsetScorer(
+            num_offsets=k,
+            rotary_dim=config.rotary_dim,
+            base=config.rotary_base,
+            temperature=config.shuffle_temperature,
+        )
+        nn.init.normal_(self.out_proj.weight, std=0.02)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, hidden: torch.Tensor, anchor_embeds: torch.Tensor) -> HeadOutput:
+        """hidden (..., hidden_size), anchor_embeds (..., embed_size) -> per-slot outputs."""
+        lead = hidden.shape[:-1]
+        flat_hidden = hidden.reshape(-1, hidden.shape[-1])  # (N, H)
+        flat_anchor = anchor_embeds.reshape(-1, anchor_embeds.shape[-1])  # (N, E)
+        joined = self.in_proj(torch.cat([flat_hidden, flat_anchor], dim=-1))  # (N, D)
+        slots = joined[:, None, :] + self.slot_embed  # (N, K, D)
+        for block in self.blocks:
+            slots = block(slots)
+        slots = self.norm(slots)
+        draft_hidden = flat_hidden[:, None, :] + self.out_proj(slots)  # (N, K, H)
+        scores = self.scorer(self.rotary_key(slots))  # (N, K, K)
+        keep_logits = self.keep(slots).squeeze(-1)  # (N, K)
+        k = slots.shape[1]
+        return HeadOutput(
+            draft_hidden=draft_hidden.reshape(*lead, k, -1),
+            shuffle_scores=scores.reshape(*lead, k, k),
+            keep_logits=keep_logits.reshape(*lead, k),
+        )

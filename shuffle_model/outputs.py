@@ -1,0 +1,35 @@
+"""Output dataclasses of the models' forward passes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import Cache
+from transformers.utils import ModelOutput
+
+
+@dataclass
+class TrunkOutput:
+    hidden: torch.Tensor  # (B, T, H): final normalised hidden states h_t
+    logits: torch.Tensor  # (B, T, V): next-token logits of the trunk's LM head
+    cache: Cache | None  # the key/value cache, extended by this call
+
+
+@dataclass
+class DraftOutput:
+    logits: torch.Tensor  # (..., K, V): each slot's token logits
+    shuffle_scores: torch.Tensor  # (..., K, K): slot k's logit for offset p
+    keep_logits: torch.Tensor  # (..., K): the head's belief that slot k's token is right
+
+
+@dataclass
+class ShuffleOutput(ModelOutput):
+    loss: torch.Tensor | None = None  # total training loss (set loss, + LM loss for ShuffleLM)
+    lm_loss: torch.Tensor | None = None  # the trunk's next-token loss (ShuffleLM only)
+    set_loss: torch.Tensor | None = None  # the head's set-prediction loss
+    logits: torch.Tensor | None = None  # (B, T, V) next-token logits
+    shuffle_scores: torch.Tensor | None = None  # (B, T, K, K) slot-by-offset logits
+    draft_logits: torch.Tensor | None = None  # (B, T, K, V) slot token logits
+    keep_logits: torch.Tensor | None = None  # (B, T, K) keep logits
+    hidden_states: torch.Tensor | None = None  # (B, T, H) final normalised hidden states

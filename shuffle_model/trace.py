@@ -1,0 +1,251 @@
+"""Traces: what each decoding step did, for hooks, the web app, plots and GIFs.
+
+A GenerationTrace round-trips through versioned JSON, so figures and animations can be made
+from a saved trace with no model loaded. `from_json` checks the schema and raises
+`TraceError` (a ValueError) with the path of the first bad field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+TRACE_FORMAT = "shufflelm-trace"
+TRACE_VERSION = 1
+
+ACCEPTED = "accepted"  # drafted, verified by the backbone, emitted
+EMITTED = "emitted"  # drafted and emitted unverified (pure parallel mode)
+REJECTED = "rejected"  # in the block, but the backbone disagreed (or came after a rejection)
+LOW_CONFIDENCE = "low_confidence"  # keep prob below the threshold
+DUPLICATE = "duplicate"  # lost an offset collision to a more confident slot
+OUT_OF_RANGE = "out_of_range"  # offset beyond max_parallel_tokens or the token budget
+AFTER_GAP = "after_gap"  # survived the filter, but an earlier offset is missing
+SLOT_STATUSES = (ACCEPTED, EMITTED, REJECTED, LOW_CONFIDENCE, DUPLICATE, OUT_OF_RANGE, AFTER_GAP)
+
+
+class TraceError(ValueError):
+    """A trace file or JSON text that does not follow the trace schema."""
+
+
+@dataclass
+class TokenInfo:
+    id: int  # token id
+    text: str | None  # decoded text of this single token (None without a tokenizer)
+    prob: float  # its probability under the distribution it was chosen from
+
+
+@dataclass
+class SlotTrace:
+    index: int  # slot k, 0-based
+    token: TokenInfo  # the token this slot drafted
+    candidates: list[TokenInfo]  # the slot's top-k tokens, most likely first
+    keep_prob: float  # sigmoid of the keep logit
+    offset: int | None  # assigned offset p (1-based; None after losing a collision)
+    status: str  # one of SLOT_STATUSES
+
+
+@dataclass
+class StepTrace:
+    index: int  # step number, 0-based
+    anchor: TokenInfo  # the backbone's own token that opens this step
+    slots: list[SlotTrace]  # K drafted slots (empty when the step drafted nothing)
+    shuffle_probs: list[list[float]]  # K x K: softmax over offsets of each slot's scores
+    sinkhorn: list[list[float]] | None  # K x K doubly-stochastic matrix (sinkhorn strategy)
+    block_order: list[int]  # slots forming the block, in offset order 1..m
+    emitted: list[TokenInfo]  # tokens this step appended: the anchor, then drafts
+    forwarded_ids: list[int]  # what the backbone ran over: [anchor, d_1..d_m] (or nothing)
+    timings_ms: dict[str, float] = field(default_factory=dict)  # draft/forward/verify/total
+
+    @property
+    def num_emitted(self) -> int:
+        return len(self.emitted)
+
+    @property
+    def num_accepted(self) -> int:
+        return len(self.emitted) - 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Totals:
+    new_tokens: int  # tokens generated
+    steps: int  # decoding steps
+    backbone_forwards: int  # backbone passes, the prompt's prefill included
+    compression_ratio: float  # new tokens / backbone forwards
+    wall_seconds: float  # prefill to last token
+    tokens_per_second: float  # new tokens / wall seconds
+
+
+@dataclass
+class GenerationTrace:
+    prompt: str | None  # the prompt text as the model saw it (chat template applied)
+    prompt_ids: list[int]
+    settings: dict  # every generation setting, resolved
+    model: dict  # backbone, head, K, device, dtype
+    steps: list[StepTrace]
+    output_ids: list[int]  # the new tokens
+    output_text: str | None
+    totals: Totals
+    version: int = TRACE_VERSION
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["format"] = TRACE_FORMAT
+        return data
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(_rounded(self.to_dict()), indent=indent, ensure_ascii=False)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> GenerationTrace:
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise TraceError(f"not a JSON trace: {error}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> GenerationTrace:
+        return cls.from_json(Path(path).read_bytes())
+
+    @classmethod
+    def from_dict(cls, data: object) -> GenerationTrace:
+        data = _expect(data, dict, "trace")
+        if data.get("format", TRACE_FORMAT) != TRACE_FORMAT:
+            raise TraceError(f"trace.format must be {TRACE_FORMAT!r}; got {data.get('format')!r}")
+        version = _field(data, "version", int, "trace")
+        if version != TRACE_VERSION:
+            raise TraceError(
+                f"trace.version {version} is not supported (this reads {TRACE_VERSION})"
+            )
+        steps = _field(data, "steps", list, "trace")
+        totals = _field(data, "totals", dict, "trace")
+        return cls(
+            prompt=_field(data, "prompt", (str, type(None)), "trace"),
+            prompt_ids=_ints(_field(data, "prompt_ids", list, "trace"), "trace.prompt_ids"),
+            settings=_field(data, "settings", dict, "trace"),
+            model=_field(data, "model", dict, "trace"),
+            steps=[_step_from_dict(s, f"trace.steps[{i}]") for i, s in enumerate(steps)],
+            output_ids=_ints(_field(data, "output_ids", list, "trace"), "trace.output_ids"),
+            output_text=_field(data, "output_text", (str, type(None)), "trace"),
+            totals=Totals(
+                new_tokens=_field(totals, "new_tokens", int, "trace.totals"),
+                steps=_field(totals, "steps", int, "trace.totals"),
+                backbone_forwards=_field(totals, "backbone_forwards", int, "trace.totals"),
+                compression_ratio=_number(totals, "compression_ratio", "trace.totals"),
+                wall_seconds=_number(totals, "wall_seconds", "trace.totals"),
+                tokens_per_second=_number(totals, "tokens_per_second", "trace.totals"),
+            ),
+            version=version,
+        )
+
+
+# --- JSON helpers -----------------------------------------------------------------------------
+
+
+def _rounded(value):
+    """Round floats to 6 significant digits so traces stay small."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}") if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def _expect(value, kind, where: str):
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise TraceError(f"{where} must be a number; got a boolean")
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise TraceError(f"{where} must be {names}; got {type(value).__name__}")
+    return value
+
+
+def _field(data: dict, key: str, kind, where: str):
+    if key not in data:
+        raise TraceError(f"{where}.{key} is missing")
+    return _expect(data[key], kind, f"{where}.{key}")
+
+
+def _number(data: dict, key: str, where: str) -> float:
+    value = data.get(key)
+    if value is None and key in data:
+        return float("nan")
+    return float(_field(data, key, (int, float), where))
+
+
+def _ints(values: list, where: str) -> list[int]:
+    return [_expect(v, int, f"{where}[{i}]") for i, v in enumerate(values)]
+
+
+def _matrix(value, where: str) -> list[list[float]]:
+    rows = []
+    for i, row in enumerate(_expect(value, list, where)):
+        row = _expect(row, list, f"{where}[{i}]")
+        rows.append(
+            [float(_expect(x, (int, float), f"{where}[{i}][{j}]")) for j, x in enumerate(row)]
+        )
+    return rows
+
+
+def _token_from_dict(data, where: str) -> TokenInfo:
+    data = _expect(data, dict, where)
+    prob = data.get("prob")
+    return TokenInfo(
+        id=_field(data, "id", int, where),
+        text=_field(data, "text", (str, type(None)), where),
+        prob=float("nan") if prob is None else float(_expect(prob, (int, float), f"{where}.prob")),
+    )
+
+
+def _slot_from_dict(data, where: str) -> SlotTrace:
+    data = _expect(data, dict, where)
+    status = _field(data, "status", str, where)
+    if status not in SLOT_STATUSES:
+        raise TraceError(f"{where}.status must be one of {list(SLOT_STATUSES)}; got {status!r}")
+    candidates = _field(data, "candidates", list, where)
+    return SlotTrace(
+        index=_field(data, "index", int, where),
+        token=_token_from_dict(data.get("token"), f"{where}.token"),
+        candidates=[
+            _token_from_dict(c, f"{where}.candidates[{i}]") for i, c in enumerate(candidates)
+        ],
+        keep_prob=_number(data, "keep_prob", where),
+        offset=_field(data, "offset", (int, type(None)), where),
+        status=status,
+    )
+
+
+def _step_from_dict(data, where: str) -> StepTrace:
+    data = _expect(data, dict, where)
+    slots = _field(data, "slots", list, where)
+    sinkhorn = data.get("sinkhorn")
+    timings = _field(data, "timings_ms", dict, where) if "timings_ms" in data else {}
+    return StepTrace(
+        index=_field(data, "index", int, where),
+        anchor=_token_from_dict(data.get("anchor"), f"{where}.anchor"),
+        slots=[_slot_from_dict(s, f"{where}.slots[{i}]") for i, s in enumerate(slots)],
+        shuffle_probs=_matrix(data.get("shuffle_probs"), f"{where}.shuffle_probs"),
+        sinkhorn=None if sinkhorn is None else _matrix(sinkhorn, f"{where}.sinkhorn"),
+        block_order=_ints(_field(data, "block_order", list, where), f"{where}.block_order"),
+        emitted=[
+            _token_from_dict(t, f"{where}.emitted[{i}]")
+            for i, t in enumerate(_field(data, "emitted", list, where))
+        ],
+        forwarded_ids=_ints(_field(data, "forwarded_ids", list, where), f"{where}.forwarded_ids"),
+        timings_ms={
+            str(k): float(_expect(v, (int, float), f"{where}.timings_ms.{k}"))
+            for k, v in timings.items()
+        },
+    )

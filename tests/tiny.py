@@ -1,0 +1,76 @@
+"""Tiny random models and a character tokenizer for fast, offline tests."""
+
+from __future__ import annotations
+
+import string
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from shuffle_model import FasterDecodeMixer, ShuffleConfig, ShuffleLM
+
+SPECIALS = ["<unk>", "<s>", "</s>"]  # ids 0, 1, 2: 2 is EOS
+CHARS = list(string.ascii_lowercase + string.digits + " .,!?<>/=\"'") + ["\n"]
+TINY_VOCAB = 64
+
+
+def char_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {token: i for i, token in enumerate(SPECIALS + CHARS)}
+    for i in range(len(vocab), TINY_VOCAB):
+        vocab[f"<extra_{i}>"] = i
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+
+
+def tiny_llama_config(
+    vocab_size: int = TINY_VOCAB, *, eos: int | None = 2, layers=2, hidden=32, init_std=0.02
+):
+    return LlamaConfig(
+        initializer_range=init_std,
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=eos,
+        pad_token_id=0,
+        tie_word_embeddings=False,  # tied tiny random models only ever repeat the last token
+    )
+
+
+def tiny_backbone(seed: int = 0, *, dtype=torch.float64, **config) -> LlamaForCausalLM:
+    """A random Llama. float64 by default, so argmax ties from rounding are out of the picture."""
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(tiny_llama_config(**config)).to(dtype).eval()
+    model.generation_config.pad_token_id = 0
+    return model
+
+
+def tiny_mixer(backbone, *, seed: int = 1, tokenizer=None, **head) -> FasterDecodeMixer:
+    torch.manual_seed(seed)
+    head = {"max_parallel_tokens": 4, "mixer_token_hidden": 16, **head}
+    return FasterDecodeMixer.from_backbone(backbone, tokenizer=tokenizer, **head)
+
+
+def tiny_shuffle_lm(seed: int = 0, *, vocab_size: int = TINY_VOCAB, **overrides) -> ShuffleLM:
+    torch.manual_seed(seed)
+    config = ShuffleConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        max_position_embeddings=256,
+        max_parallel_tokens=4,
+        mixer_token_hidden=16,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+        **overrides,
+    )
+    return ShuffleLM(config).double().eval()
