@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import Cache
 
@@ -69,14 +70,52 @@ class ShuffleModelBase(nn.Module):
         """hidden (..., H) and anchor ids (...) -> K slots of token logits, scores, keep logits."""
         out = self.head(hidden, self.token_embeddings()(anchor_ids))
         return DraftOutput(
-            logits=self.vocab_projection()(out.draft_hidden),
+            logits=self.draft_logits(out.draft_hidden),
             shuffle_scores=out.shuffle_scores,
             keep_logits=out.keep_logits,
+            vocab=self.head.draft_vocab,
         )
+
+    def draft_logits(self, draft_hidden: torch.Tensor) -> torch.Tensor:
+        """The LM head applied to slot vectors, restricted to the draft vocabulary if any."""
+        projection = self.vocab_projection()
+        if self.head.draft_vocab is None:
+            return projection(draft_hidden)
+        weight, bias = self._draft_projection_weights(projection)
+        return F.linear(draft_hidden, weight, bias)
+
+    def _draft_projection_weights(self, projection: nn.Module):
+        """Rows of the LM head for the draft vocabulary; cached while the LM head is frozen."""
+        vocab, weight, bias = self.head.draft_vocab, projection.weight, projection.bias
+        if weight.requires_grad:
+            return weight[vocab], None if bias is None else bias[vocab]
+        key = (weight.data_ptr(), weight.dtype, vocab.data_ptr(), vocab._version)
+        cached = self.__dict__.get("_draft_rows")
+        if cached is None or cached[0] != key:
+            rows = (weight[vocab].contiguous(), None if bias is None else bias[vocab])
+            self.__dict__["_draft_rows"] = cached = (key, rows)
+        return cached[1]
+
+    def set_draft_vocab(self, token_ids: torch.Tensor) -> None:
+        """Restrict drafts to these token ids (e.g. the most frequent ones of the training data)."""
+        if self.head.draft_vocab is None or len(token_ids) != len(self.head.draft_vocab):
+            raise ValueError(
+                f"set draft_vocab_size={len(token_ids)} in the config when creating the head"
+            )
+        self.head.draft_vocab.copy_(torch.as_tensor(token_ids, dtype=torch.long))
+
+    def draft_targets(self, targets: torch.Tensor) -> torch.Tensor:
+        """Map token targets to draft-vocabulary columns: -1 where a token is not draftable."""
+        vocab = self.head.draft_vocab
+        if vocab is None:
+            return targets
+        column = torch.full((self.config.vocab_size,), -1, dtype=torch.long, device=targets.device)
+        column[vocab] = torch.arange(len(vocab), device=targets.device)
+        return torch.where(targets == IGNORE, targets, column[targets.clamp(min=0)])
 
     def head_loss(self, draft: DraftOutput, labels: torch.Tensor) -> SetLoss:
         """Set-prediction loss of drafts at every position of (B, T) labels."""
-        targets = offset_targets(labels, self.config.num_slots)  # (B, T, K)
+        targets = self.draft_targets(offset_targets(labels, self.config.num_slots))  # (B, T, K)
         trained = (targets != IGNORE).any(-1)  # (B, T): positions with at least one target
         return set_prediction_loss(
             draft.logits[trained],

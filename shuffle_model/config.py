@@ -36,6 +36,7 @@ class ShuffleConfig:
     mixer_token_hidden: int = 64  # hidden width of the token-mixing MLP (across the K slots)
     mixer_channel_hidden: int | None = None  # hidden width of the channel MLP; None: 2 * head width
     keep_threshold: float = 0.5  # default filter: slots with keep prob below this are dropped
+    draft_vocab_size: int | None = None  # drafts pick among N frequent tokens; None: all tokens
 
     # --- training loss (set prediction) ---
     assignment: str = "hungarian"  # slot-to-offset matching: "hungarian" (the shuffle) or "fixed"

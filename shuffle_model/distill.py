@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from .backbone import DEFAULT_BACKBONE, load_backbone
+from .chat import encode_prompt
 from .prompts import generate_prompts, passage_prompts
 
 
@@ -30,13 +31,6 @@ class Example:
     prompt_ids: list[int]  # the chat-templated prompt
     answer_ids: list[int]  # the backbone's answer, EOS included when it stopped
     sampled: bool  # True: temperature sampling; False: greedy
-
-
-def chat_prompt_ids(tokenizer, text: str) -> list[int]:
-    """Token ids of a one-turn chat with the generation prompt appended."""
-    messages = [{"role": "user", "content": text}]
-    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return tokenizer(rendered, add_special_tokens=False)["input_ids"]
 
 
 def save_shard(path: Path, examples: list[Example]) -> None:
@@ -76,7 +70,9 @@ def load_shard(path: Path) -> list[Example]:
 
 
 def load_examples(directory: Path) -> list[Example]:
-    return [e for shard in sorted(directory.glob("*.safetensors")) for e in load_shard(shard)]
+    return [
+        e for shard in sorted(directory.glob("s?-?????.safetensors")) for e in load_shard(shard)
+    ]
 
 
 @torch.no_grad()
@@ -121,7 +117,7 @@ def run_stage(model, tokenizer, prompts, out_dir: Path, stage: str, args) -> Non
         if path.exists():
             bar.update(len(chunk))
             continue
-        encoded = {i: chat_prompt_ids(tokenizer, prompts[i]["text"]) for i in chunk}
+        encoded = {i: encode_prompt(tokenizer, prompts[i]["text"]) for i in chunk}
         examples: dict[int, Example] = {}
         for sampled in (False, True):
             group = sorted(

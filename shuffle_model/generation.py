@@ -182,9 +182,13 @@ def decode(
 
 def draft_slots(model, hidden: torch.Tensor, anchor: int, sampler: TokenSampler) -> Draft:
     anchor_ids = torch.tensor(anchor, device=hidden.device)
-    out = model.draft(hidden, anchor_ids)  # logits (K, V), scores (K, K), keep (K,)
-    probs = sampler.probs(out.logits)
-    tokens = sampler.choose(out.logits, probs)
+    out = model.draft(hidden, anchor_ids)  # logits (K, N), scores (K, K), keep (K,)
+    probs = sampler.probs(out.logits)  # (K, N)
+    tokens = sampler.choose(out.logits, probs)  # (K,) columns of the draft vocabulary
+    if out.vocab is not None:  # back to token ids, and distributions over the whole vocabulary
+        tokens = out.vocab[tokens]
+        full = probs.new_zeros(probs.shape[0], model.config.vocab_size)
+        probs = full.scatter_(1, out.vocab.expand(probs.shape[0], -1), probs)
     return Draft(
         tokens=tokens.cpu(),
         probs=probs,
@@ -297,7 +301,9 @@ def make_trace(
         model=model_description(model),
         steps=steps,
         output_ids=list(result.output_ids),
-        output_text=None if tok is None else tok.decode(result.output_ids),
+        output_text=None
+        if tok is None
+        else tok.decode(result.output_ids, skip_special_tokens=True),
         totals=Totals(
             new_tokens=new,
             steps=result.steps,

@@ -54,6 +54,11 @@ class ShuffleHead(nn.Module):
         )
         nn.init.normal_(self.out_proj.weight, std=0.02)
         nn.init.zeros_(self.out_proj.bias)
+        self.draft_vocab: torch.Tensor | None  # (N,) token ids drafts may take; None: all
+        if config.draft_vocab_size:
+            self.register_buffer("draft_vocab", torch.arange(config.draft_vocab_size))
+        else:
+            self.draft_vocab = None
 
     def forward(self, hidden: torch.Tensor, anchor_embeds: torch.Tensor) -> HeadOutput:
         """hidden (..., hidden_size), anchor_embeds (..., embed_size) -> per-slot outputs."""

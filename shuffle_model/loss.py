@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 IGNORE = -100  # label value of positions that are not trained on
+UNDRAFTABLE = -1  # a real target that the draft vocabulary cannot express
+UNDRAFTABLE_LOGPROB = -30.0  # its log-probability under every slot (for the matching cost)
 
 
 @dataclass
@@ -90,15 +92,20 @@ def set_prediction_loss(
     lambda_keep: float = 0.5,
     lambda_prior: float = 0.0,
 ) -> SetLoss:
-    """draft_logits (N, K, V), shuffle_scores (N, K, K), keep_logits (N, K), targets (N, K)."""
+    """draft_logits (N, K, V), shuffle_scores (N, K, K), keep_logits (N, K), targets (N, K):
+    column indices of the draft vocabulary, IGNORE past the end, UNDRAFTABLE for real tokens
+    the draft vocabulary lacks (matched like any target, never counted as right)."""
     valid = targets != IGNORE  # (N, K) over offsets
+    draftable = targets >= 0
     safe_targets = targets.clamp(min=0)
     n, k, _ = draft_logits.shape
     log_norm = torch.logsumexp(draft_logits.float(), dim=-1)  # (N, K)
     target_logits = draft_logits.float().gather(
         -1, safe_targets[:, None, :].expand(n, k, k)
     )  # (N, K slots, K offsets)
-    token_logprobs = target_logits - log_norm[..., None]
+    token_logprobs = (target_logits - log_norm[..., None]).masked_fill(
+        ~draftable[:, None, :], UNDRAFTABLE_LOGPROB
+    )
     position_logprobs = F.log_softmax(shuffle_scores.float(), dim=-1)  # (N, K, K)
 
     cost = matching_cost(
@@ -107,15 +114,15 @@ def set_prediction_loss(
     matched = match_slots(cost, valid, assignment=assignment)  # (N, K)
     has_match = matched >= 0
     offset_index = matched.clamp(min=0)
+    learnable = has_match & draftable.gather(-1, offset_index)  # matched to a draftable token
 
     matched_token_logprob = token_logprobs.gather(-1, offset_index[..., None]).squeeze(-1)
     matched_position_logprob = position_logprobs.gather(-1, offset_index[..., None]).squeeze(-1)
-    pairs = has_match.sum().clamp(min=1)
-    token_loss = -(matched_token_logprob * has_match).sum() / pairs
-    position_loss = -(matched_position_logprob * has_match).sum() / pairs
+    token_loss = -(matched_token_logprob * learnable).sum() / learnable.sum().clamp(min=1)
+    position_loss = -(matched_position_logprob * has_match).sum() / has_match.sum().clamp(min=1)
 
     matched_target = safe_targets.gather(-1, offset_index)  # (N, K) target of each slot
-    slot_correct = has_match & (draft_logits.argmax(-1) == matched_target)
+    slot_correct = learnable & (draft_logits.argmax(-1) == matched_target)
     keep_loss = F.binary_cross_entropy_with_logits(keep_logits.float(), slot_correct.float())
 
     loss = token_loss + lambda_pos * position_loss + lambda_keep * keep_loss
@@ -134,7 +141,7 @@ def per_offset_accuracy(result: SetLoss, targets: torch.Tensor) -> list[float]:
     k = targets.shape[-1]
     accuracies = []
     for p in range(k):
-        present = (targets[:, p] != IGNORE).sum().item()
+        present = (targets[:, p] != IGNORE).sum().item()  # undraftable targets count as misses
         hits = (result.slot_correct & (result.matched_offsets == p)).sum().item()
         accuracies.append(hits / present if present else float("nan"))
     return accuracies

@@ -18,9 +18,10 @@ class TrunkOutput:
 
 @dataclass
 class DraftOutput:
-    logits: torch.Tensor  # (..., K, V): each slot's token logits
+    logits: torch.Tensor  # (..., K, N): each slot's logits over the draft vocabulary
     shuffle_scores: torch.Tensor  # (..., K, K): slot k's logit for offset p
     keep_logits: torch.Tensor  # (..., K): the head's belief that slot k's token is right
+    vocab: torch.Tensor | None = None  # (N,) token id of each logit column; None: N = V, ids
 
 
 @dataclass

@@ -204,3 +204,22 @@ def test_max_parallel_tokens_zero_is_ordinary_decoding(mixer, backbone):
     assert out.tolist() == backbone.generate(ids, max_new_tokens=10, do_sample=False).tolist()
     assert all(step.slots == [] for step in trace.steps)
     assert trace.totals.backbone_forwards == trace.totals.new_tokens
+
+
+def test_draft_vocabulary_restricts_drafts_and_stays_lossless(backbone):
+    torch.manual_seed(0)
+    model = FasterDecodeMixer.from_backbone(backbone, max_parallel_tokens=3, draft_vocab_size=10)
+    allowed = torch.arange(20, 30)
+    model.set_draft_vocab(allowed)
+    ids = torch.tensor([[25, 21, 27]])
+    out, trace = model.generate(
+        ids, max_new_tokens=20, keep_threshold=0.0, shuffle_strategy="identity", return_trace=True
+    )
+    assert out.tolist() == backbone.generate(ids, max_new_tokens=20, do_sample=False).tolist()
+    drafted = {s.token.id for step in trace.steps for s in step.slots}
+    assert drafted and drafted <= set(allowed.tolist())
+    labels = torch.tensor([[25, 21, 27, 5, 22, 23, 24]])  # 5 is not draftable
+    loss = model(labels, labels=labels).loss
+    assert torch.isfinite(loss)
+    sampled = model.generate(ids, max_new_tokens=10, temperature=1.0, keep_threshold=0.0, seed=3)
+    assert sampled.shape[1] > 3

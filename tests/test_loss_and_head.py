@@ -81,3 +81,11 @@ def test_rotary_scorer_prefers_the_offset_whose_angle_the_key_points_at():
     assert scores.argmax(-1).tolist() == list(range(6))
     wide = RotaryOffsetScorer(num_offsets=6, rotary_dim=8, base=10.0, temperature=0.5)
     assert wide(torch.randn(3, 6, 8)).shape == (3, 6, 6)
+
+
+def test_undraftable_targets_are_matched_but_never_right():
+    targets = torch.tensor([[1, -1, 3]])  # offset 2's token is outside the draft vocabulary
+    logits = confident_drafts(targets.clamp(min=0), [0, 1, 2])
+    result = set_prediction_loss(logits, torch.zeros(1, 3, 3), torch.zeros(1, 3), targets)
+    assert sorted(result.matched_offsets[0].tolist()) == [0, 1, 2]
+    assert result.slot_correct[0].tolist() == [True, False, True]
