@@ -106,37 +106,34 @@ def answer_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens, 
 
 
 def run_stage(model, tokenizer, prompts, out_dir: Path, stage: str, args) -> None:
-    rng = random.Random(args.seed)
-    sampled_flags = [rng.random() < args.sampled_fraction for _ in prompts]
+    """Answer `prompts` in shards of two batches; a quarter of the shards (by default) sample."""
+    rng = random.Random(f"{args.seed}-{stage}")
     shard_size = args.batch_size * 2
-    shards = range(0, len(prompts), shard_size)
     bar = tqdm(total=len(prompts), desc=f"distill {stage}", unit="prompt", dynamic_ncols=True)
-    for number, start in enumerate(shards):
+    for number, start in enumerate(range(0, len(prompts), shard_size)):
+        sampled = rng.random() < args.sampled_fraction
         path = out_dir / f"{stage}-{number:05d}.safetensors"
         chunk = list(range(start, min(start + shard_size, len(prompts))))
         if path.exists():
             bar.update(len(chunk))
             continue
         encoded = {i: encode_prompt(tokenizer, prompts[i]["text"]) for i in chunk}
+        by_length = sorted(chunk, key=lambda i: len(encoded[i]))
         examples: dict[int, Example] = {}
-        for sampled in (False, True):
-            group = sorted(
-                (i for i in chunk if sampled_flags[i] == sampled), key=lambda i: len(encoded[i])
+        for b in range(0, len(by_length), args.batch_size):
+            batch = by_length[b : b + args.batch_size]
+            answers = answer_batch(
+                model,
+                tokenizer,
+                [encoded[i] for i in batch],
+                max_new_tokens=args.max_new_tokens,
+                sampled=sampled,
+                seed=args.seed + start + b,
             )
-            for b in range(0, len(group), args.batch_size):
-                batch = group[b : b + args.batch_size]
-                answers = answer_batch(
-                    model,
-                    tokenizer,
-                    [encoded[i] for i in batch],
-                    max_new_tokens=args.max_new_tokens,
-                    sampled=sampled,
-                    seed=args.seed + start + b,
-                )
-                for i, answer in zip(batch, answers, strict=True):
-                    examples[i] = Example(prompts[i]["category"], encoded[i], answer, sampled)
-                bar.update(len(batch))
-                bar.set_postfix(answer_tokens=sum(len(a) for a in answers))
+            for i, answer in zip(batch, answers, strict=True):
+                examples[i] = Example(prompts[i]["category"], encoded[i], answer, sampled)
+            bar.update(len(batch))
+            bar.set_postfix(answer_tokens=sum(len(a) for a in answers), sampled=sampled)
         save_shard(path, [examples[i] for i in chunk])
     bar.close()
 
