@@ -151,10 +151,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sampled-fraction", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="float32", help="float32 matches CPU inference")
     args = parser.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = load_backbone(args.backbone, device=args.device, status=print)
+    model, tokenizer = load_backbone(
+        args.backbone, device=args.device, dtype=args.dtype, status=print
+    )
     (args.out / "settings.json").write_text(json.dumps(vars(args), default=str, indent=2))
     run_stage(
         model, tokenizer, generate_prompts(args.prompts, seed=args.seed), args.out, "s1", args
