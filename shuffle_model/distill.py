@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("cache/distill"))
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
-    parser.add_argument("--prompts", type=int, default=1600, help="stage-1 prompts")
+    parser.add_argument("--prompts", type=int, default=1600, help="stage-1 prompts (0: skip)")
     parser.add_argument("--passages", type=int, default=400, help="stage-2 prompts over answers")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -158,10 +158,11 @@ def main(argv: list[str] | None = None) -> None:
     model, tokenizer = load_backbone(
         args.backbone, device=args.device, dtype=args.dtype, status=print
     )
-    (args.out / "settings.json").write_text(json.dumps(vars(args), default=str, indent=2))
-    run_stage(
-        model, tokenizer, generate_prompts(args.prompts, seed=args.seed), args.out, "s1", args
-    )
+    settings = args.out / f"settings-{'s1' if args.prompts else 's2'}.json"
+    settings.write_text(json.dumps(vars(args), default=str, indent=2))
+    if args.prompts:  # 0: keep the stage-1 shards already in --out and go on to stage 2
+        prompts = generate_prompts(args.prompts, seed=args.seed)
+        run_stage(model, tokenizer, prompts, args.out, "s1", args)
     if args.passages:
         answers = [
             tokenizer.decode(e.answer_ids, skip_special_tokens=True)
