@@ -69,10 +69,15 @@ def load_shard(path: Path) -> list[Example]:
     return examples
 
 
-def load_examples(directory: Path) -> list[Example]:
-    return [
-        e for shard in sorted(directory.glob("s?-?????.safetensors")) for e in load_shard(shard)
-    ]
+def shard_paths(directories: Path | list[Path]) -> list[Path]:
+    """The data shards of one or more directories, in a stable order."""
+    if isinstance(directories, Path):
+        directories = [directories]
+    return [shard for d in directories for shard in sorted(d.glob("s?-?????.safetensors"))]
+
+
+def load_examples(directories: Path | list[Path]) -> list[Example]:
+    return [e for shard in shard_paths(directories) for e in load_shard(shard)]
 
 
 @torch.no_grad()

@@ -19,7 +19,9 @@ from .outputs import TrunkOutput
 
 CONFIG_FILE = "shuffle_config.json"
 HEAD_FILE = "head.safetensors"
-DEFAULT_HEAD_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_head"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_HEAD_DIR = ASSETS / "default_head"  # the shipped head (the default model)
+DEFAULT_FIXED_HEAD_DIR = ASSETS / "fixed_head"  # the fixed-assignment ablation, for the benchmark
 
 
 def config_from_backbone(backbone, name: str | None, **head_config) -> ShuffleConfig:

@@ -1,11 +1,12 @@
 """Cached backbone features for head training: h_t, the anchor and the K targets of every
 answer position of the self-distilled data. With the backbone frozen, one forward pass over
-the data replaces one per epoch, which is what makes CPU training feasible."""
+the data replaces one per epoch, which is what makes CPU training feasible. Features are
+cached per data shard (beside it, in features/), so adding shards only computes the new ones.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,10 +14,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from .distill import Example
+from .distill import Example, load_shard
 from .loss import IGNORE
 
 MAX_OFFSETS = 8  # targets stored per position; heads with K <= this can share the cache
+FIELDS = ("hidden", "anchors", "targets", "example", "greedy")
 
 
 @dataclass
@@ -31,7 +33,7 @@ class Features:
         return self.anchors.shape[0]
 
     def subset(self, index: torch.Tensor) -> Features:
-        return Features(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
+        return Features(*(getattr(self, f)[index] for f in FIELDS))
 
 
 def answer_positions(example: Example) -> tuple[list[int], list[int], list[list[int]]]:
@@ -46,48 +48,33 @@ def answer_positions(example: Example) -> tuple[list[int], list[int], list[list[
     return positions, anchors, targets
 
 
-def cache_key(examples: list[Example], backbone_name: str) -> str:
-    digest = hashlib.sha256(backbone_name.encode())
-    for e in examples:
-        digest.update(json.dumps([e.prompt_ids, e.answer_ids]).encode())
-    return digest.hexdigest()[:16]
-
-
 @torch.no_grad()
 def extract_features(model, examples: list[Example], *, batch_tokens: int = 4096) -> Features:
-    """Run the frozen backbone over every example (batched by length) and keep answer rows."""
-    order = sorted(
-        range(len(examples)),
-        key=lambda i: len(examples[i].prompt_ids) + len(examples[i].answer_ids),
-    )
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in Features.__dataclass_fields__}
+    """Run the frozen backbone over every example (batched by length) and keep answer rows;
+    `example` holds indices into `examples`."""
+    size = [len(e.prompt_ids) + len(e.answer_ids) for e in examples]
+    order = sorted(range(len(examples)), key=size.__getitem__)
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in FIELDS}
     bar = tqdm(total=len(examples), desc="backbone features", unit="example", dynamic_ncols=True)
     start = 0
     while start < len(order):
-        longest = len(examples[order[start]].prompt_ids) + len(examples[order[start]].answer_ids)
         end = start + 1
-        while end < len(order):
-            size = len(examples[order[end]].prompt_ids) + len(examples[order[end]].answer_ids)
-            if size * (end - start + 1) > batch_tokens:
-                break
-            longest, end = size, end + 1
+        while end < len(order) and size[order[end]] * (end - start + 1) <= batch_tokens:
+            end += 1
         batch = order[start:end]
+        longest = size[batch[-1]]
         ids = torch.zeros((len(batch), longest), dtype=torch.long)
         mask = torch.zeros_like(ids)
         for row, i in enumerate(batch):  # right padding: positions keep their indices
             sequence = examples[i].prompt_ids + examples[i].answer_ids
             ids[row, : len(sequence)] = torch.tensor(sequence)
             mask[row, : len(sequence)] = 1
-        hidden = model.trunk_forward(
-            ids.to(model.device), attention_mask=mask.to(model.device)
-        ).hidden
+        hidden = model.trunk_forward(ids.to(model.device), attention_mask=mask.to(model.device))
         for row, i in enumerate(batch):
             positions, anchors, targets = answer_positions(examples[i])
-            parts["hidden"].append(hidden[row, positions].to(torch.float16).cpu())
+            parts["hidden"].append(hidden.hidden[row, positions].to(torch.float16).cpu())
             parts["anchors"].append(torch.tensor(anchors))
-            parts["targets"].append(
-                torch.tensor(targets, dtype=torch.long).reshape(-1, MAX_OFFSETS)
-            )
+            parts["targets"].append(torch.tensor(targets, dtype=torch.long).view(-1, MAX_OFFSETS))
             parts["example"].append(torch.full((len(positions),), i))
             parts["greedy"].append(torch.full((len(positions),), not examples[i].sampled))
         bar.update(len(batch))
@@ -96,15 +83,38 @@ def extract_features(model, examples: list[Example], *, batch_tokens: int = 4096
     return Features(**{k: torch.cat(v) for k, v in parts.items()})
 
 
-def load_or_extract(
-    model, examples: list[Example], directory: Path, backbone_name: str
-) -> Features:
-    path = directory / f"features-{cache_key(examples, backbone_name)}.safetensors"
-    if path.exists():
-        tensors = load_file(str(path))
-        return Features(**{k: tensors[k] for k in Features.__dataclass_fields__})
+def shard_features(model, shard: Path, backbone_name: str) -> tuple[list[Example], Features]:
+    """Examples and features of one data shard, computed once and cached beside it."""
+    examples = load_shard(shard)
+    stat = shard.stat()
+    key = hashlib.sha256(f"{backbone_name}|{stat.st_size}|{MAX_OFFSETS}".encode()).hexdigest()[:12]
+    cached = shard.parent / "features" / f"{shard.stem}-{key}.safetensors"
+    if cached.exists():
+        tensors = load_file(str(cached))
+        return examples, Features(**{k: tensors[k] for k in FIELDS})
     features = extract_features(model, examples)
-    save_file(
-        {k: getattr(features, k).contiguous() for k in Features.__dataclass_fields__}, str(path)
-    )
-    return features
+    cached.parent.mkdir(exist_ok=True)
+    save_file({k: getattr(features, k).contiguous() for k in FIELDS}, str(cached))
+    return examples, features
+
+
+def load_features(model, shards: list[Path], backbone_name: str) -> tuple[list[Example], Features]:
+    """All shards' examples and features; `example` indexes the returned list. Examples whose
+    prompt appeared in an earlier shard are dropped (so held-out prompts are really unseen)."""
+    examples: list[Example] = []
+    parts: list[Features] = []
+    seen: set[tuple[int, ...]] = set()
+    for shard in tqdm(shards, desc="data shards", unit="shard", dynamic_ncols=True):
+        shard_examples, features = shard_features(model, shard, backbone_name)
+        keep_example = []
+        for example in shard_examples:
+            key = tuple(example.prompt_ids)
+            keep_example.append(key not in seen)
+            seen.add(key)
+        keep = torch.tensor(keep_example)[features.example]
+        kept = features.subset(keep)
+        renumber = torch.cumsum(torch.tensor(keep_example), 0) - 1 + len(examples)
+        kept.example = renumber[kept.example]
+        examples += [e for e, k in zip(shard_examples, keep_example, strict=True) if k]
+        parts.append(kept)
+    return examples, Features(**{k: torch.cat([getattr(p, k) for p in parts]) for k in FIELDS})

@@ -24,9 +24,9 @@ from torch import nn
 from tqdm import tqdm
 
 from .backbone import DEFAULT_BACKBONE, load_backbone
-from .distill import load_examples
+from .distill import shard_paths
 from .faster_decode_mixer import FasterDecodeMixer
-from .features import MAX_OFFSETS, Features, load_or_extract
+from .features import MAX_OFFSETS, Features, load_features
 from .filtering import filter_slots
 from .loss import IGNORE, per_offset_accuracy, set_prediction_loss
 from .shuffle import assign_offsets
@@ -158,7 +158,14 @@ def load_checkpoint(directory: Path, model, optimizer) -> tuple[int, list]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--data", type=Path, default=Path("cache/distill"))
+    p.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        default=[Path("cache/distill")],
+        help="one or more directories of distillation shards",
+    )
+    p.add_argument("--init-from", type=Path, default=None, help="start from a saved head")
     p.add_argument("--out", type=Path, default=Path("runs/head"))
     p.add_argument("--backbone", default=DEFAULT_BACKBONE)
     p.add_argument("--name", default=None, help="model name recorded in the config")
@@ -182,6 +189,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--heldout-every", type=int, default=20, help="every n-th example is held out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--features-only", action="store_true", help="cache backbone features, stop")
     return p.parse_args(argv)
 
 
@@ -207,10 +215,15 @@ def main(argv=None) -> None:
     if args.slots > MAX_OFFSETS:
         raise SystemExit(f"--slots must be <= {MAX_OFFSETS}")
 
-    examples = load_examples(args.data)
-    features = load_or_extract(model, examples, args.data, args.backbone)
+    if args.init_from:
+        model.head.load_state_dict(load_file(str(args.init_from / "head.safetensors")))
+        accelerator.print(f"initialised the head from {args.init_from}")
+    examples, features = load_features(model, shard_paths(args.data), args.backbone)
+    if args.features_only:
+        accelerator.print(f"{len(examples)} examples, {len(features)} positions cached")
+        return
     train, heldout = split(features, args.heldout_every)
-    if args.draft_vocab:
+    if args.draft_vocab and not args.init_from:
         vocab, coverage = frequent_tokens(train, args.draft_vocab, model.config.vocab_size)
         model.set_draft_vocab(vocab.to(model.device))
         accelerator.print(

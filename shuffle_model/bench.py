@@ -1,0 +1,512 @@
+"""Benchmark: ShuffleLM side by side with autoregressive decoding and prompt lookup decoding.
+
+    python -m shuffle_model.bench --limit 10          # every category, 10 questions each
+
+All methods run in one process on the same Spec-Bench prompts (first turn, chat template),
+interleaved prompt by prompt (method order rotating) after a warm-up, so that machine drift
+hits them alike. Per method, overall and per category: tokens/s, speed-up over the baseline
+(median and mean of per-prompt time ratios), tokens per backbone pass, BLEU and ROUGE-L against
+the baseline's text, peak memory, and the cost of recording a full trace. Verified greedy
+methods must reproduce the baseline token for token; the run fails loudly if one does not.
+Per-prompt records are appended to a JSONL file as they land, and --resume continues a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import torch
+from tqdm import tqdm
+
+SPEC_BENCH = Path(__file__).resolve().parent.parent.parent / "shared/data/spec_bench/question.jsonl"
+RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    kind: str  # "autoregressive", "prompt_lookup" or "shuffle"
+    lossless: bool  # must reproduce the baseline's tokens exactly
+    settings: dict = field(default_factory=dict)  # generate() settings for shuffle methods
+    head: str = "default"  # "default" or "fixed"
+    trace: bool = False  # record a full GenerationTrace (to measure its overhead)
+    description: str = ""
+
+
+METHODS = [
+    Method("baseline", "autoregressive", True, description="backbone.generate(do_sample=False)"),
+    Method(
+        "prompt_lookup",
+        "prompt_lookup",
+        False,
+        description="Hugging Face prompt lookup decoding, prompt_lookup_num_tokens=10",
+    ),
+    *[
+        Method(
+            f"shuffle-{s}",
+            "shuffle",
+            True,
+            {"shuffle_strategy": s},
+            description=f"ShuffleLM verified greedy, {s} strategy",
+        )
+        for s in ("rotary", "hungarian", "sinkhorn", "identity")
+    ],
+    *[
+        Method(
+            f"pure@{t}",
+            "shuffle",
+            False,
+            {"verify": False, "keep_threshold": t},
+            description=f"ShuffleLM pure parallel (unverified), keep threshold {t}",
+        )
+        for t in (0.3, 0.5, 0.7)
+    ],
+    Method(
+        "fixed-head",
+        "shuffle",
+        True,
+        {"shuffle_strategy": "identity"},
+        head="fixed",
+        description="fixed-assignment (Medusa-style) head, verified, identity order",
+    ),
+    Method(
+        "shuffle-rotary+trace",
+        "shuffle",
+        True,
+        {"shuffle_strategy": "rotary"},
+        trace=True,
+        description="shuffle-rotary recording a full trace (hook overhead)",
+    ),
+]
+METHOD_NAMES = [m.name for m in METHODS]
+
+
+class LosslessnessError(AssertionError):
+    """A verified greedy method produced different tokens from the baseline."""
+
+
+# --- measuring one run -------------------------------------------------------------------------
+
+
+class ForwardCounter:
+    """Counts backbone passes (calls of the backbone's base model), whoever makes them."""
+
+    def __init__(self, backbone):
+        self.count = 0
+        self.handle = backbone.base_model.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, output):
+        self.count += 1
+
+
+class PeakMemory:
+    """Peak resident memory (CPU, sampled by a thread) or peak allocated memory (CUDA)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.process = psutil.Process(os.getpid())
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            return self
+        self.peak = self.process.memory_info().rss
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated()
+        else:
+            self.running = False
+            self.thread.join()
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+
+def run_method(method: Method, models: dict, prompt_ids: list[int], max_new_tokens: int) -> dict:
+    """Generate once with `method`; returns the new token ids, seconds, passes, peak memory."""
+    model = models[method.head]
+    backbone = model.backbone
+    device = model.device
+    counter = models["counter"]
+    before = counter.count
+    ids = torch.tensor([prompt_ids], device=device)
+    with PeakMemory(device) as memory:
+        start = time.perf_counter()
+        if method.kind == "shuffle":
+            out = model.generate(
+                ids, max_new_tokens=max_new_tokens, return_trace=method.trace, **method.settings
+            )
+            out = out[0] if method.trace else out
+        else:
+            extra = {"prompt_lookup_num_tokens": 10} if method.kind == "prompt_lookup" else {}
+            out = backbone.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=model.tokenizer.pad_token_id,
+                **extra,
+            )
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    new = out[0, len(prompt_ids) :].tolist()
+    return {
+        "ids": new,
+        "seconds": seconds,
+        "passes": counter.count - before,
+        "peak_bytes": memory.peak,
+    }
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def load_questions(path: Path, categories: list[str] | None, limit: int | None) -> list[dict]:
+    questions = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    chosen, per_category = [], {}
+    for q in questions:
+        if categories and q["category"] not in categories:
+            continue
+        if limit is not None and per_category.get(q["category"], 0) >= limit:
+            continue
+        per_category[q["category"]] = per_category.get(q["category"], 0) + 1
+        chosen.append(q)
+    if not chosen:
+        raise ValueError(f"no questions match categories={categories} in {path}")
+    return chosen
+
+
+def check_lossless(records: list[dict], methods: list[Method]) -> list[str]:
+    """Every place where a lossless method's tokens differ from the baseline's."""
+    problems = []
+    for record in records:
+        base = record["runs"]["baseline"]["ids"]
+        for method in methods:
+            run = record["runs"].get(method.name)
+            if method.lossless and method.name != "baseline" and run and run["ids"] != base:
+                first = next(
+                    (i for i, (a, b) in enumerate(zip(run["ids"], base, strict=False)) if a != b),
+                    min(len(run["ids"]), len(base)),
+                )
+                problems.append(
+                    f"{method.name} differs from the baseline on question "
+                    f"{record['question_id']} at new token {first}"
+                )
+    return problems
+
+
+def summarise(records: list[dict], methods: list[Method], tokenizer) -> dict:
+    """Per method, overall and per category."""
+    from rouge_score import rouge_scorer
+    from sacrebleu.metrics import BLEU
+
+    bleu = BLEU(effective_order=True)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    texts = {}
+    for record in records:
+        for name, run in record["runs"].items():
+            texts[(record["question_id"], name)] = tokenizer.decode(
+                run["ids"], skip_special_tokens=True
+            )
+
+    def stats(subset: list[dict], method: Method) -> dict:
+        runs = [(r, r["runs"][method.name]) for r in subset if method.name in r["runs"]]
+        if not runs:
+            return {}
+        seconds = sum(run["seconds"] for _, run in runs)
+        tokens = sum(len(run["ids"]) for _, run in runs)
+        passes = sum(run["passes"] for _, run in runs)
+        ratios = [r["runs"]["baseline"]["seconds"] / run["seconds"] for r, run in runs]
+        hyps = [texts[(r["question_id"], method.name)] for r, _ in runs]
+        refs = [texts[(r["question_id"], "baseline")] for r, _ in runs]
+        rouge = [
+            scorer.score(ref, hyp)["rougeL"].fmeasure if ref or hyp else 1.0
+            for ref, hyp in zip(refs, hyps, strict=True)
+        ]
+        return {
+            "prompts": len(runs),
+            "new_tokens": tokens,
+            "seconds": round(seconds, 3),
+            "tokens_per_second": round(tokens / seconds, 2),
+            "speedup_median": round(statistics.median(ratios), 3),
+            "speedup_mean": round(statistics.fmean(ratios), 3),
+            "tokens_per_pass": round(tokens / max(passes, 1), 3),
+            "bleu": round(bleu.corpus_score(hyps, [refs]).score, 2),
+            "rouge_l": round(statistics.fmean(rouge), 4),
+            "peak_memory_mb": round(max(run["peak_bytes"] for _, run in runs) / 2**20, 1),
+        }
+
+    categories = sorted({r["category"] for r in records})
+    summary = {}
+    for method in methods:
+        summary[method.name] = {
+            "description": method.description,
+            "overall": stats(records, method),
+            "categories": {
+                c: stats([r for r in records if r["category"] == c], method) for c in categories
+            },
+        }
+    if "shuffle-rotary" in summary and "shuffle-rotary+trace" in summary:
+        pairs = [
+            r["runs"]["shuffle-rotary+trace"]["seconds"] / r["runs"]["shuffle-rotary"]["seconds"]
+            for r in records
+            if {"shuffle-rotary", "shuffle-rotary+trace"} <= set(r["runs"])
+        ]
+        summary["trace_overhead_median"] = round(statistics.median(pairs) - 1, 4) if pairs else None
+    return summary
+
+
+def machine_description(device: torch.device) -> dict:
+    import transformers
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def markdown(result: dict) -> str:
+    s, m = result["settings"], result["model"]
+    lines = [
+        f"# ShuffleLM benchmark — {result['date']} on {result['machine']['device']}",
+        "",
+        f"Machine: {result['machine'].get('gpu', result['machine']['cpu'])}, "
+        f"{result['machine']['torch_threads']} torch threads, torch {result['machine']['torch']}, "
+        f"transformers {result['machine']['transformers']}.",
+        f"Model: {m['backbone']} + {m['head']} (K={m['num_slots']}), "
+        f"{m['dtype']}. Spec-Bench first turns, chat template, greedy, "
+        f"max {s['max_new_tokens']} new tokens, {result['prompts']} prompts "
+        f"({s['limit']} per category).",
+        "",
+        "| method | tokens/s | speed-up (median) | speed-up (mean) | tokens/pass | BLEU "
+        "| ROUGE-L | peak memory |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, entry in result["summary"].items():
+        if not isinstance(entry, dict) or not entry.get("overall"):
+            continue
+        o = entry["overall"]
+        lines.append(
+            f"| {name} | {o['tokens_per_second']:.1f} | {o['speedup_median']:.2f}x | "
+            f"{o['speedup_mean']:.2f}x | {o['tokens_per_pass']:.2f} | {o['bleu']:.1f} | "
+            f"{o['rouge_l']:.3f} | {o['peak_memory_mb']:.0f} MB |"
+        )
+    overhead = result["summary"].get("trace_overhead_median")
+    if overhead is not None:
+        lines += [
+            "",
+            f"Recording a full trace costs {overhead:+.1%} wall time (median per prompt).",
+        ]
+    main = [
+        m
+        for m in ("baseline", "prompt_lookup", "shuffle-rotary", "fixed-head", "pure@0.5")
+        if m in result["summary"]
+    ]
+    categories = sorted(result["summary"]["baseline"]["categories"])
+    lines += [
+        "",
+        "Per category: tokens per backbone pass / median speed-up over the baseline.",
+        "",
+        "| category | " + " | ".join(main) + " |",
+        "|---|" + "---:|" * len(main),
+    ]
+    for c in categories:
+        cells = []
+        for m in main:
+            entry = result["summary"][m]["categories"].get(c) or {}
+            cells.append(
+                f"{entry.get('tokens_per_pass', 0):.2f} / {entry.get('speedup_median', 0):.2f}x"
+                if entry
+                else "—"
+            )
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    if result.get("lossless_violations"):
+        lines += [
+            "",
+            "**LOSSLESSNESS VIOLATED:**",
+            *[f"- {p}" for p in result["lossless_violations"]],
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m shuffle_model.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--limit", type=int, default=10, help="questions per category")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", help="auto: float32 on CPU, bfloat16 on CUDA")
+    p.add_argument("--categories", nargs="*", default=None)
+    p.add_argument("--methods", nargs="*", default=None, choices=METHOD_NAMES)
+    p.add_argument("--questions", type=Path, default=SPEC_BENCH)
+    p.add_argument("--head", default=None, help="head directory (default: the shipped head)")
+    p.add_argument("--fixed-head", default=None, help="fixed-assignment head directory")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--tag", default=None, help="added to the result file names")
+    p.add_argument("--resume", action="store_true", help="continue the run in the partial file")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return p.parse_args(argv)
+
+
+def load_models(args) -> dict:
+    from .faster_decode_mixer import DEFAULT_FIXED_HEAD_DIR, FasterDecodeMixer
+
+    status = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    main = FasterDecodeMixer.from_pretrained(
+        args.head, device=args.device, dtype=args.dtype, status=status
+    )
+    models = {"default": main}
+    fixed_dir = args.fixed_head or DEFAULT_FIXED_HEAD_DIR
+    models["fixed"] = FasterDecodeMixer.from_pretrained(
+        fixed_dir,
+        backbone=main.backbone,
+        tokenizer=main.tokenizer,
+        device=main.device,
+        dtype=main.backbone.dtype,
+    )
+    models["counter"] = ForwardCounter(main.backbone)
+    return models
+
+
+def run(args, models: dict) -> dict:
+    from .chat import encode_prompt
+
+    methods = [
+        m for m in METHODS if args.methods is None or m.name in args.methods or m.name == "baseline"
+    ]
+    questions = load_questions(args.questions, args.categories, args.limit)
+    model = models["default"]
+    device = model.device
+    stamp = dt.date.today().isoformat()
+    device_name = (
+        device.type
+        if device.type == "cpu"
+        else f"cuda-{torch.cuda.get_device_name(device).split()[-1].lower()}"
+    )
+    tag = f"-{args.tag}" if args.tag else ""
+    base_name = f"{stamp}-{device_name}{tag}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    partial = args.out / f"{base_name}.partial.jsonl"
+    records = []
+    if args.resume and partial.exists():
+        records = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
+    elif partial.exists():
+        partial.unlink()
+    done = {r["question_id"] for r in records}
+
+    warm = encode_prompt(model.tokenizer, "Say hello in one short sentence.")
+    for method in methods:  # warm-up: caches, allocator, kernels
+        run_method(method, models, warm, 16)
+
+    bar = tqdm(questions, desc="bench", unit="prompt", dynamic_ncols=True)
+    for index, question in enumerate(bar):
+        if question["question_id"] in done:
+            continue
+        ids = encode_prompt(model.tokenizer, question["turns"][0])
+        order = methods[index % len(methods) :] + methods[: index % len(methods)]  # rotate
+        runs = {m.name: run_method(m, models, ids, args.max_new_tokens) for m in order}
+        record = {
+            "question_id": question["question_id"],
+            "category": question["category"],
+            "prompt_tokens": len(ids),
+            "runs": runs,
+        }
+        records.append(record)
+        with partial.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        base = runs["baseline"]["seconds"]
+        bar.set_postfix(
+            speedup=f"{base / runs.get('shuffle-rotary', runs['baseline'])['seconds']:.2f}x"
+        )
+
+    info = model.model_info()
+    result = {
+        "date": stamp,
+        "machine": machine_description(device),
+        "settings": {
+            "max_new_tokens": args.max_new_tokens,
+            "limit": args.limit,
+            "categories": args.categories,
+            "dtype": str(model.backbone.dtype),
+        },
+        "model": {
+            "backbone": info["backbone"],
+            "head": info["head"],
+            "num_slots": model.config.num_slots,
+            "dtype": str(model.backbone.dtype),
+        },
+        "prompts": len(records),
+        "methods": {m.name: m.description for m in methods},
+        "summary": summarise(records, methods, model.tokenizer),
+        "lossless_violations": check_lossless(records, methods),
+        "records": records,
+    }
+    (args.out / f"{base_name}.json").write_text(json.dumps(result, indent=1))
+    (args.out / f"{base_name}.md").write_text(markdown(result))
+    result["files"] = [str(args.out / f"{base_name}.json"), str(args.out / f"{base_name}.md")]
+    if result["lossless_violations"]:
+        raise LosslessnessError("; ".join(result["lossless_violations"]))
+    return result
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        result = run(args, load_models(args))
+    except LosslessnessError as error:
+        print(
+            f"LOSSLESSNESS VIOLATED (results written with the violations listed): {error}",
+            file=sys.stderr,
+        )
+        return 1
+    print(markdown(result))
+    print("wrote", *result["files"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
