@@ -53,7 +53,7 @@ class DecodeResult:
     output_ids: list[int]  # the new tokens
     steps: int
     backbone_forwards: int
-    wall_seconds: float
+    wall_seconds: float  # generation time, excluding the time the consumer held each step
 
 
 def prompt_tensor(model, input_ids, attention_mask=None) -> torch.Tensor:
@@ -108,7 +108,7 @@ def decode(
     anchor = int(sampler.choose(trunk.logits[0, -1], anchor_probs))
     anchor_prob = float(anchor_probs[anchor])
     output: list[int] = []
-    step = 0
+    step, paused = 0, 0.0
     while True:
         clock = _Clock(device, enabled=record)
         remaining = settings.max_new_tokens - len(output)
@@ -157,6 +157,7 @@ def decode(
                 statuses[slot] = keep if position < kept_drafts else REJECTED
             clock.lap("verify")
         output += emitted
+        suspended = time.perf_counter()
         if record:
             yield build_step_trace(
                 model,
@@ -173,11 +174,12 @@ def decode(
             )
         else:
             yield None
+        paused += time.perf_counter() - suspended  # the consumer's time is not generation time
         step += 1
         if final or any(t in eos_ids for t in emitted) or len(output) >= settings.max_new_tokens:
             break
         anchor, anchor_prob = verdict.next_anchor, verdict.next_anchor_prob
-    return DecodeResult(output, step, forwards, time.perf_counter() - start)
+    return DecodeResult(output, step, forwards, time.perf_counter() - start - paused)
 
 
 def draft_slots(model, hidden: torch.Tensor, anchor: int, sampler: TokenSampler) -> Draft:
@@ -290,28 +292,45 @@ def model_description(model) -> dict:
 
 
 def make_trace(
-    model, prompt: torch.Tensor, settings: GenerationSettings, steps: list[StepTrace], result
+    model,
+    prompt: torch.Tensor,
+    settings: GenerationSettings,
+    steps: list[StepTrace],
+    *,
+    output_ids: list[int],
+    backbone_forwards: int,
+    wall_seconds: float,
 ) -> GenerationTrace:
     tok = model.tokenizer
-    new = len(result.output_ids)
+    new = len(output_ids)
     return GenerationTrace(
         prompt=None if tok is None else tok.decode(prompt[0].tolist()),
         prompt_ids=prompt[0].tolist(),
         settings=settings.to_dict(),
         model=model_description(model),
         steps=steps,
-        output_ids=list(result.output_ids),
-        output_text=None
-        if tok is None
-        else tok.decode(result.output_ids, skip_special_tokens=True),
+        output_ids=list(output_ids),
+        output_text=None if tok is None else tok.decode(output_ids, skip_special_tokens=True),
         totals=Totals(
             new_tokens=new,
-            steps=result.steps,
-            backbone_forwards=result.backbone_forwards,
-            compression_ratio=new / max(result.backbone_forwards, 1),
-            wall_seconds=result.wall_seconds,
-            tokens_per_second=new / result.wall_seconds if result.wall_seconds > 0 else 0.0,
+            steps=len(steps),
+            backbone_forwards=backbone_forwards,
+            compression_ratio=new / max(backbone_forwards, 1),
+            wall_seconds=wall_seconds,
+            tokens_per_second=new / wall_seconds if wall_seconds > 0 else 0.0,
         ),
+    )
+
+
+def trace_of_result(model, prompt, settings, steps, result: DecodeResult) -> GenerationTrace:
+    return make_trace(
+        model,
+        prompt,
+        settings,
+        steps,
+        output_ids=result.output_ids,
+        backbone_forwards=result.backbone_forwards,
+        wall_seconds=result.wall_seconds,
     )
 
 
@@ -368,24 +387,26 @@ def generate(
     new = torch.tensor([result.output_ids], dtype=torch.long, device=prompt.device)
     sequence = torch.cat([prompt, new], dim=1)
     if return_trace:
-        return sequence, make_trace(model, prompt, resolved, steps, result)
+        return sequence, trace_of_result(model, prompt, resolved, steps, result)
     return sequence
 
 
 class GenerationStream:
-    """Iterate to get one StepTrace per step; afterwards `.trace` is the GenerationTrace."""
+    """Iterate to get one StepTrace per step; afterwards `.trace` is the GenerationTrace.
+    `snapshot()` gives the trace of the steps so far at any time (e.g. after a Stop); its wall
+    time is the sum of the steps' own times (the prefill not included)."""
 
     def __init__(self, model, prompt: torch.Tensor, settings: GenerationSettings, hooks):
         self.model, self.prompt, self.settings, self.hooks = model, prompt, settings, hooks
         self.trace: GenerationTrace | None = None
-        self._started = False
+        self.steps: list[StepTrace] = []
+        self._started: float | None = None
 
     def __iter__(self) -> Iterator[StepTrace]:
-        if self._started:
+        if self._started is not None:
             raise RuntimeError("a GenerationStream can be iterated once")
-        self._started = True
+        self._started = time.perf_counter()
         loop = decode(self.model, self.prompt, self.settings, record=True)
-        steps: list[StepTrace] = []
         while True:
             try:
                 step = next(loop)
@@ -394,9 +415,23 @@ class GenerationStream:
                 break
             for hook in self.hooks:
                 hook(step)
-            steps.append(step)
+            self.steps.append(step)
             yield step
-        self.trace = make_trace(self.model, self.prompt, self.settings, steps, result)
+        self.trace = trace_of_result(self.model, self.prompt, self.settings, self.steps, result)
+
+    def snapshot(self) -> GenerationTrace:
+        if self.trace is not None:
+            return self.trace
+        elapsed = sum(step.timings_ms.get("total_ms", 0.0) for step in self.steps) / 1000
+        return make_trace(
+            self.model,
+            self.prompt,
+            self.settings,
+            list(self.steps),
+            output_ids=[t.id for s in self.steps for t in s.emitted],
+            backbone_forwards=1 + sum(1 for s in self.steps if s.forwarded_ids),
+            wall_seconds=elapsed,
+        )
 
 
 def stream(model, input_ids=None, attention_mask=None, *, hooks: Iterable[Hook] = (), **settings):

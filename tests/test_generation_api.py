@@ -70,7 +70,7 @@ def test_stream_yields_step_traces_consistent_with_the_output(mixer, tokenizer):
         if step.forwarded_ids:
             assert step.forwarded_ids == [step.anchor.id, *block_tokens]
         assert step.anchor.text is not None  # texts filled: the tokenizer is known
-    assert run.trace.output_text == tokenizer.decode(run.trace.output_ids)
+    assert run.trace.output_text == tokenizer.decode(run.trace.output_ids, skip_special_tokens=True)
 
 
 def test_sinkhorn_steps_record_a_doubly_stochastic_matrix(mixer):

@@ -111,8 +111,12 @@ def test_hostile_token_text_is_escaped_in_every_figure(tiny_trace):
     step.slots[0].token.text = hostile
     step.slots[0].candidates[0].text = hostile
     step.anchor.text = hostile
-    for fig in (viz.shuffle_heatmap(step), viz.draft_heatmap(step), viz.filter_chart(step),
-                viz.overview(trace)):
+    for fig in (
+        viz.shuffle_heatmap(step),
+        viz.draft_heatmap(step),
+        viz.filter_chart(step),
+        viz.overview(trace),
+    ):
         payload = json.dumps(fig.to_dict())
         assert "<img" not in payload
         assert "&lt;img" in payload

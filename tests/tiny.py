@@ -5,25 +5,17 @@ from __future__ import annotations
 import string
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from shuffle_model import FasterDecodeMixer, ShuffleConfig, ShuffleLM
+from shuffle_model.tiny import char_tokenizer as shared_char_tokenizer
 
-SPECIALS = ["<unk>", "<s>", "</s>"]  # ids 0, 1, 2: 2 is EOS
 CHARS = list(string.ascii_lowercase + string.digits + " .,!?<>/=\"'") + ["\n"]
 TINY_VOCAB = 64
 
 
-def char_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {token: i for i, token in enumerate(SPECIALS + CHARS)}
-    for i in range(len(vocab), TINY_VOCAB):
-        vocab[f"<extra_{i}>"] = i
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
-    )
+def char_tokenizer():
+    return shared_char_tokenizer(TINY_VOCAB, CHARS)
 
 
 def tiny_llama_config(
