@@ -24,7 +24,7 @@ from shuffle_model import STRATEGIES, GenerationTrace, TraceError
 from shuffle_model.backbone import BackboneNotFound
 from shuffle_model.chat import encode_prompt
 from shuffle_model.runtime import LazyModel
-from viz.replay import SPAN_COLORS, counters, step_view
+from viz.replay import SPAN_COLORS, counters, last_drafting_step, step_view
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "examples"
 MAX_PROMPT_CHARS = 20_000
@@ -118,7 +118,8 @@ def generation_settings(
         seed = as_int("seed", seed, 0, 2**31 - 1)
     return dict(
         max_new_tokens=as_int("max new tokens", max_new_tokens, 1, MAX_NEW_TOKENS),
-        max_parallel_tokens=as_int("max parallel tokens", max_parallel, 0, num_slots),
+        # the slider goes to 8; a head with fewer slots drafts all it has
+        max_parallel_tokens=min(as_int("max parallel tokens", max_parallel, 0, 8), num_slots),
         shuffle_strategy=strategy,
         temperature=as_float("temperature", temperature, 0.0, 2.0),
         top_p=as_float("top-p", top_p, 0.01, 1.0),
@@ -188,7 +189,7 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
         path = new_request_dir() / "trace.json"
         trace.save(path)
         yield (
-            *page_for(trace, len(trace.steps) - 1, running=False),
+            *page_for(trace, last_drafting_step(trace), running=False),
             trace,
             str(path),
             viz.overview(trace),

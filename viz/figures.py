@@ -13,6 +13,8 @@ from shuffle_model.trace import GenerationTrace, StepTrace
 from .style import ANCHOR, ORDERED_STATUSES, STATUS_COLORS, STATUS_LABELS, html_text
 
 GRID = "#e5e5e5"
+BLUES = [[0.0, "#f7fbff"], [0.5, "#6baed6"], [1.0, "#08306b"]]  # light (0) to dark (1)
+GREENS = [[0.0, "#f7fcf5"], [0.5, "#74c476"], [1.0, "#00441b"]]
 AXIS = dict(gridcolor=GRID, zerolinecolor=GRID, automargin=True)
 BASE_LAYOUT = dict(
     template=None,
@@ -115,7 +117,7 @@ def shuffle_heatmap(step: StepTrace) -> go.Figure:
                 y=labels,
                 zmin=0,
                 zmax=1,
-                colorscale="Blues",
+                colorscale=BLUES,
                 showscale=col == len(matrices),
                 text=hover,
                 hovertemplate="%{text}<extra></extra>",
@@ -167,7 +169,7 @@ def draft_heatmap(step: StepTrace) -> go.Figure:
             y=_slot_labels(step),
             zmin=0,
             zmax=1,
-            colorscale="Greens",
+            colorscale=GREENS,
             text=text,
             texttemplate="%{text}",
             hovertemplate="%{y}<br>candidate %{x}: %{text}<extra></extra>",

@@ -38,6 +38,11 @@ def counters(trace: GenerationTrace, *, running: bool = False) -> str:
     )
 
 
+def last_drafting_step(trace: GenerationTrace) -> int:
+    """The last step that drafted anything (the final step usually drafts nothing)."""
+    return max((i for i, s in enumerate(trace.steps) if s.slots), default=len(trace.steps) - 1)
+
+
 def step_view(trace: GenerationTrace, index: int) -> StepView:
     if not trace.steps:
         raise ValueError("the trace has no steps")
