@@ -111,6 +111,8 @@ class GenerationTrace:
             data = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise TraceError(f"not a JSON trace: {error}") from None
+        except RecursionError:
+            raise TraceError("not a trace: the JSON is nested too deeply") from None
         return cls.from_dict(data)
 
     @classmethod

