@@ -397,17 +397,21 @@ def load_models(args) -> dict:
     main = FasterDecodeMixer.from_pretrained(
         args.head, device=args.device, dtype=args.dtype, status=status
     )
-    models = {"default": main}
-    fixed_dir = args.fixed_head or DEFAULT_FIXED_HEAD_DIR
-    models["fixed"] = FasterDecodeMixer.from_pretrained(
-        fixed_dir,
+    fixed = FasterDecodeMixer.from_pretrained(
+        args.fixed_head or DEFAULT_FIXED_HEAD_DIR,
         backbone=main.backbone,
         tokenizer=main.tokenizer,
         device=main.device,
         dtype=main.backbone.dtype,
     )
-    models["counter"] = ForwardCounter(main.backbone)
-    return models
+    return bench_models(main, fixed)
+
+
+def bench_models(main, fixed) -> dict:
+    """The models `run` uses: the default head, the fixed head on the same backbone, a counter."""
+    if fixed.backbone is not main.backbone:
+        raise ValueError("the fixed head must share the default model's backbone")
+    return {"default": main, "fixed": fixed, "counter": ForwardCounter(main.backbone)}
 
 
 def run(args, models: dict) -> dict:

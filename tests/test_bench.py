@@ -1,0 +1,118 @@
+"""The benchmark's own logic on a tiny random model: every method runs, the JSON is well formed,
+and the losslessness check fires on a different output. No timing thresholds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shuffle_model import bench
+from tests.tiny import char_tokenizer, tiny_backbone, tiny_mixer
+
+CATEGORIES = ("writing", "math_reasoning")
+
+
+@pytest.fixture(scope="module")
+def models():
+    tokenizer = char_tokenizer()
+    backbone = tiny_backbone(seed=0)
+    backbone.name_or_path = "tiny-random-llama"
+    main = tiny_mixer(backbone, seed=1, tokenizer=tokenizer)
+    fixed = tiny_mixer(backbone, seed=2, tokenizer=tokenizer, assignment="fixed")
+    return bench.bench_models(main, fixed)
+
+
+@pytest.fixture
+def questions(tmp_path):
+    path = tmp_path / "question.jsonl"
+    rows = [
+        {"question_id": 10 * c + i, "category": category, "turns": [f"say {category} {i}"]}
+        for c, category in enumerate(CATEGORIES)
+        for i in range(2)
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def run_bench(models, questions, out, *extra):
+    args = bench.parse_args(
+        ["--limit", "1", "--max-new-tokens", "12", "--questions", str(questions), "--out", str(out)]
+        + list(extra)
+    )
+    return bench.run(args, models)
+
+
+def test_limit_one_gives_well_formed_results_for_every_method(models, questions, tmp_path):
+    result = run_bench(models, questions, tmp_path / "results")
+    saved = json.loads(Path(result["files"][0]).read_text())
+    assert saved["prompts"] == len(CATEGORIES)  # --limit is per category
+    assert {r["category"] for r in saved["records"]} == set(CATEGORIES)
+    assert set(saved["methods"]) == set(bench.METHOD_NAMES)
+    assert saved["lossless_violations"] == []
+    for name in bench.METHOD_NAMES:
+        summary = saved["summary"][name]
+        assert set(summary["categories"]) == set(CATEGORIES)
+        overall = summary["overall"]
+        assert overall["prompts"] == len(CATEGORIES)
+        assert overall["tokens_per_pass"] > 0 and overall["tokens_per_second"] > 0
+        assert overall["peak_memory_mb"] > 0
+        if bench.METHODS[bench.METHOD_NAMES.index(name)].lossless:
+            assert overall["bleu"] == 100.0 and overall["rouge_l"] == 1.0
+    # the baseline makes one backbone pass per token (the prefill yields the first)
+    base = saved["summary"]["baseline"]["overall"]
+    assert base["tokens_per_pass"] == pytest.approx(1.0, abs=0.01)
+    assert isinstance(saved["summary"]["trace_overhead_median"], float)
+    assert "cpu" in saved["machine"] and "torch" in saved["machine"]
+    table = Path(result["files"][1]).read_text()
+    assert all(name in table for name in bench.METHOD_NAMES)
+
+
+def test_method_subset_keeps_the_baseline(models, questions, tmp_path):
+    result = run_bench(
+        models,
+        questions,
+        tmp_path / "r",
+        "--methods",
+        "shuffle-identity",
+        "--categories",
+        "writing",
+    )
+    assert set(result["methods"]) == {"baseline", "shuffle-identity"}
+    assert result["prompts"] == 1
+
+
+def test_losslessness_check_fires_on_a_different_output(models, questions, tmp_path):
+    result = run_bench(models, questions, tmp_path / "r", "--methods", "shuffle-rotary")
+    records = result["records"]
+    methods = [m for m in bench.METHODS if m.name in result["methods"]]
+    assert bench.check_lossless(records, methods) == []
+    tampered = json.loads(json.dumps(records))
+    ids = tampered[0]["runs"]["shuffle-rotary"]["ids"]
+    ids[3] = (ids[3] + 1) % 64
+    problems = bench.check_lossless(tampered, methods)
+    assert len(problems) == 1 and "shuffle-rotary" in problems[0] and "token 3" in problems[0]
+    # an unverified method may differ: no violation
+    pure = [m for m in bench.METHODS if m.name == "pure@0.5"]
+    tampered[0]["runs"]["pure@0.5"] = {**tampered[0]["runs"]["baseline"], "ids": [5, 6]}
+    assert bench.check_lossless(tampered, [*methods, *pure]) == problems
+
+
+def test_run_raises_when_a_verified_method_is_not_lossless(
+    models, questions, tmp_path, monkeypatch
+):
+    original = bench.run_method
+
+    def corrupt(method, models, prompt_ids, max_new_tokens):
+        out = original(method, models, prompt_ids, max_new_tokens)
+        if method.name == "shuffle-hungarian" and max_new_tokens == 12:
+            out["ids"] = [*out["ids"][:-1], (out["ids"][-1] + 1) % 64]
+        return out
+
+    monkeypatch.setattr(bench, "run_method", corrupt)
+    with pytest.raises(bench.LosslessnessError, match="shuffle-hungarian"):
+        run_bench(models, questions, tmp_path / "r", "--methods", "shuffle-hungarian")
+    # the results were still written, listing the violation
+    written = json.loads(next((tmp_path / "r").glob("*.json")).read_text())
+    assert written["lossless_violations"]
