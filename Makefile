@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup app test lint bench clean
+.PHONY: setup app test lint bench examples clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ app: setup  ## start the web app on http://127.0.0.1:7860 with the default model
 
 test: setup  ## run the whole test suite
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+bench: setup  ## benchmark vs autoregressive decoding and prompt lookup (Spec-Bench, 10/category)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m shuffle_model.bench $(BENCH_ARGS)
+
+examples: setup  ## regenerate assets/examples/*.json and the viz tests' reference frame
+	HF_HUB_OFFLINE=1 $(BIN)/python -m viz.examples --reference tests/data/first_frame.png
 
 lint: setup
 	$(BIN)/ruff check .

@@ -195,7 +195,20 @@ def load_questions(path: Path, categories: list[str] | None, limit: int | None) 
         chosen.append(q)
     if not chosen:
         raise ValueError(f"no questions match categories={categories} in {path}")
-    return chosen
+    return round_robin(chosen)
+
+
+def round_robin(questions: list[dict]) -> list[dict]:
+    """Order questions category by category in turn, so that a run stopped early by
+    --max-minutes still covers every category about equally."""
+    by_category: dict[str, list[dict]] = {}
+    for q in questions:
+        by_category.setdefault(q["category"], []).append(q)
+    queues = list(by_category.values())
+    ordered = []
+    for round_ in range(max(len(q) for q in queues)):
+        ordered += [queue[round_] for queue in queues if round_ < len(queue)]
+    return ordered
 
 
 def check_lossless(records: list[dict], methods: list[Method]) -> list[str]:
@@ -315,7 +328,13 @@ def markdown(result: dict) -> str:
         f"Model: {m['backbone']} + {m['head']} (K={m['num_slots']}), "
         f"{m['dtype']}. Spec-Bench first turns, chat template, greedy, "
         f"max {s['max_new_tokens']} new tokens, {result['prompts']} prompts "
-        f"({s['limit']} per category).",
+        f"({s['limit']} per category"
+        + (
+            f"; stopped by --max-minutes {s['max_minutes']} after {result['prompts']} of "
+            f"{s['questions_planned']} planned, taken category by category in turn)."
+            if s.get("stopped_early")
+            else ")."
+        ),
         "",
         "| method | tokens/s | speed-up (median) | speed-up (mean) | tokens/pass | BLEU "
         "| ROUGE-L | peak memory |",
@@ -387,6 +406,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tag", default=None, help="added to the result file names")
     p.add_argument("--resume", action="store_true", help="continue the run in the partial file")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop taking new prompts after this long and summarise what ran (recorded)",
+    )
     return p.parse_args(argv)
 
 
@@ -444,6 +469,8 @@ def run(args, models: dict) -> dict:
     for method in methods:  # warm-up: caches, allocator, kernels
         run_method(method, models, warm, 16)
 
+    started = time.monotonic()
+    stopped_early = False
     bar = tqdm(questions, desc="bench", unit="prompt", dynamic_ncols=True)
     for index, question in enumerate(bar):
         if question["question_id"] in done:
@@ -464,6 +491,14 @@ def run(args, models: dict) -> dict:
         bar.set_postfix(
             speedup=f"{base / runs.get('shuffle-rotary', runs['baseline'])['seconds']:.2f}x"
         )
+        out_of_time = args.max_minutes is not None and (
+            time.monotonic() - started > 60 * args.max_minutes
+        )
+        if out_of_time and index + 1 < len(questions):
+            stopped_early = True
+            tqdm.write(f"--max-minutes {args.max_minutes} reached after {len(records)} prompts")
+            break
+    bar.close()
 
     info = model.model_info()
     result = {
@@ -473,6 +508,10 @@ def run(args, models: dict) -> dict:
             "max_new_tokens": args.max_new_tokens,
             "limit": args.limit,
             "categories": args.categories,
+            "methods": args.methods,
+            "max_minutes": args.max_minutes,
+            "stopped_early": stopped_early,
+            "questions_planned": len(questions),
             "dtype": str(model.backbone.dtype),
         },
         "model": {

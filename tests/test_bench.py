@@ -116,3 +116,24 @@ def test_run_raises_when_a_verified_method_is_not_lossless(
     # the results were still written, listing the violation
     written = json.loads(next((tmp_path / "r").glob("*.json")).read_text())
     assert written["lossless_violations"]
+
+
+def test_questions_come_category_by_category_and_max_minutes_stops_cleanly(
+    models, questions, tmp_path
+):
+    ordered = bench.load_questions(questions, None, None)
+    assert [q["category"] for q in ordered] == [*CATEGORIES, *CATEGORIES]
+    result = run_bench(
+        models,
+        questions,
+        tmp_path / "r",
+        "--methods",
+        "shuffle-rotary",
+        "--limit",
+        "2",
+        "--max-minutes",
+        "0",
+    )
+    # the first prompt always runs; then the budget is spent and the summary is written
+    assert result["prompts"] == 1 and result["settings"]["stopped_early"] is True
+    assert "stopped by --max-minutes" in Path(result["files"][1]).read_text()
