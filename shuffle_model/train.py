@@ -193,6 +193,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+
+def _jsonable(value):
+    """Command-line values as JSON: paths (alone or in lists) become strings."""
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     accelerator = Accelerator()
@@ -236,7 +243,7 @@ def main(argv=None) -> None:
             "train_positions": len(train),
             "heldout_positions": len(heldout),
         },
-        "training": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "training": {k: _jsonable(v) for k, v in vars(args).items()},
     }
     accelerator.print(
         f"{len(examples)} examples: {len(train)} training and {len(heldout)} held-out positions"

@@ -84,3 +84,18 @@ def test_shuffle_lm_trains_trunk_and_head_together():
     assert history[-1]["lm_loss"] < 0.1 * history[0]["lm_loss"]
     assert history[-1]["set_loss"] < 0.3 * history[0]["set_loss"]
     assert tokens_per_pass(model, data, keep_threshold=0.5) >= 2.5
+
+
+def test_training_records_its_command_line_as_json():
+    """Checkpoints store the training arguments in the head's config: paths become text."""
+    import json
+    from pathlib import Path
+
+    from shuffle_model.train import _jsonable
+
+    args = {"data": [Path("cache/a"), Path("cache/b")], "out": Path("runs/x"), "lr": 1e-3}
+    assert json.loads(json.dumps({k: _jsonable(v) for k, v in args.items()})) == {
+        "data": ["cache/a", "cache/b"],
+        "out": "runs/x",
+        "lr": 1e-3,
+    }
