@@ -194,6 +194,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 
+def describe_device(accelerator) -> str:
+    """Where training ran, for the model card: processes x device name."""
+    device = accelerator.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    return f"{accelerator.num_processes} x {name}"
+
+
 def _jsonable(value):
     """Command-line values as JSON: paths (alone or in lists) become strings."""
     if isinstance(value, (list, tuple)):
@@ -306,7 +313,8 @@ def main(argv=None) -> None:
     bar.close()
     if accelerator.is_main_process:
         model.config.extra["history"] = history
-        model.config.extra["cpu_minutes"] = round((time.perf_counter() - started) / 60, 1)
+        model.config.extra["train_minutes"] = round((time.perf_counter() - started) / 60, 1)
+        model.config.extra["train_device"] = describe_device(accelerator)
         model.save_pretrained(args.out / "final")
         (args.out / "history.json").write_text(json.dumps(history, indent=1))
         accelerator.print(f"saved {args.out / 'final'}")

