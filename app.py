@@ -144,6 +144,11 @@ def page_for(trace: GenerationTrace, index: int, *, running: bool) -> tuple:
     )
 
 
+# Uploads are capped; errors reach the page as their one-line message (never a traceback),
+# including Gradio's own input checks (e.g. a null sent for a slider through the API).
+LAUNCH_OPTIONS = dict(max_file_size="5mb", show_error=True)
+
+
 def build_demo(model: LazyModel | None = None) -> gr.Blocks:
     runtime = model or LazyModel()
 
@@ -449,4 +454,4 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
 
 
 if __name__ == "__main__":
-    build_demo().launch(max_file_size="5mb")
+    build_demo().launch(**LAUNCH_OPTIONS)

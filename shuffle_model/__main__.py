@@ -25,6 +25,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     gen.add_argument("--head", default=None, help="head directory (default: the shipped head)")
     gen.add_argument("--backbone", default=None, help="backbone name or path (default: the head's)")
     gen.add_argument("--device", default="auto")
+    gen.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let a hub backbone run its own Python code (off by default)",
+    )
     gen.add_argument("--trace", default=None, help="write the GenerationTrace JSON here")
     return parser.parse_args(argv)
 
@@ -40,6 +45,7 @@ def generate_command(args: argparse.Namespace) -> int:
             backbone=args.backbone,
             device=args.device,
             status=lambda m: print(m, file=sys.stderr),
+            trust_remote_code=args.trust_remote_code,
         )
         ids = encode_prompt(model.tokenizer, args.prompt, chat=args.chat)
         _, trace = model.generate(

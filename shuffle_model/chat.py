@@ -6,11 +6,16 @@ tokenized as ordinary characters, so typed text cannot forge a turn of the conve
 
 from __future__ import annotations
 
+import re
+
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # a str can hold them; UTF-8 cannot
 PLACEHOLDER = "\u2063SHUFFLELM_USER_TEXT\u2063"  # marks where the user's text goes
 
 
 def encode_text(tokenizer, text: str) -> list[int]:
-    """Token ids of user text, with any special-token strings in it split into plain text."""
+    """Token ids of user text, with any special-token strings in it split into plain text.
+    Lone surrogates (valid in a Python str, not in UTF-8) become U+FFFD."""
+    text = LONE_SURROGATE.sub("\ufffd", text)
     return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 

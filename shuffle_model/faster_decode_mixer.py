@@ -67,11 +67,15 @@ class FasterDecodeMixer(ShuffleModelBase):
         tokenizer=None,
         device="auto",
         dtype="auto",
+        trust_remote_code: bool = False,
         **head_config,
     ) -> FasterDecodeMixer:
-        """A fresh (untrained) head on a backbone given as a model or a name/path."""
+        """A fresh (untrained) head on a backbone given as a model or a name/path.
+        trust_remote_code=True lets a hub backbone run its own Python code: opt in only."""
         if isinstance(model_or_name, str):
-            backbone, loaded_tokenizer = load_backbone(model_or_name, device=device, dtype=dtype)
+            backbone, loaded_tokenizer = load_backbone(
+                model_or_name, device=device, dtype=dtype, trust_remote_code=trust_remote_code
+            )
             tokenizer = tokenizer or loaded_tokenizer
             name = model_or_name
         else:
@@ -99,6 +103,7 @@ class FasterDecodeMixer(ShuffleModelBase):
         device="auto",
         dtype="auto",
         status=None,
+        trust_remote_code: bool = False,
     ) -> FasterDecodeMixer:
         """Load a saved head and the backbone it names (or the one given). No argument: the
         default model shipped in assets/, offline."""
@@ -112,7 +117,11 @@ class FasterDecodeMixer(ShuffleModelBase):
                     f"{directory / CONFIG_FILE} names no backbone; pass backbone="
                 )
             backbone, loaded_tokenizer = load_backbone(
-                name, device=device, dtype=dtype, status=status
+                name,
+                device=device,
+                dtype=dtype,
+                status=status,
+                trust_remote_code=trust_remote_code,
             )
             tokenizer = tokenizer or loaded_tokenizer
         else:

@@ -193,7 +193,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-
 def describe_device(accelerator) -> str:
     """Where training ran, for the model card: processes x device name."""
     device = accelerator.device
@@ -206,6 +205,7 @@ def _jsonable(value):
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return str(value) if isinstance(value, Path) else value
+
 
 def main(argv=None) -> None:
     args = parse_args(argv)

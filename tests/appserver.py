@@ -27,7 +27,7 @@ def running_app(model_spec: str = "tiny"):
         server_port=port,
         prevent_thread_lock=True,
         quiet=True,
-        max_file_size="5mb",
+        **app.LAUNCH_OPTIONS,
     )
     try:
         yield f"http://127.0.0.1:{port}/", demo
