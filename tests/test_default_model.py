@@ -67,11 +67,11 @@ def test_tokens_per_pass_stays_above_the_floor(model):
 @pytest.mark.xfail(
     strict=True,
     reason="known limitation of the shipped head (see assets/default_head/README.md): trained "
-    "with a slot-order prior, its argmax assignment is slot k -> offset k at every step; "
-    "strict, so a head that fixes this makes the suite say so",
+    "with a slot-order prior, its assignment is slot k -> offset k at all but ~1 in 200 "
+    "steps; strict, so a head that fixes this makes the suite say so",
 )
 def test_shuffle_is_not_trivially_the_identity(model):
-    """Some steps give slots offsets out of slot order (the point of the shuffle)."""
+    """A real share of steps (5 %) give slots offsets out of slot order: the shuffle's point."""
     moved = steps = 0
     for prompt in PROMPTS:
         _, trace = model.generate(
@@ -84,7 +84,7 @@ def test_shuffle_is_not_trivially_the_identity(model):
             if step.slots:
                 steps += 1
                 moved += any(s.offset not in (None, s.index + 1) for s in step.slots)
-    assert moved > 0, f"every one of {steps} steps kept slot order"
+    assert moved >= 0.05 * steps, f"only {moved} of {steps} steps moved a slot off its order"
 
 
 def test_missing_backbone_gives_the_install_hint(monkeypatch, tmp_path):
