@@ -94,8 +94,8 @@ def check_prompt(prompt) -> str:
         raise UserError(
             f"The prompt is {len(prompt):,} characters long; the limit is {MAX_PROMPT_CHARS:,}."
         )
-    # lone surrogates cannot be encoded; NUL and other controls are kept as text
-    return prompt.encode("utf-8", errors="replace").decode("utf-8")
+    # NUL and other controls stay text; lone surrogates become U+FFFD in chat.encode_text
+    return prompt
 
 
 def generation_settings(

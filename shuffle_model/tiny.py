@@ -35,22 +35,36 @@ def char_tokenizer(
     )
 
 
-def tiny_model(*, seed: int = 0, num_slots: int = 4, context: int = 512) -> FasterDecodeMixer:
-    """A random 2-layer Llama backbone (untied, so its text varies) with a random head."""
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=TINY_VOCAB,
-        hidden_size=48,
-        intermediate_size=96,
-        num_hidden_layers=2,
+def tiny_llama_config(
+    vocab_size: int = TINY_VOCAB,
+    *,
+    eos: int | None = 2,
+    layers: int = 2,
+    hidden: int = 48,
+    context: int = 512,
+    init_std: float = 0.02,
+) -> LlamaConfig:
+    """A small Llama config: 4 heads (2 KV), MLP 2x wide, untied so random text varies."""
+    return LlamaConfig(
+        initializer_range=init_std,
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=context,
         bos_token_id=1,
-        eos_token_id=2,
+        eos_token_id=eos,
         pad_token_id=0,
         tie_word_embeddings=False,
     )
+
+
+def tiny_model(*, seed: int = 0, num_slots: int = 4, context: int = 512) -> FasterDecodeMixer:
+    """A random 2-layer Llama backbone (untied, so its text varies) with a random head."""
+    torch.manual_seed(seed)
+    config = tiny_llama_config(context=context)
     backbone = LlamaForCausalLM(config).eval()
     backbone.name_or_path = "tiny-random-llama"
     model = FasterDecodeMixer.from_backbone(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import string
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from shuffle_model import FasterDecodeMixer, ShuffleConfig, ShuffleLM
 from shuffle_model.tiny import char_tokenizer as shared_char_tokenizer
+from shuffle_model.tiny import tiny_llama_config as shared_tiny_llama_config
 
 CHARS = list(string.ascii_lowercase + string.digits + " .,!?<>/=\"'") + ["\n"]
 TINY_VOCAB = 64
@@ -21,19 +22,9 @@ def char_tokenizer():
 def tiny_llama_config(
     vocab_size: int = TINY_VOCAB, *, eos: int | None = 2, layers=2, hidden=32, init_std=0.02
 ):
-    return LlamaConfig(
-        initializer_range=init_std,
-        vocab_size=vocab_size,
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=1,
-        eos_token_id=eos,
-        pad_token_id=0,
-        tie_word_embeddings=False,  # tied tiny random models only ever repeat the last token
+    # tied tiny random models only ever repeat the last token: the shared config is untied
+    return shared_tiny_llama_config(
+        vocab_size, eos=eos, layers=layers, hidden=hidden, context=256, init_std=init_std
     )
 
 
