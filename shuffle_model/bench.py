@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -404,7 +405,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fixed-head", default=None, help="fixed-assignment head directory")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--tag", default=None, help="added to the result file names")
-    p.add_argument("--resume", action="store_true", help="continue the run in the partial file")
+    p.add_argument(
+        "--name", default=None, help="result file base name (default: DATE-DEVICE[-TAG])"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in NAME.partial.jsonl (refused if the heads or settings differ)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument(
         "--max-minutes",
@@ -439,6 +447,43 @@ def bench_models(main, fixed) -> dict:
     return {"default": main, "fixed": fixed, "counter": ForwardCounter(main.backbone)}
 
 
+def head_fingerprint(model) -> str:
+    """A short hash of a head's weights: which head produced a record, whatever its name."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.head.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(
+            tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        )
+    return digest.hexdigest()[:16]
+
+
+def run_setup(args, models: dict, methods: list[Method]) -> dict:
+    """What must not change between the records of one run (checked on --resume)."""
+    return {
+        "head": head_fingerprint(models["default"]),
+        "fixed_head": head_fingerprint(models["fixed"]),
+        "backbone": models["default"].config.backbone,
+        "dtype": str(models["default"].backbone.dtype),
+        "device": models["default"].device.type,
+        "max_new_tokens": args.max_new_tokens,
+        "methods": [m.name for m in methods],
+        "threads": torch.get_num_threads(),
+    }
+
+
+def check_same_setup(records: list[dict], setup: dict, partial: Path) -> None:
+    for record in records:
+        if record.get("setup") != setup:
+            changed = sorted(
+                key for key in setup if (record.get("setup") or {}).get(key) != setup[key]
+            )
+            raise SystemExit(
+                f"cannot resume {partial}: question {record['question_id']} ran with a different "
+                f"{', '.join(changed)}; start a new run (drop --resume or pick another --name)"
+            )
+
+
 def run(args, models: dict) -> dict:
     from .chat import encode_prompt
 
@@ -455,12 +500,14 @@ def run(args, models: dict) -> dict:
         else f"cuda-{torch.cuda.get_device_name(device).split()[-1].lower()}"
     )
     tag = f"-{args.tag}" if args.tag else ""
-    base_name = f"{stamp}-{device_name}{tag}"
+    base_name = args.name or f"{stamp}-{device_name}{tag}"
     args.out.mkdir(parents=True, exist_ok=True)
     partial = args.out / f"{base_name}.partial.jsonl"
+    setup = run_setup(args, models, methods)
     records = []
     if args.resume and partial.exists():
         records = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
+        check_same_setup(records, setup, partial)
     elif partial.exists():
         partial.unlink()
     done = {r["question_id"] for r in records}
@@ -482,6 +529,7 @@ def run(args, models: dict) -> dict:
             "question_id": question["question_id"],
             "category": question["category"],
             "prompt_tokens": len(ids),
+            "setup": setup,
             "runs": runs,
         }
         records.append(record)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,15 @@ def sinkhorn_assignment(scores: np.ndarray, keep_probs: np.ndarray) -> Assignmen
 
 def identity_assignment(scores: np.ndarray, keep_probs: np.ndarray) -> Assignment:
     return Assignment(list(range(1, scores.shape[0] + 1)))
+
+
+def map_variety(maps: list[list[int]]) -> float:
+    """Share of steps whose slot -> offset map (e.g. each score row's best offset) differs from
+    the most common map: 0 when the shuffle is a constant map, the identity or any other."""
+    if not maps:
+        return 0.0
+    counts = Counter(tuple(m) for m in maps)
+    return 1 - counts.most_common(1)[0][1] / len(maps)
 
 
 def sinkhorn_log(scores: np.ndarray, iterations: int = SINKHORN_ITERATIONS) -> np.ndarray:

@@ -29,7 +29,7 @@ from .faster_decode_mixer import FasterDecodeMixer
 from .features import MAX_OFFSETS, Features, load_features
 from .filtering import filter_slots
 from .loss import IGNORE, per_offset_accuracy, set_prediction_loss
-from .shuffle import assign_offsets
+from .shuffle import assign_offsets, map_variety
 
 
 class HeadObjective(nn.Module):
@@ -108,6 +108,7 @@ def evaluate(model: FasterDecodeMixer, heldout: Features, *, strategies, thresho
     keep = draft.keep_logits.float().sigmoid().cpu().numpy()
     scores = draft.shuffle_scores.float().cpu().numpy()
     greedy = subset.greedy.nonzero().flatten().tolist()
+    metrics["shuffle_varies"] = round(map_variety(scores[greedy].argmax(-1).tolist()), 4)
     for strategy in strategies:
         for threshold in thresholds:
             accepted = 0

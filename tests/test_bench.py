@@ -137,3 +137,19 @@ def test_questions_come_category_by_category_and_max_minutes_stops_cleanly(
     # the first prompt always runs; then the budget is spent and the summary is written
     assert result["prompts"] == 1 and result["settings"]["stopped_early"] is True
     assert "stopped by --max-minutes" in Path(result["files"][1]).read_text()
+
+
+def test_resume_continues_a_named_run_and_refuses_another_head(models, questions, tmp_path):
+    out = tmp_path / "r"
+    first = run_bench(
+        models, questions, out, "--methods", "shuffle-rotary", "--name", "run", "--max-minutes", "0"
+    )
+    assert first["prompts"] == 1 and first["files"][0].endswith("run.json")
+    resumed = run_bench(
+        models, questions, out, "--methods", "shuffle-rotary", "--name", "run", "--resume"
+    )
+    assert resumed["prompts"] == len(CATEGORIES)
+    assert [r["question_id"] for r in resumed["records"]][0] == first["records"][0]["question_id"]
+    other = dict(models, default=models["fixed"])  # a different head under the same name
+    with pytest.raises(SystemExit, match="different head"):
+        run_bench(other, questions, out, "--methods", "shuffle-rotary", "--name", "run", "--resume")

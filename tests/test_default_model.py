@@ -3,12 +3,14 @@ assets/, offline."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 import shuffle_model.backbone as backbone_module
 from shuffle_model import BackboneNotFound, FasterDecodeMixer
 from shuffle_model.chat import encode_prompt
+from shuffle_model.shuffle import map_variety
 
 pytestmark = pytest.mark.default_model
 
@@ -67,24 +69,20 @@ def test_tokens_per_pass_stays_above_the_floor(model):
 @pytest.mark.xfail(
     strict=True,
     reason="known limitation of the shipped head (see assets/default_head/README.md): trained "
-    "with a slot-order prior, its assignment is slot k -> offset k at all but ~1 in 200 "
+    "with a slot-order prior, its score rows put slot k at offset k at all but ~1 in 200 "
     "steps; strict, so a head that fixes this makes the suite say so",
 )
 def test_shuffle_is_not_trivially_the_identity(model):
-    """A real share of steps (5 %) give slots offsets out of slot order: the shuffle's point."""
-    moved = steps = 0
+    """A real share of steps (5 %) predict a slot -> offset map other than the most common
+    one: the shuffle depends on the content, it is not a fixed permutation of the slots."""
+    maps = []
     for prompt in PROMPTS:
         _, trace = model.generate(
-            [encode_prompt(model.tokenizer, prompt)],
-            max_new_tokens=64,
-            return_trace=True,
-            keep_threshold=0.0,
+            [encode_prompt(model.tokenizer, prompt)], max_new_tokens=64, return_trace=True
         )
-        for step in trace.steps:
-            if step.slots:
-                steps += 1
-                moved += any(s.offset not in (None, s.index + 1) for s in step.slots)
-    assert moved >= 0.05 * steps, f"only {moved} of {steps} steps moved a slot off its order"
+        maps += [np.argmax(s.shuffle_probs, axis=1).tolist() for s in trace.steps if s.slots]
+    variety = map_variety(maps)
+    assert variety >= 0.05, f"{variety:.1%} of {len(maps)} steps left the most common map"
 
 
 def test_missing_backbone_gives_the_install_hint(monkeypatch, tmp_path):
