@@ -1,11 +1,15 @@
 """Compare trained heads on real generation: tokens per backbone pass and how often the shuffle
-is not the identity, on our own held-out prompts (never the Spec-Bench evaluation set).
+is not the identity, on our own prompts (never the Spec-Bench evaluation set).
 
-    python -m shuffle_model.evaluate runs/head-a runs/head-b --prompts 8
+    python -m shuffle_model.evaluate runs/head-a runs/head-b --prompts 8 --handwritten
 
-For each head and strategy: verified greedy generation through the shared loop, then
-tokens per pass (new tokens / backbone forwards, the prefill counted) per prompt category,
-and the share of drafting steps whose slot-to-offset assignment is not slot k -> offset k.
+Prompts: `--prompts N` held-out ones from the template generator (a seed the training data did
+not use) and, with `--handwritten`, the hand-written everyday requests of
+`prompts.HANDWRITTEN_PROMPTS`, which show how far the template data carries. For each head and
+strategy: verified greedy generation through the shared loop, then tokens per pass (new tokens
+/ backbone forwards, the prefill counted) per prompt category, the share of drafting steps whose
+assignment is not slot k -> offset k, and the share whose predicted map (each score row's best
+offset) differs from the most common map (0 for any constant permutation).
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
+
+from .shuffle import map_variety
 
 HELDOUT_SEED = 424242  # the distillation data used seeds 0 and 7
 
@@ -29,37 +36,43 @@ def non_identity(step) -> bool:
 def evaluate(model, prompts: list[dict], *, strategy: str, max_new_tokens: int) -> dict:
     from .chat import encode_prompt
 
-    tokens, forwards, steps, moved = defaultdict(int), defaultdict(int), 0, 0
+    tokens, forwards, steps, moved, maps = defaultdict(int), defaultdict(int), 0, 0, []
     for prompt in prompts:
         ids = encode_prompt(model.tokenizer, prompt["text"])
         _, trace = model.generate(
             [ids], max_new_tokens=max_new_tokens, shuffle_strategy=strategy, return_trace=True
         )
-        for key in (prompt["category"], "all"):
+        group = "handwritten" if prompt["category"].startswith("hand/") else "generator"
+        for key in (prompt["category"], group, "all"):
             tokens[key] += trace.totals.new_tokens
             forwards[key] += trace.totals.backbone_forwards
         drafting = [s for s in trace.steps if s.slots]
         steps += len(drafting)
         moved += sum(non_identity(s) for s in drafting)
+        maps += [np.argmax(s.shuffle_probs, axis=1).tolist() for s in drafting]
     return {
         "tokens_per_pass": {k: round(tokens[k] / forwards[k], 3) for k in tokens},
         "non_identity_steps": round(moved / max(steps, 1), 3),
+        "map_variety": round(map_variety(maps), 3),
     }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shuffle_model.evaluate", description=__doc__)
     parser.add_argument("heads", nargs="+", help="head directories")
-    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=8, help="template-generator prompts")
+    parser.add_argument("--handwritten", action="store_true", help="add HANDWRITTEN_PROMPTS")
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--strategies", nargs="+", default=["rotary", "identity"])
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args(argv)
 
     from .faster_decode_mixer import FasterDecodeMixer
-    from .prompts import generate_prompts
+    from .prompts import HANDWRITTEN_PROMPTS, generate_prompts
 
     prompts = generate_prompts(args.prompts, seed=HELDOUT_SEED)
+    if args.handwritten:
+        prompts += [{**p, "category": f"hand/{p['category']}"} for p in HANDWRITTEN_PROMPTS]
     first = FasterDecodeMixer.from_pretrained(
         args.heads[0], status=lambda m: print(m, file=sys.stderr)
     )

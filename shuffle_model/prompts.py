@@ -252,3 +252,54 @@ def passage_prompts(passages: list[str], *, seed: int = 0) -> Iterator[dict]:
                 "category": "extraction",
                 "text": f"List the three most important keywords of this text:\n\n{passage}",
             }
+
+
+# Hand-written requests in everyday wording, outside the template generator (and not Spec-Bench
+# questions): how a head trained on template prompts does on text it has not seen the like of.
+HANDWRITTEN_PROMPTS = [
+    {"category": "explain", "text": "Explain why the sky is blue."},
+    {"category": "writing", "text": "Write a short story about a robot who learns to paint."},
+    {"category": "advice", "text": "Give me five tips for staying focused while studying."},
+    {
+        "category": "coding",
+        "text": "Write a Python function that returns the factorial of a number.",
+    },
+    {"category": "compare", "text": "What are the main differences between cats and dogs as pets?"},
+    {
+        "category": "writing",
+        "text": "Draft a polite email to my landlord asking when the heating will be repaired.",
+    },
+    {
+        "category": "roleplay",
+        "text": "You are a museum guide. Welcome a group of children to the dinosaur hall.",
+    },
+    {
+        "category": "math",
+        "text": "A train travels 180 km in 2 hours and then 120 km in 1.5 hours. What is its "
+        "average speed over the whole trip?",
+    },
+    {
+        "category": "reasoning",
+        "text": "If all roses are flowers and some flowers fade quickly, can we conclude that "
+        "some roses fade quickly? Explain.",
+    },
+    {
+        "category": "extraction",
+        "text": "From this sentence, list every date and place: 'The conference moved from Lyon "
+        "on 3 May to Geneva on 9 June, then to Turin in September.'",
+    },
+    {"category": "translation", "text": "Translate into French: 'The library opens at nine."},
+    {
+        "category": "summary",
+        "text": "Summarise in two sentences: Bees pollinate many crops. Without them, yields of "
+        "fruits such as apples and almonds would fall sharply, and food prices would rise. "
+        "Pesticides and habitat loss have reduced bee numbers in many countries.",
+    },
+    {"category": "stem", "text": "How does a refrigerator keep food cold?"},
+    {"category": "humanities", "text": "Why did the Roman Empire split into East and West?"},
+    {"category": "planning", "text": "Plan a relaxed three-day trip to Lisbon on a small budget."},
+    {
+        "category": "coding",
+        "text": "What is the difference between a list and a tuple in Python? Show an example.",
+    },
+]

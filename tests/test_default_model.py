@@ -10,18 +10,13 @@ import torch
 import shuffle_model.backbone as backbone_module
 from shuffle_model import BackboneNotFound, FasterDecodeMixer
 from shuffle_model.chat import encode_prompt
+from shuffle_model.prompts import HANDWRITTEN_PROMPTS
 from shuffle_model.shuffle import map_variety
 
 pytestmark = pytest.mark.default_model
 
-# Not Spec-Bench questions: a fixed handful of our own, for the regression floor.
-PROMPTS = [
-    "Explain why the sky is blue.",
-    "Write a short story about a robot who learns to paint.",
-    "Give me five tips for staying focused while studying.",
-    "Write a Python function that returns the factorial of a number.",
-    "What are the main differences between cats and dogs as pets?",
-]
+# Not Spec-Bench questions: the first five hand-written prompts, for the regression floor.
+PROMPTS = [p["text"] for p in HANDWRITTEN_PROMPTS[:5]]
 TOKENS_PER_PASS_FLOOR = 1.2  # the shipped head measures 1.33 on these prompts (64 tokens each)
 
 

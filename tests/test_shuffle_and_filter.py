@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from shuffle_model.filtering import filter_slots
-from shuffle_model.shuffle import assign_offsets, sinkhorn_log
+from shuffle_model.shuffle import assign_offsets, map_variety, sinkhorn_log
 from shuffle_model.trace import AFTER_GAP, DUPLICATE, LOW_CONFIDENCE, OUT_OF_RANGE
 
 # slot 0 wants offset 2, slot 1 wants offset 1, slots 2 and 3 both want offset 3
@@ -36,6 +36,13 @@ def test_hungarian_and_sinkhorn_give_a_permutation():
 
 def test_identity_keeps_slot_order():
     assert assign_offsets("identity", SCORES, KEEP).offsets == [1, 2, 3, 4]
+
+
+def test_map_variety_counts_steps_off_the_most_common_map():
+    swapped = [1, 0, 2]
+    assert map_variety([swapped] * 9) == 0.0  # a constant permutation is no shuffle
+    assert map_variety([swapped] * 6 + [[0, 1, 2]] * 3 + [[2, 1, 0]]) == pytest.approx(0.4)
+    assert map_variety([]) == 0.0
 
 
 def test_sinkhorn_matrix_is_doubly_stochastic():
