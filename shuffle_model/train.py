@@ -266,6 +266,7 @@ def main(argv=None) -> None:
     if args.resume and (checkpoint / "trainer_state.json").exists():
         step, history = load_checkpoint(checkpoint, model, optimizer)
         accelerator.print(f"resumed at step {step}")
+    earlier_minutes = history[-1]["minutes"] if history else 0.0  # training time before a resume
 
     generator = torch.Generator().manual_seed(args.seed + step)
     started = time.perf_counter()
@@ -302,7 +303,7 @@ def main(argv=None) -> None:
             metrics.update(
                 step=step,
                 train_loss=round(loss.item(), 4),
-                minutes=round((time.perf_counter() - started) / 60, 2),
+                minutes=round(earlier_minutes + (time.perf_counter() - started) / 60, 2),
             )
             history.append(metrics)
             accelerator.print(json.dumps(metrics))
@@ -314,7 +315,9 @@ def main(argv=None) -> None:
     bar.close()
     if accelerator.is_main_process:
         model.config.extra["history"] = history
-        model.config.extra["train_minutes"] = round((time.perf_counter() - started) / 60, 1)
+        model.config.extra["train_minutes"] = round(
+            earlier_minutes + (time.perf_counter() - started) / 60, 1
+        )
         model.config.extra["train_device"] = describe_device(accelerator)
         model.save_pretrained(args.out / "final")
         (args.out / "history.json").write_text(json.dumps(history, indent=1))
