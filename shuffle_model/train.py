@@ -178,7 +178,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rotary-dim", type=int, default=2)
     p.add_argument("--lambda-pos", type=float, default=1.0)
     p.add_argument("--lambda-keep", type=float, default=0.5)
-    p.add_argument("--lambda-prior", type=float, default=0.5)
+    p.add_argument(
+        "--lambda-prior",
+        type=float,
+        default=0.0,
+        help="pull of slot k towards offset k in the matching; > 0 collapses the shuffle",
+    )
     p.add_argument("--keep-threshold", type=float, default=0.5, help="the head's default")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
