@@ -126,19 +126,44 @@ def test_hostile_token_text_is_escaped_in_every_figure(tiny_trace):
 
 
 def decode_gif(data: bytes) -> list[Image.Image]:
+    return [frame for frame, _ in decode_gif_timed(data)]
+
+
+def decode_gif_timed(data: bytes) -> list[tuple[Image.Image, int]]:
     image = Image.open(io.BytesIO(data))
     frames = []
     for index in range(image.n_frames):
         image.seek(index)
-        frames.append(image.convert("RGB"))
+        frames.append((image.convert("RGB"), image.info["duration"]))
     return frames
+
+
+GIF_TICK_MS = 10  # GIF frame delays are whole centiseconds
+
+
+def assert_gif_plays_the_planned_frames(data: bytes, planned: list[tuple[Image.Image, int]]):
+    """Pillow merges a frame identical to the one before into it (adding the durations), so
+    the GIF's frames must be the planned ones with such repeats merged: each GIF frame lasts as
+    long as a run of consecutive planned frames (to the GIF's centisecond) and shows it."""
+    played = decode_gif_timed(data)
+    assert len(played) <= len(planned)
+    index = 0
+    for frame, duration in played:
+        first, elapsed = planned[index][0], 0
+        while index < len(planned) and elapsed + planned[index][1] < duration + GIF_TICK_MS:
+            elapsed += planned[index][1]
+            index += 1
+        assert abs(elapsed - duration) < GIF_TICK_MS, "a GIF frame spans no whole planned frames"
+        assert frame.size == first.size
+        shown = np.abs(np.asarray(frame, dtype=np.int16) - np.asarray(first, dtype=np.int16))
+        assert shown.mean() < 8.0, "a GIF frame does not show its planned frame"  # palette error ~4
+    assert index == len(planned), "the GIF stops before the planned frames end"
 
 
 def test_gif_decodes_with_the_planned_frames(tiny_trace):
     data = viz.render_gif(tiny_trace)
     assert data[:6] == b"GIF89a"
-    frames = decode_gif(data)
-    assert len(frames) == len(viz.render_frames(tiny_trace))
+    assert_gif_plays_the_planned_frames(data, viz.render_frames(tiny_trace))
     assert len(data) < 3_000_000
     few = decode_gif(viz.render_gif(tiny_trace, max_frames=30))
     assert 2 <= len(few) <= 30
@@ -149,7 +174,7 @@ def test_gif_of_example_traces_and_reference_first_frame(tmp_path):
     for trace in traces:
         path = viz.render_gif(trace, tmp_path / "run.gif")
         assert path.stat().st_size < 3_000_000
-        assert len(decode_gif(path.read_bytes())) == len(viz.render_frames(trace))
+        assert_gif_plays_the_planned_frames(path.read_bytes(), viz.render_frames(trace))
     first = decode_gif(viz.render_gif(traces[0], max_frames=10))[0]
     reference = Image.open(REFERENCE).convert("RGB")
     assert first.size == reference.size
