@@ -42,7 +42,9 @@ def evaluate(model, prompts: list[dict], *, strategy: str, max_new_tokens: int) 
         _, trace = model.generate(
             [ids], max_new_tokens=max_new_tokens, shuffle_strategy=strategy, return_trace=True
         )
-        group = "handwritten" if prompt["category"].startswith("hand/") else "generator"
+        group = {"hand": "handwritten", "spec": "spec_bench"}.get(
+            prompt["category"].split("/")[0], "generator"
+        )
         for key in (prompt["category"], group, "all"):
             tokens[key] += trace.totals.new_tokens
             forwards[key] += trace.totals.backbone_forwards
@@ -62,7 +64,14 @@ def main(argv=None) -> int:
     parser.add_argument("heads", nargs="+", help="head directories")
     parser.add_argument("--prompts", type=int, default=8, help="template-generator prompts")
     parser.add_argument("--handwritten", action="store_true", help="add HANDWRITTEN_PROMPTS")
-    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument(
+        "--spec-bench",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add the first N Spec-Bench questions per category (first turn; evaluation only)",
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=96, help="128 for Spec-Bench figures")
     parser.add_argument("--strategies", nargs="+", default=["rotary", "identity"])
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args(argv)
@@ -73,6 +82,11 @@ def main(argv=None) -> int:
     prompts = generate_prompts(args.prompts, seed=HELDOUT_SEED)
     if args.handwritten:
         prompts += [{**p, "category": f"hand/{p['category']}"} for p in HANDWRITTEN_PROMPTS]
+    if args.spec_bench:
+        from .bench import SPEC_BENCH, load_questions
+
+        questions = load_questions(SPEC_BENCH, None, args.spec_bench)
+        prompts += [{"category": f"spec/{q['category']}", "text": q["turns"][0]} for q in questions]
     first = FasterDecodeMixer.from_pretrained(
         args.heads[0], status=lambda m: print(m, file=sys.stderr)
     )
