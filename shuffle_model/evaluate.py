@@ -20,10 +20,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
-from .shuffle import map_variety
+from .shuffle import map_variety, predicted_maps
 
 HELDOUT_SEED = 424242  # the distillation data used seeds 0 and 7
 
@@ -42,16 +41,13 @@ def evaluate(model, prompts: list[dict], *, strategy: str, max_new_tokens: int) 
         _, trace = model.generate(
             [ids], max_new_tokens=max_new_tokens, shuffle_strategy=strategy, return_trace=True
         )
-        group = {"hand": "handwritten", "spec": "spec_bench"}.get(
-            prompt["category"].split("/")[0], "generator"
-        )
-        for key in (prompt["category"], group, "all"):
+        for key in (prompt["category"], prompt.get("group", "generator"), "all"):
             tokens[key] += trace.totals.new_tokens
             forwards[key] += trace.totals.backbone_forwards
         drafting = [s for s in trace.steps if s.slots]
         steps += len(drafting)
         moved += sum(non_identity(s) for s in drafting)
-        maps += [np.argmax(s.shuffle_probs, axis=1).tolist() for s in drafting]
+        maps += predicted_maps([s.shuffle_probs for s in drafting])
     return {
         "tokens_per_pass": {k: round(tokens[k] / forwards[k], 3) for k in tokens},
         "non_identity_steps": round(moved / max(steps, 1), 3),
@@ -81,12 +77,18 @@ def main(argv=None) -> int:
 
     prompts = generate_prompts(args.prompts, seed=HELDOUT_SEED)
     if args.handwritten:
-        prompts += [{**p, "category": f"hand/{p['category']}"} for p in HANDWRITTEN_PROMPTS]
+        prompts += [
+            {**p, "category": f"hand/{p['category']}", "group": "handwritten"}
+            for p in HANDWRITTEN_PROMPTS
+        ]
     if args.spec_bench:
         from .bench import SPEC_BENCH, load_questions
 
         questions = load_questions(SPEC_BENCH, None, args.spec_bench)
-        prompts += [{"category": f"spec/{q['category']}", "text": q["turns"][0]} for q in questions]
+        prompts += [
+            {"category": f"spec/{q['category']}", "group": "spec_bench", "text": q["turns"][0]}
+            for q in questions
+        ]
     first = FasterDecodeMixer.from_pretrained(
         args.heads[0], status=lambda m: print(m, file=sys.stderr)
     )

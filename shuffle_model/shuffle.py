@@ -52,9 +52,16 @@ def identity_assignment(scores: np.ndarray, keep_probs: np.ndarray) -> Assignmen
     return Assignment(list(range(1, scores.shape[0] + 1)))
 
 
+def predicted_maps(scores) -> list[list[int]]:
+    """(..., K slots, K offsets) scores or score probabilities -> each slot's best offset index,
+    one map per score matrix: where the head itself places its slots."""
+    array = np.asarray(scores)
+    return np.argmax(array, axis=-1).tolist() if array.size else []
+
+
 def map_variety(maps: list[list[int]]) -> float:
-    """Share of steps whose slot -> offset map (e.g. each score row's best offset) differs from
-    the most common map: 0 when the shuffle is a constant map, the identity or any other."""
+    """Share of steps whose slot -> offset map (see `predicted_maps`) differs from the most
+    common map: 0 when the shuffle is a constant map, the identity or any other."""
     if not maps:
         return 0.0
     counts = Counter(tuple(m) for m in maps)

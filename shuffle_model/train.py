@@ -29,7 +29,7 @@ from .faster_decode_mixer import FasterDecodeMixer
 from .features import MAX_OFFSETS, Features, load_features
 from .filtering import filter_slots
 from .loss import IGNORE, per_offset_accuracy, set_prediction_loss
-from .shuffle import assign_offsets, map_variety
+from .shuffle import assign_offsets, map_variety, predicted_maps
 
 
 class HeadObjective(nn.Module):
@@ -108,7 +108,7 @@ def evaluate(model: FasterDecodeMixer, heldout: Features, *, strategies, thresho
     keep = draft.keep_logits.float().sigmoid().cpu().numpy()
     scores = draft.shuffle_scores.float().cpu().numpy()
     greedy = subset.greedy.nonzero().flatten().tolist()
-    metrics["shuffle_varies"] = round(map_variety(scores[greedy].argmax(-1).tolist()), 4)
+    metrics["shuffle_varies"] = round(map_variety(predicted_maps(scores[greedy])), 4)
     for strategy in strategies:
         for threshold in thresholds:
             accepted = 0
@@ -275,6 +275,10 @@ def main(argv=None) -> None:
 
     generator = torch.Generator().manual_seed(args.seed + step)
     started = time.perf_counter()
+
+    def training_minutes() -> float:  # the clock carries over a --resume
+        return earlier_minutes + (time.perf_counter() - started) / 60
+
     bar = tqdm(
         total=args.steps, initial=step, desc="train head", disable=not accelerator.is_main_process
     )
@@ -308,7 +312,7 @@ def main(argv=None) -> None:
             metrics.update(
                 step=step,
                 train_loss=round(loss.item(), 4),
-                minutes=round(earlier_minutes + (time.perf_counter() - started) / 60, 2),
+                minutes=round(training_minutes(), 2),
             )
             history.append(metrics)
             accelerator.print(json.dumps(metrics))
@@ -320,9 +324,7 @@ def main(argv=None) -> None:
     bar.close()
     if accelerator.is_main_process:
         model.config.extra["history"] = history
-        model.config.extra["train_minutes"] = round(
-            earlier_minutes + (time.perf_counter() - started) / 60, 1
-        )
+        model.config.extra["train_minutes"] = round(training_minutes(), 1)
         model.config.extra["train_device"] = describe_device(accelerator)
         model.save_pretrained(args.out / "final")
         (args.out / "history.json").write_text(json.dumps(history, indent=1))

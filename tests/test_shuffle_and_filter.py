@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from shuffle_model.filtering import filter_slots
-from shuffle_model.shuffle import assign_offsets, map_variety, sinkhorn_log
+from shuffle_model.shuffle import assign_offsets, map_variety, predicted_maps, sinkhorn_log
 from shuffle_model.trace import AFTER_GAP, DUPLICATE, LOW_CONFIDENCE, OUT_OF_RANGE
 
 # slot 0 wants offset 2, slot 1 wants offset 1, slots 2 and 3 both want offset 3
@@ -43,6 +43,8 @@ def test_map_variety_counts_steps_off_the_most_common_map():
     assert map_variety([swapped] * 9) == 0.0  # a constant permutation is no shuffle
     assert map_variety([swapped] * 6 + [[0, 1, 2]] * 3 + [[2, 1, 0]]) == pytest.approx(0.4)
     assert map_variety([]) == 0.0
+    assert predicted_maps(np.exp(SCORES)[None]) == [[1, 0, 2, 2]]  # each slot's best offset
+    assert predicted_maps([]) == []
 
 
 def test_sinkhorn_matrix_is_doubly_stochastic():
