@@ -181,6 +181,35 @@ def run_method(method: Method, models: dict, prompt_ids: list[int], max_new_toke
     }
 
 
+def forward_cost(model, prompt_ids: list[int], *, repeats: int = 7) -> dict:
+    """Median time of one backbone pass over n new tokens (n = 1..K+1) on a cache holding the
+    prompt, and its ratio to a one-token pass. A verified step forwards the anchor plus its
+    block, so it beats plain decoding only where tokens/pass exceeds this ratio."""
+    device = model.device
+    cache = model.new_cache()
+    model.trunk_forward(torch.tensor([prompt_ids], device=device), cache=cache)
+    fill = prompt_ids[-1]
+    medians = {}
+    for n in range(1, model.config.num_slots + 2):
+        block = torch.full((1, n), fill, dtype=torch.long, device=device)  # (1, n)
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            with torch.no_grad():
+                model.trunk_forward(block, cache=cache)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+            cache.crop(-n)  # back to the prompt
+        medians[n] = statistics.median(times)
+    return {
+        str(n): {"ms": round(1000 * t, 2), "ratio": round(t / medians[1], 3)}
+        for n, t in medians.items()
+    }
+
+
 # --- the run ---------------------------------------------------------------------------------
 
 
@@ -356,6 +385,16 @@ def markdown(result: dict) -> str:
             "",
             f"Recording a full trace costs {overhead:+.1%} wall time (median per prompt).",
         ]
+    cost = result.get("forward_cost")
+    if cost:
+        lines += [
+            "",
+            "One backbone pass over n new tokens, relative to one token (median, measured in "
+            "this run): "
+            + ", ".join(f"n={n} {c['ratio']:.2f}x" for n, c in cost.items())
+            + f" ({cost['1']['ms']:.0f} ms for n=1). A verified step forwards the anchor plus "
+            "its kept drafts, so it only gains where tokens/pass exceeds this ratio.",
+        ]
     main = [
         m
         for m in ("baseline", "prompt_lookup", "shuffle-rotary", "fixed-head", "pure@0.5")
@@ -516,6 +555,9 @@ def run(args, models: dict) -> dict:
     for method in methods:  # warm-up: caches, allocator, kernels
         run_method(method, models, warm, 16)
 
+    calibration = encode_prompt(model.tokenizer, questions[0]["turns"][0])
+    cost = forward_cost(model, calibration)
+
     started = time.monotonic()
     stopped_early = False
     bar = tqdm(questions, desc="bench", unit="prompt", dynamic_ncols=True)
@@ -569,6 +611,7 @@ def run(args, models: dict) -> dict:
             "dtype": str(model.backbone.dtype),
         },
         "prompts": len(records),
+        "forward_cost": cost,
         "methods": {m.name: m.description for m in methods},
         "summary": summarise(records, methods, model.tokenizer),
         "lossless_violations": check_lossless(records, methods),

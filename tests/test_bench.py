@@ -65,8 +65,14 @@ def test_limit_one_gives_well_formed_results_for_every_method(models, questions,
     assert base["tokens_per_pass"] == pytest.approx(1.0, abs=0.01)
     assert isinstance(saved["summary"]["trace_overhead_median"], float)
     assert "cpu" in saved["machine"] and "torch" in saved["machine"]
+    # the cost of a backbone pass over 1..K+1 new tokens, relative to one token
+    k = models["default"].config.num_slots
+    cost = saved["forward_cost"]
+    assert list(cost) == [str(n) for n in range(1, k + 2)]
+    assert all(c["ms"] > 0 for c in cost.values()) and cost["1"]["ratio"] == 1.0
     table = Path(result["files"][1]).read_text()
     assert all(name in table for name in bench.METHOD_NAMES)
+    assert f"n={k + 1} " in table
 
 
 def test_method_subset_keeps_the_baseline(models, questions, tmp_path):
