@@ -523,6 +523,18 @@ def check_same_setup(records: list[dict], setup: dict, partial: Path) -> None:
             )
 
 
+def earlier_records(partial: Path, summary: Path) -> list[dict]:
+    """The records of the run being resumed: its JSONL, else (a fresh clone, where only the
+    committed results exist) the records in its JSON, copied to a new JSONL to append to."""
+    if partial.exists():
+        return [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
+    if not summary.exists():
+        return []
+    records = json.loads(summary.read_text())["records"]
+    partial.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
 def run(args, models: dict) -> dict:
     from .chat import encode_prompt
 
@@ -544,8 +556,8 @@ def run(args, models: dict) -> dict:
     partial = args.out / f"{base_name}.partial.jsonl"
     setup = run_setup(args, models, methods)
     records = []
-    if args.resume and partial.exists():
-        records = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
+    if args.resume:
+        records = earlier_records(partial, args.out / f"{base_name}.json")
         check_same_setup(records, setup, partial)
     elif partial.exists():
         partial.unlink()

@@ -156,6 +156,13 @@ def test_resume_continues_a_named_run_and_refuses_another_head(models, questions
     )
     assert resumed["prompts"] == len(CATEGORIES)
     assert [r["question_id"] for r in resumed["records"]][0] == first["records"][0]["question_id"]
+    # a fresh clone has only the committed JSON: resume continues from its records
+    (out / "run.partial.jsonl").unlink()
+    again = run_bench(
+        models, questions, out, "--methods", "shuffle-rotary", "--name", "run", "--resume"
+    )
+    assert again["records"] == resumed["records"]
+    assert len((out / "run.partial.jsonl").read_text().splitlines()) == len(CATEGORIES)
     other = dict(models, default=models["fixed"])  # a different head under the same name
     with pytest.raises(SystemExit, match="different head"):
         run_bench(other, questions, out, "--methods", "shuffle-rotary", "--name", "run", "--resume")
