@@ -169,8 +169,7 @@ def run_method(method: Method, models: dict, prompt_ids: list[int], max_new_toke
                 pad_token_id=model.tokenizer.pad_token_id,
                 **extra,
             )
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         seconds = time.perf_counter() - start
     new = out[0, len(prompt_ids) :].tolist()
     return {
@@ -181,6 +180,13 @@ def run_method(method: Method, models: dict, prompt_ids: list[int], max_new_toke
     }
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for queued CUDA work, so that wall times cover it; nothing to wait for on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+@torch.no_grad()
 def forward_cost(model, prompt_ids: list[int], *, repeats: int = 7) -> dict:
     """Median time of one backbone pass over n new tokens (n = 1..K+1) on a cache holding the
     prompt, and its ratio to a one-token pass. A verified step forwards the anchor plus its
@@ -194,13 +200,10 @@ def forward_cost(model, prompt_ids: list[int], *, repeats: int = 7) -> dict:
         block = torch.full((1, n), fill, dtype=torch.long, device=device)  # (1, n)
         times = []
         for _ in range(repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            synchronize(device)
             start = time.perf_counter()
-            with torch.no_grad():
-                model.trunk_forward(block, cache=cache)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            model.trunk_forward(block, cache=cache)
+            synchronize(device)
             times.append(time.perf_counter() - start)
             cache.crop(-n)  # back to the prompt
         medians[n] = statistics.median(times)
