@@ -367,6 +367,12 @@ def markdown(result: dict) -> str:
             f"{s['questions_planned']} planned, taken category by category in turn)."
             if s.get("stopped_early")
             else ")."
+        )
+        + (
+            f" {s['resumed_prompts']} of them were carried over by --resume from an earlier "
+            "invocation; the pass-cost line below is this invocation's."
+            if s.get("resumed_prompts")
+            else ""
         ),
         "",
         "| method | tokens/s | speed-up (median) | speed-up (mean) | tokens/pass | BLEU "
@@ -575,10 +581,16 @@ def run(args, models: dict) -> dict:
 
     started = time.monotonic()
     stopped_early = False
-    bar = tqdm(questions, desc="bench", unit="prompt", dynamic_ncols=True)
-    for index, question in enumerate(bar):
-        if question["question_id"] in done:
-            continue
+    remaining = [(i, q) for i, q in enumerate(questions) if q["question_id"] not in done]
+    bar = tqdm(
+        remaining,
+        desc="bench",
+        unit="prompt",
+        initial=len(questions) - len(remaining),  # a resumed run counts what it keeps
+        total=len(questions),
+        dynamic_ncols=True,
+    )
+    for position, (index, question) in enumerate(bar):
         ids = encode_prompt(model.tokenizer, question["turns"][0])
         order = methods[index % len(methods) :] + methods[: index % len(methods)]  # rotate
         runs = {m.name: run_method(m, models, ids, args.max_new_tokens) for m in order}
@@ -599,7 +611,7 @@ def run(args, models: dict) -> dict:
         out_of_time = args.max_minutes is not None and (
             time.monotonic() - started > 60 * args.max_minutes
         )
-        if out_of_time and index + 1 < len(questions):
+        if out_of_time and position + 1 < len(remaining):
             stopped_early = True
             tqdm.write(f"--max-minutes {args.max_minutes} reached after {len(records)} prompts")
             break
@@ -617,6 +629,7 @@ def run(args, models: dict) -> dict:
             "max_minutes": args.max_minutes,
             "stopped_early": stopped_early,
             "questions_planned": len(questions),
+            "resumed_prompts": len(done),  # records carried over by --resume
             "dtype": str(model.backbone.dtype),
         },
         "model": {

@@ -156,12 +156,17 @@ def test_resume_continues_a_named_run_and_refuses_another_head(models, questions
     )
     assert resumed["prompts"] == len(CATEGORIES)
     assert [r["question_id"] for r in resumed["records"]][0] == first["records"][0]["question_id"]
+    assert first["settings"]["resumed_prompts"] == 0
+    assert resumed["settings"]["resumed_prompts"] == 1
+    assert resumed["settings"]["stopped_early"] is False
+    assert "1 of them were carried over by --resume" in Path(resumed["files"][1]).read_text()
     # a fresh clone has only the committed JSON: resume continues from its records
     (out / "run.partial.jsonl").unlink()
     again = run_bench(
         models, questions, out, "--methods", "shuffle-rotary", "--name", "run", "--resume"
     )
     assert again["records"] == resumed["records"]
+    assert again["settings"]["resumed_prompts"] == len(CATEGORIES)  # nothing left to run
     assert len((out / "run.partial.jsonl").read_text().splitlines()) == len(CATEGORIES)
     other = dict(models, default=models["fixed"])  # a different head under the same name
     with pytest.raises(SystemExit, match="different head"):
