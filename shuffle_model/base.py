@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Cache
 
+from .calibration import Calibration
 from .config import ShuffleConfig
 from .generation import GenerationStream, generate, stream
 from .head import ShuffleHead
@@ -30,6 +31,8 @@ class ShuffleModelBase(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.tokenizer = None  # set by loaders; fills token texts in traces
+        self.calibration = Calibration()  # what the head's keep probs mean (loaded with it)
+        self._cost_curve = None  # this machine's pass costs, measured on first use (cost.py)
 
     # --- what a subclass provides ---------------------------------------------------------
     def trunk_forward(
@@ -37,8 +40,11 @@ class ShuffleModelBase(nn.Module):
         input_ids: torch.Tensor,
         *,
         attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
         cache: Cache | None = None,
     ) -> TrunkOutput:
+        """(B, T) ids -> hidden states and logits; a 4D attention mask with explicit position
+        ids forwards a tree of drafts (generation.forward_block)."""
         raise NotImplementedError
 
     def new_cache(self) -> Cache:
@@ -52,6 +58,15 @@ class ShuffleModelBase(nn.Module):
 
     def model_info(self) -> dict:
         raise NotImplementedError
+
+    @property
+    def cost_curve(self):
+        """The machine's cost curve used to plan steps: None until measured or set by hand."""
+        return self._cost_curve
+
+    @cost_curve.setter
+    def cost_curve(self, curve) -> None:
+        self._cost_curve = curve
 
     @property
     def context_length(self) -> int:

@@ -12,6 +12,7 @@ from transformers import Cache, DynamicCache
 
 from .backbone import BackboneNotFound, load_backbone
 from .base import ShuffleModelBase
+from .calibration import Calibration
 from .config import ShuffleConfig
 from .devices import resolve_device, resolve_dtype
 from .head import ShuffleHead
@@ -128,6 +129,7 @@ class FasterDecodeMixer(ShuffleModelBase):
             backbone = backbone.to(device=device, dtype=resolve_dtype(dtype, device))
         model = cls(backbone, config, tokenizer=tokenizer)
         model.head.load_state_dict(load_file(str(directory / HEAD_FILE), device=str(device)))
+        model.calibration = Calibration.beside(directory)
         model.head_source = str(directory)
         return model.eval()
 
@@ -137,11 +139,14 @@ class FasterDecodeMixer(ShuffleModelBase):
         self.backbone.eval()  # frozen: no dropout, ever
         return self
 
-    def trunk_forward(self, input_ids, *, attention_mask=None, cache: Cache | None = None):
+    def trunk_forward(
+        self, input_ids, *, attention_mask=None, position_ids=None, cache: Cache | None = None
+    ):
         with torch.no_grad():
             out = self.backbone.base_model(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
+                position_ids=position_ids,
                 cache=cache,
                 use_cache=cache is not None,
             )

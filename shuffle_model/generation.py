@@ -1,13 +1,18 @@
 """The one generation loop, shared by generate(), stream(), the app, the CLI and the benchmark.
 
-One decoding step:
+One decoding step (propose -> plan -> forward -> verify):
  1. anchor  - the backbone's own next token at h_t (chosen at the end of the previous step)
- 2. draft   - the head gives K slots: distribution, drafted token, keep prob, score row
- 3. shuffle - each slot gets an offset after the anchor (shuffle.py)
- 4. filter  - the contiguous block d_1..d_m of confident, in-range slots (filtering.py)
- 5. forward - the backbone runs once over [anchor, d_1..d_m] with its KV cache
- 6. verify  - keep the prefix the backbone agrees with; crop the cache (verify.py)
- 7. hooks   - a StepTrace goes to every hook; with none registered no per-step record is built
+ 2. propose - each draft source proposes a chain for the offsets after the anchor, with its
+              estimated acceptance (proposers.py): the shuffle head (draft K slots, shuffle
+              them into offsets, filter) and the context (an n-gram match in prompt + output)
+ 3. plan    - how many drafts of each chain to check: the choice that maximises expected
+              tokens per unit of time on this machine's cost curve (planning.py, cost.py)
+ 4. forward - the backbone runs once over the anchor and the chosen drafts, a chain or a
+              small tree (tree.py), with its key/value cache
+ 5. verify  - keep the longest run the backbone agrees with; keep only that branch in the
+              cache (verify.py); tell the proposers what was accepted
+ 6. record  - only when someone asked for steps (hooks, stream, return_trace) is a StepTrace
+              built: with no observer, no per-step record exists
 """
 
 from __future__ import annotations
@@ -18,34 +23,30 @@ from dataclasses import dataclass
 
 import torch
 
-from .filtering import filter_slots
+from .cost import cost_curve
+from .planning import Plan, plan_step
+from .proposers import CONTEXT, HEAD, Chain, ContextProposer, DecodeState, HeadProposer
 from .sampling import TokenSampler
 from .settings import GenerationSettings
-from .shuffle import assign_offsets
 from .trace import (
     ACCEPTED,
+    COST_CUT,
     EMITTED,
+    FROM_ANCHOR,
     REJECTED,
+    ContextTrace,
     GenerationTrace,
+    PlanTrace,
     SlotTrace,
     StepTrace,
     TokenInfo,
     Totals,
 )
-from .verify import verify_block
+from .tree import Block, build_block, can_drop_branches, keep_nodes, tree_inputs
+from .verify import Verdict, verify_chain, verify_greedy
 
 TRACE_TOP_K = 5  # candidates recorded per slot
 Hook = Callable[[StepTrace], None]
-
-
-@dataclass
-class Draft:
-    """One step's drafted slots, on the CPU."""
-
-    tokens: torch.Tensor  # (K,) drafted token per slot
-    probs: torch.Tensor  # (K, V) distribution each token was drawn from (on the model device)
-    keep_probs: torch.Tensor  # (K,)
-    scores: torch.Tensor  # (K, K) shuffle score logits
 
 
 @dataclass
@@ -54,6 +55,7 @@ class DecodeResult:
     steps: int
     backbone_forwards: int
     wall_seconds: float  # generation time, excluding the time the consumer held each step
+    cost_curve: dict | None = None  # the cost curve the steps were planned with
 
 
 def prompt_tensor(model, input_ids, attention_mask=None) -> torch.Tensor:
@@ -89,24 +91,53 @@ def check_length(model, prompt_length: int, max_new_tokens: int) -> None:
         )
 
 
+def make_proposers(model, settings: GenerationSettings, sampler: TokenSampler, *, record: bool):
+    """The draft sources the settings ask for, fresh for one generation."""
+    calibration = model.calibration
+    proposers = []
+    if HEAD in settings.sources:
+        proposers.append(
+            HeadProposer(
+                model,
+                sampler=sampler,
+                strategy=settings.shuffle_strategy,
+                keep_threshold=settings.keep_threshold,
+                calibration=calibration,
+                full_probs=record or not sampler.greedy,
+            )
+        )
+    if CONTEXT in settings.sources:
+        proposers.append(ContextProposer(calibration))
+    return proposers
+
+
+def planning_curve(model, settings: GenerationSettings):
+    """The machine's cost curve (measured once per machine and cached), for verified decoding."""
+    if not settings.verify or settings.max_parallel_tokens == 0:
+        return None
+    return cost_curve(model, max_tokens=settings.max_parallel_tokens + 1)
+
+
 @torch.no_grad()
 def decode(
     model, prompt: torch.Tensor, settings: GenerationSettings, *, record: bool
 ) -> Iterator[StepTrace | None]:
     """The loop. Yields a StepTrace per step (None when not recording); returns DecodeResult."""
-    start = time.perf_counter()
     device = model.device
     sampler = TokenSampler(
         temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed, device=device
     )
     eos_ids = model.config.eos_token_ids
+    curve = planning_curve(model, settings)
+    start = time.perf_counter()  # a first measurement of the cost curve is not generation time
     cache = model.new_cache()
     trunk = model.trunk_forward(prompt, cache=cache)
     forwards = 1
     hidden = trunk.hidden[0, -1]  # (H,) h_t of the last prompt token
-    anchor_probs = sampler.probs(trunk.logits[0, -1])
-    anchor = int(sampler.choose(trunk.logits[0, -1], anchor_probs))
-    anchor_prob = float(anchor_probs[anchor])
+    anchor, anchor_prob = choose_token(sampler, trunk.logits[0, -1])
+    tokens = [*prompt[0].tolist(), anchor]  # what the context proposer searches
+    proposers = make_proposers(model, settings, sampler, record=record)
+    tree = sampler.greedy and settings.verify and can_drop_branches(cache)
     output: list[int] = []
     step, paused = 0, 0.0
     while True:
@@ -114,47 +145,31 @@ def decode(
         remaining = settings.max_new_tokens - len(output)
         final = anchor in eos_ids or remaining == 1
         budget = 0 if final else min(settings.max_parallel_tokens, remaining - 1)
-        draft = draft_slots(model, hidden, anchor, sampler) if budget > 0 else None
-        statuses, block = [], []
-        offsets, sinkhorn = [], None
-        if draft is not None:
-            assignment = assign_offsets(
-                settings.shuffle_strategy, draft.scores.numpy(), draft.keep_probs.numpy()
-            )
-            offsets, sinkhorn = assignment.offsets, assignment.sinkhorn
-            kept = filter_slots(
-                offsets,
-                draft.keep_probs.tolist(),
-                keep_threshold=settings.keep_threshold,
-                max_offset=budget,
-            )
-            statuses, block = kept.statuses, kept.block
+        chains = propose(proposers, DecodeState(tokens, hidden, anchor), budget=budget)
+        head, context = chains.get(HEAD), chains.get(CONTEXT)
+        plan = plan_step(
+            head,
+            context,
+            curve,
+            rule=settings.block_length,
+            budget=budget,
+            tree=tree,
+            drafting_cost=curve.draft_cost if curve is not None and HEAD in chains else 0.0,
+        )
         clock.lap("draft")
 
-        emitted = [anchor]
-        forwarded: list[int] = []
+        emitted, block, verdict = [anchor], None, None
         if not final:
-            block_tokens = draft.tokens[block] if block else torch.empty(0, dtype=torch.long)
-            forwarded = [anchor, *block_tokens.tolist()]
-            trunk = model.trunk_forward(torch.tensor([forwarded], device=device), cache=cache)
+            block = build_block(anchor, head, context, plan)
+            past = cache.get_seq_length()
+            trunk = forward_block(model, block, cache=cache, past=past)
             forwards += 1
             clock.lap("forward")
-            verdict = verify_block(
-                target_logits=trunk.logits[0],
-                block_tokens=block_tokens.to(device),
-                draft_probs=draft.probs[block] if block else None,
-                sampler=sampler,
-                verify=settings.verify,
-                eos_ids=eos_ids,
-            )
-            kept_drafts = verdict.accepted
-            emitted += block_tokens[:kept_drafts].tolist()
-            if kept_drafts < len(block):
-                cache.crop(-(len(block) - kept_drafts))  # forget the rejected drafts
-            hidden = trunk.hidden[0, kept_drafts]
-            for position, slot in enumerate(block):
-                keep = ACCEPTED if settings.verify else EMITTED
-                statuses[slot] = keep if position < kept_drafts else REJECTED
+            verdict = verify_step(model, trunk.logits[0], block, plan, chains, sampler, settings)
+            keep_nodes(cache, past=past, forwarded=len(block.tokens), keep=[0, *verdict.path])
+            hidden = trunk.hidden[0, verdict.path[-1] if verdict.path else 0]
+            emitted += [block.tokens[node] for node in verdict.path]
+            tell_proposers(proposers, chains, plan, block, verdict)
             clock.lap("verify")
         output += emitted
         suspended = time.perf_counter()
@@ -162,14 +177,13 @@ def decode(
             yield build_step_trace(
                 model,
                 index=step,
-                anchor=(emitted[0], anchor_prob),
-                draft=draft,
-                offsets=offsets,
-                statuses=statuses,
-                sinkhorn=sinkhorn,
+                anchor=(anchor, anchor_prob),
+                proposers=proposers,
+                chains=chains,
+                plan=plan,
                 block=block,
-                emitted=emitted,
-                forwarded=forwarded,
+                verdict=verdict,
+                verified=settings.verify,
                 timings=clock.laps,
             )
         else:
@@ -179,24 +193,76 @@ def decode(
         if final or any(t in eos_ids for t in emitted) or len(output) >= settings.max_new_tokens:
             break
         anchor, anchor_prob = verdict.next_anchor, verdict.next_anchor_prob
-    return DecodeResult(output, step, forwards, time.perf_counter() - start - paused)
+        tokens += [*emitted[1:], anchor]  # the old anchor is already there
+    seconds = time.perf_counter() - start - paused
+    return DecodeResult(output, step, forwards, seconds, curve.to_dict() if curve else None)
 
 
-def draft_slots(model, hidden: torch.Tensor, anchor: int, sampler: TokenSampler) -> Draft:
-    anchor_ids = torch.tensor(anchor, device=hidden.device)
-    out = model.draft(hidden, anchor_ids)  # logits (K, N), scores (K, K), keep (K,)
-    probs = sampler.probs(out.logits)  # (K, N)
-    tokens = sampler.choose(out.logits, probs)  # (K,) columns of the draft vocabulary
-    if out.vocab is not None:  # back to token ids, and distributions over the whole vocabulary
-        tokens = out.vocab[tokens]
-        full = probs.new_zeros(probs.shape[0], model.config.vocab_size)
-        probs = full.scatter_(1, out.vocab.expand(probs.shape[0], -1), probs)
-    return Draft(
-        tokens=tokens.cpu(),
-        probs=probs,
-        keep_probs=out.keep_logits.float().sigmoid().cpu(),
-        scores=out.shuffle_scores.float().cpu(),
+def choose_token(sampler: TokenSampler, logits: torch.Tensor) -> tuple[int, float]:
+    """The backbone's own token from one row of logits, and its probability."""
+    probs = sampler.probs(logits)
+    token = int(sampler.choose(logits, probs))
+    return token, float(probs[token])
+
+
+def propose(proposers, state: DecodeState, *, budget: int) -> dict[str, Chain]:
+    """Each source's chain (sources with nothing to propose are left out)."""
+    if budget <= 0:
+        return {}
+    chains = {}
+    for proposer in proposers:
+        chain = proposer.propose(state, budget=budget)
+        if chain is not None:
+            chains[proposer.name] = chain
+    return chains
+
+
+def forward_block(model, block: Block, *, cache, past: int):
+    """One backbone pass over the block: a chain as usual, a tree with its own mask."""
+    device = model.device
+    ids = torch.tensor([block.tokens], device=device)  # (1, n)
+    if block.is_chain:
+        return model.trunk_forward(ids, cache=cache)
+    mask, positions = tree_inputs(block, past=past, dtype=model.dtype, device=device)
+    return model.trunk_forward(ids, cache=cache, attention_mask=mask, position_ids=positions)
+
+
+def verify_step(model, logits, block: Block, plan: Plan, chains, sampler, settings) -> Verdict:
+    eos_ids = model.config.eos_token_ids
+    if sampler.greedy and settings.verify:
+        return verify_greedy(target_logits=logits, block=block, eos_ids=eos_ids)
+    chain = chains.get(HEAD) if plan.head else chains.get(CONTEXT) if plan.context else None
+    drafts = len(block.tokens) - 1
+    probs = None
+    if chain is not None and not sampler.greedy:
+        probs = chain.one_hot_probs(model.config.vocab_size, logits.device)[:drafts]
+    return verify_chain(
+        target_logits=logits,
+        block_tokens=torch.tensor(block.tokens[1:], dtype=torch.long, device=logits.device),
+        draft_probs=probs,
+        sampler=sampler,
+        verify=settings.verify,
+        eos_ids=eos_ids,
     )
+
+
+def accepted_along(nodes: list[int], path: list[int]) -> int:
+    """How many of a chain's nodes (in order) lie on the accepted path."""
+    kept = 0
+    for node, on_path in zip(nodes, path, strict=False):
+        if node != on_path:
+            break
+        kept += 1
+    return kept
+
+
+def tell_proposers(proposers, chains, plan: Plan, block: Block, verdict: Verdict) -> None:
+    checked = {HEAD: (plan.head, block.head_nodes), CONTEXT: (plan.context, block.context_nodes)}
+    for proposer in proposers:
+        chain = chains.get(proposer.name)
+        count, nodes = checked[proposer.name]
+        if chain is not None and count:
+            proposer.observe(chain, checked=count, accepted=accepted_along(nodes, verdict.path))
 
 
 class _Clock:
@@ -219,7 +285,7 @@ class _Clock:
         self.last = now
 
 
-# --- traces -----------------------------------------------------------------------------------
+# --- traces ---------------------------------------------------------------------------------
 
 
 def token_text(tokenizer, token_id: int) -> str | None:
@@ -233,51 +299,122 @@ def build_step_trace(
     *,
     index: int,
     anchor: tuple[int, float],
-    draft: Draft | None,
-    offsets: list[int | None],
-    statuses: list[str],
-    sinkhorn,
-    block: list[int],
-    emitted: list[int],
-    forwarded: list[int],
+    proposers,
+    chains: dict[str, Chain],
+    plan: Plan,
+    block: Block | None,
+    verdict: Verdict | None,
+    verified: bool,
     timings: dict[str, float],
 ) -> StepTrace:
     tok = model.tokenizer
-    slots, shuffle_probs = [], []
-    if draft is not None:
-        top_probs, top_ids = draft.probs.float().topk(TRACE_TOP_K, dim=-1)  # (K, top)
-        top_probs, top_ids = top_probs.cpu().tolist(), top_ids.cpu().tolist()
-        drafted_probs = draft.probs.gather(-1, draft.tokens[:, None].to(draft.probs.device))
-        for k, token in enumerate(draft.tokens.tolist()):
-            slots.append(
-                SlotTrace(
-                    index=k,
-                    token=TokenInfo(token, token_text(tok, token), float(drafted_probs[k])),
-                    candidates=[
-                        TokenInfo(i, token_text(tok, i), p)
-                        for i, p in zip(top_ids[k], top_probs[k], strict=True)
-                    ],
-                    keep_prob=float(draft.keep_probs[k]),
-                    offset=offsets[k],
-                    status=statuses[k],
-                )
-            )
-        shuffle_probs = draft.scores.softmax(-1).tolist()
-    emitted_info = [TokenInfo(emitted[0], token_text(tok, emitted[0]), anchor[1])]
-    by_slot = {slot: s for slot, s in enumerate(slots)}
-    for position, token in enumerate(emitted[1:]):
-        drafted = by_slot[block[position]].token
-        emitted_info.append(TokenInfo(token, drafted.text, drafted.prob))
+    path = verdict.path if verdict is not None else []
+    head_proposer = next((p for p in proposers if p.name == HEAD), None)
+    head = chains.get(HEAD)
+    slots = []
+    if head is not None:
+        slots = head_slots(model, head_proposer.last, head, plan, block, path, verified)
+    context = context_trace(model, chains.get(CONTEXT), plan, block, path)
+    emitted = [TokenInfo(anchor[0], token_text(tok, anchor[0]), anchor[1])]
+    sources = [FROM_ANCHOR]
+    for node in path:
+        emitted.append(drafted_token_info(block, node, slots, head, context))
+        sources.append(block.sources[node])
+    draft = head_proposer.last if head is not None else None
     return StepTrace(
         index=index,
-        anchor=emitted_info[0],
+        anchor=emitted[0],
         slots=slots,
-        shuffle_probs=shuffle_probs,
-        sinkhorn=None if sinkhorn is None else sinkhorn.tolist(),
-        block_order=list(block),
-        emitted=emitted_info,
-        forwarded_ids=forwarded,
+        shuffle_probs=draft.scores.softmax(-1).tolist() if draft is not None else [],
+        sinkhorn=None if draft is None or draft.sinkhorn is None else draft.sinkhorn.tolist(),
+        block_order=list(draft.block[: plan.head]) if draft is not None else [],
+        emitted=emitted,
+        forwarded_ids=list(block.tokens) if block is not None else [],
         timings_ms=timings,
+        context=context,
+        plan=plan_trace(plan) if chains else None,
+        forwarded_parents=list(block.parents) if block is not None else [],
+        emitted_sources=sources,
+    )
+
+
+def head_slots(model, draft, chain: Chain, plan: Plan, block, path, verified) -> list[SlotTrace]:
+    """Every slot of the step: its token and candidates, offset, and what became of it."""
+    tok = model.tokenizer
+    top_probs, top_ids = draft.probs.float().topk(TRACE_TOP_K, dim=-1)  # (K, top)
+    top_probs, top_ids = top_probs.cpu().tolist(), top_ids.cpu().tolist()
+    drafted = draft.probs.gather(-1, draft.tokens[:, None].to(draft.probs.device))[:, 0].tolist()
+    in_chain = {slot: k for k, slot in enumerate(draft.block)}
+    on_path = set(path)
+    slots = []
+    for k, token in enumerate(draft.tokens.tolist()):
+        status, accept_prob = draft.statuses[k], None
+        if k in in_chain:
+            position = in_chain[k]
+            accept_prob = chain.accept_probs[position]
+            if position >= plan.head:
+                status = COST_CUT
+            elif not verified:
+                status = EMITTED
+            else:
+                status = ACCEPTED if block.head_nodes[position] in on_path else REJECTED
+        slots.append(
+            SlotTrace(
+                index=k,
+                token=TokenInfo(token, token_text(tok, token), float(drafted[k])),
+                candidates=[
+                    TokenInfo(i, token_text(tok, i), p)
+                    for i, p in zip(top_ids[k], top_probs[k], strict=True)
+                ],
+                keep_prob=float(draft.keep_probs[k]),
+                offset=draft.offsets[k],
+                status=status,
+                accept_prob=accept_prob,
+            )
+        )
+    return slots
+
+
+def context_trace(model, chain: Chain | None, plan: Plan, block, path) -> ContextTrace | None:
+    if chain is None:
+        return None
+    on_path = set(path)
+    statuses = []
+    for k in range(len(chain.tokens)):
+        if k >= plan.context:
+            statuses.append(COST_CUT)
+        else:
+            statuses.append(ACCEPTED if block.context_nodes[k] in on_path else REJECTED)
+    return ContextTrace(
+        tokens=[
+            TokenInfo(t, token_text(model.tokenizer, t), p)
+            for t, p in zip(chain.tokens, chain.accept_probs, strict=True)
+        ],
+        accept_probs=list(chain.accept_probs),
+        statuses=statuses,
+        match_length=chain.match_length,
+        match_end=chain.match_end,
+    )
+
+
+def drafted_token_info(block: Block, node: int, slots, head: Chain | None, context) -> TokenInfo:
+    """The emitted draft at `node`, as its source drafted it."""
+    if node in block.head_nodes and head is not None:
+        slot = head.slots[block.head_nodes.index(node)]
+        return slots[slot].token
+    return context.tokens[block.context_nodes.index(node)]
+
+
+def plan_trace(plan: Plan) -> PlanTrace:
+    return PlanTrace(
+        rule=plan.rule,
+        head_drafts=plan.head,
+        context_drafts=plan.context,
+        shared=plan.shared,
+        expected_tokens=plan.expected_tokens,
+        cost=plan.cost,
+        ordinary_rate=plan.ordinary_rate,
+        next_rate=plan.next_rate,
     )
 
 
@@ -300,6 +437,7 @@ def make_trace(
     output_ids: list[int],
     backbone_forwards: int,
     wall_seconds: float,
+    cost_curve: dict | None = None,
 ) -> GenerationTrace:
     tok = model.tokenizer
     new = len(output_ids)
@@ -311,6 +449,7 @@ def make_trace(
         steps=steps,
         output_ids=list(output_ids),
         output_text=None if tok is None else tok.decode(output_ids, skip_special_tokens=True),
+        cost_curve=cost_curve,
         totals=Totals(
             new_tokens=new,
             steps=len(steps),
@@ -331,6 +470,7 @@ def trace_of_result(model, prompt, settings, steps, result: DecodeResult) -> Gen
         output_ids=result.output_ids,
         backbone_forwards=result.backbone_forwards,
         wall_seconds=result.wall_seconds,
+        cost_curve=result.cost_curve,
     )
 
 

@@ -7,35 +7,50 @@ import math
 import numbers
 from dataclasses import dataclass
 
+from .planning import BLOCK_RULES, COST, FIXED
+from .proposers import CONTEXT, HEAD, MAX_CONTEXT_DRAFTS
+
 STRATEGIES = ("rotary", "hungarian", "sinkhorn", "identity")
+DRAFT_SOURCES = (f"{HEAD}+{CONTEXT}", HEAD, CONTEXT)
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
     max_new_tokens: int = 64  # tokens to generate at most (EOS may stop earlier)
-    max_parallel_tokens: int | None = None  # drafts per step at most (offsets 1..N); None: K
+    max_parallel_tokens: int | None = None  # drafts checked per step at most; None: K + 10
     shuffle_strategy: str = "rotary"  # how slots are ordered: one of STRATEGIES
     temperature: float = 0.0  # 0: greedy; > 0: sampling (speculative sampling when verified)
     top_p: float = 1.0  # nucleus sampling mass, in (0, 1]
-    keep_threshold: float | None = None  # drop slots whose keep prob is below; None: config's
+    keep_threshold: float | None = None  # drop slots whose keep prob is below; None: the
+    # head's default under the fixed rule, 0 under the cost rule (which weighs every draft)
     verify: bool = True  # True: output equals the backbone's own decoding; False: pure mode
     seed: int | None = None  # seeds sampling; None: nondeterministic
+    block_length: str = COST  # "cost": the drafts that maximise expected tokens per unit of
+    # time on this machine; "fixed": every draft the filter keeps (the original rule)
+    draft_source: str = DRAFT_SOURCES[0]  # "head+context", "head" or "context"
 
     def resolved(self, *, num_slots: int, default_keep_threshold: float) -> GenerationSettings:
         """Check every setting; return a copy with defaults filled in. Raises ValueError."""
         _check_int("max_new_tokens", self.max_new_tokens, low=1)
-        parallel = num_slots if self.max_parallel_tokens is None else self.max_parallel_tokens
-        _check_int("max_parallel_tokens", parallel, low=0, high=num_slots)
-        if self.shuffle_strategy not in STRATEGIES:
-            raise ValueError(
-                f"shuffle_strategy must be one of {list(STRATEGIES)}; got {self.shuffle_strategy!r}"
-            )
+        most = max_drafts(num_slots)
+        parallel = most if self.max_parallel_tokens is None else self.max_parallel_tokens
+        _check_int("max_parallel_tokens", parallel, low=0, high=most)
+        _check_choice("shuffle_strategy", self.shuffle_strategy, STRATEGIES)
+        _check_choice("block_length", self.block_length, BLOCK_RULES)
+        _check_choice("draft_source", self.draft_source, DRAFT_SOURCES)
         _check_number("temperature", self.temperature, "a number >= 0 (0 is greedy)", low=0.0)
         _check_number("top_p", self.top_p, "a number in (0, 1]", low=0.0, high=1.0, open_low=True)
-        keep = default_keep_threshold if self.keep_threshold is None else self.keep_threshold
-        _check_number("keep_threshold", keep, "a number in [0, 1]", low=0.0, high=1.0)
         if not isinstance(self.verify, bool):
             raise ValueError(f"verify must be True or False; got {self.verify!r}")
+        if not self.verify and self.draft_source == CONTEXT:
+            raise ValueError(
+                "pure parallel mode (verify=False) emits the head's drafts unchecked: "
+                "draft_source must include the head"
+            )
+        uses_cost = self.block_length == COST and self.verify
+        default_keep = 0.0 if uses_cost else default_keep_threshold
+        keep = default_keep if self.keep_threshold is None else self.keep_threshold
+        _check_number("keep_threshold", keep, "a number in [0, 1]", low=0.0, high=1.0)
         if self.seed is not None:
             _check_int("seed", self.seed, low=0, high=2**63 - 1)
         return dataclasses.replace(
@@ -44,10 +59,27 @@ class GenerationSettings:
             keep_threshold=float(keep),
             temperature=float(self.temperature),
             top_p=float(self.top_p),
+            # pure mode emits the head's filtered block: no costs to weigh, no context
+            block_length=self.block_length if self.verify else FIXED,
+            draft_source=self.draft_source if self.verify else HEAD,
         )
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(self.draft_source.split("+"))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def max_drafts(num_slots: int) -> int:
+    """The most drafts a step can check: a full head chain beside a full context chain."""
+    return num_slots + MAX_CONTEXT_DRAFTS
+
+
+def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}; got {value!r}")
 
 
 def _check_int(name: str, value, *, low: int, high: int | None = None) -> None:

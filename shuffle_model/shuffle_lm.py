@@ -54,10 +54,13 @@ class ShuffleLM(ShuffleModelBase):
             config, hidden_size=config.hidden_size, embed_size=config.hidden_size
         )
 
-    def trunk_forward(self, input_ids, *, attention_mask=None, cache: Cache | None = None):
+    def trunk_forward(
+        self, input_ids, *, attention_mask=None, position_ids=None, cache: Cache | None = None
+    ):
         out = self.trunk(
             input_ids=input_ids,
             attention_mask=attention_mask,
+            position_ids=position_ids,
             cache=cache,
             use_cache=cache is not None,
         )

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 TRACE_FORMAT = "shufflelm-trace"
-TRACE_VERSION = 1
+TRACE_VERSION = 2  # 2 adds draft sources, the step's plan and the cost curve; 1 still reads
+READABLE_VERSIONS = (1, 2)
 
 ACCEPTED = "accepted"  # drafted, verified by the backbone, emitted
 EMITTED = "emitted"  # drafted and emitted unverified (pure parallel mode)
@@ -22,7 +23,21 @@ LOW_CONFIDENCE = "low_confidence"  # keep prob below the threshold
 DUPLICATE = "duplicate"  # lost an offset collision to a more confident slot
 OUT_OF_RANGE = "out_of_range"  # offset beyond max_parallel_tokens or the token budget
 AFTER_GAP = "after_gap"  # survived the filter, but an earlier offset is missing
-SLOT_STATUSES = (ACCEPTED, EMITTED, REJECTED, LOW_CONFIDENCE, DUPLICATE, OUT_OF_RANGE, AFTER_GAP)
+COST_CUT = "cost_cut"  # in the block, but checking it was expected to cost more than it gives
+SLOT_STATUSES = (
+    ACCEPTED,
+    EMITTED,
+    REJECTED,
+    LOW_CONFIDENCE,
+    DUPLICATE,
+    OUT_OF_RANGE,
+    AFTER_GAP,
+    COST_CUT,
+)
+CONTEXT_STATUSES = (ACCEPTED, REJECTED, COST_CUT)
+# Where an emitted token came from
+FROM_ANCHOR, FROM_HEAD, FROM_CONTEXT, FROM_BOTH = "anchor", "head", "context", "head+context"
+TOKEN_SOURCES = (FROM_ANCHOR, FROM_HEAD, FROM_CONTEXT, FROM_BOTH)
 
 
 class TraceError(ValueError):
@@ -44,6 +59,40 @@ class SlotTrace:
     keep_prob: float  # sigmoid of the keep logit
     offset: int | None  # assigned offset p (1-based; None after losing a collision)
     status: str  # one of SLOT_STATUSES
+    accept_prob: float | None = None  # calibrated P(accepted | earlier drafts were), in the chain
+
+
+@dataclass
+class ContextTrace:
+    """The context draft of a step: what followed an earlier occurrence of the last tokens."""
+
+    tokens: list[TokenInfo]  # the drafts, offsets 1..m after the anchor (prob: accept_probs[i])
+    accept_probs: list[float]  # estimated P(accepted | earlier drafts were)
+    statuses: list[str]  # one of CONTEXT_STATUSES per draft
+    match_length: int  # how many of the last tokens matched
+    match_end: int  # where the match ended in prompt + output (exclusive): drafts start there
+
+
+@dataclass
+class PlanTrace:
+    """What the step chose to verify, and the numbers that chose it (planning.py)."""
+
+    rule: str  # "cost" (expected tokens per unit of time) or "fixed" (every draft given)
+    head_drafts: int  # drafts checked from the head's chain
+    context_drafts: int  # drafts checked from the context's chain
+    shared: int  # drafts both chains proposed (forwarded once)
+    expected_tokens: float  # tokens the step was expected to emit, the anchor included
+    cost: float  # the pass plus drafting, in one-token passes (the cost curve's units)
+    ordinary_rate: float  # expected tokens per unit of time of an ordinary step
+    next_rate: float | None  # the best rate with one draft more (None: no more drafts)
+
+    @property
+    def rate(self) -> float:
+        return self.expected_tokens / self.cost if self.cost else 0.0
+
+    @property
+    def drafts(self) -> int:
+        return self.head_drafts + self.context_drafts - self.shared
 
 
 @dataclass
@@ -57,6 +106,11 @@ class StepTrace:
     emitted: list[TokenInfo]  # tokens this step appended: the anchor, then drafts
     forwarded_ids: list[int]  # what the backbone ran over: [anchor, d_1..d_m] (or nothing)
     timings_ms: dict[str, float] = field(default_factory=dict)  # draft/forward/verify/total
+    context: ContextTrace | None = None  # the context draft, when there was one
+    plan: PlanTrace | None = None  # the step's decision (None: nothing was drafted)
+    forwarded_parents: list[int] = field(default_factory=list)  # parent node of each forwarded
+    # token (-1: the anchor); a tree when two chains part, else each node's predecessor
+    emitted_sources: list[str] = field(default_factory=list)  # TOKEN_SOURCES, per emitted token
 
     @property
     def num_emitted(self) -> int:
@@ -91,6 +145,7 @@ class GenerationTrace:
     output_text: str | None
     totals: Totals
     version: int = TRACE_VERSION
+    cost_curve: dict | None = None  # the machine's cost curve the steps were planned with
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -125,9 +180,9 @@ class GenerationTrace:
         if data.get("format", TRACE_FORMAT) != TRACE_FORMAT:
             raise TraceError(f"trace.format must be {TRACE_FORMAT!r}; got {data.get('format')!r}")
         version = _field(data, "version", int, "trace")
-        if version != TRACE_VERSION:
+        if version not in READABLE_VERSIONS:
             raise TraceError(
-                f"trace.version {version} is not supported (this reads {TRACE_VERSION})"
+                f"trace.version {version} is not supported (this reads {list(READABLE_VERSIONS)})"
             )
         steps = _field(data, "steps", list, "trace")
         totals = _field(data, "totals", dict, "trace")
@@ -147,7 +202,8 @@ class GenerationTrace:
                 wall_seconds=_number(totals, "wall_seconds", "trace.totals"),
                 tokens_per_second=_number(totals, "tokens_per_second", "trace.totals"),
             ),
-            version=version,
+            version=TRACE_VERSION,
+            cost_curve=_optional(data, "cost_curve", dict, "trace"),
         )
 
 
@@ -185,6 +241,14 @@ def _number(data: dict, key: str, where: str) -> float:
     if value is None and key in data:
         return float("nan")
     return float(_field(data, key, (int, float), where))
+
+
+def _optional(data: dict, key: str, kind, where: str):
+    return None if data.get(key) is None else _field(data, key, kind, where)
+
+
+def _optional_number(data: dict, key: str, where: str) -> float | None:
+    return None if data.get(key) is None else _number(data, key, where)
 
 
 def _ints(values: list, where: str) -> list[int]:
@@ -226,6 +290,49 @@ def _slot_from_dict(data, where: str) -> SlotTrace:
         keep_prob=_number(data, "keep_prob", where),
         offset=_field(data, "offset", (int, type(None)), where),
         status=status,
+        accept_prob=_optional_number(data, "accept_prob", where),
+    )
+
+
+def _context_from_dict(data, where: str) -> ContextTrace:
+    data = _expect(data, dict, where)
+    statuses = [
+        _expect(s, str, f"{where}.statuses[{i}]")
+        for i, s in enumerate(_field(data, "statuses", list, where))
+    ]
+    for i, status in enumerate(statuses):
+        if status not in CONTEXT_STATUSES:
+            raise TraceError(
+                f"{where}.statuses[{i}] must be one of {list(CONTEXT_STATUSES)}; got {status!r}"
+            )
+    tokens = _field(data, "tokens", list, where)
+    probs = _field(data, "accept_probs", list, where)
+    if not len(tokens) == len(probs) == len(statuses):
+        raise TraceError(f"{where}: tokens, accept_probs and statuses differ in length")
+    return ContextTrace(
+        tokens=[_token_from_dict(t, f"{where}.tokens[{i}]") for i, t in enumerate(tokens)],
+        accept_probs=[
+            float(_expect(p, (int, float), f"{where}.accept_probs[{i}]"))
+            for i, p in enumerate(probs)
+        ],
+        statuses=statuses,
+        match_length=_field(data, "match_length", int, where),
+        match_end=_field(data, "match_end", int, where),
+    )
+
+
+def _plan_from_dict(data, where: str) -> PlanTrace:
+    data = _expect(data, dict, where)
+    rule = _field(data, "rule", str, where)
+    return PlanTrace(
+        rule=rule,
+        head_drafts=_field(data, "head_drafts", int, where),
+        context_drafts=_field(data, "context_drafts", int, where),
+        shared=_field(data, "shared", int, where),
+        expected_tokens=_number(data, "expected_tokens", where),
+        cost=_number(data, "cost", where),
+        ordinary_rate=_number(data, "ordinary_rate", where),
+        next_rate=_optional_number(data, "next_rate", where),
     )
 
 
@@ -250,4 +357,21 @@ def _step_from_dict(data, where: str) -> StepTrace:
             str(k): float(_expect(v, (int, float), f"{where}.timings_ms.{k}"))
             for k, v in timings.items()
         },
+        context=None
+        if data.get("context") is None
+        else _context_from_dict(data["context"], f"{where}.context"),
+        plan=None if data.get("plan") is None else _plan_from_dict(data["plan"], f"{where}.plan"),
+        forwarded_parents=_ints(
+            _expect(data.get("forwarded_parents", []), list, f"{where}.forwarded_parents"),
+            f"{where}.forwarded_parents",
+        ),
+        emitted_sources=_sources(data.get("emitted_sources", []), f"{where}.emitted_sources"),
     )
+
+
+def _sources(values, where: str) -> list[str]:
+    values = _expect(values, list, where)
+    for i, value in enumerate(values):
+        if value not in TOKEN_SOURCES:
+            raise TraceError(f"{where}[{i}] must be one of {list(TOKEN_SOURCES)}; got {value!r}")
+    return list(values)

@@ -1,9 +1,11 @@
-"""Verification: keep the longest prefix of the block the backbone itself would have produced.
+"""Verification: keep the longest run of drafts the backbone itself would have produced.
 
-Greedy: argmax equality. Sampling: speculative sampling (Leviathan et al. 2023), accept d_i
-with probability min(1, p_i(d_i) / q_i(d_i)) and, at the first rejection, resample the next
-token from the residual max(0, p_i - q_i); the output then follows the backbone's own
-sampling distribution exactly. Pure parallel mode (verify=False) keeps the whole block.
+Greedy: a walk down the block (a chain or a small tree) from the anchor, taking at each node
+the child whose token is the backbone's argmax there. Sampling: speculative sampling
+(Leviathan et al. 2023) along a chain: accept d_i with probability min(1, p_i(d_i) / q_i(d_i))
+and, at the first rejection, resample from the residual max(0, p_i - q_i); the output then
+follows the backbone's own sampling distribution exactly (a context draft is chosen, not
+sampled: its q is all on itself). Pure parallel mode (verify=False) keeps the whole chain.
 Generation ends at EOS, so no token after an emitted EOS is ever kept.
 """
 
@@ -14,16 +16,42 @@ from dataclasses import dataclass
 import torch
 
 from .sampling import TokenSampler
+from .tree import Block
 
 
 @dataclass
 class Verdict:
-    accepted: int  # n: drafts d_1..d_n are kept
-    next_anchor: int  # the backbone's token after d_n: the next step's anchor
+    path: list[int]  # block nodes kept after the anchor, root to leaf
+    next_anchor: int  # the backbone's token after the last kept node: the next step's anchor
     next_anchor_prob: float  # its probability under the backbone's distribution
 
+    @property
+    def accepted(self) -> int:
+        return len(self.path)
 
-def verify_block(
+
+def verify_greedy(
+    *, target_logits: torch.Tensor, block: Block, eos_ids: tuple[int, ...]
+) -> Verdict:
+    """target_logits (n, V): the backbone's logits at every node of the block."""
+    choices = target_logits.argmax(-1).tolist()  # (n,) the backbone's token after each node
+    children = {
+        (parent, token): node
+        for node, (parent, token) in enumerate(zip(block.parents, block.tokens, strict=True))
+        if parent >= 0
+    }
+    path, node = [], 0
+    while (node, choices[node]) in children:
+        node = children[(node, choices[node])]
+        path.append(node)
+        if block.tokens[node] in eos_ids:
+            break
+    row = target_logits[node].float()
+    prob = float(row.softmax(-1)[choices[node]])
+    return Verdict(path, choices[node], prob)
+
+
+def verify_chain(
     *,
     target_logits: torch.Tensor,
     block_tokens: torch.Tensor,
@@ -32,14 +60,15 @@ def verify_block(
     verify: bool,
     eos_ids: tuple[int, ...],
 ) -> Verdict:
-    """target_logits (m+1, V): the backbone's logits after the anchor and each draft;
-    block_tokens (m,): the drafts; draft_probs (m, V): the distributions they were drawn from."""
+    """Sampling or pure mode along a chain. target_logits (m+1, V): the backbone's logits after
+    the anchor and each draft; block_tokens (m,); draft_probs (m, V): what they were drawn from."""
     target_probs = sampler.probs(target_logits)  # (m+1, V)
     m = block_tokens.shape[0]
     if not verify:
         accepted, residual = m, None
     elif sampler.greedy:
-        accepted, residual = _greedy_prefix(target_logits, block_tokens), None
+        agree = target_logits[:-1].argmax(-1) == block_tokens  # (m,)
+        accepted, residual = int(agree.long().cumprod(0).sum()), None
     else:
         accepted, residual = _speculative_prefix(target_probs, block_tokens, draft_probs, sampler)
     accepted = _stop_at_eos(block_tokens, accepted, eos_ids)
@@ -48,12 +77,8 @@ def verify_block(
     else:
         row = target_logits[accepted]
         next_anchor = int(sampler.choose(row, target_probs[accepted]))
-    return Verdict(accepted, next_anchor, float(target_probs[accepted, next_anchor]))
-
-
-def _greedy_prefix(target_logits: torch.Tensor, block_tokens: torch.Tensor) -> int:
-    agree = target_logits[:-1].argmax(-1) == block_tokens  # (m,)
-    return int(agree.long().cumprod(0).sum())
+    path = list(range(1, accepted + 1))
+    return Verdict(path, next_anchor, float(target_probs[accepted, next_anchor]))
 
 
 def _speculative_prefix(

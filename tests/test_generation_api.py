@@ -166,7 +166,10 @@ def test_forward_outputs_have_the_documented_shapes(tokenizer):
         ({"keep_threshold": -0.1}, ["keep_threshold", "[0, 1]"]),
         ({"top_p": 0.0}, ["top_p", "(0, 1]"]),
         ({"top_p": 1.2}, ["top_p", "(0, 1]"]),
-        ({"max_parallel_tokens": 9}, ["max_parallel_tokens", "[0, 4]"]),
+        ({"max_parallel_tokens": 15}, ["max_parallel_tokens", "[0, 14]"]),  # K + 10 context
+        ({"block_length": "short"}, ["block_length", "cost", "fixed"]),
+        ({"draft_source": "oracle"}, ["draft_source", "head+context", "context"]),
+        ({"verify": False, "draft_source": "context"}, ["draft_source", "pure parallel"]),
         ({"seed": -1}, ["seed"]),
         ({"verify": "yes"}, ["verify"]),
         ({"beams": 3}, ["unknown generation settings", "beams"]),

@@ -37,6 +37,7 @@ SHORT_LABELS = {
     "duplicate": "duplicate",
     "out_of_range": "out of range",
     "after_gap": "after gap",
+    "cost_cut": "not worth it",
 }
 
 

@@ -11,6 +11,7 @@ import html
 from shuffle_model.trace import (
     ACCEPTED,
     AFTER_GAP,
+    COST_CUT,
     DUPLICATE,
     EMITTED,
     LOW_CONFIDENCE,
@@ -29,6 +30,7 @@ STATUS_COLORS = {
     DUPLICATE: "#CC79A7",  # reddish purple
     OUT_OF_RANGE: "#999999",  # grey
     AFTER_GAP: "#8C6D1F",  # dark yellow-brown
+    COST_CUT: "#C8B400",  # mustard
 }
 STATUS_LABELS = {
     ANCHOR: "anchor (backbone)",
@@ -39,6 +41,7 @@ STATUS_LABELS = {
     DUPLICATE: "duplicate offset",
     OUT_OF_RANGE: "out of range",
     AFTER_GAP: "after a gap",
+    COST_CUT: "not worth checking",
 }
 STATUS_SYMBOLS = {
     ANCHOR: "⚓",
@@ -49,6 +52,7 @@ STATUS_SYMBOLS = {
     DUPLICATE: "=",
     OUT_OF_RANGE: "»",
     AFTER_GAP: "…",
+    COST_CUT: "$",
 }
 ORDERED_STATUSES = (ANCHOR, *SLOT_STATUSES)
 

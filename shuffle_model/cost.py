@@ -1,0 +1,255 @@
+"""The machine's cost curve c(n): one backbone pass over n new tokens, relative to n = 1.
+
+Whether verifying m drafts pays depends on what the machine charges for the longer pass: a
+2-core AMD EPYC in float32 was measured at c(2) = 1.9, an Intel Xeon with AMX at 1.11, the
+same Xeon in bfloat16 at c(8) = 1.19. So the curve is measured where the code runs (median of
+interleaved repetitions, with a real key/value cache), cached per (machine, device, dtype,
+backbone) under ~/.cache/shufflelm/cost/, and measured again on request:
+
+    python -m shuffle_model cost [--remeasure]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .backbone import cache_root
+
+CONTEXT_TOKENS = 256  # cache length the passes are measured on (a typical prompt + answer)
+REPEATS = 5  # interleaved repetitions per size; the median is kept
+TIME_BUDGET_S = 8.0  # stop repeating once this is spent (at least 3 repetitions are kept)
+
+Status = Callable[[str], None]
+
+
+@dataclass
+class CostCurve:
+    """c(n) for n = 1..len(ratios), plus the per-step cost of drafting, in one-token passes."""
+
+    ratios: list[float]  # ratios[n - 1] = c(n): a pass over n tokens / a pass over 1 token
+    one_token_ms: float = 0.0  # wall time of a one-token pass (0: not measured)
+    draft_cost: float = 0.0  # the head's draft (forward + shuffle + filter), in one-token passes
+    key: dict = field(default_factory=dict)  # machine, device, dtype, backbone it was measured on
+    measured: str = "given"  # ISO time of the measurement, or "given" for a hand-made curve
+    repeats: int = 0  # repetitions behind each median
+
+    def __post_init__(self) -> None:
+        if not self.ratios or any(not math.isfinite(r) or r <= 0 for r in self.ratios):
+            raise ValueError(f"a cost curve needs positive ratios; got {self.ratios}")
+
+    def __call__(self, tokens: int) -> float:
+        """c(tokens); beyond the measured range, extended along its last slope (never down)."""
+        if tokens < 1:
+            raise ValueError(f"a pass covers at least one token; got {tokens}")
+        if tokens <= len(self.ratios):
+            return self.ratios[tokens - 1]
+        last = self.ratios[-1]
+        slope = max(last - self.ratios[-2], 0.0) if len(self.ratios) > 1 else 0.0
+        return last + slope * (tokens - len(self.ratios))
+
+    @property
+    def max_tokens(self) -> int:
+        return len(self.ratios)
+
+    @classmethod
+    def from_ratios(cls, ratios: list[float], *, draft_cost: float = 0.0) -> CostCurve:
+        """A hand-made curve (tests, what-if questions): ratios for n = 1, 2, ..."""
+        return cls(ratios=[float(r) for r in ratios], draft_cost=float(draft_cost))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CostCurve:
+        return cls(
+            ratios=[float(r) for r in data["ratios"]],
+            one_token_ms=float(data.get("one_token_ms", 0.0)),
+            draft_cost=float(data.get("draft_cost", 0.0)),
+            key=dict(data.get("key", {})),
+            measured=str(data.get("measured", "given")),
+            repeats=int(data.get("repeats", 0)),
+        )
+
+    def describe(self) -> str:
+        points = ", ".join(f"c({n})={r:.2f}" for n, r in enumerate(self.ratios, 1) if n > 1)
+        where = f" ({self.one_token_ms:.0f} ms for one token)" if self.one_token_ms else ""
+        return f"{points}{where}; drafting costs {self.draft_cost:.2f} of a one-token pass"
+
+
+# --- where a curve belongs ---------------------------------------------------------------------
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def curve_key(model) -> dict:
+    """What a measurement depends on: the machine, the device, the dtype and the backbone."""
+    device = model.device
+    cfg = model.config
+    key = {
+        "cpu": cpu_name(),
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "device": device.type,
+        "dtype": str(model.dtype).replace("torch.", ""),
+        "backbone": cfg.backbone or model.model_info().get("backbone"),
+        "shape": [cfg.vocab_size, cfg.hidden_size, cfg.num_layers, cfg.num_slots],
+        "torch": torch.__version__,
+    }
+    if device.type == "cuda":
+        key["gpu"] = torch.cuda.get_device_name(device)
+    return key
+
+
+def curve_path(key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_root() / "cost" / f"{digest}.json"
+
+
+def load_cached(key: dict) -> CostCurve | None:
+    path = curve_path(key)
+    try:
+        curve = CostCurve.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return curve if curve.key == key else None
+
+
+def save_cached(curve: CostCurve) -> Path | None:
+    path = curve_path(curve.key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(curve.to_dict(), indent=1))
+        partial.replace(path)
+    except OSError:  # a read-only home is no reason to fail: the curve stays in memory
+        return None
+    return path
+
+
+def cost_curve(
+    model, *, max_tokens: int, remeasure: bool = False, status: Status | None = None
+) -> CostCurve:
+    """The model's curve for this machine, covering at least `max_tokens`: from the model (set
+    by hand or measured earlier in this process), the cache, or a fresh measurement."""
+    curve = getattr(model, "_cost_curve", None)
+    if curve is not None and not remeasure and (curve.max_tokens >= max_tokens or not curve.key):
+        return curve
+    key = curve_key(model)
+    cached = None if remeasure else load_cached(key)
+    if cached is not None and cached.max_tokens >= max_tokens:
+        curve = cached
+    else:
+        curve = measure(model, max_tokens=max_tokens, key=key, status=status)
+        save_cached(curve)
+    model._cost_curve = curve
+    return curve
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+def sizes_to_measure(max_tokens: int) -> list[int]:
+    """Every n up to 8, then every other one: the curve between them is interpolated."""
+    sizes = list(range(1, min(max_tokens, 8) + 1))
+    sizes += list(range(10, max_tokens, 2))
+    if max_tokens not in sizes:
+        sizes.append(max_tokens)
+    return sizes
+
+
+@torch.no_grad()
+def measure(
+    model,
+    *,
+    max_tokens: int,
+    key: dict | None = None,
+    repeats: int = REPEATS,
+    time_budget_s: float = TIME_BUDGET_S,
+    status: Status | None = None,
+) -> CostCurve:
+    """Time one pass over n new tokens on a cache of CONTEXT_TOKENS, for the sizes of
+    `sizes_to_measure`, in interleaved rounds so that drift hits every size alike."""
+    from tqdm import tqdm
+
+    say = status or (lambda message: None)
+    say(f"Measuring this machine's cost of a backbone pass over 1..{max_tokens} tokens ...")
+    device = model.device
+    context = min(CONTEXT_TOKENS, model.context_length - max_tokens - 1)
+    vocab = model.config.vocab_size
+    prompt = (torch.arange(context, device=device) * 7919 % max(vocab - 3, 1) + 3)[None]
+    cache = model.new_cache()
+    model.trunk_forward(prompt, cache=cache)
+    sizes = sizes_to_measure(max_tokens)
+    times: dict[int, list[float]] = {n: [] for n in sizes}
+    drafts: list[float] = []
+    hidden = torch.zeros(model.config.hidden_size, device=device, dtype=model.dtype)
+    anchor = torch.tensor(prompt[0, -1].item(), device=device)
+    started = time.perf_counter()
+    bar = tqdm(total=repeats + 1, desc="cost curve", unit="round", leave=False, disable=None)
+    for round_ in range(repeats + 1):  # round 0 warms up and is dropped
+        for n in sizes:
+            block = prompt[:, -n:]  # (1, n)
+            seconds = _timed(lambda block=block: model.trunk_forward(block, cache=cache), device)
+            cache.crop(-n)
+            if round_:
+                times[n].append(seconds)
+        seconds = _timed(lambda: model.draft(hidden, anchor), device)
+        if round_:
+            drafts.append(seconds)
+        bar.update(1)
+        if round_ >= 3 and time.perf_counter() - started > time_budget_s:
+            break
+    bar.close()
+    medians = {n: statistics.median(t) for n, t in times.items()}
+    one = medians[1]
+    ratios = [_interpolate(medians, sizes, n) / one for n in range(1, max_tokens + 1)]
+    ratios[0] = 1.0
+    curve = CostCurve(
+        ratios=[round(r, 4) for r in ratios],
+        one_token_ms=round(one * 1000, 3),
+        draft_cost=round(statistics.median(drafts) / one, 4),
+        key=key or curve_key(model),
+        measured=dt.datetime.now().isoformat(timespec="seconds"),
+        repeats=len(drafts),
+    )
+    say(f"Cost curve: {curve.describe()} ({time.perf_counter() - started:.1f} s)")
+    return curve
+
+
+def _timed(run: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def _interpolate(medians: dict[int, float], sizes: list[int], n: int) -> float:
+    if n in medians:
+        return medians[n]
+    below = max(s for s in sizes if s < n)
+    above = min(s for s in sizes if s > n)
+    weight = (n - below) / (above - below)
+    return medians[below] * (1 - weight) + medians[above] * weight

@@ -1,0 +1,142 @@
+"""Draft sources, trees and the cost-aware loop: lossless whatever is drafted and chosen."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from shuffle_model import STRATEGIES
+from shuffle_model.calibration import Calibration
+from shuffle_model.cost import CostCurve
+from shuffle_model.planning import plan_step
+from shuffle_model.proposers import CONTEXT, HEAD, Chain, ContextProposer, DecodeState
+from shuffle_model.settings import DRAFT_SOURCES
+from shuffle_model.tree import build_block, keep_nodes, tree_inputs
+from tests.tiny import tiny_backbone, tiny_mixer
+
+FLAT = CostCurve.from_ratios([1.0] * 24)  # every pass costs the same: check every draft
+STEEP = CostCurve.from_ratios([float(n) for n in range(1, 25)])  # a pass over n costs n
+REPEATING = [[7, 8, 9, 10, 7, 8, 9, 10, 7, 8], [5, 6, 5, 6, 5, 6, 5], [11, 12, 13, 11, 12]]
+
+
+def state(tokens):
+    return DecodeState(tokens=list(tokens), hidden=torch.zeros(1), anchor=tokens[-1])
+
+
+def test_context_drafts_are_found_in_a_prompt_that_repeats_itself():
+    proposer = ContextProposer(Calibration())
+    chain = proposer.propose(state([1, 2, 3, 4, 5, 6, 1, 2, 3]), budget=5)
+    assert chain.tokens == [4, 5, 6, 1, 2] and chain.match_length == 3 and chain.match_end == 3
+    # one proposer per generation: it indexes the sequence as it grows
+    assert ContextProposer(Calibration()).propose(state([1, 2, 3, 4]), budget=5) is None
+    # the most recent occurrence wins, and the budget caps the chain
+    chain = ContextProposer(Calibration()).propose(state([9, 1, 7, 1, 8, 1]), budget=1)
+    assert chain.tokens == [8] and chain.match_length == 1
+
+
+def test_context_estimates_follow_what_was_accepted():
+    proposer = ContextProposer(Calibration())
+    tokens = [1, 2, 3, 4, 5, 1, 2, 3]
+    chain = proposer.propose(state(tokens), budget=4)
+    before = list(chain.accept_probs)
+    for _ in range(5):
+        proposer.observe(chain, checked=4, accepted=4)
+    after = proposer.propose(state(tokens), budget=4).accept_probs
+    assert all(a > b for a, b in zip(after, before, strict=True))
+    for _ in range(20):
+        proposer.observe(chain, checked=4, accepted=0)
+    assert proposer.propose(state(tokens), budget=4).accept_probs[0] < before[0]
+
+
+def forward_path(backbone_mixer, prefix, path_tokens):
+    cache = backbone_mixer.new_cache()
+    backbone_mixer.trunk_forward(torch.tensor([prefix]), cache=cache)
+    out = backbone_mixer.trunk_forward(torch.tensor([path_tokens]), cache=cache)
+    return out, cache
+
+
+@pytest.mark.parametrize("branch", [HEAD, CONTEXT])
+def test_a_tree_step_keeps_the_cache_identical_to_plain_decodings(mixer, branch):
+    prefix = [5, 6, 7, 8]
+    head = Chain(HEAD, [20, 21, 22], [0.9, 0.5, 0.5])
+    context = Chain(CONTEXT, [20, 30, 31, 32], [0.9, 0.4, 0.4, 0.4])
+    plan = plan_step(head, context, FLAT, rule="cost", budget=10, tree=True)
+    block = build_block(9, head, context, plan)
+    assert not block.is_chain and block.sources[1] == "head+context"
+    cache = mixer.new_cache()
+    mixer.trunk_forward(torch.tensor([prefix]), cache=cache)
+    past = cache.get_seq_length()
+    mask, positions = tree_inputs(block, past=past, dtype=mixer.dtype, device=mixer.device)
+    tree = mixer.trunk_forward(
+        torch.tensor([block.tokens]), cache=cache, attention_mask=mask, position_ids=positions
+    )
+    nodes = block.head_nodes if branch == HEAD else block.context_nodes
+    chosen = head if branch == HEAD else context
+    keep_nodes(cache, past=past, forwarded=len(block.tokens), keep=[0, *nodes])
+    plain, plain_cache = forward_path(mixer, prefix, [9, *chosen.tokens])
+    assert cache.get_seq_length() == plain_cache.get_seq_length()
+    for layer, plain_layer in zip(cache.layers, plain_cache.layers, strict=True):
+        torch.testing.assert_close(layer.keys, plain_layer.keys)
+        torch.testing.assert_close(layer.values, plain_layer.values)
+    torch.testing.assert_close(tree.logits[0, [0, *nodes]], plain.logits[0])
+    # and decoding goes on from that cache as it would have
+    after = mixer.trunk_forward(torch.tensor([[40]]), cache=cache).logits
+    again = mixer.trunk_forward(torch.tensor([[40]]), cache=plain_cache).logits
+    torch.testing.assert_close(after, again)
+
+
+def count_steps(trace):
+    trees = sum(
+        1
+        for s in trace.steps
+        if s.forwarded_parents and any(p != i - 1 for i, p in enumerate(s.forwarded_parents))
+    )
+    context = sum(1 for s in trace.steps if "context" in s.emitted_sources)
+    return trees, context
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_verified_greedy_is_lossless_for_every_source_and_rule(strategy):
+    """Identical to the backbone's greedy decoding for every strategy x source x rule, on
+    prompts that repeat themselves (so that the context drafts) and with a flat cost curve
+    (so that trees of both chains are checked)."""
+    trees = context_steps = 0
+    for seed, prompt in enumerate(REPEATING):
+        backbone = tiny_backbone(seed=seed)
+        model = tiny_mixer(backbone, seed=seed + 10)
+        ids = torch.tensor([prompt])
+        expected = backbone.generate(ids, max_new_tokens=24, do_sample=False).tolist()
+        for source, rule, curve in itertools.product(
+            DRAFT_SOURCES, ("cost", "fixed"), (FLAT, STEEP)
+        ):
+            model.cost_curve = curve
+            out, trace = model.generate(
+                ids,
+                max_new_tokens=24,
+                shuffle_strategy=strategy,
+                draft_source=source,
+                block_length=rule,
+                return_trace=True,
+            )
+            assert out.tolist() == expected, (source, rule, curve.ratios[1])
+            found = count_steps(trace)
+            trees += found[0]
+            context_steps += found[1]
+            if rule == "cost" and curve is STEEP:
+                assert all(len(s.forwarded_ids) <= 1 for s in trace.steps)
+    assert trees > 0 and context_steps > 0  # both paths were really taken
+
+
+def test_steep_costs_give_ordinary_decoding_and_flat_costs_draft():
+    backbone = tiny_backbone(seed=1)
+    model = tiny_mixer(backbone, seed=3)
+    ids = torch.tensor([REPEATING[0]])
+    model.cost_curve = STEEP
+    _, steep = model.generate(ids, max_new_tokens=20, keep_threshold=0.0, return_trace=True)
+    assert all(s.plan is None or s.plan.drafts == 0 for s in steep.steps)
+    assert steep.totals.backbone_forwards == steep.totals.new_tokens  # prefill + one per token
+    model.cost_curve = FLAT
+    _, flat = model.generate(ids, max_new_tokens=20, keep_threshold=0.0, return_trace=True)
+    assert any(s.plan is not None and s.plan.drafts > 0 for s in flat.steps)

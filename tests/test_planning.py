@@ -1,0 +1,104 @@
+"""The cost-aware block length: expected tokens per unit of time, on hand-made cost curves."""
+
+from __future__ import annotations
+
+import pytest
+
+from shuffle_model.cost import CostCurve
+from shuffle_model.planning import COST, FIXED, plan_step
+from shuffle_model.proposers import CONTEXT, HEAD, Chain
+
+
+def chain(source, tokens, probs):
+    return Chain(source=source, tokens=list(tokens), accept_probs=list(probs))
+
+
+def expected(probs):
+    total, path = 1.0, 1.0
+    for p in probs:
+        path *= p
+        total += path
+    return total
+
+
+def test_the_rule_maximises_expected_tokens_per_unit_of_time():
+    head = chain(HEAD, [5, 6, 7], [0.9, 0.5, 0.1])
+    curve = CostCurve.from_ratios([1.0, 1.2, 1.4, 2.0])
+    rates = [expected(head.accept_probs[:m]) / curve(m + 1) for m in range(4)]
+    plan = plan_step(head, None, curve, rule=COST, budget=6, tree=True)
+    assert plan.head == max(range(4), key=rates.__getitem__) == 2
+    assert plan.expected_tokens == pytest.approx(1 + 0.9 + 0.45)
+    assert plan.rate == pytest.approx(rates[2])
+    assert plan.next_rate == pytest.approx(rates[3])
+    assert plan.ordinary_rate == pytest.approx(1.0)
+
+
+def test_expensive_passes_give_ordinary_steps():
+    """Where a pass over n tokens costs n one-token passes, no draft can pay for itself."""
+    curve = CostCurve.from_ratios([float(n) for n in range(1, 20)])
+    head = chain(HEAD, [5, 6, 7, 8], [0.97, 0.97, 0.97, 0.97])
+    context = chain(CONTEXT, [9, 9, 9], [0.9, 0.9, 0.9])
+    plan = plan_step(head, context, curve, rule=COST, budget=8, tree=True)
+    assert plan.drafts == 0 and plan.expected_tokens == 1.0
+
+
+def test_free_passes_check_every_draft_and_drafting_cost_counts():
+    curve = CostCurve.from_ratios([1.0] * 10)
+    head = chain(HEAD, [5, 6, 7], [0.5, 0.2, 0.05])
+    assert plan_step(head, None, curve, rule=COST, budget=6, tree=True).head == 3
+    # a pass over 4 tokens at 1.3: the third draft (+0.005 expected) is not worth it
+    curve = CostCurve.from_ratios([1.0, 1.05, 1.1, 1.3])
+    plan = plan_step(head, None, curve, rule=COST, budget=6, tree=True, drafting_cost=0.1)
+    assert plan.head == 2
+    assert plan.cost == pytest.approx(1.1 + 0.1)
+    assert plan.ordinary_rate == pytest.approx(1 / 1.1)
+
+
+def test_budget_caps_the_drafts():
+    curve = CostCurve.from_ratios([1.0] * 20)
+    head = chain(HEAD, [5, 6, 7, 8], [0.9] * 4)
+    context = chain(CONTEXT, [1, 2, 3], [0.9] * 3)
+    plan = plan_step(head, context, curve, rule=COST, budget=3, tree=True)
+    assert plan.drafts <= 3
+    assert plan_step(head, context, curve, rule=FIXED, budget=3, tree=True).drafts == 3
+
+
+def test_two_chains_that_part_form_a_tree_and_share_their_prefix():
+    curve = CostCurve.from_ratios([1.0] * 10)
+    head = chain(HEAD, [5, 6, 7], [0.9, 0.5, 0.5])
+    context = chain(CONTEXT, [5, 8, 9], [0.6, 0.4, 0.9])
+    plan = plan_step(head, context, curve, rule=COST, budget=8, tree=True)
+    assert (plan.head, plan.context, plan.shared) == (3, 3, 1)
+    assert plan.drafts == 5 and plan.is_tree
+    # shared draft: as likely as the more confident source; the parting siblings exclusive
+    shared = 0.9
+    scale = 1 / max(1.0, 0.5 + 0.4)
+    branches = shared * scale * ((0.5 + 0.5 * 0.5) + (0.4 + 0.4 * 0.9))
+    assert plan.expected_tokens == pytest.approx(1 + shared + branches)
+
+
+def test_without_trees_one_chain_is_chosen():
+    """Sampling verifies one chain: the plan never mixes the two."""
+    curve = CostCurve.from_ratios([1.0] * 10)
+    head = chain(HEAD, [5, 6], [0.5, 0.5])
+    context = chain(CONTEXT, [5, 8, 9], [0.8, 0.8, 0.8])
+    plan = plan_step(head, context, curve, rule=COST, budget=8, tree=False)
+    assert (plan.head, plan.context, plan.shared) == (0, 3, 0)
+    fixed = plan_step(head, context, curve, rule=FIXED, budget=8, tree=False)
+    assert (fixed.head, fixed.context) == (2, 0)
+
+
+def test_the_fixed_rule_checks_every_draft_whatever_it_costs():
+    curve = CostCurve.from_ratios([float(n) for n in range(1, 20)])
+    head = chain(HEAD, [5, 6, 7], [0.1, 0.1, 0.1])
+    plan = plan_step(head, None, curve, rule=FIXED, budget=6, tree=True)
+    assert plan.head == 3 and plan.rate < plan.ordinary_rate
+
+
+def test_cost_curve_extends_beyond_its_measurements():
+    curve = CostCurve.from_ratios([1.0, 1.5, 1.7])
+    assert curve(3) == 1.7 and curve(5) == pytest.approx(1.7 + 2 * 0.2)
+    flat = CostCurve.from_ratios([1.0, 1.2, 1.1])
+    assert flat(6) == 1.1  # never cheaper than the last measurement
+    with pytest.raises(ValueError):
+        CostCurve.from_ratios([1.0, -1.0])
