@@ -13,22 +13,60 @@ from PIL import Image
 
 import viz
 from shuffle_model import GenerationTrace
-from tests.tiny import tiny_backbone, tiny_mixer
+from shuffle_model.cost import CostCurve
+from shuffle_model.trace import (
+    ACCEPTED,
+    COST_CUT,
+    ContextTrace,
+    PlanTrace,
+    SlotTrace,
+    StepTrace,
+    TokenInfo,
+)
+from tests.tiny import char_tokenizer, tiny_backbone, tiny_mixer
+from viz.gif import Renderer, frames_of
+from viz.style import (
+    BOTH,
+    CONTEXT,
+    CONTEXT_COLOR,
+    ORIGIN_COLORS,
+    ORIGIN_LABELS,
+    ORIGIN_SYMBOLS,
+    STATUS_COLORS,
+    STATUS_LABELS,
+    STATUS_SYMBOLS,
+)
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "assets" / "examples").glob("*.json"))
 REFERENCE = Path(__file__).resolve().parent / "data" / "first_frame.png"
+# a cheap hand-made cost curve, so that plans are the same on every machine
+CHEAP_PASSES = CostCurve.from_ratios([1.0 + 0.05 * i for i in range(15)], draft_cost=0.1)
+
+
+def tiny_generate(prompt: str, **settings) -> GenerationTrace:
+    tok = char_tokenizer()
+    model = tiny_mixer(tiny_backbone(seed=0), seed=1, tokenizer=tok)
+    model.cost_curve = CHEAP_PASSES
+    ids = tok(prompt, return_tensors="pt")["input_ids"]
+    settings = dict(max_new_tokens=40, keep_threshold=0.3, shuffle_strategy="sinkhorn", **settings)
+    return model.generate(ids, return_trace=True, **settings)[1]
 
 
 @pytest.fixture(scope="module")
-def tiny_trace(tokenizer=None):
-    from tests.tiny import char_tokenizer
+def tiny_trace():
+    return tiny_generate("hello <b>there</b>\n")
 
-    tok = char_tokenizer()
-    model = tiny_mixer(tiny_backbone(seed=0), seed=1, tokenizer=tok)
-    ids = tok("hello <b>there</b>\n", return_tensors="pt")["input_ids"]
-    _, trace = model.generate(
-        ids, max_new_tokens=40, keep_threshold=0.3, shuffle_strategy="sinkhorn", return_trace=True
-    )
+
+@pytest.fixture(scope="module")
+def rich_trace():
+    """A prompt that repeats itself: context drafts, trees, shared drafts, cost cuts."""
+    trace = tiny_generate("the cat sat. the cat sat. the cat")
+    sources = [source for step in trace.steps for source in step.emitted_sources]
+    plans = [s.plan for s in trace.steps if s.plan is not None]
+    assert "context" in sources and "head+context" in sources
+    assert any(p.head_drafts > p.shared and p.context_drafts > p.shared for p in plans)
+    assert any(slot.status == COST_CUT for step in trace.steps for slot in step.slots)
+    assert any(COST_CUT in s.context.statuses for s in trace.steps if s.context)
     return trace
 
 
@@ -50,8 +88,8 @@ def test_there_are_example_traces_of_every_kind():
         assert "SmolLM2" in trace.model["backbone"] or "smollm2" in trace.model["backbone"]
 
 
-def all_traces(tiny_trace):
-    return [tiny_trace, *example_traces()]
+def all_traces(tiny_trace, *more):
+    return [tiny_trace, *more, *example_traces()]
 
 
 def test_shuffle_heatmap_shapes_and_marks(tiny_trace):
@@ -75,39 +113,62 @@ def test_draft_heatmap_and_filter_chart(tiny_trace):
         z = np.asarray(drafts.data[0].z)
         assert drafts.data[0].type == "heatmap"
         assert z.shape == (len(step.slots), len(step.slots[0].candidates))
-        chart = viz.filter_chart(step, keep_threshold=trace.settings["keep_threshold"])
-        bars = [t for t in chart.data if t.type == "bar"]
+        threshold = trace.settings["keep_threshold"]
+        chart = viz.filter_chart(step, keep_threshold=threshold)
+        bars = [t for t in chart.data if t.type == "bar" and t.legendgroup == "head"]
         assert sum(len(b.y) for b in bars) == len(step.slots)
         assert {b.name for b in bars} <= set(viz.STATUS_LABELS.values())
-        assert any(s.y0 == trace.settings["keep_threshold"] for s in chart.layout.shapes)
+        assert sorted(y for b in bars for y in b.y) == sorted(s.keep_prob for s in step.slots)
+        if threshold:
+            assert any(s.y0 == threshold for s in chart.layout.shapes)
 
 
-def test_overview_has_status_map_and_token_curve(tiny_trace):
-    for trace in all_traces(tiny_trace):
+def test_overview_has_status_map_and_token_curve(tiny_trace, rich_trace):
+    for trace in all_traces(tiny_trace, rich_trace):
         fig = viz.overview(trace)
         heatmap = next(t for t in fig.data if t.type == "heatmap")
         k = max(len(s.slots) for s in trace.steps)
-        assert np.asarray(heatmap.z).shape == (len(trace.steps), k + 1)
+        m = max((len(s.context.tokens) for s in trace.steps if s.context), default=0)
+        assert np.asarray(heatmap.z).shape == (len(trace.steps), k + 1 + m)
         curve = next(t for t in fig.data if t.name == "ShuffleLM")
         assert curve.y[-1] == trace.totals.new_tokens
         assert curve.x[-1] == trace.totals.backbone_forwards
 
 
-def test_token_spans_rebuild_the_output(tiny_trace):
-    for trace in all_traces(tiny_trace):
+def test_token_spans_rebuild_the_output(tiny_trace, rich_trace):
+    for trace in all_traces(tiny_trace, rich_trace):
         spans = viz.token_spans(trace)
         assert "".join(text for text, _ in spans) == "".join(
             t.text for s in trace.steps for t in s.emitted
         )
-        assert {label for _, label in spans} <= {"anchor", "accepted draft", "emitted draft"}
+        assert {label for _, label in spans} <= set(ORIGIN_LABELS.values())
         by_step = viz.token_spans(trace, by="step")
         assert by_step[0][1] == "step 0"
+    for trace in example_traces():  # version 1: no sources recorded, every draft from the head
+        labels = {label for _, label in viz.token_spans(trace)}
+        assert labels <= {"anchor", "accepted draft (head)", "emitted draft"}
+        assert labels - {"anchor"}, "the examples emit drafts"
 
 
-def test_hostile_token_text_is_escaped_in_every_figure(tiny_trace):
+def test_token_spans_colour_context_drafts_by_their_source(rich_trace):
+    """Each emitted token is labelled by the source the trace records, not by its position."""
+    expected = {"anchor": "anchor", "head": "accepted draft (head)"}
+    expected |= {"context": "accepted draft (context)"}
+    expected |= {"head+context": "accepted draft (head and context)"}
+    labelled = []
+    for step in rich_trace.steps:
+        for token, source in zip(step.emitted, step.emitted_sources, strict=True):
+            labelled.append((token.text, expected[source]))
+    spans = viz.token_spans(rich_trace)
+    per_char = [(char, label) for text, label in spans for char in text]
+    assert per_char == [(c, label) for text, label in labelled for c in text]
+    assert "accepted draft (context)" in {label for _, label in spans}
+
+
+def test_hostile_token_text_is_escaped_in_every_figure(rich_trace):
     hostile = "<img src=x onerror=alert(1)>"
-    trace = GenerationTrace.from_json(tiny_trace.to_json())
-    step = next(s for s in trace.steps if s.slots)
+    trace = GenerationTrace.from_json(rich_trace.to_json())
+    step = next(s for s in trace.steps if s.slots and s.context)
     step.slots[0].token.text = hostile
     step.slots[0].candidates[0].text = hostile
     step.anchor.text = hostile
@@ -120,6 +181,14 @@ def test_hostile_token_text_is_escaped_in_every_figure(tiny_trace):
         payload = json.dumps(fig.to_dict())
         assert "<img" not in payload
         assert "&lt;img" in payload
+    other = GenerationTrace.from_json(rich_trace.to_json())  # hostile text in a context draft
+    step = other.steps[step.index]
+    step.context.tokens[0].text = hostile
+    for fig in (viz.filter_chart(step), viz.overview(other), viz.cost_curve_chart(other)):
+        payload = json.dumps(fig.to_dict())
+        assert "<img" not in payload
+    assert "&lt;img" in json.dumps(viz.filter_chart(step).to_dict())
+    assert "&lt;img" in json.dumps(viz.overview(other).to_dict())
     assert viz.html_text(hostile, limit=40) == "&lt;img·src=x·onerror=alert(1)&gt;"
     assert viz.visible(" \n\t") == "·⏎⇥"
     assert viz.visible("a\x00b") == "a\\x00b"
@@ -236,3 +305,307 @@ def test_a_saved_trace_draws_the_same_figures(tiny_trace):
     original = np.asarray(viz.shuffle_heatmap(step).data[0].z)
     assert np.allclose(np.asarray(viz.shuffle_heatmap(saved).data[0].z), original, atol=1e-5)
     assert viz.token_spans(again) == viz.token_spans(tiny_trace)
+
+
+# --- colours ------------------------------------------------------------------------------------
+
+# Machado, Oliveira & Fernandes (2009), full severity, on linear RGB
+COLOUR_VISION = {
+    "normal": np.eye(3),
+    "protanopia": np.array(
+        [
+            [0.152286, 1.052583, -0.204868],
+            [0.114503, 0.786281, 0.099216],
+            [-0.003882, -0.048116, 1.051998],
+        ]
+    ),
+    "deuteranopia": np.array(
+        [
+            [0.367322, 0.860646, -0.227968],
+            [0.280085, 0.672501, 0.047413],
+            [-0.011820, 0.042940, 0.968881],
+        ]
+    ),
+    "tritanopia": np.array(
+        [
+            [1.255528, -0.076749, -0.178779],
+            [-0.078411, 0.930809, 0.147602],
+            [0.004733, 0.691367, 0.303900],
+        ]
+    ),
+}
+
+
+def lab(color: str, vision: np.ndarray) -> np.ndarray:
+    """CIELAB of a hex colour as seen with the given colour vision."""
+    srgb = np.array([int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    linear = np.clip(vision @ linear, 0, 1)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    t = (xyz @ linear) / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(t > (6 / 29) ** 3, np.cbrt(t), t / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def closest(color: str, others: list[str]) -> float:
+    """The smallest colour difference (CIE76) to any of the others, under any colour vision."""
+    return min(
+        float(np.linalg.norm(lab(color, vision) - lab(other, vision)))
+        for vision in COLOUR_VISION.values()
+        for other in others
+    )
+
+
+def test_context_and_cost_cut_colours_stand_apart_for_colour_blind_eyes():
+    everything = {*STATUS_COLORS.values(), *ORIGIN_COLORS.values()}
+    for color in (CONTEXT_COLOR, ORIGIN_COLORS[BOTH], STATUS_COLORS[COST_CUT]):
+        assert closest(color, sorted(everything - {color})) > 15, color
+    text = list(ORIGIN_COLORS.values())  # the output text's colours, among themselves
+    for color in text:
+        assert closest(color, [c for c in text if c != color]) > 15, color
+
+
+def test_every_status_and_origin_has_a_word_and_a_distinct_symbol():
+    assert set(STATUS_LABELS) == set(STATUS_COLORS) == set(STATUS_SYMBOLS)
+    assert len(set(STATUS_SYMBOLS.values())) == len(STATUS_SYMBOLS)
+    assert set(ORIGIN_LABELS) == set(ORIGIN_COLORS) == set(ORIGIN_SYMBOLS)
+    assert len(set(ORIGIN_SYMBOLS.values())) == len(ORIGIN_SYMBOLS)
+    assert len(set(ORIGIN_LABELS.values())) == len(ORIGIN_LABELS)
+
+
+# --- the decision, in a sentence ----------------------------------------------------------------
+
+
+def token(text: str = "x") -> TokenInfo:
+    return TokenInfo(id=5, text=text, prob=0.5)
+
+
+def made_step(plan=None, *, drafts=0, emitted=1, sources=None, slots=(), context=None):
+    """A hand-made step: `drafts` forwarded after the anchor, `emitted` tokens out."""
+    return StepTrace(
+        index=3,
+        anchor=token("a"),
+        slots=list(slots),
+        shuffle_probs=[],
+        sinkhorn=None,
+        block_order=[],
+        emitted=[token() for _ in range(emitted)],
+        forwarded_ids=[1] * (drafts + 1),
+        context=context,
+        plan=plan,
+        emitted_sources=["anchor"] + ["head"] * (emitted - 1) if sources is None else sources,
+    )
+
+
+def made_plan(head=0, context=0, shared=0, *, rule="cost", expected=1.0, cost=1.5, nxt=None):
+    return PlanTrace(rule, head, context, shared, expected, cost, 1 / 1.5, nxt)
+
+
+def made_slot(index: int, status: str) -> SlotTrace:
+    return SlotTrace(index, token(), [token()], keep_prob=0.4, offset=index + 1, status=status)
+
+
+def test_decision_sentence_explains_a_cost_aware_choice():
+    step = made_step(made_plan(2, 1, 0, expected=2.4, cost=1.3, nxt=1.5), drafts=3, emitted=2)
+    sentence = viz.decision_sentence(step)
+    assert sentence.startswith("Checked 3 drafts (2 from the head, 1 from the context)")
+    assert "expected 2.40 tokens for 1.30 passes' time" in sentence
+    assert "the two chains are checked side by side in one pass" in sentence
+    assert "a 4th would cost more than it is likely to give" in sentence  # 1.5 < 2.4 / 1.3
+    one_chain = viz.decision_sentence(made_step(made_plan(2, expected=1.8, nxt=1.0), drafts=2))
+    assert one_chain.startswith("Checked 2 drafts from the head:")
+    assert "side by side" not in one_chain and "a 3rd would" in one_chain
+    context = viz.decision_sentence(made_step(made_plan(0, 11, expected=5, nxt=None), drafts=11))
+    assert context.startswith("Checked 11 drafts from the context:")
+    assert context.endswith("no other draft was on offer.")
+
+
+def test_decision_sentence_explains_a_tree_after_shared_drafts():
+    plan = made_plan(3, 2, 1, expected=2.1, cost=1.4, nxt=1.2)
+    sentence = viz.decision_sentence(made_step(plan, drafts=4, emitted=3))
+    assert sentence.startswith(
+        "Checked 4 drafts (1 proposed by both, 2 from the head, 1 from the context)"
+    )
+    assert "the two chains part after 1 shared draft and are checked side by side" in sentence
+    merged = viz.decision_sentence(made_step(made_plan(3, 1, 1, expected=2, nxt=1), drafts=3))
+    assert "(1 proposed by both, 2 from the head)" in merged and "side by side" not in merged
+
+
+def test_decision_sentence_explains_ordinary_steps():
+    slots = [made_slot(0, "low_confidence")]
+    worthless = made_step(made_plan(expected=1.0, cost=1.6, nxt=0.55), slots=slots)
+    sentence = viz.decision_sentence(worthless)
+    assert sentence.startswith("No draft was worth checking: an ordinary step (1 token)")
+    assert "0.55" in sentence and "0.67" in sentence  # the best draft's rate vs an ordinary step
+    close = made_step(made_plan(expected=1.0, cost=1.5, nxt=1 / 1.5 - 0.001), slots=slots)
+    assert "0.666 tokens per pass' time, an ordinary step 0.667" in viz.decision_sentence(close)
+    nothing = viz.decision_sentence(made_step(made_plan(nxt=None), slots=slots))
+    assert nothing.startswith("Nothing to check (no draft passed the filter")
+    fixed = viz.decision_sentence(made_step(made_plan(rule="fixed", nxt=None), slots=slots))
+    assert fixed.startswith("Fixed rule: no draft passed the filter")
+
+
+def test_decision_sentence_under_the_fixed_rule_and_in_pure_mode():
+    fixed = made_step(made_plan(4, rule="fixed", expected=2, nxt=None), drafts=4)
+    assert viz.decision_sentence(fixed) == "Fixed rule: checked every draft the filter kept (4)."
+    context = ContextTrace([token()] * 3, [0.5] * 3, [COST_CUT] * 3, 2, 10)
+    sampled = made_step(made_plan(2, rule="fixed", nxt=None), drafts=2, context=context)
+    assert viz.decision_sentence(sampled).endswith("(2); 3 context drafts left out.")
+    pure = made_step(made_plan(2, rule="fixed"), drafts=2, slots=[made_slot(0, "emitted")])
+    pure.block_order = [0, 1]
+    assert viz.decision_sentence(pure).startswith("Pure parallel mode: emitted every draft")
+    none_kept = made_step(made_plan(rule="fixed"), slots=[made_slot(0, "low_confidence")])
+    assert viz.decision_sentence(none_kept, verified=False).startswith(
+        "Pure parallel mode: the filter kept no draft"
+    )
+
+
+def test_decision_sentence_without_a_plan_says_only_what_the_trace_records():
+    last = made_step(None, drafts=0)
+    last.forwarded_ids = []
+    assert viz.decision_sentence(last).startswith("The last step")
+    nothing = viz.decision_sentence(made_step(None, drafts=0))
+    assert nothing.startswith("No draft was on offer")
+    old = made_step(None, drafts=3, emitted=2, sources=[], slots=[made_slot(0, ACCEPTED)])
+    sentence = viz.decision_sentence(old)  # a version-1 step: no plan, no sources
+    assert sentence == "Checked the 3 drafts the filter kept."
+    for example in example_traces():
+        for step in example.steps:
+            words = viz.decision_sentence(step, verified=example.settings["verify"])
+            assert not {"expected", "worth", "cost", "context"} & set(words.split()), words
+
+
+def test_ordinals_in_sentences():
+    for n, word in [(2, "2nd"), (3, "3rd"), (4, "4th"), (11, "11th"), (12, "12th"), (22, "22nd")]:
+        plan = made_plan(n - 1, expected=2, nxt=0.1)
+        assert f"a {word} would" in viz.decision_sentence(made_step(plan, drafts=n - 1))
+
+
+def test_decision_sentences_of_real_steps_match_their_plans(tiny_trace, rich_trace):
+    for trace in (tiny_trace, rich_trace):
+        for step in trace.steps:
+            sentence = viz.decision_sentence(step)
+            assert sentence.endswith(".") and len(sentence) < 300
+            plan = step.plan
+            if plan is not None and plan.rule == "cost" and plan.drafts:
+                assert sentence.startswith(f"Checked {plan.drafts} draft")
+                assert f"{plan.expected_tokens:.2f} tokens for {plan.cost:.2f}" in sentence
+                assert plan.drafts == len(step.forwarded_ids) - 1
+
+
+def test_the_decision_reaches_the_caption_and_the_plan_chart(rich_trace):
+    from viz.replay import step_view
+
+    for index, step in enumerate(rich_trace.steps):
+        view = step_view(rich_trace, index)
+        sentence = viz.decision_sentence(step, verified=True)
+        assert view.caption.startswith(f"Step {index}: {sentence}")
+        if step.slots or step.context:
+            subtitle = view.filter.layout.title.subtitle.text.replace("<br>", " ")
+            assert subtitle == sentence.replace("'", "&#x27;")
+
+
+def test_plan_chart_shows_the_context_chain_and_the_calibrated_chain(rich_trace):
+    step = next(
+        s for s in rich_trace.steps if s.context and COST_CUT in s.context.statuses and s.slots
+    )
+    chart = viz.filter_chart(step, keep_threshold=0.3)
+    context = [t for t in chart.data if t.type == "bar" and t.legendgroup == "context"]
+    assert sum(len(t.y) for t in context) == len(step.context.tokens)
+    assert sorted(y for t in context for y in t.y) == sorted(step.context.accept_probs)
+    for bars in context:
+        assert bars.marker.line.color == CONTEXT_COLOR  # every context draft in its colour
+        assert bars.xaxis == "x2" and bars.name.startswith("context draft")
+    accepted = [t for t in context if t.name.endswith("accepted")]
+    assert all(t.marker.color == CONTEXT_COLOR for t in accepted)
+    cut = next(t for t in context if "not worth" in t.name)
+    assert cut.marker.pattern.shape == "/" and all(x.startswith("✂") for x in cut.text)
+    diamonds = next(t for t in chart.data if t.name and "calibrated" in t.name)
+    assert len(diamonds.y) == sum(1 for s in step.slots if s.accept_prob is not None)
+
+
+def test_overview_counts_accepted_drafts_per_step_and_source(rich_trace):
+    fig = viz.overview(rich_trace)
+    per_step = {t.name: t.x for t in fig.data if t.type == "bar"}
+    for i, step in enumerate(rich_trace.steps):
+        total = sum(values[i] for values in per_step.values())
+        assert total == step.num_emitted
+        from_context = step.emitted_sources.count("context")
+        assert per_step.get(ORIGIN_LABELS[CONTEXT], [0] * (i + 1))[i] == from_context
+    assert "from the context" in fig.layout.title.text
+    heatmap = fig.data[0]
+    k = max(len(s.slots) for s in rich_trace.steps)
+    step = next(s for s in rich_trace.steps if s.context)
+    row = heatmap.z[step.index]
+    colors = [heatmap.colorscale[2 * code][1] for code in row[k + 1 :] if code is not None]
+    expected = [
+        CONTEXT_COLOR if status == ACCEPTED else STATUS_COLORS[status]
+        for status in step.context.statuses
+    ]
+    assert [c.upper() for c in colors] == [c.upper() for c in expected]
+
+
+def test_cost_curve_chart_and_counters(rich_trace):
+    from viz.replay import counters
+
+    fig = viz.cost_curve_chart(rich_trace)
+    line = next(t for t in fig.data if t.name.startswith("c(n)"))
+    assert list(line.y) == rich_trace.cost_curve["ratios"]
+    used = next(t for t in fig.data if t.name.startswith("passes this run"))
+    sizes = {len(s.forwarded_ids) for s in rich_trace.steps if s.forwarded_ids}
+    assert set(used.x) == sizes
+    text = counters(rich_trace)
+    assert "this machine: a pass over" in text and "one-token passes" in text
+    assert "from the context" in text
+    old = example_traces()[0]  # version 1: no curve, and nothing to say about one
+    assert "cost curve" in viz.cost_curve_chart(old).layout.annotations[0].text
+    assert "this machine" not in counters(old)
+
+
+# --- the GIF shows the context and the decision ------------------------------------------------
+
+
+def colour_pixels(image: Image.Image, color: str, box=None) -> int:
+    """How many pixels of `image` (within box) have exactly this colour."""
+    pixels = np.asarray(image.crop(box) if box else image).reshape(-1, 3)
+    target = np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)])
+    return int((pixels == target).all(axis=1).sum())
+
+
+def test_gif_draws_a_context_row_and_the_decision(rich_trace, monkeypatch):
+    from viz import gif
+
+    renderer = Renderer(rich_trace, 800)
+    layout = renderer.layout
+    assert layout.context_row
+    step = next(s for s in rich_trace.steps if s.context and ACCEPTED in s.context.statuses)
+    for earlier in rich_trace.steps[: step.index]:
+        renderer.advance(earlier)
+    row = (0, layout.row_c, layout.width, layout.row_c + layout.card_h)
+    verify = renderer.frame(step, "verify")
+    assert colour_pixels(verify, CONTEXT_COLOR, row) > 500  # accepted: filled with wine
+    assert colour_pixels(renderer.frame(step, "draft"), CONTEXT_COLOR, row) > 100  # outlines
+    band = (0, layout.header + 1, layout.width, layout.row_a - 60)
+    drawn = np.asarray(verify.crop(band))
+    monkeypatch.setattr(gif, "decision_sentence", lambda step, verified=None: "")
+    blank = np.asarray(gif.Renderer(rich_trace, 800).frame(step, "verify").crop(band))
+    assert (blank == 255).all() and (drawn < 128).any()  # the sentence is in that band
+
+
+def test_gif_text_colours_tokens_by_source(rich_trace):
+    frames = viz.render_frames(rich_trace)
+    layout = Renderer(rich_trace, 800).layout
+    text = (0, layout.text_top, 800, layout.legend_top - 10)
+    last = frames[-1][0]
+    assert colour_pixels(last, CONTEXT_COLOR, text) > 20
+    assert colour_pixels(last, ORIGIN_COLORS[BOTH], text) > 5
+    for trace in example_traces():  # version 1: no context anywhere
+        assert not Renderer(trace, 800).layout.context_row
+        last = viz.render_frames(trace, max_frames=40)[-1][0]
+        assert colour_pixels(last, CONTEXT_COLOR) == 0
+
+
+def test_gif_frame_plan_matches_what_is_drawn(rich_trace):
+    renderer = Renderer(rich_trace, 400)
+    for step in rich_trace.steps:
+        assert len(renderer.step_frames(step, 2, 12)) == frames_of(step, 2)

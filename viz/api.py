@@ -10,14 +10,15 @@ import plotly.graph_objects as go
 
 from shuffle_model.trace import GenerationTrace, StepTrace
 
-from .figures import draft_heatmap, filter_chart, overview, shuffle_heatmap
+from .figures import cost_curve_chart, draft_heatmap, filter_chart, overview, shuffle_heatmap
 from .gif import render_gif
 
 
 @dataclass
 class ShuffleVisualization:
     trace: GenerationTrace
-    figures: dict[str, go.Figure] = field(default_factory=dict)  # overview + the first step's
+    figures: dict[str, go.Figure] = field(default_factory=dict)  # overview, cost curve and
+    # the first drafting step's shuffle, drafts and filter (the filter-and-plan chart)
     gif_path: Path | None = None
 
     @property
@@ -28,11 +29,16 @@ class ShuffleVisualization:
 
     def step_figures(self, index: int) -> dict[str, go.Figure]:
         step = self.trace.steps[index]
-        threshold = self.trace.settings.get("keep_threshold")
+        settings = self.trace.settings
+        verified = settings.get("verify")
         return {
             "shuffle": shuffle_heatmap(step),
             "drafts": draft_heatmap(step),
-            "filter": filter_chart(step, keep_threshold=threshold),
+            "filter": filter_chart(
+                step,
+                keep_threshold=settings.get("keep_threshold"),
+                verified=None if verified is None else bool(verified),
+            ),
         }
 
 
@@ -57,8 +63,11 @@ def visualize_shuffle(
     use_chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
     ids = encode_prompt(tokenizer, prompt, chat=use_chat)
     _, trace = model.generate([ids], return_trace=True, **generation_kwargs)
-    result = ShuffleVisualization(trace=trace, figures={"overview": overview(trace)})
-    first_drafting = next((i for i, s in enumerate(trace.steps) if s.slots), None)
+    figures = {"overview": overview(trace), "cost": cost_curve_chart(trace)}
+    result = ShuffleVisualization(trace=trace, figures=figures)
+    first_drafting = next(
+        (i for i, s in enumerate(trace.steps) if s.slots or s.context is not None), None
+    )
     if first_drafting is not None:
         result.figures.update(result.step_figures(first_drafting))
     if save_animation:

@@ -1,4 +1,5 @@
-"""Plotly figures of a trace: shuffle heatmap, draft heatmap, filter chart, overview.
+"""Plotly figures of a trace: shuffle heatmap, draft heatmap, filter-and-plan chart, overview,
+and the machine's cost curve.
 
 Figures are built from plain dicts with Plotly's validation off: validating every attribute
 made each figure cost 0.2-0.5 s, too slow to redraw at every streamed step.
@@ -6,11 +7,33 @@ made each figure cost 0.2-0.5 s, too slow to redraw at every streamed step.
 
 from __future__ import annotations
 
+import html
+import textwrap
+from collections import Counter
+
 import plotly.graph_objects as go
 
-from shuffle_model.trace import GenerationTrace, StepTrace
+from shuffle_model.trace import ACCEPTED, COST_CUT, REJECTED, GenerationTrace, StepTrace
 
-from .style import ANCHOR, ORDERED_STATUSES, STATUS_COLORS, STATUS_LABELS, html_text
+from .explain import accepted_by_origin, cost_sentence, decision_sentence, token_origins
+from .style import (
+    ANCHOR,
+    BOTH,
+    CONTEXT,
+    CONTEXT_COLOR,
+    CONTEXT_LABEL,
+    CONTEXT_SYMBOL,
+    HEAD,
+    ORDERED_STATUSES,
+    ORIGIN_COLORS,
+    ORIGIN_LABELS,
+    ORIGIN_SYMBOLS,
+    ORIGINS,
+    STATUS_COLORS,
+    STATUS_LABELS,
+    STATUS_SYMBOLS,
+    html_text,
+)
 
 GRID = "#e5e5e5"
 BLUES = [[0.0, "#f7fbff"], [0.5, "#6baed6"], [1.0, "#08306b"]]  # light (0) to dark (1)
@@ -37,7 +60,7 @@ def side_by_side(count: int, titles: list[str], widths: list[float] | None = Non
     usable = 1 - gap * (count - 1)
     layout, annotations, left = {}, [], 0.0
     for i in range(count):
-        right = left + usable * widths[i]
+        right = min(left + usable * widths[i], 1.0)  # no rounding past the edge
         suffix = "" if i == 0 else str(i + 1)
         layout[f"xaxis{suffix}"] = dict(domain=[left, right], anchor=f"y{suffix}", **AXIS)
         layout[f"yaxis{suffix}"] = dict(anchor=f"x{suffix}", **AXIS)
@@ -86,12 +109,18 @@ def _empty(title: str, message: str) -> go.Figure:
     )
 
 
+def _no_head_drafts(step: StepTrace) -> str:
+    if step.context is not None:
+        return "no head drafts in this step: only the context drafted (see the plan chart)"
+    return "no drafts in this step (the last token, or drafting switched off)"
+
+
 def shuffle_heatmap(step: StepTrace) -> go.Figure:
     """Slots x offsets: softmax of each slot's shuffle scores, the chosen offsets marked.
     With the sinkhorn strategy the doubly-stochastic matrix is shown beside it."""
     title = f"Step {step.index}: where each slot thinks its token goes"
     if not step.slots:
-        return _empty(title, "no drafts in this step (the last token, or drafting switched off)")
+        return _empty(title, _no_head_drafts(step))
     offsets = [f"+{p}" for p in range(1, len(step.shuffle_probs[0]) + 1)]
     labels = _slot_labels(step)
     hover = [
@@ -155,7 +184,7 @@ def draft_heatmap(step: StepTrace) -> go.Figure:
     """Slots x top-k candidates, each cell labelled with its token and probability."""
     title = f"Step {step.index}: each slot's top candidates"
     if not step.slots:
-        return _empty(title, "no drafts in this step")
+        return _empty(title, _no_head_drafts(step))
     top = len(step.slots[0].candidates)
     z = [[c.prob for c in s.candidates] for s in step.slots]
     text = [
@@ -187,43 +216,182 @@ def draft_heatmap(step: StepTrace) -> go.Figure:
     )
 
 
-def filter_chart(step: StepTrace, *, keep_threshold: float | None = None) -> go.Figure:
-    """Each slot's keep probability against the threshold, coloured by what became of it."""
-    title = f"Step {step.index}: the filter"
-    if not step.slots:
-        return _empty(title, "no drafts in this step")
+def titled(title: str, sentence: str, *, width: int = 90) -> dict:
+    """A figure title with a sentence below it as the subtitle, wrapped (the sentence holds
+    no token text, but it is escaped all the same)."""
+    lines = textwrap.wrap(sentence, width)
+    subtitle = "<br>".join(html.escape(line) for line in lines)
+    return dict(
+        text=title,
+        subtitle=dict(text=subtitle, font=dict(size=12)),
+        automargin=True,
+        yref="container",
+        y=0.98,
+        yanchor="top",
+    )
+
+
+def top_margin(title: dict) -> int:
+    """Room above the plot for a title, its subtitle lines (titled) and the panels' titles."""
+    return 70 + 16 * (title["subtitle"]["text"].count("<br>") + 1)
+
+
+CONTEXT_STATUS_WORDS = {
+    ACCEPTED: "accepted",
+    REJECTED: "rejected by the backbone",
+    COST_CUT: "not worth checking (cost)",
+}
+PATTERNS = {REJECTED: "x", COST_CUT: "/"}  # a second cue beside the colour
+
+
+def _chain_order(step: StepTrace) -> list:
+    """Head slots in the order the chain reads them: by offset, slots without one last."""
+    return sorted(step.slots, key=lambda s: (s.offset is None, s.offset or 0, s.index))
+
+
+def _slot_tick(slot) -> str:
+    return f"+{slot.offset}<br>slot {slot.index}" if slot.offset else f"—<br>slot {slot.index}"
+
+
+def _head_bars(step: StepTrace, axes: dict) -> list[dict]:
+    """The head's slots: keep-probability bars coloured by status, and the calibrated chance
+    of acceptance (◆) of the drafts in the chain."""
     data = []
     for status in ORDERED_STATUSES:
-        slots = [s for s in step.slots if s.status == status]
-        if slots:
-            data.append(
-                dict(
-                    type="bar",
-                    x=[f"slot {s.index}" for s in slots],
-                    y=[s.keep_prob for s in slots],
-                    name=STATUS_LABELS[status],
-                    marker=dict(color=STATUS_COLORS[status]),
-                    text=[html_text(s.token.text) for s in slots],
-                    textposition="outside",
-                    customdata=[[s.offset if s.offset else "—"] for s in slots],
-                    hovertemplate="%{x}: <b>%{text}</b><br>keep prob %{y:.3f}"
-                    f"<br>offset %{{customdata[0]}}<br>{STATUS_LABELS[status]}<extra></extra>",
-                )
+        slots = [s for s in _chain_order(step) if s.status == status]
+        if not slots:
+            continue
+        marker = dict(color=STATUS_COLORS[status])
+        if status in PATTERNS:
+            marker["pattern"] = dict(shape=PATTERNS[status], fgcolor="#333", size=6)
+        data.append(
+            dict(
+                type="bar",
+                x=[_slot_tick(s) for s in slots],
+                y=[s.keep_prob for s in slots],
+                name=STATUS_LABELS[status],
+                legendgroup="head",
+                marker=marker,
+                text=[f"{STATUS_SYMBOLS[status]} {html_text(s.token.text)}" for s in slots],
+                textposition="outside",
+                customdata=[[s.offset if s.offset else "—"] for s in slots],
+                hovertemplate="%{x}: <b>%{text}</b><br>keep prob %{y:.3f}"
+                f"<br>offset %{{customdata[0]}}<br>{STATUS_LABELS[status]}<extra></extra>",
+                **axes,
             )
-    layout = dict(
-        title=dict(text=title),
-        height=380,
-        legend=dict(orientation="h", y=-0.2),
-        yaxis=dict(range=[0, 1.15], title=dict(text="keep probability"), **AXIS),
-        xaxis=dict(
-            categoryorder="array", categoryarray=[f"slot {s.index}" for s in step.slots], **AXIS
-        ),
+        )
+    chained = [s for s in _chain_order(step) if s.accept_prob is not None]
+    if chained:
+        data.append(
+            dict(
+                type="scatter",
+                x=[_slot_tick(s) for s in chained],
+                y=[s.accept_prob for s in chained],
+                mode="markers",
+                name="◆ calibrated chance of acceptance",
+                legendgroup="head",
+                marker=dict(symbol="diamond", size=13, color="#222", line=dict(color="white")),
+                hovertemplate="%{x}: P(accepted | the drafts before it were) = %{y:.3f}"
+                "<extra></extra>",
+                **axes,
+            )
+        )
+    return data
+
+
+def _context_bars(step: StepTrace, axes: dict) -> list[dict]:
+    """The context's drafts at their offsets: estimated acceptance, outlined in the context's
+    colour; filled with it when accepted, else with the status's colour and pattern."""
+    context = step.context
+    data = []
+    for status in (ACCEPTED, REJECTED, COST_CUT):
+        drafts = [
+            (p, token, prob)
+            for p, (token, prob, s) in enumerate(
+                zip(context.tokens, context.accept_probs, context.statuses, strict=True), 1
+            )
+            if s == status
+        ]
+        if not drafts:
+            continue
+        fill = CONTEXT_COLOR if status == ACCEPTED else STATUS_COLORS[status]
+        marker = dict(color=fill, line=dict(color=CONTEXT_COLOR, width=3))
+        if status in PATTERNS:
+            marker["pattern"] = dict(shape=PATTERNS[status], fgcolor="#333", size=6)
+        words = CONTEXT_STATUS_WORDS[status]
+        data.append(
+            dict(
+                type="bar",
+                x=[f"{CONTEXT_SYMBOL} +{p}" for p, _, _ in drafts],
+                y=[prob for _, _, prob in drafts],
+                name=f"{CONTEXT_LABEL}, {words}",
+                legendgroup="context",
+                marker=marker,
+                text=[f"{STATUS_SYMBOLS[status]} {html_text(t.text)}" for _, t, _ in drafts],
+                textposition="outside",
+                hovertemplate="context draft %{x}: <b>%{text}</b><br>estimated chance of "
+                f"acceptance %{{y:.3f}}<br>{words}<extra></extra>",
+                **axes,
+            )
+        )
+    return data
+
+
+def filter_chart(
+    step: StepTrace, *, keep_threshold: float | None = None, verified: bool | None = None
+) -> go.Figure:
+    """The filter and the plan. Head slots in chain order: keep probability (bars, coloured
+    by what became of them) against the threshold, and the calibrated chance of acceptance (◆)
+    of the drafts in the chain; beside them the context's drafts with their estimated chance.
+    The title gives the step's decision in a sentence (`verified`: the trace's setting)."""
+    sentence = decision_sentence(step, verified=verified)
+    title = titled(f"Step {step.index}: the filter and the plan", sentence)
+    if not step.slots and step.context is None:
+        return _empty(title["text"], "no drafts in this step")
+    panels = []
+    if step.slots:
+        panels.append(("head: keep prob. (bars), calibrated acceptance (◆)", len(step.slots)))
+    if step.context is not None:
+        match = step.context.match_length
+        panels.append(
+            (f"context: match of {match} token{'s' * (match != 1)}", len(step.context.tokens))
+        )
+    total = sum(count for _, count in panels)
+    widths = [max(count / total, 0.3) for _, count in panels]
+    layout = side_by_side(len(panels), [p[0] for p in panels], [w / sum(widths) for w in widths])
+    data = []
+    for column, (name, _) in enumerate(panels):
+        suffix = "" if column == 0 else str(column + 1)
+        axes = dict(xaxis=f"x{suffix}", yaxis=f"y{suffix}")
+        data += _head_bars(step, axes) if name.startswith("head") else _context_bars(step, axes)
+        layout[f"yaxis{suffix}"]["range"] = [0, 1.18]
+        if name.startswith("head"):
+            order = [_slot_tick(s) for s in _chain_order(step)]
+            layout[f"xaxis{suffix}"].update(categoryorder="array", categoryarray=order)
+    layout["yaxis"]["title"] = dict(text="probability")
+    layout.update(
+        title=title,
+        height=420 + top_margin(title),
+        margin=dict(l=10, r=10, t=top_margin(title), b=10),
+        barmode="group",
+        legend=dict(orientation="h", y=-0.15, yanchor="top"),
     )
-    if keep_threshold is not None:
+    if keep_threshold and step.slots:  # a threshold of 0 keeps everything: no line to draw
+        data.append(  # the line's legend entry
+            dict(
+                type="scatter",
+                x=[None],
+                y=[None],
+                mode="lines",
+                name=f"keep threshold ({keep_threshold:.2f})",
+                line=dict(dash="dash", color="#333"),
+            )
+        )
         layout["shapes"] = [
             dict(
                 type="line",
-                xref="paper",
+                xref="x domain",
+                yref="y",
                 x0=0,
                 x1=1,
                 y0=keep_threshold,
@@ -231,72 +399,130 @@ def filter_chart(step: StepTrace, *, keep_threshold: float | None = None) -> go.
                 line=dict(dash="dash", color="#333"),
             )
         ]
-        layout["annotations"] = [
-            dict(
-                text="keep threshold",
-                xref="paper",
-                x=1,
-                y=keep_threshold,
-                xanchor="right",
-                yanchor="bottom",
-                showarrow=False,
-            )
-        ]
     return figure(data, layout)
 
 
-def overview(trace: GenerationTrace) -> go.Figure:
-    """Left: steps x slots, what became of every draft. Right: tokens vs backbone passes."""
-    codes = {status: i for i, status in enumerate(ORDERED_STATUSES)}
-    k = max((len(s.slots) for s in trace.steps), default=0)
-    z, text = [], []
+# --- the whole generation -----------------------------------------------------------------------
+
+MAP_KEYS = (*ORDERED_STATUSES, CONTEXT)  # the status map's colours; CONTEXT: accepted there
+MAP_COLORS = {**STATUS_COLORS, CONTEXT: CONTEXT_COLOR}
+MAP_LABELS = {**STATUS_LABELS, ACCEPTED: "accepted draft (head)", CONTEXT: ORIGIN_LABELS[CONTEXT]}
+
+
+def _status_rows(trace: GenerationTrace, k: int, m: int) -> tuple[list, list, list]:
+    """Per step: colour codes, symbols and hover texts for anchor, K slots and m context
+    drafts (None where a step has fewer)."""
+    codes = {key: i for i, key in enumerate(MAP_KEYS)}
+    z, symbols, hover = [], [], []
     for step in trace.steps:
-        z.append(
-            [codes[ANCHOR]] + [codes[s.status] for s in step.slots] + [None] * (k - len(step.slots))
-        )
-        labels = [f"anchor {html_text(step.anchor.text)}"]
-        labels += [f"{html_text(s.token.text)}: {STATUS_LABELS[s.status]}" for s in step.slots]
-        text.append(labels + [""] * (k - len(step.slots)))
-    n = len(ORDERED_STATUSES)
+        row = [codes[ANCHOR]]
+        marks = [STATUS_SYMBOLS[ANCHOR]]
+        texts = [f"anchor {html_text(step.anchor.text)}"]
+        for slot in step.slots:
+            row.append(codes[slot.status])
+            marks.append(STATUS_SYMBOLS[slot.status])
+            texts.append(f"{html_text(slot.token.text)}: {STATUS_LABELS[slot.status]}")
+        pad = k - len(step.slots)
+        row, marks, texts = row + [None] * pad, marks + [""] * pad, texts + [""] * pad
+        context = step.context
+        drafts = list(zip(context.tokens, context.statuses, strict=True)) if context else []
+        for token, status in drafts:
+            row.append(codes[CONTEXT if status == ACCEPTED else status])
+            marks.append(STATUS_SYMBOLS[status])
+            texts.append(f"context draft {html_text(token.text)}: {CONTEXT_STATUS_WORDS[status]}")
+        pad = m - len(drafts)
+        z.append(row + [None] * pad)
+        symbols.append(marks + [""] * pad)
+        hover.append(texts + [""] * pad)
+    return z, symbols, hover
+
+
+def _status_map(trace: GenerationTrace) -> list[dict]:
+    """Steps x (anchor, head slots, context drafts): what became of every draft."""
+    k = max((len(s.slots) for s in trace.steps), default=0)
+    m = max((len(s.context.tokens) for s in trace.steps if s.context), default=0)
+    z, symbols, hover = _status_rows(trace, k, m)
+    n = len(MAP_KEYS)
     scale = []
-    for i, status in enumerate(ORDERED_STATUSES):  # a discrete colour scale, one band per status
-        scale += [[i / n, STATUS_COLORS[status]], [(i + 1) / n, STATUS_COLORS[status]]]
+    for i, key in enumerate(MAP_KEYS):  # a discrete colour scale, one band per key
+        scale += [[i / n, MAP_COLORS[key]], [(i + 1) / n, MAP_COLORS[key]]]
+    columns = ["anchor", *(f"slot {i}" for i in range(k))]
+    columns += [f"{CONTEXT_SYMBOL}+{p}" for p in range(1, m + 1)]
     data = [
         dict(
             type="heatmap",
             z=z,
-            x=["anchor"] + [f"slot {i}" for i in range(k)],
+            x=columns,
             y=[f"step {s.index}" for s in trace.steps],
             zmin=-0.5,
             zmax=n - 0.5,
             colorscale=scale,
             showscale=False,
-            text=text,
-            hovertemplate="%{y}, %{x}: %{text}<extra></extra>",
+            text=symbols,
+            texttemplate="%{text}",
+            textfont=dict(size=10, color="#222"),
+            customdata=hover,
+            hovertemplate="%{y}, %{x}: %{customdata}<extra></extra>",
             xgap=1,
             ygap=1,
             xaxis="x",
             yaxis="y",
         )
     ]
-    for status in ORDERED_STATUSES:  # legend entries for the discrete colours
+    present = {code for row in z for code in row if code is not None}
+    for i, key in enumerate(MAP_KEYS):  # legend entries for the colours this map uses
+        if i in present:
+            symbol = CONTEXT_SYMBOL if key == CONTEXT else STATUS_SYMBOLS[key]
+            data.append(
+                dict(
+                    type="scatter",
+                    x=[None],
+                    y=[None],
+                    mode="markers",
+                    name=f"{symbol} {MAP_LABELS[key]}",
+                    xaxis="x",
+                    yaxis="y",
+                    marker=dict(size=11, symbol="square", color=MAP_COLORS[key]),
+                )
+            )
+    return data
+
+
+def _tokens_per_step(trace: GenerationTrace) -> list[dict]:
+    """Per step, the tokens it wrote stacked by origin (anchor, head, context, ...)."""
+    counts = [Counter(token_origins(step)) for step in trace.steps]
+    steps = [f"step {s.index}" for s in trace.steps]
+    data = []
+    for origin in ORIGINS:
+        values = [c[origin] for c in counts]
+        if not any(values):
+            continue
         data.append(
             dict(
-                type="scatter",
-                x=[None],
-                y=[None],
-                mode="markers",
-                name=STATUS_LABELS[status],
-                xaxis="x",
-                yaxis="y",
-                marker=dict(size=11, symbol="square", color=STATUS_COLORS[status]),
+                type="bar",
+                orientation="h",
+                x=values,
+                y=steps,
+                name=ORIGIN_LABELS[origin],
+                showlegend=origin in (BOTH,),  # the others share the map's colours and names
+                marker=dict(color=ORIGIN_COLORS[origin]),
+                text=[f"{ORIGIN_SYMBOLS[origin]}{v}" if v else "" for v in values],
+                textposition="inside",
+                insidetextanchor="middle",
+                hovertemplate=f"%{{y}}: %{{x}} × {ORIGIN_LABELS[origin]}<extra></extra>",
+                xaxis="x2",
+                yaxis="y2",
             )
         )
+    return data
+
+
+def _token_curve(trace: GenerationTrace) -> list[dict]:
     passes, tokens = [1], [0]  # the prefill pass comes first
     for step in trace.steps:
         passes.append(passes[-1] + (1 if step.forwarded_ids else 0))
         tokens.append(tokens[-1] + step.num_emitted)
-    data.append(
+    return [
         dict(
             type="scatter",
             x=passes,
@@ -304,36 +530,128 @@ def overview(trace: GenerationTrace) -> go.Figure:
             mode="lines+markers",
             name="ShuffleLM",
             line=dict(color=STATUS_COLORS["accepted"], width=3),
-            xaxis="x2",
-            yaxis="y2",
-        )
-    )
-    data.append(
+            xaxis="x3",
+            yaxis="y3",
+        ),
         dict(
             type="scatter",
             x=[0, passes[-1]],
             y=[0, passes[-1]],
             mode="lines",
             name="ordinary decoding (1 token per pass)",
-            xaxis="x2",
-            yaxis="y2",
+            xaxis="x3",
+            yaxis="y3",
             line=dict(color="#555", dash="dash"),
-        )
-    )
+        ),
+    ]
+
+
+def accepted_summary(trace: GenerationTrace) -> str:
+    """'drafts accepted: 12 from the head, 5 from the context' (empty when none were)."""
+    totals = Counter()
+    for step in trace.steps:
+        totals += accepted_by_origin(step)
+    names = {
+        HEAD: "from the head",
+        CONTEXT: "from the context",
+        BOTH: "proposed by both",
+        "emitted": "emitted unchecked",
+    }
+    parts = [f"{totals[o]} {name}" for o, name in names.items() if totals[o]]
+    return f"drafts accepted: {', '.join(parts)}" if parts else ""
+
+
+def overview(trace: GenerationTrace) -> go.Figure:
+    """Left: steps x (slots, context drafts), what became of every draft. Middle: the tokens
+    each step wrote, by origin. Right: tokens vs backbone passes."""
+    data = _status_map(trace) + _tokens_per_step(trace) + _token_curve(trace)
     layout = side_by_side(
-        2, ["what became of every draft", "tokens vs backbone passes"], [0.55, 0.45]
+        3,
+        ["what became of every draft", "tokens per step, by origin", "tokens vs backbone passes"],
+        [0.47, 0.18, 0.35],
     )
     layout["yaxis"]["autorange"] = "reversed"
-    layout["xaxis2"]["title"] = dict(text="backbone passes")
-    layout["yaxis2"]["title"] = dict(text="tokens generated")
+    layout["yaxis2"].update(autorange="reversed", showticklabels=False)
+    layout["xaxis2"]["title"] = dict(text="tokens")
+    layout["xaxis3"]["title"] = dict(text="backbone passes")
+    layout["yaxis3"]["title"] = dict(text="tokens generated")
     totals = trace.totals
+    summary = accepted_summary(trace)
     layout.update(
         title=dict(
             text=f"{totals.new_tokens} tokens in {totals.backbone_forwards} backbone "
             f"passes ({totals.compression_ratio:.2f} tokens per pass)"
+            + (f"<br><sup>{summary}</sup>" if summary else "")
         ),
-        height=max(380, 130 + 18 * len(trace.steps)),
+        barmode="stack",
+        height=max(400, 150 + 18 * len(trace.steps)),
+        margin=dict(l=10, r=10, t=80, b=10),
         legend=dict(orientation="h", y=-0.12),
+    )
+    return figure(data, layout)
+
+
+def cost_curve_chart(trace: GenerationTrace) -> go.Figure:
+    """The machine's cost curve the run planned with: c(n), a pass over n tokens in one-token
+    passes, beside n separate passes; the sizes of the passes this run made are marked."""
+    title = "This machine: a pass over n tokens costs c(n) one-token passes"
+    curve = trace.cost_curve or {}
+    ratios = [float(r) for r in curve.get("ratios") or []]
+    if not ratios:
+        return _empty(
+            title,
+            "this trace has no cost curve (made before ShuffleLM planned with one, "
+            "in pure parallel mode, or with drafting off)",
+        )
+    sizes = list(range(1, len(ratios) + 1))
+    used = Counter(len(s.forwarded_ids) for s in trace.steps if s.forwarded_ids)
+    used_sizes = sorted(n for n in used if n <= len(ratios))
+    top = max(max(ratios) * 1.3, 2.5)
+    data = [
+        dict(
+            type="scatter",
+            x=sizes,
+            y=sizes,
+            mode="lines",
+            name="n separate one-token passes",
+            line=dict(color="#777", dash="dash"),
+        ),
+        dict(
+            type="scatter",
+            x=sizes,
+            y=ratios,
+            mode="lines+markers",
+            name="c(n): one pass over n tokens",
+            line=dict(color=STATUS_COLORS[ANCHOR], width=3),
+            hovertemplate="a pass over %{x} tokens costs %{y:.2f} one-token passes<extra></extra>",
+        ),
+    ]
+    if used_sizes:
+        data.append(
+            dict(
+                type="scatter",
+                x=used_sizes,
+                y=[ratios[n - 1] for n in used_sizes],
+                mode="markers",
+                name="passes this run made (size: how many)",
+                marker=dict(
+                    symbol="circle-open",
+                    color="#222",
+                    line=dict(width=3),
+                    size=[10 + 4 * min(used[n], 10) for n in used_sizes],
+                ),
+                customdata=[used[n] for n in used_sizes],
+                hovertemplate="%{customdata} passes over %{x} tokens<extra></extra>",
+            )
+        )
+    heading = titled(title, cost_sentence(curve))
+    layout = dict(
+        title=heading,
+        height=400,
+        margin=dict(l=10, r=10, t=top_margin(heading), b=10),
+        xaxis=dict(title=dict(text="tokens in the pass (anchor + drafts)"), dtick=1, **AXIS),
+        yaxis=dict(title=dict(text="cost, in one-token passes"), range=[0, top], **AXIS),
+        legend=dict(orientation="h", y=-0.25),
     )
     return figure(data, layout)
 
@@ -341,19 +659,16 @@ def overview(trace: GenerationTrace) -> go.Figure:
 def token_spans(trace: GenerationTrace, *, by: str = "origin") -> list[tuple[str, str]]:
     """The output as (text, label) spans for a highlighted-text component.
 
-    by="origin": "anchor" (the backbone's own token), "accepted draft" or "emitted draft";
-    by="step": "step N". Texts are raw (the component escapes them)."""
+    by="origin": where each token came from (ORIGIN_LABELS: "anchor", "accepted draft (head)",
+    "accepted draft (context)", ...); by="step": "step N". Texts are raw (the component
+    escapes them)."""
     if by not in ("origin", "step"):
         raise ValueError(f"by must be 'origin' or 'step'; got {by!r}")
     spans: list[tuple[str, str]] = []
     for step in trace.steps:
-        drafted = {"accepted", "emitted"} & {s.status for s in step.slots}
-        draft_label = "emitted draft" if "emitted" in drafted else "accepted draft"
-        for position, token in enumerate(step.emitted):
-            if by == "step":
-                label = f"step {step.index}"
-            else:
-                label = "anchor" if position == 0 else draft_label
+        origins = token_origins(step)
+        for token, origin in zip(step.emitted, origins, strict=True):
+            label = f"step {step.index}" if by == "step" else ORIGIN_LABELS[origin]
             text = token.text if token.text is not None else f"<{token.id}>"
             if spans and spans[-1][1] == label:
                 spans[-1] = (spans[-1][0] + text, label)

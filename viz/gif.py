@@ -1,14 +1,18 @@
 """Render a GenerationTrace as an animated GIF, drawn and encoded with Pillow.
 
 Per step: the anchor and K slot cards appear with their tokens and keep probabilities (in slot
-order), move into offset order (the shuffle), filtered cards fade with their reason, verified
-cards turn green or red, and the emitted tokens join the growing text. A header shows the step,
-tokens per pass so far and the strategy.
+order), and the context's drafts (copied from what followed an earlier match) in a row of their
+own at their offsets; the slots move into offset order (the shuffle); filtered cards fade with
+their reason, and so do drafts the plan found not worth checking; checked cards turn green (or
+the context's wine) or red; the emitted tokens join the growing text, coloured by origin. A
+header shows the step, tokens per pass so far and the settings; below it, the step's decision
+in a sentence.
 """
 
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,9 +20,32 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from shuffle_model.trace import ACCEPTED, EMITTED, REJECTED, GenerationTrace, StepTrace
+from shuffle_model.trace import (
+    ACCEPTED,
+    AFTER_GAP,
+    COST_CUT,
+    DUPLICATE,
+    EMITTED,
+    LOW_CONFIDENCE,
+    OUT_OF_RANGE,
+    REJECTED,
+    GenerationTrace,
+    StepTrace,
+)
 
-from .style import ANCHOR, STATUS_COLORS, STATUS_LABELS, STATUS_SYMBOLS, visible
+from .explain import decision_sentence, token_origins
+from .style import (
+    ANCHOR,
+    BOTH,
+    CONTEXT,
+    CONTEXT_COLOR,
+    CONTEXT_SYMBOL,
+    ORIGIN_COLORS,
+    ORIGIN_SYMBOLS,
+    STATUS_COLORS,
+    STATUS_SYMBOLS,
+    visible,
+)
 
 FONT_DIR = Path(__file__).resolve().parent.parent / "assets" / "fonts"
 BACKGROUND = (255, 255, 255)
@@ -26,19 +53,25 @@ INK = (25, 25, 25)
 MUTED = (110, 110, 110)
 NEUTRAL = (236, 236, 236)
 PENDING = (255, 255, 255)
+WHITE = (255, 255, 255)
 DEFAULT_WIDTH = 800
 MAX_TEXT_LINES = 6
+DECISION_LINES = 2
 SHORT_LABELS = {
     ANCHOR: "anchor",
     ACCEPTED: "accepted",
     EMITTED: "emitted",
     REJECTED: "rejected",
-    "low_confidence": "low confidence",
-    "duplicate": "duplicate",
-    "out_of_range": "out of range",
-    "after_gap": "after gap",
-    "cost_cut": "not worth it",
+    LOW_CONFIDENCE: "low confidence",
+    DUPLICATE: "duplicate",
+    OUT_OF_RANGE: "out of range",
+    AFTER_GAP: "after gap",
+    COST_CUT: "not worth it",
+    CONTEXT: "context draft",
+    BOTH: "head and context",
 }
+CHECKED = (ACCEPTED, REJECTED, EMITTED)  # statuses of drafts that went into the block
+DURATIONS_MS = {"draft": 700, "filter": 1000, "verify": 800, "emit": 600}
 
 
 @lru_cache(maxsize=16)
@@ -55,6 +88,12 @@ def faded(color: tuple[int, int, int], amount: float = 0.7) -> tuple[int, int, i
     return tuple(round(c + (255 - c) * amount) for c in color)
 
 
+def readable(color: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The colour, darkened where it is too light to read as text on white (e.g. sand)."""
+    luminance = (0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]) / 255
+    return tuple(round(c * 0.55) for c in color) if luminance > 0.7 else color
+
+
 def mix(a: tuple[float, float], b: tuple[float, float], t: float) -> tuple[float, float]:
     t = t * t * (3 - 2 * t)  # ease in and out
     return a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t
@@ -63,18 +102,26 @@ def mix(a: tuple[float, float], b: tuple[float, float], t: float) -> tuple[float
 @dataclass
 class Layout:
     width: int
-    columns: int  # anchor + K offsets + one column for slots without an offset
+    columns: int  # anchor + offsets + one column for slots without an offset
+    context_row: bool = False  # a row for the context's drafts
+    legend_rows: int = 1
 
     def __post_init__(self):
         s = self.width / DEFAULT_WIDTH
         self.scale = s
         self.margin = round(20 * s)
         self.header = round(52 * s)
-        self.row_a = round(108 * s)  # top of the slot-order row
-        self.row_b = round(232 * s)  # top of the offset-order row
-        self.text_top = round(345 * s)
+        self.decision_top = self.header + round(7 * s)
+        self.decision_line = round(17 * s)
+        self.row_a = round(152 * s)  # top of the slot-order row
+        self.row_b = round(276 * s)  # top of the offset-order row
+        self.row_c = round(426 * s)  # top of the context row (when there is one)
+        bottom = self.row_c + round(92 * s) if self.context_row else round(389 * s)
+        self.text_top = bottom
         self.line_height = round(24 * s)
-        self.height = self.text_top + MAX_TEXT_LINES * self.line_height + round(58 * s)
+        self.legend_top = self.text_top + MAX_TEXT_LINES * self.line_height + round(18 * s)
+        self.legend_line = round(20 * s)
+        self.height = self.legend_top + self.legend_rows * self.legend_line + round(12 * s)
         self.column = (self.width - 2 * self.margin) / self.columns
         self.card_w = round(self.column * 0.86)
         self.card_h = round(52 * s)
@@ -87,12 +134,13 @@ class Layout:
 class Card:
     text: str
     caption: str  # small text above the card
-    keep: float | None  # keep prob bar; None for the anchor
+    keep: float | None  # a probability bar (keep prob, or estimated acceptance); None: none
     fill: tuple[int, int, int]
     outline: tuple[int, int, int] = INK
     note: str = ""  # small text below the card
     note_color: tuple[int, int, int] = MUTED
     ink: tuple[int, int, int] = INK
+    outline_width: float = 2
 
 
 def draw_card(draw: ImageDraw.ImageDraw, layout: Layout, xy: tuple[float, float], card: Card):
@@ -104,7 +152,7 @@ def draw_card(draw: ImageDraw.ImageDraw, layout: Layout, xy: tuple[float, float]
         radius=round(8 * s),
         fill=card.fill,
         outline=card.outline,
-        width=max(1, round(2 * s)),
+        width=max(1, round(card.outline_width * s)),
     )
     label = card.text
     size = 19
@@ -129,25 +177,36 @@ def draw_card(draw: ImageDraw.ImageDraw, layout: Layout, xy: tuple[float, float]
             [x + 6 * s, bar_y, x + 6 * s + (w - 12 * s) * card.keep, bar_y + 5 * s], fill=INK
         )
     if card.note:
+        note, size = fitted(draw, card.note, layout.column - 4 * s, s)
         draw.text(
             (x + w / 2, y + h + 5 * s),
-            card.note,
-            font=font(round(12 * s), bold=True),
+            note,
+            font=font(round(size * s), bold=True),
             fill=card.note_color,
             anchor="ma",
         )
 
 
+def fitted(draw: ImageDraw.ImageDraw, note: str, room: float, s: float) -> tuple[str, int]:
+    """The note and a font size (12 down to 8) that fit the room; else just its symbol."""
+    for size in range(12, 7, -1):
+        if draw.textlength(note, font=font(round(size * s), bold=True)) <= room:
+            return note, size
+    return note.split(" ")[0], 12
+
+
 def text_area(layout: Layout, pieces: list[tuple[str, str]], new_from: int) -> Image.Image:
-    """The generated text so far, each token coloured by origin; the newest ones underlined."""
+    """The generated text so far, each token coloured by origin; the newest ones underlined,
+    tokens copied from the context dotted underneath (a cue besides the colour)."""
     s = layout.scale
     regular = font(round(17 * s))
     image = Image.new("RGB", (layout.width, MAX_TEXT_LINES * layout.line_height), BACKGROUND)
     draw = ImageDraw.Draw(image)
     x0 = x = layout.margin
-    lines: list[list[tuple[float, str, tuple, bool]]] = [[]]
+    lines: list[list[tuple[float, str, tuple, bool, bool]]] = [[]]
     for index, (text, origin) in enumerate(pieces):
-        color = rgb(STATUS_COLORS[origin])
+        color = rgb(ORIGIN_COLORS[origin])
+        copied = origin in (CONTEXT, BOTH)
         for part_index, part in enumerate(text.split("\n")):
             if part_index:
                 lines.append([])
@@ -157,18 +216,79 @@ def text_area(layout: Layout, pieces: list[tuple[str, str]], new_from: int) -> I
             if x + width > layout.width - layout.margin and x > x0:
                 lines.append([])
                 x = x0
-            lines[-1].append((x, shown, color, index >= new_from))
+            lines[-1].append((x, shown, color, index >= new_from, copied))
             x += width
     for row, line in enumerate(lines[-MAX_TEXT_LINES:]):
         y = row * layout.line_height
-        for x, shown, color, new in line:
+        for x, shown, color, new, copied in line:
             draw.text((x, y), shown, font=regular, fill=color)
+            width = draw.textlength(shown, font=regular)
             if new and shown.strip():
-                width = draw.textlength(shown, font=regular)
                 draw.line(
                     [x, y + 21 * s, x + width, y + 21 * s], fill=color, width=max(1, round(2 * s))
                 )
+            if copied and shown.strip():
+                for dot in range(int(width // (4 * s)) + 1):
+                    dx = x + dot * 4 * s
+                    draw.point([(dx, y + 23 * s), (dx + 1, y + 23 * s)], fill=color)
     return image
+
+
+def legend_items(trace: GenerationTrace, verified: bool) -> list[tuple[str, str]]:
+    """(symbol and word, colour) of everything the frames may show, in reading order."""
+    statuses = [
+        ANCHOR,
+        ACCEPTED if verified else EMITTED,
+        REJECTED,
+        LOW_CONFIDENCE,
+        DUPLICATE,
+        OUT_OF_RANGE,
+        AFTER_GAP,
+    ]
+    if any(s.plan is not None for s in trace.steps):
+        statuses.append(COST_CUT)
+    items = [(f"{STATUS_SYMBOLS[s]} {SHORT_LABELS[s]}", STATUS_COLORS[s]) for s in statuses]
+    if any(s.context is not None for s in trace.steps):
+        items.append((f"{CONTEXT_SYMBOL} {SHORT_LABELS[CONTEXT]}", CONTEXT_COLOR))
+    if any(BOTH in token_origins(s) for s in trace.steps):
+        items.append((f"{ORIGIN_SYMBOLS[BOTH]} {SHORT_LABELS[BOTH]}", ORIGIN_COLORS[BOTH]))
+    return items
+
+
+def legend_rows(items: list[tuple[str, str]], width: int) -> list[list[tuple[str, str]]]:
+    """The legend items wrapped into rows that fit the width."""
+    s = width / DEFAULT_WIDTH
+    small = font(round(11 * s))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    rows: list[list[tuple[str, str]]] = [[]]
+    x = 20 * s
+    for label, color in items:
+        advance = 16 * s + measure.textlength(label, font=small) + 12 * s
+        if rows[-1] and x + advance > width - 20 * s:
+            rows.append([])
+            x = 20 * s
+        rows[-1].append((label, color))
+        x += advance
+    return rows
+
+
+def is_checked(step: StepTrace) -> bool:
+    """Whether any draft of the step went into the backbone's block."""
+    context = step.context.statuses if step.context else []
+    return any(s.status in CHECKED for s in step.slots) or any(s in CHECKED for s in context)
+
+
+def phases(step: StepTrace, motion: int) -> list[tuple[str, float]]:
+    """(phase, motion fraction) of every frame a step draws."""
+    out = [("draft", 0.0)]
+    if step.slots:
+        out += [("shuffle", i / motion) for i in range(1, motion + 1)]
+    if step.slots or step.context is not None:
+        out.append(("filter", 0.0))
+        if is_checked(step):
+            out.append(("verify", 0.0))
+    out.append(("emit", 0.0))
+    return out
 
 
 class Renderer:
@@ -177,10 +297,20 @@ class Renderer:
     def __init__(self, trace: GenerationTrace, width: int):
         self.trace = trace
         k = max((len(s.slots) for s in trace.steps), default=0)
-        self.k = k
-        self.layout = Layout(width, columns=k + 2)
-        self.strategy = trace.settings.get("shuffle_strategy", "?")
-        self.verified = trace.settings.get("verify", True)
+        m = max((len(s.context.tokens) for s in trace.steps if s.context), default=0)
+        self.k, self.m = k, m
+        self.offsets = max(k, m)
+        self.no_offset = self.offsets + 1  # the column of slots without an offset
+        settings = trace.settings
+        self.strategy = settings.get("shuffle_strategy", "?")
+        self.verified = settings.get("verify", True)
+        self.legend = legend_rows(legend_items(trace, self.verified), width)
+        self.layout = Layout(
+            width,
+            columns=self.offsets + 1 + (1 if k else 0),
+            context_row=m > 0,
+            legend_rows=len(self.legend),
+        )
         self.pieces: list[tuple[str, str]] = []  # (token text, origin) emitted so far
         self.passes = 1  # the prompt's prefill
         self._static: dict[str, Image.Image] = {}
@@ -196,19 +326,21 @@ class Renderer:
         image = Image.new("RGB", (layout.width, layout.height), BACKGROUND)
         draw = ImageDraw.Draw(image)
         draw.rectangle([0, 0, layout.width, layout.header], fill=(245, 247, 250))
-        draw.text(
-            (layout.margin, layout.row_a - 42 * s),
-            "1 · draft: K slots in parallel (slot order)",
-            font=font(round(13 * s), bold=drafting),
-            fill=INK if drafting else MUTED,
+        self.section(draw, layout.row_a, "1 · draft: K slots in parallel (slot order)", drafting)
+        self.section(
+            draw,
+            layout.row_b,
+            "2 · shuffle into offset order · 3 · filter and plan · 4 · verify",
+            not drafting,
         )
-        draw.text(
-            (layout.margin, layout.row_b - 42 * s),
-            "2 · shuffle into offset order · 3 · filter · 4 · verify",
-            font=font(round(13 * s), bold=not drafting),
-            fill=MUTED if drafting else INK,
-        )
-        for p in range(self.k + 1):
+        if layout.context_row:
+            self.section(
+                draw,
+                layout.row_c,
+                f"{CONTEXT_SYMBOL} context: the tokens that followed an earlier match",
+                True,
+            )
+        for p in range(self.offsets + 1):
             draw.text(
                 (layout.x(p) + layout.card_w / 2, layout.row_b + layout.card_h + 26 * s),
                 "anchor" if p == 0 else f"+{p}",
@@ -218,7 +350,10 @@ class Renderer:
             )
         if self.k:
             draw.text(
-                (layout.x(self.k + 1) + layout.card_w / 2, layout.row_b + layout.card_h + 26 * s),
+                (
+                    layout.x(self.no_offset) + layout.card_w / 2,
+                    layout.row_b + layout.card_h + 26 * s,
+                ),
                 "no offset",
                 font=font(round(12 * s)),
                 fill=MUTED,
@@ -234,9 +369,18 @@ class Renderer:
             fill=NEUTRAL,
             width=max(1, round(2 * s)),
         )
-        self.legend(draw)
+        self.draw_legend(draw)
         self._static[key] = image
         return image
+
+    def section(self, draw: ImageDraw.ImageDraw, row: int, text: str, active: bool) -> None:
+        layout, s = self.layout, self.layout.scale
+        draw.text(
+            (layout.margin, row - 42 * s),
+            text,
+            font=font(round(13 * s), bold=active),
+            fill=INK if active else MUTED,
+        )
 
     def base(self, step: StepTrace, phase: str) -> tuple[Image.Image, ImageDraw.ImageDraw]:
         layout, s = self.layout, self.layout.scale
@@ -251,34 +395,47 @@ class Renderer:
             fill=INK,
             anchor="lm",
         )
+        settings = [f"{ratio:.2f} tokens/pass", self.strategy, mode]
+        source = self.trace.settings.get("draft_source")
+        if source and self.verified:
+            settings.append(source)
         draw.text(
             (layout.width - layout.margin, layout.header / 2),
-            f"{ratio:.2f} tokens/pass · {self.strategy} · {mode}",
+            " · ".join(settings),
             font=font(round(15 * s)),
             fill=INK,
             anchor="rm",
         )
+        self.draw_decision(draw, step, decided=phase not in ("draft", "shuffle"))
         return image, draw
 
-    def legend(self, draw: ImageDraw.ImageDraw) -> None:
+    def draw_decision(self, draw: ImageDraw.ImageDraw, step: StepTrace, decided: bool) -> None:
+        """The step's decision in a sentence (muted until the plan is made)."""
         layout, s = self.layout, self.layout.scale
-        x, y = layout.margin, layout.height - 30 * s
-        shown = [
-            ANCHOR,
-            ACCEPTED if self.verified else EMITTED,
-            REJECTED,
-            "low_confidence",
-            "duplicate",
-            "out_of_range",
-            "after_gap",
-        ]
-        for status in shown:
-            label = f"{STATUS_SYMBOLS[status]} {SHORT_LABELS[status]}"
-            draw.rectangle([x, y, x + 12 * s, y + 12 * s], fill=rgb(STATUS_COLORS[status]))
+        small = font(round(13 * s))
+        sentence = decision_sentence(step, verified=self.verified)
+        per_line = max(20, int((layout.width - 2 * layout.margin) / (7.2 * s)))
+        lines = textwrap.wrap(sentence, per_line)
+        if len(lines) > DECISION_LINES:
+            lines = lines[:DECISION_LINES]
+            lines[-1] = lines[-1][: per_line - 1].rstrip() + "…"
+        for i, line in enumerate(lines):
             draw.text(
-                (x + 16 * s, y + 6 * s), label, font=font(round(11 * s)), fill=INK, anchor="lm"
+                (layout.margin, layout.decision_top + i * layout.decision_line),
+                line,
+                font=small,
+                fill=INK if decided else MUTED,
             )
-            x += 16 * s + draw.textlength(label, font=font(round(11 * s))) + 12 * s
+
+    def draw_legend(self, draw: ImageDraw.ImageDraw) -> None:
+        layout, s = self.layout, self.layout.scale
+        small = font(round(11 * s))
+        for row, items in enumerate(self.legend):
+            x, y = layout.margin, layout.legend_top + row * layout.legend_line
+            for label, color in items:
+                draw.rectangle([x, y, x + 12 * s, y + 12 * s], fill=rgb(color))
+                draw.text((x + 16 * s, y + 6 * s), label, font=small, fill=INK, anchor="lm")
+                x += 16 * s + draw.textlength(label, font=small) + 12 * s
 
     def anchor_card(self, step: StepTrace) -> Card:
         return Card(
@@ -286,7 +443,7 @@ class Renderer:
             "anchor",
             None,
             rgb(STATUS_COLORS[ANCHOR]),
-            ink=(255, 255, 255),
+            ink=WHITE,
         )
 
     def slot_card(self, slot, phase: str) -> Card:
@@ -294,33 +451,43 @@ class Renderer:
         caption = f"slot {slot.index}"
         if phase in ("draft", "shuffle"):
             return Card(text, caption, slot.keep_prob, PENDING)
-        color = rgb(STATUS_COLORS[slot.status])
-        in_block = slot.status in (ACCEPTED, REJECTED, EMITTED)
-        if phase == "filter" and in_block:
-            return Card(text, caption, slot.keep_prob, PENDING, outline=INK, note="in block")
-        if in_block:  # verify / emit
-            return Card(
-                text,
-                caption,
-                slot.keep_prob,
-                color,
-                ink=(255, 255, 255),
-                note=f"{STATUS_SYMBOLS[slot.status]} {slot.status}",
-                note_color=color,
-            )
+        return self.status_card(text, caption, slot.keep_prob, slot.status, phase)
+
+    def context_card(self, offset: int, token, prob: float, status: str, phase: str) -> Card:
+        """A context draft: outlined in the context's colour, filled with it when accepted."""
+        text = visible(token.text, limit=10)
+        caption = f"{CONTEXT_SYMBOL} +{offset}"
+        context = rgb(CONTEXT_COLOR)
+        if phase in ("draft", "shuffle"):
+            return Card(text, caption, prob, PENDING, outline=context, outline_width=3)
+        card = self.status_card(text, caption, prob, status, phase)
+        card.outline, card.outline_width = context, 3
+        if status == ACCEPTED and phase in ("verify", "emit"):
+            card.fill, card.note_color = context, context
+        return card
+
+    def status_card(self, text: str, caption: str, prob: float, status: str, phase: str) -> Card:
+        """A draft after the filter and the plan: in the block (pending, then its verdict) or
+        faded with the reason it was left out."""
+        color = rgb(STATUS_COLORS[status])
+        note = f"{STATUS_SYMBOLS[status]} {SHORT_LABELS[status]}"
+        if status in CHECKED:
+            if phase == "filter":
+                return Card(text, caption, prob, PENDING, outline=INK, note="in block")
+            return Card(text, caption, prob, color, ink=WHITE, note=note, note_color=color)
         return Card(
             text,
             caption,
-            slot.keep_prob,
+            prob,
             faded(color),
             outline=faded(color, 0.3),
             ink=MUTED,
-            note=f"{STATUS_SYMBOLS[slot.status]} {STATUS_LABELS[slot.status]}",
-            note_color=color,
+            note=note,
+            note_color=readable(color),
         )
 
     def target(self, slot) -> int:
-        return slot.offset if slot.offset is not None else self.k + 1
+        return slot.offset if slot.offset is not None else self.no_offset
 
     # --- frames -------------------------------------------------------------------------------
     def frame(self, step: StepTrace, phase: str, motion: float = 0.0) -> Image.Image:
@@ -348,38 +515,41 @@ class Renderer:
             else:
                 xy = end
             draw_card(draw, layout, xy, self.slot_card(slot, phase))
+        if step.context is not None and layout.context_row:
+            context = step.context
+            drafts = zip(context.tokens, context.accept_probs, context.statuses, strict=True)
+            for offset, (token, prob, status) in enumerate(drafts, 1):
+                card = self.context_card(offset, token, prob, status, phase)
+                draw_card(draw, layout, (layout.x(offset), float(layout.row_c)), card)
         new_from = len(self.pieces) - (step.num_emitted if phase == "emit" else 0)
         if new_from not in self._text:
             self._text[new_from] = text_area(layout, self.pieces, new_from)
         image.paste(self._text[new_from], (0, layout.text_top))
         return image
 
+    def advance(self, step: StepTrace) -> None:
+        """Add the step's tokens to the text and count its pass."""
+        self._text.clear()
+        for token, origin in zip(step.emitted, token_origins(step), strict=True):
+            text = token.text if token.text is not None else f"<{token.id}>"
+            self.pieces.append((text, origin))
+        self.passes += 1 if step.forwarded_ids else 0
+
     def step_frames(self, step: StepTrace, motion_frames: int, fps: int):
         """(image, duration ms) for every frame of a step."""
         hold = 1000 // max(fps, 1)
-        frames = [(self.frame(step, "draft"), 700)]
-        if step.slots:
-            for i in range(1, motion_frames + 1):
-                frames.append((self.frame(step, "shuffle", i / motion_frames), hold))
-            frames.append((self.frame(step, "filter"), 800))
-            if any(s.status in (ACCEPTED, REJECTED, EMITTED) for s in step.slots):
-                frames.append((self.frame(step, "verify"), 800))
-        origin_of_drafts = ACCEPTED if self.verified else EMITTED
-        self._text.clear()
-        for position, token in enumerate(step.emitted):
-            text = token.text if token.text is not None else f"<{token.id}>"
-            self.pieces.append((text, ANCHOR if position == 0 else origin_of_drafts))
-        self.passes += 1 if step.forwarded_ids else 0
-        frames.append((self.frame(step, "emit"), 600))
+        frames = []
+        for phase, motion in phases(step, motion_frames):
+            if phase == "emit":
+                self.advance(step)
+            duration = hold if phase == "shuffle" else DURATIONS_MS[phase]
+            frames.append((self.frame(step, phase, motion), duration))
         return frames
 
 
 def frames_of(step: StepTrace, motion: int) -> int:
     """How many frames Renderer.step_frames draws for a step."""
-    if not step.slots:
-        return 2
-    verified = any(s.status in (ACCEPTED, REJECTED, EMITTED) for s in step.slots)
-    return 3 + motion + int(verified)
+    return len(phases(step, motion))
 
 
 def plan(trace: GenerationTrace, max_frames: int) -> tuple[list[int], int]:
@@ -414,7 +584,7 @@ def render_frames(
         if index in chosen:
             frames += renderer.step_frames(step, motion, fps)
         else:  # skipped steps still add their tokens to the text
-            renderer.step_frames(step, 0, fps)
+            renderer.advance(step)
         if progress:
             progress((n + 1) / len(trace.steps))
     last, duration = frames[-1]

@@ -9,10 +9,18 @@ import plotly.graph_objects as go
 
 from shuffle_model.trace import GenerationTrace
 
-from .figures import draft_heatmap, filter_chart, shuffle_heatmap
-from .style import visible
+from .explain import (
+    cost_sentence,
+    decision_sentence,
+    emitted_with_symbols,
+    outcome_sentence,
+    typical_pass,
+)
+from .figures import accepted_summary, draft_heatmap, filter_chart, shuffle_heatmap
+from .style import ORIGIN_COLORS, ORIGIN_LABELS
 
-SPAN_COLORS = {"anchor": "#0072B2", "accepted draft": "#009E73", "emitted draft": "#56B4E9"}
+# the output text's labels (HighlightedText) and their colours
+SPAN_COLORS = {ORIGIN_LABELS[origin]: color for origin, color in ORIGIN_COLORS.items()}
 
 
 @dataclass
@@ -20,27 +28,51 @@ class StepView:
     index: int
     shuffle: go.Figure
     drafts: go.Figure
-    filter: go.Figure
+    filter: go.Figure  # the filter-and-plan chart
     caption: str
 
 
 def counters(trace: GenerationTrace, *, running: bool = False) -> str:
-    """One line of counters (markdown)."""
+    """The counters (markdown): steps, tokens, passes and rates; the drafts each source got
+    accepted; and, once known, what a multi-token pass costs on this machine."""
     steps = len(trace.steps)
     tokens = sum(s.num_emitted for s in trace.steps)
     passes = 1 + sum(1 for s in trace.steps if s.forwarded_ids)
     seconds = trace.totals.wall_seconds
     rate = f" · **{tokens / seconds:.1f}** tokens/s" if seconds > 0 else ""
     state = "generating…" if running else "done"
-    return (
+    line = (
         f"{state} · **{steps}** steps · **{tokens}** tokens · **{passes}** backbone passes · "
         f"**{tokens / passes:.2f}** tokens per pass{rate}"
     )
+    accepted = accepted_summary(trace)
+    if accepted:
+        line += f"  \n{accepted}"
+    cost = cost_sentence(trace.cost_curve, typical_pass(trace))
+    if cost:
+        line += f"  \nthis machine: {cost}"
+    return line
 
 
 def last_drafting_step(trace: GenerationTrace) -> int:
     """The last step that drafted anything (the final step usually drafts nothing)."""
-    return max((i for i, s in enumerate(trace.steps) if s.slots), default=len(trace.steps) - 1)
+    drafted = [i for i, s in enumerate(trace.steps) if s.slots or s.context is not None]
+    return max(drafted, default=len(trace.steps) - 1)
+
+
+def verified_setting(trace: GenerationTrace) -> bool | None:
+    """The trace's verify setting (None when it does not say)."""
+    verified = trace.settings.get("verify")
+    return None if verified is None else bool(verified)
+
+
+def step_caption(trace: GenerationTrace, index: int) -> str:
+    """'Step i: <the decision>' then '<the outcome> Emitted: ⚓The ✓·cat ↩·sat'."""
+    step = trace.steps[index]
+    decision = decision_sentence(step, verified=verified_setting(trace))
+    return (
+        f"Step {index}: {decision}\n{outcome_sentence(step)} Emitted: {emitted_with_symbols(step)}"
+    )
 
 
 def step_view(trace: GenerationTrace, index: int) -> StepView:
@@ -49,15 +81,10 @@ def step_view(trace: GenerationTrace, index: int) -> StepView:
     index = max(0, min(int(index), len(trace.steps) - 1))
     step = trace.steps[index]
     threshold = trace.settings.get("keep_threshold")
-    emitted = "".join(visible(t.text, limit=24) for t in step.emitted)
-    caption = (
-        f"Step {index}: anchor {visible(step.anchor.text)}, {len(step.slots)} drafts, "
-        f"{step.num_accepted} kept; emitted {emitted}"
-    )
     return StepView(
         index,
         shuffle_heatmap(step),
         draft_heatmap(step),
-        filter_chart(step, keep_threshold=threshold),
-        caption,
+        filter_chart(step, keep_threshold=threshold, verified=verified_setting(trace)),
+        step_caption(trace, index),
     )
