@@ -23,7 +23,10 @@ import viz
 from shuffle_model import STRATEGIES, GenerationTrace, TraceError
 from shuffle_model.backbone import BackboneNotFound
 from shuffle_model.chat import encode_prompt
+from shuffle_model.cost import cost_curve
+from shuffle_model.planning import COST, FIXED
 from shuffle_model.runtime import LazyModel
+from shuffle_model.settings import DRAFT_SOURCES, max_drafts
 from viz.replay import SPAN_COLORS, counters, last_drafting_step, step_view
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "examples"
@@ -33,6 +36,23 @@ MAX_NEW_TOKENS = 256
 QUEUE_SIZE = 16
 CONCURRENCY = 2
 PLAY_DELAY = 0.6  # seconds per step when replaying
+PROVISIONAL_SLOTS = 8  # the drafts slider's range before the model is loaded (heads have <= 8)
+BLOCK_LENGTHS = [
+    ("cost-aware: the drafts worth their time on this machine", COST),
+    ("fixed: every draft the filter keeps (the original rule)", FIXED),
+]
+SOURCE_NAMES = {
+    "head+context": "head + context",
+    "head": "head only (the shuffle head)",
+    "context": "context only (copied from earlier text)",
+}
+DRAFT_SOURCE_CHOICES = [(SOURCE_NAMES.get(source, source), source) for source in DRAFT_SOURCES]
+KEEP_AUTO = "auto"  # the library's default keep threshold (keep_threshold=None)
+KEEP_CHOICES = [(KEEP_AUTO, KEEP_AUTO)] + [(f"{k / 10:.1f}", round(k / 10, 1)) for k in range(11)]
+KEEP_LABEL = (
+    "Keep threshold (auto: 0 under the cost-aware rule, which weighs every draft; the head's "
+    "own default under the fixed rule; or pick or type a number in [0, 1])"
+)
 EXAMPLE_PROMPTS = [
     "Explain how a rainbow forms, in three sentences.",
     "Write a short poem about the sea at night.",
@@ -41,18 +61,29 @@ EXAMPLE_PROMPTS = [
     "Summarize the story of Romeo and Juliet in two sentences.",
 ]
 HOW_IT_WORKS = """
-**How it works** — one backbone pass per step, several tokens out:
+**How it works** — one backbone pass per step, often several tokens out:
 
-1. **Anchor** — the backbone picks the next token as usual (blue in the text).
-2. **Draft** — the shuffle head drafts K more tokens *at once*, as an unordered set of slots
-   (the *draft candidates* heatmap: each slot's best guesses).
+1. **Anchor** — the backbone picks the next token as usual (⚓ blue in the text).
+2. **Draft, from two sources** — the *shuffle head* guesses K more tokens *at once*, as an
+   unordered set of slots (the *draft candidates* heatmap: each slot's best guesses). The
+   *context* looks for the last few tokens earlier in the prompt and the answer; if they
+   appeared before, what followed them there is a second guess (↩ wine in the text).
 3. **Shuffle** — each slot predicts where its token belongs after the anchor (the *shuffle*
    heatmap; outlined squares are the offsets chosen).
-4. **Filter** — slots with a low keep probability, clashing offsets or gaps are dropped, so
-   the block is a contiguous run (the *filter* chart).
-5. **Verify** — the backbone's one forward pass over the block keeps the longest prefix it
-   agrees with (green); the rest is rejected. Verified text is exactly what ordinary
-   decoding writes. Switch *verify* off for pure parallel mode (sky blue, unchecked).
+4. **Filter and plan** — slots with clashing offsets or gaps are dropped, so the head's
+   guesses form a chain. Every guess has an estimated chance of being right, and checking
+   more tokens in one pass takes a little longer (this machine's *cost curve*). The step
+   checks as many guesses as give the most tokens per unit of time — sometimes none, an
+   ordinary step. Guesses that would cost more than they are likely to give are marked ✂
+   (the *filter and plan* chart); the caption says what was decided, and why.
+5. **Verify** — one backbone pass over the anchor and the chosen guesses (both chains side
+   by side, when both are worth it) keeps the longest run it agrees with (✓ green from the
+   head, ↩ wine from the context); the rest is rejected. Verified text is exactly what
+   ordinary decoding writes. Switch *verify* off for pure parallel mode (the head's guesses
+   emitted unchecked, sky blue).
+
+*Block length* **fixed** checks every guess the filter keeps, as ShuffleLM first did;
+*draft source* picks the head, the context, or both.
 """
 
 
@@ -107,26 +138,63 @@ def generation_settings(
     keep,
     verify,
     seed,
+    block_length=COST,
+    draft_source=DRAFT_SOURCES[0],
     *,
     num_slots: int,
 ) -> dict:
+    """The generate() settings from the page's inputs. The library checks them again
+    (GenerationSettings.resolved) and its messages reach the user as UserError."""
     if strategy not in STRATEGIES:
         raise UserError(f"strategy must be one of {list(STRATEGIES)}; got {strategy!r}")
     if seed in (None, ""):
         seed = None
     else:
         seed = as_int("seed", seed, 0, 2**31 - 1)
+    most = max_drafts(num_slots)
     return dict(
         max_new_tokens=as_int("max new tokens", max_new_tokens, 1, MAX_NEW_TOKENS),
-        # the slider goes to 8; a head with fewer slots drafts all it has
-        max_parallel_tokens=min(as_int("max parallel tokens", max_parallel, 0, 8), num_slots),
+        max_parallel_tokens=as_int(
+            f"max drafts per step (this model: {num_slots} head slots + "
+            f"{most - num_slots} context drafts)",
+            max_parallel,
+            0,
+            most,
+        ),
         shuffle_strategy=strategy,
         temperature=as_float("temperature", temperature, 0.0, 2.0),
         top_p=as_float("top-p", top_p, 0.01, 1.0),
-        keep_threshold=as_float("keep threshold", keep, 0.0, 1.0),
+        keep_threshold=keep_setting(keep),
         verify=bool(verify),
         seed=seed,
+        block_length=block_length,
+        draft_source=draft_source,
     )
+
+
+def keep_setting(keep) -> float | None:
+    """The keep threshold: None for "auto" (the library's default, never overridden here)."""
+    if keep is None or (isinstance(keep, str) and keep.strip().lower() in ("", KEEP_AUTO)):
+        return None
+    return as_float("keep threshold", keep, 0.0, 1.0)
+
+
+def drafts_slider(num_slots: int | None = None, **extra) -> dict:
+    """The max-drafts slider's range for a head with num_slots (None: not loaded yet)."""
+    most = max_drafts(num_slots or PROVISIONAL_SLOTS)
+    what = (
+        f"up to {most}: {num_slots} head slots + {most - num_slots} context drafts"
+        if num_slots
+        else "the range fits the model once it is loaded"
+    )
+    label = f"Max drafts per step ({what}; 0 = ordinary decoding)"
+    return dict(minimum=0, maximum=most, value=most, step=1, label=label, **extra)
+
+
+def needs_cost_curve(model, settings: dict) -> bool:
+    """Whether this run plans with a cost curve the model has not measured yet."""
+    planned = settings["verify"] and settings["max_parallel_tokens"] > 0
+    return planned and getattr(model, "cost_curve", None) is None
 
 
 def page_for(trace: GenerationTrace, index: int, *, running: bool) -> tuple:
@@ -160,11 +228,23 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
 
     # --- handlers ---------------------------------------------------------------------------
     def generate(
-        prompt, chat, max_new_tokens, max_parallel, strategy, temperature, top_p, keep, verify, seed
+        prompt,
+        chat,
+        max_new_tokens,
+        max_parallel,
+        strategy,
+        temperature,
+        top_p,
+        keep,
+        verify,
+        seed,
+        block_length=COST,
+        draft_source=DRAFT_SOURCES[0],
     ):
         prompt = check_prompt(prompt)
+        skips = (gr.skip(),) * 10
         if not runtime.loaded:
-            yield ("Loading the model (first use only)…",) + (gr.skip(),) * 9
+            yield ("Loading the model (first use only)…", *skips)
         lm = get_model()
         settings = generation_settings(
             max_new_tokens,
@@ -175,8 +255,18 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
             keep,
             verify,
             seed,
+            block_length,
+            draft_source,
             num_slots=lm.config.num_slots,
         )
+        if needs_cost_curve(lm, settings):
+            most = max_drafts(lm.config.num_slots) + 1
+            yield (
+                f"Measuring what a pass over 1..{most} tokens costs on this machine "
+                "(first run only, about 10 s)…",
+                *skips,
+            )
+            cost_curve(lm, max_tokens=most)
         try:
             ids = encode_prompt(lm.tokenizer, prompt, chat=bool(chat))
             run = lm.stream([ids], **settings)
@@ -189,7 +279,13 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
                 continue  # keep the page responsive: at most ~7 updates a second
             last = now
             snapshot = run.snapshot()
-            yield (*page_for(snapshot, step.index, running=True), snapshot, gr.skip(), gr.skip())
+            yield (
+                *page_for(snapshot, step.index, running=True),
+                snapshot,
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+            )
         trace = run.trace
         path = new_request_dir() / "trace.json"
         trace.save(path)
@@ -198,7 +294,19 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
             trace,
             str(path),
             viz.overview(trace),
+            viz.cost_curve_chart(trace),
         )
+
+    def fit_to_model():
+        """On page load: load the model (first visitor only) and fit the drafts slider to it."""
+        if not runtime.loaded:
+            yield "Loading the model (first use only)…", gr.skip()
+        try:
+            lm = runtime.get()
+        except BackboneNotFound as error:
+            yield f"The model could not be loaded: {error}", gr.skip()
+            return
+        yield "Ready.", gr.Slider(**drafts_slider(lm.config.num_slots))
 
     def show_step(trace, index):
         if trace is None:
@@ -255,7 +363,13 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
     def replay(trace):
         path = new_request_dir() / "trace.json"
         trace.save(path)
-        return (*page_for(trace, 0, running=False), trace, str(path), viz.overview(trace))
+        return (
+            *page_for(trace, 0, running=False),
+            trace,
+            str(path),
+            viz.overview(trace),
+            viz.cost_curve_chart(trace),
+        )
 
     def compare(trace):
         if trace is None:
@@ -306,7 +420,13 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
                     elem_id="prompt",
                     placeholder="Ask the model something…",
                 )
-                gr.Examples(EXAMPLE_PROMPTS, inputs=[prompt], label="Example prompts")
+                gr.Examples(  # its own endpoint renamed: /load_example loads an example trace
+                    EXAMPLE_PROMPTS,
+                    inputs=[prompt],
+                    label="Example prompts",
+                    api_name="example_prompt",
+                    api_visibility="private",
+                )
                 chat = gr.Checkbox(value=True, label="Use the chat template (instruct model)")
                 with gr.Accordion("Settings", open=True):
                     max_new_tokens = gr.Slider(
@@ -317,19 +437,29 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
                         label="Max new tokens",
                         elem_id="max-new-tokens",
                     )
-                    max_parallel = gr.Slider(
-                        0,
-                        8,
-                        value=8,
-                        step=1,
-                        label="Max parallel tokens (drafts per step; capped at the head's K)",
+                    slots = runtime.get().config.num_slots if runtime.loaded else None
+                    max_parallel = gr.Slider(**drafts_slider(slots, elem_id="max-drafts"))
+                    block_length = gr.Radio(
+                        BLOCK_LENGTHS, value=COST, label="Block length", elem_id="block-length"
+                    )
+                    draft_source = gr.Radio(
+                        DRAFT_SOURCE_CHOICES,
+                        value=DRAFT_SOURCES[0],
+                        label="Draft source",
+                        elem_id="draft-source",
                     )
                     strategy = gr.Radio(list(STRATEGIES), value="rotary", label="Shuffle strategy")
                     temperature = gr.Slider(
                         0, 2, value=0, step=0.05, label="Temperature (0 = greedy)"
                     )
                     top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="Top-p")
-                    keep = gr.Slider(0, 1, value=0.3, step=0.05, label="Keep threshold")
+                    keep = gr.Dropdown(
+                        KEEP_CHOICES,
+                        value=KEEP_AUTO,
+                        allow_custom_value=True,
+                        label=KEEP_LABEL,
+                        elem_id="keep-threshold",
+                    )
                     verify = gr.Checkbox(value=True, label="Verify with the backbone (lossless)")
                     seed = gr.Number(value=0, precision=0, label="Seed (sampling)")
                 with gr.Row():
@@ -345,7 +475,12 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
                     show_legend=True,
                     elem_id="output-text",
                 )
-                caption = gr.Textbox(label="This step", interactive=False, elem_id="caption")
+                caption = gr.Textbox(
+                    label="This step: what was decided, and why",
+                    lines=3,
+                    interactive=False,
+                    elem_id="caption",
+                )
                 with gr.Row():
                     step_slider = gr.Slider(
                         0, 1, value=0, step=1, label="Step", elem_id="step-slider"
@@ -356,10 +491,12 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
                         shuffle_plot = gr.Plot(elem_id="shuffle-plot", show_label=False)
                     with gr.Tab("Draft candidates"):
                         draft_plot = gr.Plot(elem_id="draft-plot", show_label=False)
-                    with gr.Tab("Filter"):
+                    with gr.Tab("Filter and plan"):
                         filter_plot = gr.Plot(elem_id="filter-plot", show_label=False)
                     with gr.Tab("Overview"):
                         overview_plot = gr.Plot(elem_id="overview-plot", show_label=False)
+                    with gr.Tab("Cost curve"):
+                        cost_plot = gr.Plot(elem_id="cost-plot", show_label=False)
                 with gr.Accordion("Compare with ordinary decoding", open=False):
                     compare_button = gr.Button(
                         "Run ordinary decoding on the same prompt", elem_id="compare"
@@ -404,18 +541,21 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
             keep,
             verify,
             seed,
+            block_length,
+            draft_source,
         ]
+        run_outputs = [*step_outputs, trace_state, trace_file, overview_plot, cost_plot]
         generating = run_button.click(
             generate,
             settings_inputs,
-            [*step_outputs, trace_state, trace_file, overview_plot],
+            run_outputs,
             api_name="generate",
             concurrency_limit=CONCURRENCY,
         )
         prompt.submit(
             generate,
             settings_inputs,
-            [*step_outputs, trace_state, trace_file, overview_plot],
+            run_outputs,
             api_name=False,
             concurrency_limit=CONCURRENCY,
         )
@@ -439,9 +579,8 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
             api_name="export_gif",
             concurrency_limit=CONCURRENCY,
         )
-        loaded = [*step_outputs, trace_state, trace_file, overview_plot]
-        upload.upload(load_trace, [upload], loaded, api_name="load_trace")
-        example.input(load_example, [example], loaded, api_name="load_example")
+        upload.upload(load_trace, [upload], run_outputs, api_name="load_trace")
+        example.input(load_example, [example], run_outputs, api_name="load_example")
         compare_button.click(
             compare,
             [trace_state],
@@ -449,6 +588,7 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
             api_name="compare",
             concurrency_limit=CONCURRENCY,
         )
+        demo.load(fit_to_model, None, [status, max_parallel], api_name=False)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
     return demo
 

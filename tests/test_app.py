@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from gradio_client import Client, handle_file
 
+from shuffle_model import GenerationSettings, GenerationTrace
+from shuffle_model.settings import max_drafts
 from tests.appserver import running_app
 
 SETTINGS = dict(
@@ -20,7 +22,10 @@ SETTINGS = dict(
     keep=0.0,
     verify=True,
     seed=0,
+    block_length="cost",
+    draft_source="head+context",
 )
+TINY_SLOTS = 4  # shuffle_model.tiny.tiny_model's K
 
 
 def generate(client: Client, prompt: str, **overrides):
@@ -43,16 +48,74 @@ def test_build_demo_wires_the_documented_endpoints():
 
     demo = app.build_demo()
     names = {d.api_name for d in demo.fns.values() if d.api_name}
-    assert {"generate", "export_gif", "load_trace", "show_step", "compare"} <= names
+    assert {"generate", "export_gif", "load_trace", "load_example", "show_step", "compare"} <= names
+    loaders = [d.fn.__name__ for d in demo.fns.values() if d.api_name == "load_example"]
+    assert loaders == ["load_example"]  # the example traces' loader, not gr.Examples' own
     assert demo._queue is not None
+
+
+def component(demo, elem_id: str):
+    return next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id)
+
+
+def test_the_drafts_slider_spans_the_loaded_models_drafts():
+    import app
+    from shuffle_model.runtime import LazyModel
+    from shuffle_model.tiny import tiny_model
+
+    runtime = LazyModel(lambda status: tiny_model())
+    demo = app.build_demo(runtime)
+    provisional = component(demo, "max-drafts")
+    assert provisional.maximum == provisional.value == max_drafts(app.PROVISIONAL_SLOTS)
+    handlers = [d.fn for d in demo.fns.values()]
+    on_load = next(f for f in handlers if getattr(f, "__name__", "") == "fit_to_model")
+    updates = list(on_load())  # the page-load handler loads the model and fits the slider
+    assert updates[0][0].startswith("Loading the model")
+    status, slider = updates[-1]
+    assert status == "Ready."
+    assert slider.maximum == slider.value == max_drafts(TINY_SLOTS) == TINY_SLOTS + 10
+    loaded = component(app.build_demo(runtime), "max-drafts")  # built after loading: exact
+    assert loaded.maximum == loaded.value == TINY_SLOTS + 10
+
+
+def test_keep_threshold_defaults_to_the_librarys_auto():
+    import app
+
+    demo = app.build_demo()
+    keep = component(demo, "keep-threshold")
+    assert keep.value == "auto"  # the library's default: the app never picks one of its own
+    assert component(demo, "block-length").value == "cost"
+    assert component(demo, "draft-source").value == "head+context"
+    settings = app.generation_settings(
+        24, 14, "rotary", 0.0, 1.0, "auto", True, 0, "fixed", "head", num_slots=TINY_SLOTS
+    )
+    assert settings["keep_threshold"] is None and settings["max_parallel_tokens"] == 14
+    assert app.keep_setting(None) is None and app.keep_setting(" Auto ") is None
+    assert app.keep_setting("0.35") == 0.35 and app.keep_setting(0.0) == 0.0
+    assert settings["block_length"] == "fixed" and settings["draft_source"] == "head"
+
+
+def test_the_cost_curve_is_measured_before_a_planned_run_only():
+    import app
+    from shuffle_model.cost import CostCurve
+    from shuffle_model.tiny import tiny_model
+
+    model = tiny_model()
+    planned = dict(verify=True, max_parallel_tokens=4)
+    assert app.needs_cost_curve(model, planned)
+    assert not app.needs_cost_curve(model, {**planned, "verify": False})
+    assert not app.needs_cost_curve(model, {**planned, "max_parallel_tokens": 0})
+    model.cost_curve = CostCurve.from_ratios([1.0, 1.2])
+    assert not app.needs_cost_curve(model, planned)
 
 
 def test_generate_streams_steps_and_returns_a_trace(client):
     job = client.submit("hello world", *SETTINGS.values(), api_name="/generate")
     updates = list(job)
-    status, spans, caption, shuffle, drafts, filt, slider, trace_file, overview = job.result()
+    status, spans, caption, shuffle, drafts, filt, slider, trace_file, overview, cost = job.result()
     assert len(updates) >= 2  # streamed: several updates before the last
     assert status.startswith("done")
+    assert "this machine: a pass over" in status  # the cost curve the run planned with
     trace = json.loads(Path(trace_file).read_text())
     assert trace["prompt_ids"] and trace["settings"]["max_new_tokens"] == 24
     text = (
@@ -63,10 +126,50 @@ def test_generate_streams_steps_and_returns_a_trace(client):
     assert text == "".join(t["text"] for step in trace["steps"] for t in step["emitted"])
     plot = json.loads(shuffle["plot"])
     assert plot["data"][0]["type"] == "heatmap"
+    curve = json.loads(cost["plot"])["data"]
+    assert any(line["y"] == trace["cost_curve"]["ratios"] for line in curve)
+
+
+def test_the_caption_gives_the_steps_decision_and_the_text_its_sources(client):
+    import viz
+    from viz.replay import SPAN_COLORS, last_drafting_step, step_caption
+
+    result = generate(client, "abcabcabcabc abcabcabc", max_new_tokens=40)
+    caption, trace_file = result[2], result[7]
+    trace = GenerationTrace.load(trace_file)
+    index = last_drafting_step(trace)
+    assert caption == step_caption(trace, index)
+    assert caption.startswith(f"Step {index}: {viz.decision_sentence(trace.steps[index])}")
+    spans = result[1]["value"] if isinstance(result[1], dict) else result[1]
+    labels = {span["class_or_confidence"] for span in spans}
+    assert labels <= set(SPAN_COLORS)
+    expected = {label for _, label in viz.token_spans(trace)}
+    assert labels == expected
+
+
+def test_new_settings_reach_the_library(client):
+    result = generate(client, "fixed rule please", block_length="fixed", draft_source="head")
+    settings = json.loads(Path(result[7]).read_text())["settings"]
+    assert settings["block_length"] == "fixed" and settings["draft_source"] == "head"
+    assert settings["max_parallel_tokens"] == 4
+    resolved = GenerationSettings(block_length="fixed").resolved(
+        num_slots=TINY_SLOTS, default_keep_threshold=0.5
+    )
+    auto = generate(client, "auto keep", keep="auto", block_length="fixed", draft_source="head")
+    assert json.loads(Path(auto[7]).read_text())["settings"]["keep_threshold"] == (
+        resolved.keep_threshold
+    )
+    context = generate(client, "abab abab abab", draft_source="context", max_new_tokens=12)
+    sources = {
+        source
+        for step in json.loads(Path(context[7]).read_text())["steps"]
+        for source in step["emitted_sources"]
+    }
+    assert sources <= {"anchor", "context"}
 
 
 def test_export_gif_and_replay_the_trace(client):
-    _, _, _, _, _, _, _, trace_file, _ = generate(client, "abc")
+    trace_file = generate(client, "abc")[7]
     preview, download = client.predict(480, api_name="/export_gif")
     assert Path(download).read_bytes()[:6] == b"GIF89a"
     assert Path(preview).read_bytes()[:6] == b"GIF89a"
@@ -74,6 +177,14 @@ def test_export_gif_and_replay_the_trace(client):
     assert replayed[0].startswith("done")
     caption, *_ = client.predict(1, api_name="/show_step")
     assert caption.startswith("Step 1")
+
+
+def test_version_1_example_traces_still_load_and_draw(client):
+    names = sorted(p.stem for p in Path("assets/examples").glob("*.json"))
+    for name in names[:2]:
+        status, spans, caption, *_, cost = client.predict(name, api_name="/load_example")
+        assert status.startswith("done") and caption.startswith("Step 0")
+        assert "no cost curve" in json.dumps(json.loads(cost["plot"]))
 
 
 def test_comparison_with_ordinary_decoding(client):
@@ -91,9 +202,14 @@ def test_comparison_with_ordinary_decoding(client):
         # Gradio's sliders check their own ranges first, with their own clear message
         ("hi", {"max_new_tokens": 100_000}, "greater than maximum value 256"),
         ("hi", {"temperature": -1}, "less than minimum value"),
-        ("hi", {"keep": 2.0}, "greater than maximum value 1"),
-        ("hi", {"max_parallel": 99}, "greater than maximum value 8"),
+        ("hi", {"keep": 2.0}, r"keep threshold must be a number in \[0.0, 1.0\]"),
+        ("hi", {"keep": "lots"}, "keep threshold must be a number"),
+        ("hi", {"max_parallel": 99}, f"greater than maximum value {max_drafts(8)}"),
+        # the slider's range before the model loads is wider than this model's drafts
+        ("hi", {"max_parallel": 15}, r"max drafts per step \(this model: 4 head slots"),
         ("hi", {"seed": -5}, "seed must be a whole number"),
+        ("hi", {"verify": False, "draft_source": "context"}, "draft_source must include the head"),
+        ("hi", {"block_length": "longest"}, "not in the list of choices"),
     ],
 )
 def test_bad_input_gets_a_clear_message(client, prompt, overrides, message):
@@ -115,17 +231,19 @@ def test_bad_trace_uploads_are_refused(client, tmp_path):
 def test_generate_on_the_default_model():
     with running_app("default") as (url, _):
         client = Client(url, verbose=False)
-        status, spans, *_, trace_file, _ = client.predict(
+        status, spans, *_, trace_file, _, _ = client.predict(
             "What is the capital of France?",
             True,
             24,
-            6,
+            16,
             "rotary",
             0.0,
             1.0,
-            0.3,
+            "auto",
             True,
             0,
+            "cost",
+            "head+context",
             api_name="/generate",
         )
         assert status.startswith("done")
