@@ -1,11 +1,13 @@
-"""Command line: python -m shuffle_model generate "prompt" [options]."""
+"""Command line: python -m shuffle_model generate "prompt" [options]
+python -m shuffle_model cost [--remeasure]   (this machine's cost curve)"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .settings import STRATEGIES
+from .planning import BLOCK_RULES
+from .settings import DRAFT_SOURCES, STRATEGIES
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -31,6 +33,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="let a hub backbone run its own Python code (off by default)",
     )
     gen.add_argument("--trace", default=None, help="write the GenerationTrace JSON here")
+    gen.add_argument("--block-length", choices=BLOCK_RULES, default="cost")
+    gen.add_argument("--draft-source", choices=DRAFT_SOURCES, default=DRAFT_SOURCES[0])
+    cost = commands.add_parser(
+        "cost", help="show (or measure again) this machine's cost of a pass over n tokens"
+    )
+    cost.add_argument("--remeasure", action="store_true", help="measure even if cached")
+    cost.add_argument("--head", default=None, help="head directory (default: the shipped head)")
+    cost.add_argument("--device", default="auto")
+    cost.add_argument("--dtype", default="auto")
     return parser.parse_args(argv)
 
 
@@ -58,6 +69,8 @@ def generate_command(args: argparse.Namespace) -> int:
             keep_threshold=args.keep_threshold,
             verify=not args.no_verify,
             seed=args.seed,
+            block_length=args.block_length,
+            draft_source=args.draft_source,
             return_trace=True,
         )
     except (ValueError, BackboneNotFound) as error:
@@ -78,10 +91,37 @@ def generate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def cost_command(args: argparse.Namespace) -> int:
+    from .backbone import BackboneNotFound
+    from .cost import cost_curve, curve_path
+    from .faster_decode_mixer import FasterDecodeMixer
+    from .settings import max_drafts
+
+    say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    try:
+        model = FasterDecodeMixer.from_pretrained(
+            args.head, device=args.device, dtype=args.dtype, status=say
+        )
+    except (ValueError, BackboneNotFound) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    most = max_drafts(model.config.num_slots) + 1
+    curve = cost_curve(model, max_tokens=most, remeasure=args.remeasure, status=say)
+    print(f"{curve.key.get('cpu')} · {curve.key.get('device')} · {curve.key.get('dtype')}")
+    print(f"measured {curve.measured} ({curve.repeats} repetitions)")
+    print(f"cached in {curve_path(curve.key)}")
+    for n, ratio in enumerate(curve.ratios, start=1):
+        print(f"  pass over {n:2d} tokens: {ratio:5.2f} x one token")
+    print(f"  one token: {curve.one_token_ms:.1f} ms; the head's draft: {curve.draft_cost:.2f} x")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.command == "generate":
         return generate_command(args)
+    if args.command == "cost":
+        return cost_command(args)
     return 2
 
 

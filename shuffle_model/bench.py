@@ -30,6 +30,9 @@ import psutil
 import torch
 from tqdm import tqdm
 
+from .cost import cost_curve
+from .settings import max_drafts
+
 SPEC_BENCH = Path(__file__).resolve().parent.parent.parent / "shared/data/spec_bench/question.jsonl"
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 
@@ -53,15 +56,50 @@ METHODS = [
         False,
         description="Hugging Face prompt lookup decoding, prompt_lookup_num_tokens=10",
     ),
+    Method(
+        "shufflelm",
+        "shuffle",
+        True,
+        {},
+        description="ShuffleLM's default: head + context drafts, cost-aware block length",
+    ),
+    Method(
+        "head-cost",
+        "shuffle",
+        True,
+        {"draft_source": "head"},
+        description="ShuffleLM, head drafts only, cost-aware block length",
+    ),
+    Method(
+        "context-cost",
+        "shuffle",
+        True,
+        {"draft_source": "context"},
+        description="ShuffleLM, context drafts only (our n-gram lookup), cost-aware block length",
+    ),
+    Method(
+        "shuffle-rotary",
+        "shuffle",
+        True,
+        {"shuffle_strategy": "rotary", "draft_source": "head", "block_length": "fixed"},
+        description="the original ShuffleLM: head drafts only, fixed rule (every kept draft)",
+    ),
+    Method(
+        "ordinary",
+        "shuffle",
+        True,
+        {"max_parallel_tokens": 0},
+        description="ShuffleLM's loop with no drafts (its own ordinary decoding)",
+    ),
     *[
         Method(
             f"shuffle-{s}",
             "shuffle",
             True,
-            {"shuffle_strategy": s},
-            description=f"ShuffleLM verified greedy, {s} strategy",
+            {"shuffle_strategy": s, "draft_source": "head", "block_length": "fixed"},
+            description=f"original rule, head only, {s} strategy",
         )
-        for s in ("rotary", "hungarian", "sinkhorn", "identity")
+        for s in ("hungarian", "sinkhorn", "identity")
     ],
     *[
         Method(
@@ -77,18 +115,27 @@ METHODS = [
         "fixed-head",
         "shuffle",
         True,
-        {"shuffle_strategy": "identity"},
+        {"shuffle_strategy": "identity", "draft_source": "head", "block_length": "fixed"},
         head="fixed",
-        description="fixed-assignment (Medusa-style) head, verified, identity order",
+        description="fixed-assignment (Medusa-style) head, verified, original rule",
     ),
     Method(
-        "shuffle-rotary+trace",
+        "shufflelm+trace",
         "shuffle",
         True,
-        {"shuffle_strategy": "rotary"},
+        {},
         trace=True,
-        description="shuffle-rotary recording a full trace (hook overhead)",
+        description="the default recording a full trace (hook overhead)",
     ),
+]
+DEFAULT_METHODS = [
+    "baseline",
+    "prompt_lookup",
+    "shufflelm",
+    "head-cost",
+    "context-cost",
+    "shuffle-rotary",
+    "ordinary",
 ]
 METHOD_NAMES = [m.name for m in METHODS]
 
@@ -186,31 +233,19 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-@torch.no_grad()
-def forward_cost(model, prompt_ids: list[int], *, repeats: int = 7) -> dict:
-    """Median time of one backbone pass over n new tokens (n = 1..K+1) on a cache holding the
-    prompt, and its ratio to a one-token pass. A verified step forwards the anchor plus its
-    block, so it beats plain decoding only where tokens/pass exceeds this ratio."""
-    device = model.device
-    cache = model.new_cache()
-    model.trunk_forward(torch.tensor([prompt_ids], device=device), cache=cache)
-    fill = prompt_ids[-1]
-    medians = {}
-    for n in range(1, model.config.num_slots + 2):
-        block = torch.full((1, n), fill, dtype=torch.long, device=device)  # (1, n)
-        times = []
-        for _ in range(repeats):
-            synchronize(device)
-            start = time.perf_counter()
-            model.trunk_forward(block, cache=cache)
-            synchronize(device)
-            times.append(time.perf_counter() - start)
-            cache.crop(-n)  # back to the prompt
-        medians[n] = statistics.median(times)
-    return {
-        str(n): {"ms": round(1000 * t, 2), "ratio": round(t / medians[1], 3)}
-        for n, t in medians.items()
-    }
+def bookkeeping_cost(model, prompt_ids: list[int], *, max_new_tokens: int) -> dict:
+    """Median per-step wall times of the default method's phases (a traced run), in ms and as
+    a share of a one-token pass: the head's draft, the context lookup, the plan, the pass and
+    verification (with the cache update and the proposers' bookkeeping)."""
+    _, trace = model.generate([prompt_ids], max_new_tokens=max_new_tokens, return_trace=True)
+    one = model.cost_curve.one_token_ms if model.cost_curve else 0.0
+    phases = {}
+    for phase in ("head", "context", "plan", "forward", "verify"):
+        times = [s.timings_ms[f"{phase}_ms"] for s in trace.steps if f"{phase}_ms" in s.timings_ms]
+        if times:
+            ms = statistics.median(times)
+            phases[phase] = {"ms": round(ms, 3), "of_a_pass": round(ms / one, 4) if one else None}
+    return phases
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -314,11 +349,11 @@ def summarise(records: list[dict], methods: list[Method], tokenizer) -> dict:
                 c: stats([r for r in records if r["category"] == c], method) for c in categories
             },
         }
-    if "shuffle-rotary" in summary and "shuffle-rotary+trace" in summary:
+    if "shufflelm" in summary and "shufflelm+trace" in summary:
         pairs = [
-            r["runs"]["shuffle-rotary+trace"]["seconds"] / r["runs"]["shuffle-rotary"]["seconds"]
+            r["runs"]["shufflelm+trace"]["seconds"] / r["runs"]["shufflelm"]["seconds"]
             for r in records
-            if {"shuffle-rotary", "shuffle-rotary+trace"} <= set(r["runs"])
+            if {"shufflelm", "shufflelm+trace"} <= set(r["runs"])
         ]
         summary["trace_overhead_median"] = round(statistics.median(pairs) - 1, 4) if pairs else None
     return summary
@@ -394,19 +429,32 @@ def markdown(result: dict) -> str:
             "",
             f"Recording a full trace costs {overhead:+.1%} wall time (median per prompt).",
         ]
-    cost = result.get("forward_cost")
-    if cost:
+    curve = result.get("cost_curve")
+    if curve:
+        ratios = curve["ratios"]
         lines += [
             "",
-            "One backbone pass over n new tokens, relative to one token (median, measured in "
-            "this run): "
-            + ", ".join(f"n={n} {c['ratio']:.2f}x" for n, c in cost.items())
-            + f" ({cost['1']['ms']:.0f} ms for n=1). A verified step forwards the anchor plus "
-            "its kept drafts, so it only gains where tokens/pass exceeds this ratio.",
+            "The machine's cost curve, measured at the start of this invocation (median of "
+            f"{curve['repeats']} interleaved repetitions): a backbone pass over n new tokens costs "
+            + ", ".join(f"n={n} {r:.2f}x" for n, r in enumerate(ratios, 1) if n > 1)
+            + f" a one-token pass ({curve['one_token_ms']:.0f} ms); the head's draft costs "
+            f"{curve['draft_cost']:.2f}x. The cost-aware methods choose their block against it.",
+        ]
+    phases = result.get("step_phases")
+    if phases:
+        lines += [
+            "",
+            "Per step (median of a traced run of the default): "
+            + ", ".join(
+                f"{name} {p['ms']:.2f} ms"
+                + (f" ({p['of_a_pass']:.1%} of a one-token pass)" if p["of_a_pass"] else "")
+                for name, p in phases.items()
+            )
+            + ".",
         ]
     main = [
         m
-        for m in ("baseline", "prompt_lookup", "shuffle-rotary", "fixed-head", "pure@0.5")
+        for m in ("baseline", "prompt_lookup", "shufflelm", "head-cost", "context-cost")
         if m in result["summary"]
     ]
     categories = sorted(result["summary"]["baseline"]["categories"])
@@ -447,7 +495,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", help="auto: float32 on CPU, bfloat16 on CUDA")
     p.add_argument("--categories", nargs="*", default=None)
-    p.add_argument("--methods", nargs="*", default=None, choices=METHOD_NAMES)
+    p.add_argument(
+        "--methods",
+        nargs="*",
+        default=None,
+        choices=[*METHOD_NAMES, "all"],
+        help=f"default: {' '.join(DEFAULT_METHODS)}; 'all' runs every method",
+    )
     p.add_argument("--questions", type=Path, default=SPEC_BENCH)
     p.add_argument("--head", default=None, help="head directory (default: the shipped head)")
     p.add_argument("--fixed-head", default=None, help="fixed-assignment head directory")
@@ -547,9 +601,8 @@ def earlier_records(partial: Path, summary: Path) -> list[dict]:
 def run(args, models: dict) -> dict:
     from .chat import encode_prompt
 
-    methods = [
-        m for m in METHODS if args.methods is None or m.name in args.methods or m.name == "baseline"
-    ]
+    names = METHOD_NAMES if "all" in (args.methods or []) else args.methods or DEFAULT_METHODS
+    methods = [m for m in METHODS if m.name in names or m.name == "baseline"]
     questions = load_questions(args.questions, args.categories, args.limit)
     model = models["default"]
     device = model.device
@@ -576,8 +629,10 @@ def run(args, models: dict) -> dict:
     for method in methods:  # warm-up: caches, allocator, kernels
         run_method(method, models, warm, 16)
 
-    calibration = encode_prompt(model.tokenizer, questions[0]["turns"][0])
-    cost = forward_cost(model, calibration)
+    curve = cost_curve(model, max_tokens=max_drafts(model.config.num_slots) + 1, remeasure=True)
+    steps = bookkeeping_cost(
+        model, encode_prompt(model.tokenizer, questions[0]["turns"][0]), max_new_tokens=64
+    )
 
     started = time.monotonic()
     stopped_early = False
@@ -639,7 +694,8 @@ def run(args, models: dict) -> dict:
             "dtype": str(model.backbone.dtype),
         },
         "prompts": len(records),
-        "forward_cost": cost,
+        "cost_curve": curve.to_dict(),
+        "step_phases": steps,
         "methods": {m.name: m.description for m in methods},
         "summary": summarise(records, methods, model.tokenizer),
         "lossless_violations": check_lossless(records, methods),

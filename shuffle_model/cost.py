@@ -2,8 +2,9 @@
 
 Whether verifying m drafts pays depends on what the machine charges for the longer pass: a
 2-core AMD EPYC in float32 was measured at c(2) = 1.9, an Intel Xeon with AMX at 1.11, the
-same Xeon in bfloat16 at c(8) = 1.19. So the curve is measured where the code runs (median of
-interleaved repetitions, with a real key/value cache), cached per (machine, device, dtype,
+same Xeon in bfloat16 at c(8) = 1.19. So the curve is measured where the code runs (interleaved
+repetitions, with a real key/value cache; the fast end of the repetitions, since
+other work only slows passes down), cached per (machine, device, dtype,
 backbone) under ~/.cache/shufflelm/cost/, and measured again on request:
 
     python -m shuffle_model cost [--remeasure]
@@ -28,7 +29,7 @@ import torch
 from .backbone import cache_root
 
 CONTEXT_TOKENS = 256  # cache length the passes are measured on (a typical prompt + answer)
-REPEATS = 5  # interleaved repetitions per size; the median is kept
+REPEATS = 5  # interleaved repetitions per size; the fastest 40 % are averaged
 TIME_BUDGET_S = 8.0  # stop repeating once this is spent (at least 3 repetitions are kept)
 
 Status = Callable[[str], None]
@@ -43,7 +44,7 @@ class CostCurve:
     draft_cost: float = 0.0  # the head's draft (forward + shuffle + filter), in one-token passes
     key: dict = field(default_factory=dict)  # machine, device, dtype, backbone it was measured on
     measured: str = "given"  # ISO time of the measurement, or "given" for a hand-made curve
-    repeats: int = 0  # repetitions behind each median
+    repeats: int = 0  # repetitions behind each estimate
 
     def __post_init__(self) -> None:
         if not self.ratios or any(not math.isfinite(r) or r <= 0 for r in self.ratios):
@@ -188,7 +189,8 @@ def measure(
     status: Status | None = None,
 ) -> CostCurve:
     """Time one pass over n new tokens on a cache of CONTEXT_TOKENS, for the sizes of
-    `sizes_to_measure`, in interleaved rounds so that drift hits every size alike."""
+    `sizes_to_measure`, in interleaved rounds so that drift hits every size alike; each size's
+    cost is the fast end of its repetitions (`undisturbed`)."""
     from tqdm import tqdm
 
     say = status or (lambda message: None)
@@ -220,20 +222,28 @@ def measure(
         if round_ >= 3 and time.perf_counter() - started > time_budget_s:
             break
     bar.close()
-    medians = {n: statistics.median(t) for n, t in times.items()}
-    one = medians[1]
-    ratios = [_interpolate(medians, sizes, n) / one for n in range(1, max_tokens + 1)]
-    ratios[0] = 1.0
+    typical = {n: undisturbed(t) for n, t in times.items()}
+    one = typical[1]
+    ratios = [_interpolate(typical, sizes, n) / one for n in range(1, max_tokens + 1)]
+    # n tokens never cost more than n one-token passes: a ratio beyond that is a disturbance
+    ratios = [1.0] + [min(r, float(n)) for n, r in enumerate(ratios[1:], start=2)]
     curve = CostCurve(
         ratios=[round(r, 4) for r in ratios],
         one_token_ms=round(one * 1000, 3),
-        draft_cost=round(statistics.median(drafts) / one, 4),
+        draft_cost=round(undisturbed(drafts) / one, 4),
         key=key or curve_key(model),
         measured=dt.datetime.now().isoformat(timespec="seconds"),
         repeats=len(drafts),
     )
     say(f"Cost curve: {curve.describe()} ({time.perf_counter() - started:.1f} s)")
     return curve
+
+
+def undisturbed(times: list[float]) -> float:
+    """The mean of the fastest 40 % of the repetitions: other work on the machine only ever
+    slows a pass down, so the fast end is the pass's own cost (the median drifts with load)."""
+    fastest = sorted(times)[: max(1, round(0.4 * len(times)))]
+    return statistics.fmean(fastest)
 
 
 def _timed(run: Callable[[], object], device: torch.device) -> float:
@@ -246,10 +256,10 @@ def _timed(run: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _interpolate(medians: dict[int, float], sizes: list[int], n: int) -> float:
-    if n in medians:
-        return medians[n]
+def _interpolate(times: dict[int, float], sizes: list[int], n: int) -> float:
+    if n in times:
+        return times[n]
     below = max(s for s in sizes if s < n)
     above = min(s for s in sizes if s > n)
     weight = (n - below) / (above - below)
-    return medians[below] * (1 - weight) + medians[above] * weight
+    return times[below] * (1 - weight) + times[above] * weight

@@ -145,7 +145,7 @@ def decode(
         remaining = settings.max_new_tokens - len(output)
         final = anchor in eos_ids or remaining == 1
         budget = 0 if final else min(settings.max_parallel_tokens, remaining - 1)
-        chains = propose(proposers, DecodeState(tokens, hidden, anchor), budget=budget)
+        chains = propose(proposers, DecodeState(tokens, hidden, anchor), budget=budget, clock=clock)
         head, context = chains.get(HEAD), chains.get(CONTEXT)
         plan = plan_step(
             head,
@@ -156,7 +156,7 @@ def decode(
             tree=tree,
             drafting_cost=curve.draft_cost if curve is not None and HEAD in chains else 0.0,
         )
-        clock.lap("draft")
+        clock.lap("plan")
 
         emitted, block, verdict = [anchor], None, None
         if not final:
@@ -205,15 +205,15 @@ def choose_token(sampler: TokenSampler, logits: torch.Tensor) -> tuple[int, floa
     return token, float(probs[token])
 
 
-def propose(proposers, state: DecodeState, *, budget: int) -> dict[str, Chain]:
+def propose(proposers, state: DecodeState, *, budget: int, clock=None) -> dict[str, Chain]:
     """Each source's chain (sources with nothing to propose are left out)."""
-    if budget <= 0:
-        return {}
     chains = {}
-    for proposer in proposers:
+    for proposer in proposers if budget > 0 else ():
         chain = proposer.propose(state, budget=budget)
         if chain is not None:
             chains[proposer.name] = chain
+        if clock is not None:
+            clock.lap(proposer.name)
     return chains
 
 
@@ -266,7 +266,8 @@ def tell_proposers(proposers, chains, plan: Plan, block: Block, verdict: Verdict
 
 
 class _Clock:
-    """Per-phase wall times of a step; synchronises CUDA only while recording."""
+    """Per-phase wall times of a step (head, context, plan, forward, verify, total);
+    synchronises CUDA only while recording."""
 
     def __init__(self, device: torch.device, *, enabled: bool):
         self.enabled = enabled

@@ -45,7 +45,7 @@ def run_bench(models, questions, out, *extra):
 
 
 def test_limit_one_gives_well_formed_results_for_every_method(models, questions, tmp_path):
-    result = run_bench(models, questions, tmp_path / "results")
+    result = run_bench(models, questions, tmp_path / "results", "--methods", "all")
     saved = json.loads(Path(result["files"][0]).read_text())
     assert saved["prompts"] == len(CATEGORIES)  # --limit is per category
     assert {r["category"] for r in saved["records"]} == set(CATEGORIES)
@@ -64,15 +64,20 @@ def test_limit_one_gives_well_formed_results_for_every_method(models, questions,
     base = saved["summary"]["baseline"]["overall"]
     assert base["tokens_per_pass"] == pytest.approx(1.0, abs=0.01)
     assert isinstance(saved["summary"]["trace_overhead_median"], float)
+    default = run_bench(models, questions, tmp_path / "default")
+    assert set(json.loads(Path(default["files"][0]).read_text())["methods"]) == set(
+        bench.DEFAULT_METHODS
+    )
     assert "cpu" in saved["machine"] and "torch" in saved["machine"]
-    # the cost of a backbone pass over 1..K+1 new tokens, relative to one token
+    # the machine's cost curve, measured by this run, over 1..K+10+1 new tokens
     k = models["default"].config.num_slots
-    cost = saved["forward_cost"]
-    assert list(cost) == [str(n) for n in range(1, k + 2)]
-    assert all(c["ms"] > 0 for c in cost.values()) and cost["1"]["ratio"] == 1.0
+    curve = saved["cost_curve"]
+    assert len(curve["ratios"]) == k + 11 and curve["ratios"][0] == 1.0
+    assert curve["one_token_ms"] > 0 and all(r > 0 for r in curve["ratios"])
+    assert {"head", "plan", "forward", "verify"} <= set(saved["step_phases"])
     table = Path(result["files"][1]).read_text()
-    assert all(name in table for name in bench.METHOD_NAMES)
-    assert f"n={k + 1} " in table
+    assert all(name in table for name in saved["methods"])
+    assert f"n={k + 11} " in table
 
 
 def test_method_subset_keeps_the_baseline(models, questions, tmp_path):

@@ -102,3 +102,33 @@ def test_cost_curve_extends_beyond_its_measurements():
     assert flat(6) == 1.1  # never cheaper than the last measurement
     with pytest.raises(ValueError):
         CostCurve.from_ratios([1.0, -1.0])
+
+
+def test_a_cost_curve_is_measured_once_cached_and_measured_again_on_request(
+    mixer, tmp_path, monkeypatch
+):
+    from shuffle_model import cost
+
+    monkeypatch.setenv("SHUFFLELM_CACHE", str(tmp_path))
+    calls = []
+    original = cost.measure
+    monkeypatch.setattr(cost, "measure", lambda *a, **k: calls.append(1) or original(*a, **k))
+    curve = cost.cost_curve(mixer, max_tokens=6)
+    assert len(calls) == 1 and curve.max_tokens == 6 and curve.ratios[0] == 1.0
+    assert all(0 < r <= n for n, r in enumerate(curve.ratios, start=1))
+    assert curve.one_token_ms > 0 and curve.draft_cost > 0 and curve.key["device"] == "cpu"
+    assert cost.curve_path(curve.key).is_file()
+    mixer.cost_curve = None  # a new process: the curve comes from the cache
+    assert cost.cost_curve(mixer, max_tokens=6).ratios == curve.ratios and len(calls) == 1
+    assert cost.cost_curve(mixer, max_tokens=9).max_tokens == 9 and len(calls) == 2  # longer
+    cost.cost_curve(mixer, max_tokens=6, remeasure=True)
+    assert len(calls) == 3
+    mixer.cost_curve = None
+    other = dict(curve.key, dtype="bfloat16")  # another dtype has a curve of its own
+    assert cost.curve_path(other) != cost.curve_path(curve.key)
+
+
+def test_undisturbed_ignores_the_slow_repetitions():
+    from shuffle_model.cost import undisturbed
+
+    assert undisturbed([0.10, 0.11, 0.50, 0.90, 0.12]) == pytest.approx(0.105)

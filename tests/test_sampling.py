@@ -7,7 +7,11 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
+from shuffle_model import STRATEGIES
+from shuffle_model.cost import CostCurve
+from shuffle_model.planning import BLOCK_RULES
 from shuffle_model.sampling import TokenSampler
+from shuffle_model.settings import DRAFT_SOURCES
 from tests.tiny import tiny_backbone, tiny_mixer
 
 VOCAB = 6
@@ -28,9 +32,10 @@ def exact_two_token_distribution(backbone) -> np.ndarray:
     return table.ravel()
 
 
-def sampled_counts(model, *, verify: bool) -> tuple[np.ndarray, float]:
+def sampled_counts(model, *, verify: bool, **settings) -> tuple[np.ndarray, float]:
     counts = np.zeros(VOCAB * VOCAB)
     accepted = 0
+    settings = {"shuffle_strategy": "identity", **settings}
     for seed in range(RUNS):
         out, trace = model.generate(
             torch.tensor([PROMPT]),
@@ -38,10 +43,10 @@ def sampled_counts(model, *, verify: bool) -> tuple[np.ndarray, float]:
             temperature=TEMPERATURE,
             top_p=TOP_P,
             keep_threshold=0.0,
-            shuffle_strategy="identity",
             verify=verify,
             seed=seed,
             return_trace=True,
+            **settings,
         )
         x1, x2 = out[0, -2:].tolist()
         counts[x1 * VOCAB + x2] += 1
@@ -63,24 +68,40 @@ def chi_square_pvalue(counts: np.ndarray, probs: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def models():
     backbone = tiny_backbone(seed=3, vocab_size=VOCAB, eos=None, init_std=0.1)
-    return backbone, tiny_mixer(backbone, seed=4, max_parallel_tokens=2)
+    model = tiny_mixer(backbone, seed=4, max_parallel_tokens=2)
+    model.cost_curve = CostCurve.from_ratios([1.0] * 16)  # passes cost alike: drafts get checked
+    return backbone, model
 
 
-def test_speculative_sampling_matches_backbone_distribution(models):
-    backbone, model = models
-    probs = exact_two_token_distribution(backbone)
-    counts, acceptance = sampled_counts(model, verify=True)
+@pytest.fixture(scope="module")
+def exact(models):
+    return exact_two_token_distribution(models[0])
+
+
+@pytest.mark.parametrize(
+    ("strategy", "source", "rule"),
+    [
+        (strategy, source, rule)
+        for strategy in STRATEGIES
+        for source in DRAFT_SOURCES
+        for rule in BLOCK_RULES
+    ],
+)
+def test_speculative_sampling_matches_backbone_distribution(models, exact, strategy, source, rule):
+    _, model = models
+    counts, acceptance = sampled_counts(
+        model, verify=True, shuffle_strategy=strategy, draft_source=source, block_length=rule
+    )
     assert 0.05 < acceptance < 0.95, f"drafts should be both accepted and rejected ({acceptance})"
-    assert chi_square_pvalue(counts, probs) > 1e-3
+    assert chi_square_pvalue(counts, exact) > 1e-3
 
 
-def test_the_chi_square_test_catches_unverified_drafts(models):
+def test_the_chi_square_test_catches_unverified_drafts(models, exact):
     """Negative control: pure mode emits the head's own (wrong) distribution, and the same
     test must notice."""
-    backbone, model = models
-    probs = exact_two_token_distribution(backbone)
+    _, model = models
     counts, _ = sampled_counts(model, verify=False)
-    assert chi_square_pvalue(counts, probs) < 1e-6
+    assert chi_square_pvalue(counts, exact) < 1e-6
 
 
 def test_seeded_sampling_is_reproducible(mixer):

@@ -1,0 +1,241 @@
+"""Fit what acceptance estimates mean, on held-out greedy answers of the backbone.
+
+    python -m shuffle_model.calibrate --head assets/default_head --data data/distill --heldout
+    python -m shuffle_model.calibrate --head assets/default_head --prompts 120   # answers itself
+
+A greedy answer of the backbone is exactly what verified greedy decoding emits, so every
+position t of it replays one decoding step: the head drafts at h_t, the shuffle orders the
+slots, and the draft at offset i would be accepted iff it equals token t+1+i, given that the
+drafts before it were. Those outcomes, against the keep probability that predicted them, give
+an isotonic map per offset (fitted on even examples, scored on odd ones: expected calibration
+error before and after); the same replay of the context lookup gives the acceptance of context
+drafts by match length and depth. Written to calibration.json beside the head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .calibration import CALIBRATION_FILE, MAX_MATCH, Calibration, IsotonicMap
+from .calibration import expected_calibration_error as ece
+from .proposers import ContextProposer, DecodeState
+from .shuffle import assign_offsets
+
+MIN_PER_OFFSET = 200  # offsets with fewer outcomes share the map of the offset before
+
+
+@dataclass
+class Outcomes:
+    """Replayed decoding steps: what was predicted and whether it was accepted."""
+
+    head: list[tuple[int, int, float, bool]] = field(default_factory=list)
+    # (example, offset, keep prob, accepted given the drafts before it were)
+    context: list[tuple[int, int, int, bool]] = field(default_factory=list)
+    # (example, match length, depth, accepted given the drafts before it were)
+
+
+@torch.no_grad()
+def replay_example(model, prompt_ids, answer_ids, *, example: int, strategy: str, into: Outcomes):
+    """Every answer position of one greedy answer, replayed as a decoding step."""
+    sequence = list(prompt_ids) + list(answer_ids)
+    ids = torch.tensor([sequence], device=model.device)
+    trunk = model.trunk_forward(ids)
+    start = len(prompt_ids) - 1  # h_t at the last prompt token chooses the first answer token
+    positions = torch.arange(start, len(sequence) - 1, device=model.device)
+    anchors = ids[0, positions + 1]  # (N,)
+    draft = model.draft(trunk.hidden[0, positions], anchors)  # logits (N, K, V'), ...
+    tokens = draft.logits.argmax(-1)  # (N, K)
+    if draft.vocab is not None:
+        tokens = draft.vocab[tokens]
+    tokens = tokens.cpu().numpy()
+    keep = draft.keep_logits.float().sigmoid().cpu().numpy()  # (N, K)
+    scores = draft.shuffle_scores.float().cpu().numpy()  # (N, K, K)
+    for row, t in enumerate(positions.tolist()):
+        offsets = assign_offsets(strategy, scores[row], keep[row]).offsets
+        slot_at = {offset: slot for slot, offset in enumerate(offsets) if offset is not None}
+        for offset in range(1, len(offsets) + 1):
+            target = t + 1 + offset
+            if offset not in slot_at or target >= len(sequence):
+                break
+            slot = slot_at[offset]
+            accepted = int(tokens[row, slot]) == sequence[target]
+            into.head.append((example, offset, float(keep[row, slot]), accepted))
+            if not accepted:
+                break
+    replay_context(sequence, start, example=example, into=into)
+
+
+def replay_context(sequence: list[int], start: int, *, example: int, into: Outcomes) -> None:
+    proposer = ContextProposer(Calibration())
+    for t in range(start, len(sequence) - 1):
+        state = DecodeState(tokens=sequence[: t + 2], hidden=torch.zeros(1), anchor=sequence[t + 1])
+        chain = proposer.propose(state, budget=len(sequence) - t - 2)
+        if chain is None:
+            continue
+        for depth, token in enumerate(chain.tokens, start=1):
+            accepted = token == sequence[t + 1 + depth]
+            into.context.append((example, min(chain.match_length, MAX_MATCH), depth, accepted))
+            if not accepted:
+                break
+
+
+def fit(outcomes: Outcomes, *, num_slots: int) -> Calibration:
+    """Isotonic maps per offset and context rates on even examples; errors on odd ones."""
+    head = np.array(outcomes.head, dtype=float).reshape(-1, 4)
+    fit_rows, test_rows = head[head[:, 0] % 2 == 0], head[head[:, 0] % 2 == 1]
+    maps, report = [], {"offsets": {}}
+    for offset in range(1, num_slots + 1):
+        rows = fit_rows[fit_rows[:, 1] == offset]
+        if len(rows) >= MIN_PER_OFFSET or not maps:
+            maps.append(IsotonicMap.fit(rows[:, 2], rows[:, 3]) if len(rows) else None)
+        else:
+            maps.append(maps[-1])
+    if any(m is None for m in maps):
+        raise ValueError("too few replayed drafts to calibrate: add more data")
+    calibration = Calibration(head=maps)
+    raw = test_rows[:, 2]
+    calibrated = np.array(
+        calibration.head_probs(test_rows[:, 2], test_rows[:, 1].astype(int))
+    ).reshape(-1)
+    outcome = test_rows[:, 3]
+    for offset in range(1, num_slots + 1):
+        chosen = test_rows[:, 1] == offset
+        report["offsets"][str(offset)] = {
+            "fit": int((fit_rows[:, 1] == offset).sum()),
+            "test": int(chosen.sum()),
+            "accepted": round(float(outcome[chosen].mean()), 4) if chosen.any() else None,
+            "ece_raw": round(ece(raw[chosen], outcome[chosen]), 4),
+            "ece_calibrated": round(ece(calibrated[chosen], outcome[chosen]), 4),
+        }
+    report["head"] = {
+        "fit": len(fit_rows),
+        "test": len(test_rows),
+        "ece_raw": round(ece(raw, outcome), 4),
+        "ece_calibrated": round(ece(calibrated, outcome), 4),
+        "mean_raw": round(float(raw.mean()), 4),
+        "mean_calibrated": round(float(calibrated.mean()), 4),
+        "mean_accepted": round(float(outcome.mean()), 4),
+    }
+    context = np.array(outcomes.context, dtype=float).reshape(-1, 4)
+    fit_ctx, test_ctx = context[context[:, 0] % 2 == 0], context[context[:, 0] % 2 == 1]
+    rates, counts = {}, {}
+    for match in range(1, MAX_MATCH + 1):
+        pair = []
+        for first in (True, False):
+            rows = fit_ctx[(fit_ctx[:, 1] == match) & ((fit_ctx[:, 2] == 1) == first)]
+            default = calibration.context_prior(match, 1 if first else 2)
+            pair.append(round(float(rows[:, 3].mean()), 4) if len(rows) >= 20 else default)
+            counts[f"{match}/{'first' if first else 'later'}"] = len(rows)
+        rates[str(match)] = tuple(pair)
+    calibration.context = rates
+    prior = np.array([calibration.context_prior(int(m), int(d)) for _, m, d, _ in test_ctx])
+    default = np.array([Calibration().context_prior(int(m), int(d)) for _, m, d, _ in test_ctx])
+    report["context"] = {
+        "fit": counts,
+        "test": len(test_ctx),
+        "ece_default": round(ece(default, test_ctx[:, 3]), 4) if len(test_ctx) else None,
+        "ece_calibrated": round(ece(prior, test_ctx[:, 3]), 4) if len(test_ctx) else None,
+    }
+    calibration.report = report
+    return calibration
+
+
+def heldout_examples(directories: list[Path], every: int) -> list[tuple[list[int], list[int]]]:
+    """Greedy answers of the held-out split (every n-th example, as training holds them out)."""
+    from .distill import load_examples
+
+    examples = load_examples(directories)
+    return [
+        (e.prompt_ids, e.answer_ids)
+        for i, e in enumerate(examples)
+        if (every <= 1 or i % every == 0) and not e.sampled and len(e.answer_ids) > 8
+    ]
+
+
+def answered_prompts(model, count: int, *, max_new_tokens: int) -> list[tuple[list, list]]:
+    """Greedy answers to `count` template prompts of a seed no training data used."""
+    from .chat import encode_prompt
+    from .distill import answer_batch
+    from .evaluate import HELDOUT_SEED
+    from .prompts import generate_prompts
+
+    prompts = [
+        encode_prompt(model.tokenizer, p["text"])
+        for p in generate_prompts(count, seed=HELDOUT_SEED + 1)
+    ]
+    prompts.sort(key=len)
+    pairs = []
+    for start in tqdm(range(0, len(prompts), 8), desc="answering", unit="batch"):
+        batch = prompts[start : start + 8]
+        answers = answer_batch(
+            model.backbone,
+            model.tokenizer,
+            batch,
+            max_new_tokens=max_new_tokens,
+            sampled=False,
+            seed=0,
+        )
+        pairs += list(zip(batch, answers, strict=True))
+    return pairs
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shuffle_model.calibrate", description=__doc__)
+    parser.add_argument("--head", default=None, help="head directory (default: the shipped head)")
+    parser.add_argument("--data", type=Path, nargs="*", default=[], help="distill shard folders")
+    parser.add_argument("--heldout-every", type=int, default=20, help="1: use every example")
+    parser.add_argument("--prompts", type=int, default=0, help="answer this many new prompts")
+    parser.add_argument("--max-new-tokens", type=int, default=192)
+    parser.add_argument("--limit", type=int, default=None, help="at most this many answers")
+    parser.add_argument("--strategy", default="rotary")
+    parser.add_argument("--out", type=Path, default=None, help="default: beside the head")
+    args = parser.parse_args(argv)
+
+    from .faster_decode_mixer import DEFAULT_HEAD_DIR, FasterDecodeMixer
+
+    model = FasterDecodeMixer.from_pretrained(
+        args.head, dtype="float32", status=lambda m: print(m, file=sys.stderr)
+    )
+    pairs = heldout_examples(args.data, args.heldout_every) if args.data else []
+    if args.prompts:
+        pairs += answered_prompts(model, args.prompts, max_new_tokens=args.max_new_tokens)
+    pairs = pairs[: args.limit]
+    if not pairs:
+        parser.error("no data: give --data folders and/or --prompts N")
+    outcomes = Outcomes()
+    for example, (prompt_ids, answer_ids) in enumerate(
+        tqdm(pairs, desc="replaying", unit="answer")
+    ):
+        replay_example(
+            model, prompt_ids, answer_ids, example=example, strategy=args.strategy, into=outcomes
+        )
+    calibration = fit(outcomes, num_slots=model.config.num_slots)
+    calibration.report["data"] = {
+        "answers": len(pairs),
+        "sources": [str(d) for d in args.data]
+        + ([f"{args.prompts} template prompts"] if args.prompts else []),
+        "heldout_every": args.heldout_every,
+        "strategy": args.strategy,
+        "date": dt.date.today().isoformat(),
+    }
+    out = args.out or Path(args.head or DEFAULT_HEAD_DIR) / CALIBRATION_FILE
+    calibration.save(out)
+    head = calibration.report["head"]
+    print(
+        f"head drafts: ECE {head['ece_raw']:.3f} raw -> {head['ece_calibrated']:.3f} calibrated "
+        f"on {head['test']} held-out outcomes; context: {calibration.report['context']}"
+    )
+    print("wrote", out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
