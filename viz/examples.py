@@ -4,7 +4,8 @@
     python -m viz.examples --reference tests/data/first_frame.png
 
 The app offers these traces as instant, model-free examples and the viz tests run on them, so
-they cover a mix: strategies, verified and pure parallel mode, greedy and sampled.
+they cover a mix: strategies, verified and pure parallel mode, greedy and sampled, a prompt
+whose answer copies from it (context drafts), and the original fixed, head-only rule.
 The prompts are our own (never the Spec-Bench evaluation questions).
 """
 
@@ -64,6 +65,17 @@ EXAMPLES = (
             temperature=0.8,
             seed=11,
         ),
+    ),
+    Example(
+        "07-context-verified-greedy",
+        "Copy this sentence exactly, then translate it into French: "
+        "The little grey cat sleeps on the warm kitchen floor every afternoon.",
+        dict(verify=True, temperature=0.0),
+    ),
+    Example(
+        "08-fixed-head-only-verified-greedy",
+        "Explain in a few sentences why the sky is blue.",
+        dict(verify=True, temperature=0.0, block_length="fixed", draft_source="head"),
     ),
 )
 

@@ -322,7 +322,7 @@ def _context_bars(step: StepTrace, axes: dict) -> list[dict]:
         data.append(
             dict(
                 type="bar",
-                x=[f"{CONTEXT_SYMBOL} +{p}" for p, _, _ in drafts],
+                x=[f"+{p}" for p, _, _ in drafts],
                 y=[prob for _, _, prob in drafts],
                 name=f"{CONTEXT_LABEL}, {words}",
                 legendgroup="context",
@@ -350,24 +350,30 @@ def filter_chart(
         return _empty(title["text"], "no drafts in this step")
     panels = []
     if step.slots:
-        panels.append(("head: keep prob. (bars), calibrated acceptance (◆)", len(step.slots)))
+        panels.append(("head slots (◆ calibrated acceptance)", len(step.slots)))
     if step.context is not None:
         match = step.context.match_length
         panels.append(
-            (f"context: match of {match} token{'s' * (match != 1)}", len(step.context.tokens))
+            (
+                f"{CONTEXT_SYMBOL} context (match of {match} token{'s' * (match != 1)})",
+                len(step.context.tokens),
+            )
         )
     total = sum(count for _, count in panels)
-    widths = [max(count / total, 0.3) for _, count in panels]
+    widths = [max(count / total, 0.4) for _, count in panels]
     layout = side_by_side(len(panels), [p[0] for p in panels], [w / sum(widths) for w in widths])
     data = []
     for column, (name, _) in enumerate(panels):
         suffix = "" if column == 0 else str(column + 1)
         axes = dict(xaxis=f"x{suffix}", yaxis=f"y{suffix}")
-        data += _head_bars(step, axes) if name.startswith("head") else _context_bars(step, axes)
+        is_head = name.startswith("head")
+        data += _head_bars(step, axes) if is_head else _context_bars(step, axes)
         layout[f"yaxis{suffix}"]["range"] = [0, 1.18]
-        if name.startswith("head"):
+        if is_head:
             order = [_slot_tick(s) for s in _chain_order(step)]
-            layout[f"xaxis{suffix}"].update(categoryorder="array", categoryarray=order)
+            layout[f"xaxis{suffix}"].update(
+                categoryorder="array", categoryarray=order, tickangle=0, tickfont=dict(size=11)
+            )
     layout["yaxis"]["title"] = dict(text="probability")
     layout.update(
         title=title,
