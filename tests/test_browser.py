@@ -38,9 +38,10 @@ def page():
             viewport={"width": 1400, "height": 1000}, accept_downloads=True
         )
         page = context.new_page()
-        dialogs = []
+        dialogs, posted = [], []
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        page.dialogs = dialogs
+        page.on("request", lambda r: posted.append(r.post_data) if "queue/join" in r.url else None)
+        page.dialogs, page.posted = dialogs, posted
         page.goto(url)
         page.wait_for_selector("#prompt textarea", timeout=60_000)
         yield page
@@ -48,6 +49,7 @@ def page():
 
 
 def generate(page, prompt: str) -> None:
+    page.posted.clear()
     page.fill("#prompt textarea", prompt)
     page.fill("#max-new-tokens input[type=number]", "24")
     page.click("#generate")
@@ -94,3 +96,33 @@ def test_hostile_text_is_shown_literally(page):
     assert page.locator("#output-text img").count() == 0
     assert page.locator("#output-text script").count() == 0
     page.screenshot(path=str(SCREENSHOTS / "hostile.png"), full_page=True)
+
+
+def test_settings_default_to_the_library_and_the_slider_fits_the_model(page):
+    import json
+
+    page.wait_for_function(
+        "document.querySelector('#max-drafts input[type=number]').value === '14'", timeout=60_000
+    )  # the tiny model: K = 4 head slots + 10 context drafts
+    assert page.input_value("#keep-threshold input") == "auto"
+    generate(page, "the cat sat. the cat sat. the cat")
+    sent = [json.loads(p) for p in page.posted if p and '"the cat sat' in p]
+    assert sent and sent[0]["data"][7] == "auto"  # keep: the library's default, not a number
+    assert sent[0]["data"][10:12] == ["cost", "head+context"]
+
+
+def test_the_decision_and_the_plan_are_on_the_page(page):
+    generate(page, "the cat sat. the cat sat. the cat")
+    caption = page.input_value("#caption textarea")
+    assert caption.startswith("Step ") and "this step" in caption  # decision, then outcome
+    legend = page.text_content("#output-text")
+    assert "accepted draft (context)" in legend and "accepted draft (head)" in legend
+    page.get_by_role("tab", name="Filter and plan").click()
+    page.wait_for_selector("#filter-plot .js-plotly-plot", timeout=30_000)
+    assert "the filter and the plan" in page.text_content("#filter-plot .gtitle")
+    page.screenshot(path=str(SCREENSHOTS / "filter-and-plan.png"), full_page=True)
+    page.get_by_role("tab", name="Cost curve").click()
+    page.wait_for_selector("#cost-plot .js-plotly-plot", timeout=30_000)
+    assert "This machine" in page.text_content("#cost-plot .gtitle")
+    page.screenshot(path=str(SCREENSHOTS / "cost-curve.png"), full_page=True)
+    page.get_by_role("tab", name="Shuffle").click()
