@@ -225,8 +225,8 @@ def measure(
     typical = {n: undisturbed(t) for n, t in times.items()}
     one = typical[1]
     ratios = [_interpolate(typical, sizes, n) / one for n in range(1, max_tokens + 1)]
-    # n tokens never cost more than n one-token passes: a ratio beyond that is a disturbance
-    ratios = [1.0] + [min(r, float(n)) for n, r in enumerate(ratios[1:], start=2)]
+    # a pass over n tokens costs at least one over 1 and at most n of them: beyond is noise
+    ratios = [1.0] + [min(max(r, 1.0), float(n)) for n, r in enumerate(ratios[1:], start=2)]
     curve = CostCurve(
         ratios=[round(r, 4) for r in ratios],
         one_token_ms=round(one * 1000, 3),

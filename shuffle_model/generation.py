@@ -24,8 +24,16 @@ from dataclasses import dataclass
 import torch
 
 from .cost import cost_curve
-from .planning import Plan, plan_step
-from .proposers import CONTEXT, HEAD, Chain, ContextProposer, DecodeState, HeadProposer
+from .planning import COST, Plan, plan_step
+from .proposers import (
+    CONTEXT,
+    HEAD,
+    Chain,
+    ContextProposer,
+    DecodeState,
+    HeadGate,
+    HeadProposer,
+)
 from .sampling import TokenSampler
 from .settings import GenerationSettings
 from .trace import (
@@ -104,6 +112,7 @@ def make_proposers(model, settings: GenerationSettings, sampler: TokenSampler, *
                 keep_threshold=settings.keep_threshold,
                 calibration=calibration,
                 full_probs=record or not sampler.greedy,
+                gate=HeadGate() if settings.block_length == COST else None,
             )
         )
     if CONTEXT in settings.sources:
@@ -156,6 +165,7 @@ def decode(
             tree=tree,
             drafting_cost=curve.draft_cost if curve is not None and HEAD in chains else 0.0,
         )
+        weigh_the_head(proposers, plan, context, curve, budget=budget, tree=tree)
         clock.lap("plan")
 
         emitted, block, verdict = [anchor], None, None
@@ -215,6 +225,15 @@ def propose(proposers, state: DecodeState, *, budget: int, clock=None) -> dict[s
         if clock is not None:
             clock.lap(proposer.name)
     return chains
+
+
+def weigh_the_head(proposers, plan: Plan, context, curve, *, budget: int, tree: bool) -> None:
+    """Tell a gated head what its chain added to this step's expected rate."""
+    head = next((p for p in proposers if p.name == HEAD), None)
+    if head is None or head.gate is None or head.last is None:
+        return
+    alone = plan_step(None, context, curve, rule=plan.rule, budget=budget, tree=tree)
+    head.gate.weigh(plan.rate - alone.rate)
 
 
 def forward_block(model, block: Block, *, cache, past: int):
@@ -333,7 +352,9 @@ def build_step_trace(
         forwarded_ids=list(block.tokens) if block is not None else [],
         timings_ms=timings,
         context=context,
-        plan=plan_trace(plan) if chains else None,
+        plan=plan_trace(plan, head_rested=bool(head_proposer and head_proposer.rested))
+        if chains or (head_proposer and head_proposer.rested)
+        else None,
         forwarded_parents=list(block.parents) if block is not None else [],
         emitted_sources=sources,
     )
@@ -406,7 +427,7 @@ def drafted_token_info(block: Block, node: int, slots, head: Chain | None, conte
     return context.tokens[block.context_nodes.index(node)]
 
 
-def plan_trace(plan: Plan) -> PlanTrace:
+def plan_trace(plan: Plan, *, head_rested: bool) -> PlanTrace:
     return PlanTrace(
         rule=plan.rule,
         head_drafts=plan.head,
@@ -416,6 +437,7 @@ def plan_trace(plan: Plan) -> PlanTrace:
         cost=plan.cost,
         ordinary_rate=plan.ordinary_rate,
         next_rate=plan.next_rate,
+        head_rested=head_rested,
     )
 
 
@@ -572,7 +594,14 @@ class GenerationStream:
             output_ids=[t.id for s in self.steps for t in s.emitted],
             backbone_forwards=1 + sum(1 for s in self.steps if s.forwarded_ids),
             wall_seconds=elapsed,
+            cost_curve=self._curve(),
         )
+
+    def _curve(self) -> dict | None:
+        """The curve the running loop plans with (measured before its first step)."""
+        curve = self.model.cost_curve
+        planned = self.settings.verify and self.settings.max_parallel_tokens > 0
+        return curve.to_dict() if planned and curve is not None and self.steps else None
 
 
 def stream(model, input_ids=None, attention_mask=None, *, hooks: Iterable[Hook] = (), **settings):

@@ -110,6 +110,33 @@ def checked_trials(checked: int, accepted: int) -> int:
 # --- the shuffle head --------------------------------------------------------------------------
 
 
+class HeadGate:
+    """The head drafts only while it pays for itself. After each step it drafted, `weigh` hears
+    what its chain added to the step's expected rate (the plan against the best plan without
+    it, the head's own cost included); while that running gain is below zero the head rests,
+    for 2, 4, 8 ... 32 steps, then drafts once to look again."""
+
+    def __init__(self, *, longest_rest: int = 32):
+        self.gain: float | None = None  # running expected gain, tokens per one-token pass
+        self.resting = 0  # steps left to rest
+        self.rest = 2  # the next rest's length
+        self.longest_rest = longest_rest
+
+    def open(self) -> bool:
+        if self.resting > 0:
+            self.resting -= 1
+            return False
+        return True
+
+    def weigh(self, gain: float) -> None:
+        self.gain = gain if self.gain is None else 0.5 * self.gain + 0.5 * gain
+        if self.gain < 0:
+            self.resting = self.rest
+            self.rest = min(2 * self.rest, self.longest_rest)
+        else:
+            self.rest = 2
+
+
 @dataclass
 class HeadDraft:
     """One step's K slots and what the shuffle and the filter made of them (for traces)."""
@@ -136,8 +163,11 @@ class HeadProposer:
         keep_threshold: float,
         calibration: Calibration,
         full_probs: bool,
+        gate: HeadGate | None = None,
     ):
         self.model = model
+        self.gate = gate  # None: draft at every step
+        self.rested = False  # whether the gate kept the head from drafting this step
         self.sampler = sampler
         self.strategy = strategy
         self.keep_threshold = keep_threshold
@@ -148,6 +178,10 @@ class HeadProposer:
         self._calibrated: list[float] = []
 
     def propose(self, state: DecodeState, *, budget: int) -> Chain | None:
+        self.last = None
+        self.rested = self.gate is not None and not self.gate.open()
+        if self.rested:
+            return None  # the head has not paid for itself lately
         draft = draft_slots(self.model, state.hidden, state.anchor, self.sampler, self.full_probs)
         assignment = assign_offsets(
             self.strategy, draft.scores.numpy(), np.asarray(draft.keep_probs)

@@ -85,6 +85,7 @@ class PlanTrace:
     cost: float  # the pass plus drafting, in one-token passes (the cost curve's units)
     ordinary_rate: float  # expected tokens per unit of time of an ordinary step
     next_rate: float | None  # the best rate with one draft more (None: no more drafts)
+    head_rested: bool = False  # the head did not draft: it had not paid for itself lately
 
     @property
     def rate(self) -> float:
@@ -333,6 +334,7 @@ def _plan_from_dict(data, where: str) -> PlanTrace:
         cost=_number(data, "cost", where),
         ordinary_rate=_number(data, "ordinary_rate", where),
         next_rate=_optional_number(data, "next_rate", where),
+        head_rested=bool(_expect(data.get("head_rested", False), bool, f"{where}.head_rested")),
     )
 
 

@@ -140,3 +140,14 @@ def test_steep_costs_give_ordinary_decoding_and_flat_costs_draft():
     model.cost_curve = FLAT
     _, flat = model.generate(ids, max_new_tokens=20, keep_threshold=0.0, return_trace=True)
     assert any(s.plan is not None and s.plan.drafts > 0 for s in flat.steps)
+
+
+def test_a_stream_snapshot_carries_the_cost_curve_it_plans_with(mixer):
+    mixer.cost_curve = FLAT
+    run = mixer.stream(torch.tensor([REPEATING[0]]), max_new_tokens=8)
+    first = next(iter(run))
+    assert first.plan is not None
+    assert run.snapshot().cost_curve == FLAT.to_dict()
+    plain = mixer.stream(torch.tensor([REPEATING[0]]), max_new_tokens=8, max_parallel_tokens=0)
+    next(iter(plain))
+    assert plain.snapshot().cost_curve is None  # nothing was planned

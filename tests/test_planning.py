@@ -132,3 +132,21 @@ def test_undisturbed_ignores_the_slow_repetitions():
     from shuffle_model.cost import undisturbed
 
     assert undisturbed([0.10, 0.11, 0.50, 0.90, 0.12]) == pytest.approx(0.105)
+
+
+def test_the_head_rests_while_it_does_not_pay_and_looks_again():
+    from shuffle_model.proposers import HeadGate
+
+    gate = HeadGate(longest_rest=8)
+    assert gate.open()
+    gate.weigh(-0.1)  # drafting cost more than its chain added
+    assert [gate.open() for _ in range(3)] == [False, False, True]  # rests 2, then looks
+    gate.weigh(-0.1)
+    assert [gate.open() for _ in range(5)] == [False] * 4 + [True]  # rests longer
+    gate.weigh(0.5)  # it pays again: the running gain turns positive, no rest
+    assert gate.open() and gate.gain > 0
+    for _ in range(6):
+        gate.weigh(-1.0)
+        while not gate.open():
+            pass
+    assert gate.rest == 8  # the longest rest caps the back-off

@@ -445,6 +445,18 @@ def test_decision_sentence_explains_ordinary_steps():
     assert fixed.startswith("Fixed rule: no draft passed the filter")
 
 
+def test_decision_sentence_says_when_the_head_rested():
+    rested = made_plan(0, 3, expected=2.5, nxt=None)
+    rested.head_rested = True
+    sentence = viz.decision_sentence(made_step(rested, drafts=3))
+    assert sentence.startswith("The head rested this step")
+    assert "Checked 3 drafts from the context" in sentence
+    idle = made_plan(nxt=None)
+    idle.head_rested = True
+    sentence = viz.decision_sentence(made_step(idle))
+    assert sentence.startswith("The head rested") and "context offered no draft" in sentence
+
+
 def test_decision_sentence_under_the_fixed_rule_and_in_pure_mode():
     fixed = made_step(made_plan(4, rule="fixed", expected=2, nxt=None), drafts=4)
     assert viz.decision_sentence(fixed) == "Fixed rule: checked every draft the filter kept (4)."

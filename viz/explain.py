@@ -17,6 +17,7 @@ from .style import ANCHOR, BOTH, CONTEXT, HEAD, ORIGIN_SYMBOLS, visible
 
 SOURCE_ORIGINS = {"anchor": ANCHOR, "head": HEAD, "context": CONTEXT, "head+context": BOTH}
 SAME_RATE = 1e-9  # rates closer than this are a tie
+RESTED = "The head rested this step (its drafts had not paid for themselves lately)."
 
 
 # --- where tokens came from -------------------------------------------------------------------
@@ -69,10 +70,12 @@ def decision_sentence(step: StepTrace, *, verified: bool | None = None) -> str:
             return "Pure parallel mode: the filter kept no draft, so only the anchor was written."
         return f"Pure parallel mode: emitted every draft the filter kept ({kept}), unchecked."
     if plan.drafts == 0:
-        return _ordinary_step(step, plan)
-    if plan.rule == FIXED:
-        return _fixed_choice(step, plan)
-    return _cost_choice(plan)
+        sentence = _ordinary_step(step, plan)
+    elif plan.rule == FIXED:
+        sentence = _fixed_choice(step, plan)
+    else:
+        sentence = _cost_choice(plan)
+    return f"{RESTED} {sentence}" if plan.head_rested else sentence
 
 
 def outcome_sentence(step: StepTrace) -> str:
@@ -113,6 +116,8 @@ def _ordinary_step(step: StepTrace, plan: PlanTrace) -> str:
     if plan.rule == FIXED:
         return "Fixed rule: no draft passed the filter, so this was an ordinary step (1 token)."
     if plan.next_rate is None:
+        if plan.head_rested:
+            return "The context offered no draft either: an ordinary step (1 token)."
         offered = "no draft passed the filter" if step.slots else "no draft was proposed"
         return (
             f"Nothing to check ({offered}, and the context offered none): "
