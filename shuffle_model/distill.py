@@ -1,19 +1,32 @@
-"""Self-distillation data: the backbone answers our own prompts (chat template; greedy and
-sampled), and the token ids are stored in resumable shards.
+"""Self-distillation data: the backbone answers a mix of prompts (chat template; greedy and
+sampled), and the token ids go to append-only compressed shards kept in the repository.
 
-    python -m shuffle_model.distill --out cache/distill --prompts 1600 --passages 400
+    OMP_WAIT_POLICY=PASSIVE python -m shuffle_model.distill --answers 8000 --seed 1
 
-Stage 1 answers `generate_prompts`; stage 2 turns stage-1 answers into summarisation and
-reading prompts. Each shard is a safetensors file of token ids; existing shards are skipped,
-so an interrupted run continues where it stopped.
+Sources (shares of the answers, --mix): `templates` (shuffle_model.prompts), `passages`
+(summarisation / reading prompts over earlier greedy answers), `magpie` (user turns the
+backbone writes itself, filtered; shuffle_model.magpie) and `docs` (documentation and source
+code of installed packages; shuffle_model.sources; tagged `docs` or `code`). No prompt may
+share an 8-token run with a held-out question (--exclude, Spec-Bench by default).
+
+Answers come from a continuously refilled decoding pool (shuffle_model.continuous): a row that
+ends is refilled at once, so no batch waits for its longest answer. Every `--shard-size`
+answers a shard `<tag>-<number>.npz` lands in --out (shuffle_model.shards); a rerun with the
+same seed skips the prompts its folder already answered, so an interrupted run continues.
+The old safetensors shards (`cache/distill/s?-?????.safetensors`) still load.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import random
-from dataclasses import dataclass
+import signal
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,18 +35,33 @@ from tqdm import tqdm
 
 from .backbone import DEFAULT_BACKBONE, load_backbone
 from .chat import encode_prompt
+from .continuous import Finished, Job, generate_stream
+from .magpie import SYSTEM_PROMPTS, TurnFilter, user_prefix
+from .overlap import SPEC_BENCH, banned_ngrams, question_texts, shares_run
 from .prompts import generate_prompts, passage_prompts
+from .shards import next_shard, npz_shards, read_npz_shard, update_card, write_npz_shard
+
+DEFAULT_OUT = Path("data/distill")
+DEFAULT_MIX = "templates=0.3,passages=0.1,magpie=0.3,docs=0.3"
+MAGPIE_FIELDS = ["general"] * 3 + [
+    "science", "coding", "humanities", "writing", "math", "advice", "text tasks", "roleplay",
+]  # fmt: skip
+assert len(MAGPIE_FIELDS) == len(SYSTEM_PROMPTS)
 
 
 @dataclass
 class Example:
-    category: str
+    category: str  # the kind of request (qa, writing, summarization, code_explanation, ...)
     prompt_ids: list[int]  # the chat-templated prompt
     answer_ids: list[int]  # the backbone's answer, EOS included when it stopped
     sampled: bool  # True: temperature sampling; False: greedy
+    source: str = "templates"  # where the prompt came from (templates, passages, magpie, ...)
+    key: str = ""  # the prompt's unique name ("" in the old shards)
+    info: dict = field(default_factory=dict)  # more about the prompt (package, licence)
 
 
 def save_shard(path: Path, examples: list[Example]) -> None:
+    """An old-format (safetensors) shard; kept for tests and old caches."""
     tokens, offsets, prompt_lengths = [], [0], []
     for example in examples:
         sequence = example.prompt_ids + example.answer_ids
@@ -55,6 +83,9 @@ def save_shard(path: Path, examples: list[Example]) -> None:
 
 
 def load_shard(path: Path) -> list[Example]:
+    """The examples of one shard: the committed .npz format or the old safetensors one."""
+    if path.suffix == ".npz":
+        return [_example(record) for record in read_npz_shard(path)[1]]
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as handle:
@@ -69,20 +100,38 @@ def load_shard(path: Path) -> list[Example]:
     return examples
 
 
+def _example(record: dict) -> Example:
+    rest = ("prompt_ids", "answer_ids", "category", "sampled", "source", "key")
+    return Example(
+        record["category"],
+        record["prompt_ids"],
+        record["answer_ids"],
+        bool(record["sampled"]),
+        record.get("source", "templates"),
+        record.get("key", ""),
+        {k: v for k, v in record.items() if k not in rest},
+    )
+
+
 def shard_paths(directories: Path | list[Path]) -> list[Path]:
-    """The data shards of one or more directories, in a stable order."""
+    """The data shards of one or more directories (old safetensors ones, then .npz), in a
+    stable order."""
     if isinstance(directories, Path):
         directories = [directories]
-    return [shard for d in directories for shard in sorted(d.glob("s?-?????.safetensors"))]
+    paths = []
+    for directory in directories:
+        paths += sorted(directory.glob("s?-?????.safetensors")) + npz_shards(directory)
+    return paths
 
 
 def load_examples(directories: Path | list[Path]) -> list[Example]:
+    """Every example of the shards in `directories` (e.g. data/distill, cache/distill)."""
     return [e for shard in shard_paths(directories) for e in load_shard(shard)]
 
 
 @torch.no_grad()
 def answer_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens, sampled, seed):
-    """Answers of the backbone to a batch of prompt id lists (left-padded batch generation)."""
+    """Answers of the backbone to a batch of prompt id lists (left-padded `generate`)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad, dtype=torch.long)
@@ -110,77 +159,302 @@ def answer_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens, 
     return answers
 
 
-def run_stage(model, tokenizer, prompts, out_dir: Path, stage: str, args) -> None:
-    """Answer `prompts` in shards of two batches; a quarter of the shards (by default) sample."""
-    rng = random.Random(f"{args.seed}-{stage}")
-    shard_size = args.batch_size * 2
-    bar = tqdm(total=len(prompts), desc=f"distill {stage}", unit="prompt", dynamic_ncols=True)
-    for number, start in enumerate(range(0, len(prompts), shard_size)):
-        sampled = rng.random() < args.sampled_fraction
-        path = out_dir / f"{stage}-{number:05d}.safetensors"
-        chunk = list(range(start, min(start + shard_size, len(prompts))))
-        if path.exists():
-            bar.update(len(chunk))
-            continue
-        encoded = {i: encode_prompt(tokenizer, prompts[i]["text"]) for i in chunk}
-        by_length = sorted(chunk, key=lambda i: len(encoded[i]))
-        examples: dict[int, Example] = {}
-        for b in range(0, len(by_length), args.batch_size):
-            batch = by_length[b : b + args.batch_size]
-            answers = answer_batch(
-                model,
-                tokenizer,
-                [encoded[i] for i in batch],
-                max_new_tokens=args.max_new_tokens,
-                sampled=sampled,
-                seed=args.seed + start + b,
-            )
-            for i, answer in zip(batch, answers, strict=True):
-                examples[i] = Example(prompts[i]["category"], encoded[i], answer, sampled)
-            bar.update(len(batch))
-            bar.set_postfix(answer_tokens=sum(len(a) for a in answers), sampled=sampled)
-        save_shard(path, [examples[i] for i in chunk])
-    bar.close()
+def parse_mix(text: str) -> dict[str, float]:
+    """'templates=0.3,magpie=0.7' -> normalised shares."""
+    shares = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        shares[name.strip()] = float(value)
+    unknown = set(shares) - {"templates", "passages", "magpie", "docs"}
+    if unknown or sum(shares.values()) <= 0:
+        raise ValueError(f"bad --mix {text!r}: sources are templates, passages, magpie, docs")
+    total = sum(shares.values())
+    return {k: v / total for k, v in shares.items() if v > 0}
+
+
+def source_group(source: str) -> str:
+    """The --mix share a prompt source counts towards (docs and code share one)."""
+    return "docs" if source == "code" else source
+
+
+class Planner:
+    """The job source of the decoding pool: hands out answer jobs so that the answers follow
+    the mix, keeps Magpie turn sampling ahead of demand, turns finished greedy answers into
+    passage prompts, and drops prompts that are too long, already answered or share a run with
+    a held-out question."""
+
+    def __init__(self, tokenizer, args, *, done: set[str], counts: Counter, banned: set):
+        self.tokenizer, self.args = tokenizer, args
+        self.done, self.banned = done, banned
+        self.shares = parse_mix(args.mix)
+        self.counts = Counter({s: counts.get(s, 0) for s in self.shares})  # answers per share
+        self.issued = 0  # answer jobs handed out this session
+        self.wanted = max(0, args.answers - sum(counts.values()))  # answers still to make
+        self.queues: dict[str, deque] = {s: deque() for s in self.shares}
+        self.dropped: Counter = Counter()  # reason -> prompts dropped
+        self.turns = TurnFilter()
+        self.turns_in_flight = 0
+        self.turn_number = 0
+        self.prefixes = [user_prefix(tokenizer, system) for system in SYSTEM_PROMPTS]
+        self.rng = random.Random(f"{args.seed}-planner")
+        budget = 2 * args.answers  # prompts offered per share: room for drops
+        if "templates" in self.shares:
+            count = math.ceil(budget * self.shares["templates"])
+            for i, prompt in enumerate(generate_prompts(count, seed=args.seed)):
+                self.offer({**prompt, "key": f"tpl:{args.seed}:{i}", "source": "templates"})
+        if "docs" in self.shares:
+            from .sources import collect_items, doc_prompts
+
+            items = collect_items(seed=args.seed)
+            for prompt in doc_prompts(
+                items, math.ceil(budget * self.shares["docs"]), seed=args.seed
+            ):
+                self.offer(prompt)
+
+    def offer(self, prompt: dict) -> None:
+        """Queue a prompt {key, source, category, text, ...} unless it was answered before."""
+        if prompt["key"] in self.done:
+            self.dropped["answered before"] += 1
+        else:
+            self.queues[source_group(prompt["source"])].append(prompt)
+
+    def next_jobs(self, n: int) -> list[Job]:
+        """Up to n jobs: each goes to the share furthest behind the mix; when that is Magpie
+        and no kept turn waits, a user turn is sampled instead (a few at a time)."""
+        jobs: list[Job] = []
+        while len(jobs) < n and self.issued < self.wanted:
+            ready = [s for s in self.shares if self.queues[s] or self.turn_wanted(s)]
+            if not ready:
+                break
+            group = min(ready, key=lambda s: (self.counts[s] + 1) / self.shares[s])
+            if not self.queues[group]:
+                jobs.append(self.turn_job())
+                continue
+            job = self.answer_job(self.queues[group].popleft())
+            if job is not None:
+                self.counts[group] += 1
+                self.issued += 1
+                jobs.append(job)
+        return jobs
+
+    def turn_wanted(self, group: str) -> bool:
+        """Whether a Magpie turn may be sampled now: a quarter of the rows at most, and not
+        once 200 turns have given fewer than 5 % keepers (a backbone that cannot do it)."""
+        sampled = self.turn_number - self.turns_in_flight
+        hopeless = sampled >= 200 and len(self.turns.kept) < 0.05 * sampled
+        return (
+            group == "magpie"
+            and not hopeless
+            and self.turns_in_flight < max(1, self.args.rows // 4)
+        )
+
+    def answer_job(self, prompt: dict) -> Job | None:
+        ids = encode_prompt(self.tokenizer, prompt["text"])
+        if len(ids) > self.args.max_prompt_tokens:
+            self.dropped["prompt too long"] += 1
+            return None
+        if shares_run(ids, self.banned):
+            self.dropped["shares 8 tokens with a held-out question"] += 1
+            return None
+        sampled = random.Random(f"{self.args.seed}:{prompt['key']}").random()
+        sampled = sampled < self.args.sampled_fraction
+        payload = {k: v for k, v in prompt.items() if k != "text"}
+        return Job(prompt["key"], ids, sampled, self.args.max_new_tokens, payload)
+
+    def turn_job(self) -> Job:
+        """Sample a user turn from the template's user prefix (one of the system messages)."""
+        self.turn_number += 1
+        self.turns_in_flight += 1
+        field_index = self.rng.randrange(len(self.prefixes))
+        return Job(
+            f"turn:{self.turn_number}",
+            self.prefixes[field_index],
+            True,
+            self.args.magpie_tokens,
+            {"turn": field_index},
+            temperature=self.args.magpie_temperature,
+            top_p=self.args.magpie_top_p,
+        )
+
+    def finished(self, done: Finished) -> dict | None:
+        """Take a finished job: a Magpie turn is filtered and queued; an answer becomes a
+        record (and, when greedy and long enough, a passage prompt)."""
+        job, answer = done.job, done.answer_ids
+        if "turn" in job.payload:
+            self.turns_in_flight -= 1
+            ended = bool(answer) and answer[-1] == self.tokenizer.eos_token_id
+            text = self.tokenizer.decode(answer, skip_special_tokens=True).strip()
+            if self.turns.keep(text, ended):
+                key = "magpie:" + hashlib.sha1(text.encode()).hexdigest()[:16]
+                field_name = MAGPIE_FIELDS[job.payload["turn"]]
+                self.offer({"key": key, "source": "magpie", "category": field_name, "text": text})
+            return None
+        record = {**job.payload, "prompt_ids": job.prompt_ids, "answer_ids": answer}
+        record["sampled"] = job.sampled
+        if not job.sampled and len(answer) >= 60 and job.payload["source"] != "passages":
+            self.add_passage(job.key, answer)
+        return record
+
+    def add_passage(self, key: str, answer: list[int]) -> None:
+        if "passages" not in self.shares:
+            return
+        text = self.tokenizer.decode(answer, skip_special_tokens=True)
+        seed = int(hashlib.sha1(key.encode()).hexdigest()[:8], 16)
+        prompt = next(passage_prompts([text], seed=seed))
+        self.offer({**prompt, "key": f"passage:{key}", "source": "passages"})
+
+
+def existing(directory: Path) -> tuple[set[str], Counter, list[list[int]]]:
+    """Keys answered in a folder's shards, answers per --mix share, and the Magpie prompts."""
+    keys: set[str] = set()
+    counts: Counter = Counter()
+    magpie = []
+    for path in npz_shards(directory):
+        for record in read_npz_shard(path)[1]:
+            keys.add(record["key"])
+            counts[source_group(record["source"])] += 1
+            if record["source"] == "magpie":
+                magpie.append(record["prompt_ids"])
+    return keys, counts, magpie
+
+
+def load_banned(tokenizer, args) -> set:
+    """The 8-token runs of the held-out questions (empty only with --no-exclude)."""
+    if args.no_exclude:
+        print("warning: --no-exclude: prompts are not checked against held-out questions")
+        return set()
+    if not args.exclude.is_file():
+        raise SystemExit(
+            f"{args.exclude} not found: point --exclude at the held-out questions "
+            "(Spec-Bench question.jsonl), or pass --no-exclude for data that is never shipped"
+        )
+    return banned_ngrams(tokenizer, question_texts(args.exclude))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--answers", type=int, default=8000, help="answers the folder should hold")
+    p.add_argument("--mix", default=DEFAULT_MIX, help="shares of the sources")
+    p.add_argument("--seed", type=int, default=1, help="a new seed per machine: new prompts")
+    p.add_argument("--tag", default=None, help="shard name prefix (default: s<seed>)")
+    p.add_argument("--shard-size", type=int, default=250, help="answers per shard")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-prompt-tokens", type=int, default=512, help="longer prompts are dropped")
+    p.add_argument("--sampled-fraction", type=float, default=0.25)
+    p.add_argument("--temperature", type=float, default=0.7, help="of sampled answers")
+    p.add_argument("--top-p", type=float, default=0.9, help="of sampled answers")
+    p.add_argument("--magpie-temperature", type=float, default=1.0)
+    p.add_argument("--magpie-top-p", type=float, default=0.95)
+    p.add_argument("--magpie-tokens", type=int, default=96, help="budget of a sampled user turn")
+    p.add_argument("--rows", type=int, default=48, help="rows decoding together")
+    p.add_argument("--refill-at", type=int, default=4, help="refill once this many rows are free")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--exclude", type=Path, default=SPEC_BENCH, help="held-out questions (jsonl)")
+    p.add_argument("--no-exclude", action="store_true", help="skip the held-out check")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="float32", help="float32 matches CPU inference")
+    return p.parse_args(argv)
+
+
+def settings_record(args) -> dict:
+    keep = ("seed", "tag", "mix", "max_new_tokens", "max_prompt_tokens", "sampled_fraction",
+            "temperature", "top_p", "magpie_temperature", "magpie_top_p", "magpie_tokens",
+            "dtype")  # fmt: skip
+    return {k: getattr(args, k) for k in keep}
+
+
+class ShardWriter:
+    """Collects records and writes a shard every `size` of them (and the rest at the end)."""
+
+    def __init__(self, directory: Path, tag: str, size: int, *, backbone: str, settings: dict):
+        self.directory, self.tag, self.size = directory, tag, size
+        self.backbone, self.settings = backbone, settings
+        self.records: list[dict] = []
+        self.written: list[Path] = []
+
+    def add(self, record: dict) -> None:
+        self.records.append(record)
+        if len(self.records) >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.records:
+            return
+        path = next_shard(self.directory, self.tag)
+        write_npz_shard(path, self.records, backbone=self.backbone, settings=self.settings)
+        if (self.directory / "README.md").exists():
+            update_card(self.directory)
+        self.written.append(path)
+        self.records = []
+        tqdm.write(f"wrote {path}")
+
+
+def _interrupt(*_) -> None:
+    """SIGTERM ends a run like Ctrl-C: the answers so far are written."""
+    raise KeyboardInterrupt
+
+
+def user_text(tokenizer, prompt_ids: list[int]) -> str:
+    """The user's text inside a chat-templated prompt."""
+    text = tokenizer.decode(prompt_ids)
+    return text.split("<|im_start|>user\n", 1)[-1].split("<|im_end|>", 1)[0]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--out", type=Path, default=Path("cache/distill"))
-    parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
-    parser.add_argument("--prompts", type=int, default=1600, help="stage-1 prompts (0: skip)")
-    parser.add_argument("--passages", type=int, default=400, help="stage-2 prompts over answers")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--sampled-fraction", type=float, default=0.25)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="float32", help="float32 matches CPU inference")
-    args = parser.parse_args(argv)
-
+    args = parse_args(argv)
+    args.tag = args.tag or f"s{args.seed}"
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load_backbone(
         args.backbone, device=args.device, dtype=args.dtype, status=print
     )
-    settings = args.out / f"settings-{'s1' if args.prompts else 's2'}.json"
-    settings.write_text(json.dumps(vars(args), default=str, indent=2))
-    if args.prompts:  # 0: keep the stage-1 shards already in --out and go on to stage 2
-        prompts = generate_prompts(args.prompts, seed=args.seed)
-        run_stage(model, tokenizer, prompts, args.out, "s1", args)
-    if args.passages:
-        answers = [
-            tokenizer.decode(e.answer_ids, skip_special_tokens=True)
-            for e in load_examples(args.out)
-            if len(e.answer_ids) >= 60 and not e.sampled
-        ]
-        rng = random.Random(args.seed + 1)
-        rng.shuffle(answers)
-        prompts = list(passage_prompts(answers[: args.passages], seed=args.seed))
-        run_stage(model, tokenizer, prompts, args.out, "s2", args)
-    examples = load_examples(args.out)
-    answer_tokens = sum(len(e.answer_ids) for e in examples)
-    print(f"{len(examples)} examples, {answer_tokens} answer tokens in {args.out}")
+    banned = load_banned(tokenizer, args)
+    done, counts, magpie = existing(args.out)
+    planner = Planner(tokenizer, args, done=done, counts=counts, banned=banned)
+    for prompt_ids in magpie:  # earlier turns count for the near-duplicate check
+        planner.turns.keep(user_text(tokenizer, prompt_ids), True)
+    writer = ShardWriter(
+        args.out, args.tag, args.shard_size, backbone=args.backbone, settings=settings_record(args)
+    )
+    signal.signal(signal.SIGTERM, _interrupt)
+    have = sum(counts.values())
+    bar = tqdm(total=args.answers, initial=have, desc="distill", unit="answer", dynamic_ncols=True)
+    started, answers, tokens = time.perf_counter(), 0, 0
+    stream = generate_stream(
+        model,
+        planner.next_jobs,
+        rows=args.rows,
+        refill_at=args.refill_at,
+        capacity=args.max_prompt_tokens + args.max_new_tokens + 64,
+        seed=args.seed,
+    )
+    try:
+        for finished in stream:
+            record = planner.finished(finished)
+            tokens += len(finished.answer_ids)
+            if record is None:
+                continue
+            writer.add(record)
+            answers += 1
+            hours = (time.perf_counter() - started) / 3600
+            bar.update(1)
+            bar.set_postfix_str(
+                f"{answers / hours:,.0f} answers/h, {tokens / hours / 3600:.0f} tok/s, "
+                f"{dict(planner.counts)}"
+            )
+    except KeyboardInterrupt:
+        tqdm.write("interrupted: writing the answers so far")
+    finally:
+        writer.flush()
+        bar.close()
+    minutes = (time.perf_counter() - started) / 60
+    print(
+        f"{answers} answers in {minutes:.1f} min ({60 * answers / max(minutes, 1e-9):.0f}/h); "
+        f"dropped {dict(planner.dropped)}; Magpie turns rejected {planner.turns.rejected}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Train a shuffle head on self-distilled data, on cached backbone features.
 
-    python -m shuffle_model.train --data cache/distill --out runs/head --steps 6000
+    python -m shuffle_model.train --data data/distill --out runs/head --steps 6000
 
 Runs as is on the CPU, and unchanged under `accelerate launch -m shuffle_model.train ...` on
 one or more GPUs (Accelerator places the model, shards the batches and syncs gradients).
@@ -163,8 +163,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--data",
         type=Path,
         nargs="+",
-        default=[Path("cache/distill")],
-        help="one or more directories of distillation shards",
+        default=[Path("data/distill")],
+        help="one or more directories of distillation shards (data/distill: the committed ones)",
     )
     p.add_argument("--init-from", type=Path, default=None, help="start from a saved head")
     p.add_argument("--out", type=Path, default=Path("runs/head"))
