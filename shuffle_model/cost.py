@@ -156,17 +156,35 @@ def cost_curve(
     if curve is not None and not remeasure and (curve.max_tokens >= max_tokens or not curve.key):
         return curve
     key = curve_key(model)
-    cached = None if remeasure else load_cached(key)
-    if cached is not None and cached.max_tokens >= max_tokens:
+    cached = load_cached(key)
+    if cached is not None and cached.max_tokens >= max_tokens and not remeasure:
         curve = cached
     else:
+        if cached is not None:  # a new measurement covers at least what the old one did
+            max_tokens = max(max_tokens, cached.max_tokens)
+        busy = machine_is_busy()
         curve = measure(model, max_tokens=max_tokens, key=key, status=status)
-        save_cached(curve)
+        if busy or machine_is_busy():
+            if status:
+                status("Other programs were busy: this curve is used now but not cached")
+        else:
+            save_cached(curve)
     model._cost_curve = curve
     return curve
 
 
 # --- measuring ---------------------------------------------------------------------------------
+
+
+BUSY_SHARE = 0.25  # other programs using more than this share of all cores: "busy"
+
+
+def machine_is_busy(window_s: float = 0.25) -> bool:
+    """Whether other programs keep the CPUs busy, sampled while this one sleeps: a curve
+    measured then would carry their noise into every later start, so it is not cached."""
+    import psutil
+
+    return psutil.cpu_percent(interval=window_s) > 100 * BUSY_SHARE
 
 
 def sizes_to_measure(max_tokens: int) -> list[int]:

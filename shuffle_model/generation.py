@@ -127,7 +127,7 @@ def planning_curve(model, settings: GenerationSettings):
     return cost_curve(model, max_tokens=settings.max_parallel_tokens + 1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def decode(
     model, prompt: torch.Tensor, settings: GenerationSettings, *, record: bool
 ) -> Iterator[StepTrace | None]:

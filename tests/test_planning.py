@@ -110,6 +110,7 @@ def test_a_cost_curve_is_measured_once_cached_and_measured_again_on_request(
     from shuffle_model import cost
 
     monkeypatch.setenv("SHUFFLELM_CACHE", str(tmp_path))
+    monkeypatch.setattr(cost, "machine_is_busy", lambda: False)
     calls = []
     original = cost.measure
     monkeypatch.setattr(cost, "measure", lambda *a, **k: calls.append(1) or original(*a, **k))
@@ -126,6 +127,12 @@ def test_a_cost_curve_is_measured_once_cached_and_measured_again_on_request(
     mixer.cost_curve = None
     other = dict(curve.key, dtype="bfloat16")  # another dtype has a curve of its own
     assert cost.curve_path(other) != cost.curve_path(curve.key)
+    # measured while other programs were busy: used, but not cached for later starts
+    monkeypatch.setattr(cost, "machine_is_busy", lambda: True)
+    said = []
+    busy = cost.cost_curve(mixer, max_tokens=12, status=said.append)
+    assert busy.max_tokens == 12 and mixer.cost_curve is busy
+    assert cost.load_cached(curve.key).max_tokens == 9 and "not cached" in said[-1]
 
 
 def test_undisturbed_ignores_the_slow_repetitions():
