@@ -24,6 +24,7 @@ from shuffle_model import STRATEGIES, GenerationTrace, TraceError
 from shuffle_model.backbone import BackboneNotFound
 from shuffle_model.chat import encode_prompt
 from shuffle_model.cost import cost_curve
+from shuffle_model.lossless import compare
 from shuffle_model.planning import COST, FIXED
 from shuffle_model.runtime import LazyModel
 from shuffle_model.settings import DRAFT_SOURCES, max_drafts
@@ -195,6 +196,23 @@ def needs_cost_curve(model, settings: dict) -> bool:
     """Whether this run plans with a cost curve the model has not measured yet."""
     planned = settings["verify"] and settings["max_parallel_tokens"] > 0
     return planned and getattr(model, "cost_curve", None) is None
+
+
+def sameness(lm, trace: GenerationTrace, fast: list[int], plain: list[int]) -> str:
+    """Whether the two outputs agree, in the terms of the guarantee (shuffle_model.lossless)."""
+    found = compare(lm, trace.prompt_ids, fast, plain)
+    if found.identical:
+        return "The two texts are **identical**."
+    if not trace.settings.get("verify", True):
+        return "The texts differ: pure parallel mode emits drafts unchecked."
+    if trace.settings.get("temperature", 0) > 0:
+        return "The texts differ: sampling draws other tokens (with the same distribution)."
+    note = (
+        " — a near-tie of half precision, within the guarantee"
+        if found.within_guarantee
+        else " — **beyond the guarantee: please report it**"
+    )
+    return f"The texts {found.describe(lm.tokenizer)}{note}."
 
 
 def page_for(trace: GenerationTrace, index: int, *, running: bool) -> tuple:
@@ -381,7 +399,6 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
             raise UserError("This trace was made with another model; generate with this one.")
         fast = lm.generate([ids], return_trace=True, **s)[1]
         plain = lm.generate([ids], return_trace=True, **{**s, "max_parallel_tokens": 0})[1]
-        same = fast.output_ids == plain.output_ids
         table = (
             "| | ShuffleLM | ordinary decoding |\n|---|---:|---:|\n"
             f"| seconds | {fast.totals.wall_seconds:.2f} | {plain.totals.wall_seconds:.2f} |\n"
@@ -396,11 +413,7 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
                 if fast.totals.wall_seconds > 0
                 else ""
             )
-            + (
-                "The two texts are **identical**."
-                if same
-                else "The texts differ (sampling, or pure parallel mode)."
-            )
+            + sameness(lm, trace, fast.output_ids, plain.output_ids)
         )
         return table, fast.output_text, plain.output_text
 

@@ -107,7 +107,8 @@ class ShuffleModelBase(nn.Module):
         key = (weight.data_ptr(), weight.dtype, vocab.data_ptr(), vocab._version)
         cached = self.__dict__.get("_draft_rows")
         if cached is None or cached[0] != key:
-            rows = (weight[vocab].contiguous(), None if bias is None else bias[vocab])
+            with torch.inference_mode(False), torch.no_grad():  # plain tensors, kept for reuse
+                rows = (weight[vocab].contiguous(), None if bias is None else bias[vocab])
             self.__dict__["_draft_rows"] = cached = (key, rows)
         return cached[1]
 

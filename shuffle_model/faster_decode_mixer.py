@@ -17,6 +17,7 @@ from .config import ShuffleConfig
 from .devices import resolve_device, resolve_dtype
 from .head import ShuffleHead
 from .outputs import TrunkOutput
+from .precision import Float32Logits
 
 CONFIG_FILE = "shuffle_config.json"
 HEAD_FILE = "head.safetensors"
@@ -58,6 +59,8 @@ class FasterDecodeMixer(ShuffleModelBase):
         weight = backbone.get_output_embeddings().weight
         self.head.to(device=weight.device, dtype=weight.dtype)
         self.head_source: str | None = None  # where the head weights came from
+        norm = getattr(self.backbone.base_model, "norm", None)
+        self.float32_logits = Float32Logits(norm, self.backbone.get_output_embeddings())
 
     # --- construction ---------------------------------------------------------------------
     @classmethod
@@ -151,7 +154,7 @@ class FasterDecodeMixer(ShuffleModelBase):
                 use_cache=cache is not None,
             )
             hidden = out.last_hidden_state  # (B, T, H)
-            logits = self.backbone.get_output_embeddings()(hidden)  # (B, T, V)
+            logits = self.float32_logits(hidden)  # (B, T, V), float32 whatever the trunk's dtype
         return TrunkOutput(hidden=hidden, logits=logits, cache=out.cache)
 
     def new_cache(self) -> Cache:

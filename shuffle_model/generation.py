@@ -314,6 +314,21 @@ def token_text(tokenizer, token_id: int) -> str | None:
     return tokenizer.decode([token_id])
 
 
+def token_info(tokenizer, token_id: int, prob: float) -> TokenInfo:
+    """A token for a trace: id, text, probability, and whether it is a special token (the end
+    of the answer, say), which pictures show as a marker rather than as text."""
+    special = tokenizer is not None and token_id in _special_ids(tokenizer)
+    return TokenInfo(token_id, token_text(tokenizer, token_id), prob, special)
+
+
+def _special_ids(tokenizer) -> frozenset[int]:
+    cached = getattr(tokenizer, "_shufflelm_special_ids", None)
+    if cached is None:
+        cached = frozenset(tokenizer.all_special_ids)
+        tokenizer._shufflelm_special_ids = cached
+    return cached
+
+
 def build_step_trace(
     model,
     *,
@@ -335,7 +350,7 @@ def build_step_trace(
     if head is not None:
         slots = head_slots(model, head_proposer.last, head, plan, block, path, verified)
     context = context_trace(model, chains.get(CONTEXT), plan, block, path)
-    emitted = [TokenInfo(anchor[0], token_text(tok, anchor[0]), anchor[1])]
+    emitted = [token_info(tok, anchor[0], anchor[1])]
     sources = [FROM_ANCHOR]
     for node in path:
         emitted.append(drafted_token_info(block, node, slots, head, context))
@@ -383,10 +398,9 @@ def head_slots(model, draft, chain: Chain, plan: Plan, block, path, verified) ->
         slots.append(
             SlotTrace(
                 index=k,
-                token=TokenInfo(token, token_text(tok, token), float(drafted[k])),
+                token=token_info(tok, token, float(drafted[k])),
                 candidates=[
-                    TokenInfo(i, token_text(tok, i), p)
-                    for i, p in zip(top_ids[k], top_probs[k], strict=True)
+                    token_info(tok, i, p) for i, p in zip(top_ids[k], top_probs[k], strict=True)
                 ],
                 keep_prob=float(draft.keep_probs[k]),
                 offset=draft.offsets[k],
@@ -409,7 +423,7 @@ def context_trace(model, chain: Chain | None, plan: Plan, block, path) -> Contex
             statuses.append(ACCEPTED if block.context_nodes[k] in on_path else REJECTED)
     return ContextTrace(
         tokens=[
-            TokenInfo(t, token_text(model.tokenizer, t), p)
+            token_info(model.tokenizer, t, p)
             for t, p in zip(chain.tokens, chain.accept_probs, strict=True)
         ],
         accept_probs=list(chain.accept_probs),
@@ -445,6 +459,7 @@ def model_description(model) -> dict:
     info = dict(model.model_info())
     info.update(
         num_slots=model.config.num_slots,
+        eos_token_ids=list(model.config.eos_token_ids),
         device=str(model.device),
         dtype=str(model.dtype).replace("torch.", ""),
     )

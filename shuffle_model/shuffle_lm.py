@@ -17,6 +17,7 @@ from .devices import resolve_device
 from .head import ShuffleHead
 from .loss import IGNORE
 from .outputs import TrunkOutput
+from .precision import Float32Logits
 
 CONFIG_FILE = "shuffle_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -53,6 +54,7 @@ class ShuffleLM(ShuffleModelBase):
         self.head = ShuffleHead(
             config, hidden_size=config.hidden_size, embed_size=config.hidden_size
         )
+        self.float32_logits = Float32Logits(self.trunk.norm, self.lm_head)
 
     def trunk_forward(
         self, input_ids, *, attention_mask=None, position_ids=None, cache: Cache | None = None
@@ -65,7 +67,7 @@ class ShuffleLM(ShuffleModelBase):
             use_cache=cache is not None,
         )
         hidden = out.last_hidden_state  # (B, T, H)
-        return TrunkOutput(hidden=hidden, logits=self.lm_head(hidden), cache=out.cache)
+        return TrunkOutput(hidden=hidden, logits=self.float32_logits(hidden), cache=out.cache)
 
     def new_cache(self) -> Cache:
         return DynamicCache(config=self.trunk_config)

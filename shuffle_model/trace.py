@@ -49,6 +49,7 @@ class TokenInfo:
     id: int  # token id
     text: str | None  # decoded text of this single token (None without a tokenizer)
     prob: float  # its probability under the distribution it was chosen from
+    special: bool = False  # a special token (end of answer, ...): shown as a marker, not text
 
 
 @dataclass
@@ -270,6 +271,7 @@ def _token_from_dict(data, where: str) -> TokenInfo:
     data = _expect(data, dict, where)
     prob = data.get("prob")
     return TokenInfo(
+        special=bool(_expect(data.get("special", False), bool, f"{where}.special")),
         id=_field(data, "id", int, where),
         text=_field(data, "text", (str, type(None)), where),
         prob=float("nan") if prob is None else float(_expect(prob, (int, float), f"{where}.prob")),

@@ -47,7 +47,15 @@ def test_pure_mode_emits_several_tokens_per_pass(mixer):
 
 def test_stream_yields_step_traces_consistent_with_the_output(mixer, tokenizer):
     ids = tokenizer("abc", return_tensors="pt")["input_ids"]
-    run = mixer.stream(ids, max_new_tokens=25, keep_threshold=0.0, temperature=0.7, seed=1)
+    run = mixer.stream(  # the head's slots alone, every kept draft checked: the original step
+        ids,
+        max_new_tokens=25,
+        keep_threshold=0.0,
+        temperature=0.7,
+        seed=1,
+        draft_source="head",
+        block_length="fixed",
+    )
     steps = list(run)
     assert steps and all(isinstance(s, StepTrace) for s in steps)
     assert [s.index for s in steps] == list(range(len(steps)))
@@ -216,7 +224,13 @@ def test_draft_vocabulary_restricts_drafts_and_stays_lossless(backbone):
     model.set_draft_vocab(allowed)
     ids = torch.tensor([[25, 21, 27]])
     out, trace = model.generate(
-        ids, max_new_tokens=20, keep_threshold=0.0, shuffle_strategy="identity", return_trace=True
+        ids,
+        max_new_tokens=20,
+        keep_threshold=0.0,
+        shuffle_strategy="identity",
+        draft_source="head",
+        block_length="fixed",  # the head drafts at every step
+        return_trace=True,
     )
     assert out.tolist() == backbone.generate(ids, max_new_tokens=20, do_sample=False).tolist()
     drafted = {s.token.id for step in trace.steps for s in step.slots}

@@ -1,0 +1,165 @@
+"""What "identical to ordinary decoding" means, and the check of it.
+
+- float32 and float64: verified greedy output is token-for-token ordinary greedy decoding.
+- Half precision (bfloat16, float16): token-for-token except at a near-tie. Tokens are chosen
+  on float32 logits (precision.py), but the hidden state itself is rounded to half precision
+  in every layer, and a pass over one token and a pass over several round differently. Where
+  ordinary decoding's two best tokens are closer than NEAR_TIE[dtype] in logit, the two passes
+  may rank them differently; beyond that bound they never did in our measurements
+  (`python -m shuffle_model.lossless`, README).
+
+`compare` finds the first difference between two outputs of the same prompt and measures the
+gap there; the app's comparison, the benchmark's check and the tests all use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# Largest |logit(a) - logit(b)| at which ordinary and verified decoding may still choose
+# differently, per dtype (float32 logits of a full pass at the first difference).
+NEAR_TIE = {torch.bfloat16: 0.5, torch.float16: 0.1}
+
+
+def near_tie_bound(dtype: torch.dtype) -> float:
+    return NEAR_TIE.get(dtype, 0.0)
+
+
+@dataclass
+class Comparison:
+    identical: bool
+    position: int | None = None  # index of the first differing new token
+    tokens: tuple[int, int] | None = None  # (this output's token, the reference's token)
+    gap: float | None = None  # |logit difference| of the two tokens there (float32 logits)
+    bound: float = 0.0  # the near-tie bound of the model's dtype (0: exact)
+
+    @property
+    def within_guarantee(self) -> bool:
+        """Identical, or differing only where ordinary decoding stood at a near-tie."""
+        return self.identical or (self.gap is not None and self.gap <= self.bound)
+
+    def describe(self, tokenizer=None) -> str:
+        if self.identical:
+            return "identical"
+        if self.tokens is None:
+            return f"differs in length: one output ends after {self.position} tokens"
+        a, b = self.tokens
+        if tokenizer is not None:
+            a, b = repr(tokenizer.decode([a])), repr(tokenizer.decode([b]))
+        kind = "a near-tie" if self.within_guarantee else "a real difference"
+        return (
+            f"differs at {kind} at token {self.position}: {a} instead of {b} "
+            f"(logit gap {self.gap:.3f}; near-tie bound {self.bound:g})"
+        )
+
+
+@torch.inference_mode()
+def compare(model, prompt_ids: list[int], output_ids: list[int], reference_ids: list[int]):
+    """Where `output_ids` first leaves `reference_ids` (both new tokens after the prompt), and
+    the backbone's own logit gap between the two tokens there."""
+    bound = near_tie_bound(model.dtype)
+    position = next(
+        (i for i, (a, b) in enumerate(zip(output_ids, reference_ids, strict=False)) if a != b),
+        None,
+    )
+    if position is None:
+        if len(output_ids) == len(reference_ids):
+            return Comparison(True, bound=bound)
+        shorter = min(len(output_ids), len(reference_ids))  # one output stops earlier
+        return Comparison(False, shorter, None, float("inf"), bound)
+    prefix = list(prompt_ids) + list(output_ids[:position])
+    logits = model.trunk_forward(torch.tensor([prefix], device=model.device)).logits[0, -1]
+    a, b = output_ids[position], reference_ids[position]
+    gap = float((logits[a] - logits[b]).abs())
+    return Comparison(False, position, (a, b), gap, bound)
+
+
+# --- measuring the bound ---------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def gap_shifts(model, prompt_ids: list[int], answer_ids: list[int], *, block: int) -> list[float]:
+    """How far a pass over `block` tokens moves the gap between ordinary decoding's two best
+    tokens, at every answer position: |gap(one-token pass) - gap(block pass)|."""
+    device = model.device
+
+    def logits_in_blocks(size: int) -> torch.Tensor:
+        cache = model.new_cache()
+        first = model.trunk_forward(torch.tensor([prompt_ids], device=device), cache=cache)
+        rows = [first.logits[0, -1:]]
+        for start in range(0, len(answer_ids) - 1, size):
+            chunk = answer_ids[start : min(start + size, len(answer_ids) - 1)]
+            out = model.trunk_forward(torch.tensor([chunk], device=device), cache=cache)
+            rows.append(out.logits[0])
+        return torch.cat(rows)  # (answer length, V): the logits that chose each answer token
+
+    one, many = logits_in_blocks(1), logits_in_blocks(block)
+    top = one.topk(2, dim=-1).indices  # (N, 2) ordinary decoding's two best tokens
+    gap_one = one.gather(1, top[:, :1]) - one.gather(1, top[:, 1:])
+    gap_many = many.gather(1, top[:, :1]) - many.gather(1, top[:, 1:])
+    return (gap_one - gap_many).abs()[:, 0].tolist()
+
+
+def main(argv=None) -> int:
+    """python -m shuffle_model.lossless --dtype bfloat16: measure the near-tie bound and how
+    often verified decoding is identical to ordinary decoding, on held-out prompts."""
+    import argparse
+    import json
+    import statistics
+    import sys
+
+    from tqdm import tqdm
+
+    from .chat import encode_prompt
+    from .evaluate import HELDOUT_SEED
+    from .faster_decode_mixer import FasterDecodeMixer
+    from .prompts import HANDWRITTEN_PROMPTS, generate_prompts
+
+    parser = argparse.ArgumentParser(prog="python -m shuffle_model.lossless", description=__doc__)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--prompts", type=int, default=8, help="template prompts (held out)")
+    parser.add_argument("--handwritten", action="store_true", help="add the hand-written ones")
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--blocks", type=int, nargs="+", default=[2, 4, 8, 16])
+    parser.add_argument("--json", default=None, help="write the measurements here")
+    args = parser.parse_args(argv)
+    model = FasterDecodeMixer.from_pretrained(
+        device=args.device, dtype=args.dtype, status=lambda m: print(m, file=sys.stderr)
+    )
+    texts = [p["text"] for p in generate_prompts(args.prompts, seed=HELDOUT_SEED + 2)]
+    if args.handwritten:
+        texts += [p["text"] for p in HANDWRITTEN_PROMPTS]
+    shifts, results = [], []
+    for text in tqdm(texts, desc=f"near ties ({args.dtype})", unit="prompt"):
+        ids = encode_prompt(model.tokenizer, text)
+        plain = model.generate([ids], max_new_tokens=args.max_new_tokens, max_parallel_tokens=0)
+        plain = plain[0, len(ids) :].tolist()
+        fast = model.generate([ids], max_new_tokens=args.max_new_tokens)[0, len(ids) :].tolist()
+        result = compare(model, ids, fast, plain)
+        results.append(result)
+        for block in args.blocks:
+            shifts += gap_shifts(model, ids, plain, block=block)
+    diverged = [r for r in results if not r.identical]
+    report = {
+        "dtype": args.dtype,
+        "prompts": len(results),
+        "identical": sum(r.identical for r in results),
+        "divergence_gaps": [round(r.gap, 4) for r in diverged],
+        "largest_gap_shift": round(max(shifts), 4),
+        "gap_shift_p999": round(sorted(shifts)[int(0.999 * (len(shifts) - 1))], 4),
+        "gap_shift_median": round(statistics.median(shifts), 5),
+        "positions": len(shifts),
+        "bound_in_use": near_tie_bound(model.dtype),
+    }
+    print(json.dumps(report, indent=1))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""Half precision: tokens are chosen on float32 logits, and verified decoding differs from
+ordinary decoding only where ordinary decoding stood at a near-tie."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from shuffle_model.cost import CostCurve
+from shuffle_model.lossless import compare, near_tie_bound
+from tests.tiny import tiny_backbone, tiny_mixer
+
+FLAT = CostCurve.from_ratios([1.0] * 24)
+PROMPTS = [[7, 8, 9, 10, 7, 8, 9], [5, 6, 5, 6, 5], [11, 12, 13, 14], [3, 20, 31, 3, 20], [40]]
+
+
+def half_model(dtype=torch.bfloat16, seed=0):
+    backbone = tiny_backbone(seed=seed, dtype=dtype, init_std=0.2)
+    model = tiny_mixer(backbone, seed=seed + 5)
+    model.cost_curve = FLAT
+    return model
+
+
+def test_logits_are_float32_and_computed_from_the_unrounded_norm_input():
+    model = half_model()
+    ids = torch.tensor([PROMPTS[0]])
+    out = model.trunk_forward(ids)
+    assert out.hidden.dtype == torch.bfloat16 and out.logits.dtype == torch.float32
+    captured = {}
+    norm = model.backbone.model.norm
+    handle = norm.register_forward_pre_hook(lambda m, a: captured.update(x=a[0]))
+    model.trunk_forward(ids)
+    handle.remove()
+    x = captured["x"].float()
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    expected = (norm.weight.float() * x) @ model.backbone.lm_head.weight.float().T
+    torch.testing.assert_close(out.logits, expected)
+    rounded = model.backbone.lm_head(out.hidden).float()  # what bfloat16 logits would be
+    assert not torch.equal(out.logits, rounded)
+
+
+def test_float32_models_keep_their_own_logits(mixer):
+    ids = torch.tensor([PROMPTS[1]])
+    out = mixer.trunk_forward(ids)
+    torch.testing.assert_close(out.logits, mixer.backbone.lm_head(out.hidden).float())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_verified_decoding_differs_only_at_near_ties(dtype):
+    identical = total = 0
+    for seed in range(3):
+        model = half_model(dtype, seed=seed)
+        for prompt in PROMPTS:
+            plain = model.generate([prompt], max_new_tokens=24, max_parallel_tokens=0)
+            for source in ("head+context", "head", "context"):
+                fast = model.generate([prompt], max_new_tokens=24, draft_source=source)
+                result = compare(
+                    model, prompt, fast[0, len(prompt) :].tolist(), plain[0, len(prompt) :].tolist()
+                )
+                assert result.within_guarantee, result.describe()
+                identical += result.identical
+                total += 1
+    assert identical >= 0.9 * total
+
+
+def test_compare_finds_the_first_difference_and_its_gap():
+    model = half_model()
+    prompt = PROMPTS[2]
+    plain = model.generate([prompt], max_new_tokens=10, max_parallel_tokens=0)[0, 4:].tolist()
+    assert compare(model, prompt, plain, plain).identical
+    other = list(plain)
+    other[5] = (plain[5] + 1) % 64
+    result = compare(model, prompt, other, plain)
+    assert not result.identical and result.position == 5 and result.tokens == (other[5], plain[5])
+    logits = model.trunk_forward(torch.tensor([prompt + plain[:5]])).logits[0, -1]
+    assert result.gap == pytest.approx(float((logits[other[5]] - logits[plain[5]]).abs()))
+    assert result.bound == near_tie_bound(torch.bfloat16) > 0
+    assert "token 5" in result.describe()
+    shorter = compare(model, prompt, plain[:7], plain)
+    assert not shorter.within_guarantee and "length" in shorter.describe()
+    exact = compare(half_model(torch.float32), prompt, other, plain)
+    assert exact.bound == 0.0 and not exact.within_guarantee
+
+
+def test_concurrent_generations_keep_their_own_float32_logits():
+    """The norm's input is remembered per thread: two generations at once (the app runs two)
+    give what each gives alone."""
+    model = half_model()
+    alone = [model.generate([p], max_new_tokens=16).tolist() for p in PROMPTS[:2]]
+    results = {}
+
+    def run(i):
+        for _ in range(3):
+            results.setdefault(i, []).append(
+                model.generate([PROMPTS[i]], max_new_tokens=16).tolist()
+            )
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r == alone[i] for i in range(2) for r in results[i])
