@@ -495,7 +495,7 @@ def markdown(result: dict) -> str:
         ratios = curve["ratios"]
         lines += [
             "",
-            "The machine's cost curve, measured at the start of this invocation (median of "
+            "The machine's cost curve, measured at the start of this invocation (the fast end of "
             f"{curve['repeats']} interleaved repetitions): a backbone pass over n new tokens costs "
             + ", ".join(f"n={n} {r:.2f}x" for n, r in enumerate(ratios, 1) if n > 1)
             + f" a one-token pass ({curve['one_token_ms']:.0f} ms); the head's draft costs "
