@@ -328,3 +328,43 @@ def test_no_shipped_prompt_shares_eight_tokens_with_a_spec_bench_question():
     assert examples
     hits = [e.key for e in examples if shares_run(e.prompt_ids, banned)]
     assert not hits, f"{len(hits)} prompts share an 8-token run with Spec-Bench: {hits[:5]}"
+
+
+def test_features_are_cached_from_npz_shards_as_from_old_ones(tmp_path):
+    """The training features of a committed .npz shard equal those of the same examples in an
+    old safetensors shard, and land in the git-ignored features/ cache beside it."""
+    from shuffle_model.features import FIELDS, load_features
+    from tests.tiny import tiny_mixer
+
+    mixer = tiny_mixer(tiny_backbone(seed=0))
+    rng = random.Random(2)
+    examples = [
+        Example(
+            "c",
+            [rng.randrange(3, 60) for _ in range(6)],
+            [rng.randrange(3, 60) for _ in range(9)],
+            i % 2 == 0,
+        )
+        for i in range(5)
+    ]
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir(), new.mkdir()
+    save_shard(old / "s1-00000.safetensors", examples)
+    records = [
+        {
+            "prompt_ids": e.prompt_ids,
+            "answer_ids": e.answer_ids,
+            "key": str(i),
+            "source": "templates",
+            "category": e.category,
+            "sampled": e.sampled,
+        }
+        for i, e in enumerate(examples)
+    ]
+    write_npz_shard(new / "s1-00000.npz", records, backbone="tiny", settings={})
+    _, expected = load_features(mixer, shard_paths(old), "tiny")
+    got_examples, got = load_features(mixer, shard_paths(new), "tiny")
+    assert [e.answer_ids for e in got_examples] == [e.answer_ids for e in examples]
+    for name in FIELDS:
+        assert torch.equal(getattr(got, name), getattr(expected, name)), name
+    assert list((new / "features").glob("s1-00000-*.safetensors"))
