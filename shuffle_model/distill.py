@@ -44,8 +44,15 @@ from .shards import next_shard, npz_shards, read_npz_shard, update_card, write_n
 DEFAULT_OUT = Path("data/distill")
 DEFAULT_MIX = "templates=0.3,passages=0.1,magpie=0.3,docs=0.3"
 MAGPIE_FIELDS = ["general"] * 3 + [
-    "science", "coding", "humanities", "writing", "math", "advice", "text tasks", "roleplay",
-]  # fmt: skip
+    "science",
+    "coding",
+    "humanities",
+    "writing",
+    "math",
+    "advice",
+    "text tasks",
+    "roleplay",
+]
 assert len(MAGPIE_FIELDS) == len(SYSTEM_PROMPTS)
 
 
@@ -359,9 +366,20 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def settings_record(args) -> dict:
-    keep = ("seed", "tag", "mix", "max_new_tokens", "max_prompt_tokens", "sampled_fraction",
-            "temperature", "top_p", "magpie_temperature", "magpie_top_p", "magpie_tokens",
-            "dtype")  # fmt: skip
+    keep = (
+        "seed",
+        "tag",
+        "mix",
+        "max_new_tokens",
+        "max_prompt_tokens",
+        "sampled_fraction",
+        "temperature",
+        "top_p",
+        "magpie_temperature",
+        "magpie_top_p",
+        "magpie_tokens",
+        "dtype",
+    )
     return {k: getattr(args, k) for k in keep}
 
 
@@ -389,6 +407,32 @@ class ShardWriter:
         self.written.append(path)
         self.records = []
         tqdm.write(f"wrote {path}")
+
+
+@dataclass
+class RateMeter:
+    """Answers per hour and generated tokens per second of running time: a gap of more than
+    `pause` seconds between two finished jobs (the process was stopped, say by `kill -STOP`
+    during someone's timed benchmark) counts as `pause` seconds."""
+
+    pause: float = 120.0  # longest gap counted in full
+    last: float = field(
+        default_factory=lambda: time.perf_counter()
+    )  # when the previous job finished
+    active: float = 0.0  # seconds of running time so far
+    answers: int = 0  # answers finished this session
+    tokens: int = 0  # tokens generated this session (answers and Magpie turns)
+
+    def tick(self, tokens: int, *, answer: bool) -> None:
+        now = time.perf_counter()
+        self.active += min(now - self.last, self.pause)
+        self.last = now
+        self.tokens += tokens
+        self.answers += answer
+
+    def describe(self) -> str:
+        hours = max(self.active, 1e-9) / 3600
+        return f"{self.answers / hours:,.0f} answers/h, {self.tokens / hours / 3600:.0f} tok/s"
 
 
 def _interrupt(*_) -> None:
@@ -422,7 +466,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     have = sum(counts.values())
     bar = tqdm(total=args.answers, initial=have, desc="distill", unit="answer", dynamic_ncols=True)
-    started, answers, tokens = time.perf_counter(), 0, 0
+    meter = RateMeter()
     stream = generate_stream(
         model,
         planner.next_jobs,
@@ -434,25 +478,25 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for finished in stream:
             record = planner.finished(finished)
-            tokens += len(finished.answer_ids)
+            meter.tick(len(finished.answer_ids), answer=record is not None)
             if record is None:
                 continue
+            shards = len(writer.written)
             writer.add(record)
-            answers += 1
-            hours = (time.perf_counter() - started) / 3600
             bar.update(1)
-            bar.set_postfix_str(
-                f"{answers / hours:,.0f} answers/h, {tokens / hours / 3600:.0f} tok/s, "
-                f"{dict(planner.counts)}"
-            )
+            bar.set_postfix_str(f"{meter.describe()}, {dict(planner.counts)}")
+            if len(writer.written) > shards:
+                tqdm.write(
+                    f"{time.strftime('%H:%M:%S')} {meter.answers} answers this run, "
+                    f"{meter.active / 60:.0f} min running: {meter.describe()}"
+                )
     except KeyboardInterrupt:
         tqdm.write("interrupted: writing the answers so far")
     finally:
         writer.flush()
         bar.close()
-    minutes = (time.perf_counter() - started) / 60
     print(
-        f"{answers} answers in {minutes:.1f} min ({60 * answers / max(minutes, 1e-9):.0f}/h); "
+        f"{meter.answers} answers in {meter.active / 60:.1f} min running ({meter.describe()}); "
         f"dropped {dict(planner.dropped)}; Magpie turns rejected {planner.turns.rejected}"
     )
 

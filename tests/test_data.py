@@ -368,3 +368,16 @@ def test_features_are_cached_from_npz_shards_as_from_old_ones(tmp_path):
     for name in FIELDS:
         assert torch.equal(getattr(got, name), getattr(expected, name)), name
     assert list((new / "features").glob("s1-00000-*.safetensors"))
+
+
+def test_rate_meter_does_not_count_a_stopped_process(monkeypatch):
+    from shuffle_model import distill
+
+    clock = iter([0.0, 10.0, 20.0, 3620.0, 3630.0])
+    monkeypatch.setattr(distill.time, "perf_counter", lambda: next(clock))
+    meter = distill.RateMeter(pause=120)
+    for tokens in (100, 50, 100, 100):  # 10 s, 10 s, an hour stopped, 10 s
+        meter.tick(tokens, answer=tokens == 100)
+    assert meter.active == 10 + 10 + 120 + 10
+    assert meter.answers == 3 and meter.tokens == 350
+    assert meter.describe() == f"{3 * 3600 / 150:,.0f} answers/h, {350 / 150:.0f} tok/s"
