@@ -33,6 +33,8 @@ class ShuffleModelBase(nn.Module):
         self.tokenizer = None  # set by loaders; fills token texts in traces
         self.calibration = Calibration()  # what the head's keep probs mean (loaded with it)
         self._cost_curve = None  # this machine's pass costs, measured on first use (cost.py)
+        self.draft_projection_dtype: torch.dtype | None = None  # None: the LM head's own;
+        # bfloat16 where the machine multiplies it much faster (cost.py measures; drafts only)
 
     # --- what a subclass provides ---------------------------------------------------------
     def trunk_forward(
@@ -97,6 +99,8 @@ class ShuffleModelBase(nn.Module):
         if self.head.draft_vocab is None:
             return projection(draft_hidden)
         weight, bias = self._draft_projection_weights(projection)
+        if weight.dtype != draft_hidden.dtype:  # a faster dtype for drafts (never for anchors)
+            return F.linear(draft_hidden.to(weight.dtype), weight, bias).to(draft_hidden.dtype)
         return F.linear(draft_hidden, weight, bias)
 
     def _draft_projection_weights(self, projection: nn.Module):
@@ -104,11 +108,15 @@ class ShuffleModelBase(nn.Module):
         vocab, weight, bias = self.head.draft_vocab, projection.weight, projection.bias
         if weight.requires_grad:
             return weight[vocab], None if bias is None else bias[vocab]
-        key = (weight.data_ptr(), weight.dtype, vocab.data_ptr(), vocab._version)
+        dtype = self.draft_projection_dtype or weight.dtype
+        key = (weight.data_ptr(), weight.dtype, vocab.data_ptr(), vocab._version, dtype)
         cached = self.__dict__.get("_draft_rows")
         if cached is None or cached[0] != key:
             with torch.inference_mode(False), torch.no_grad():  # plain tensors, kept for reuse
-                rows = (weight[vocab].contiguous(), None if bias is None else bias[vocab])
+                rows = (
+                    weight[vocab].to(dtype).contiguous(),
+                    None if bias is None else bias[vocab].to(dtype),
+                )
             self.__dict__["_draft_rows"] = cached = (key, rows)
         return cached[1]
 

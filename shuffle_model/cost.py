@@ -42,6 +42,7 @@ class CostCurve:
     ratios: list[float]  # ratios[n - 1] = c(n): a pass over n tokens / a pass over 1 token
     one_token_ms: float = 0.0  # wall time of a one-token pass (0: not measured)
     draft_cost: float = 0.0  # the head's draft (forward + shuffle + filter), in one-token passes
+    draft_dtype: str = ""  # dtype of the drafts' vocabulary projection ("": the model's own)
     key: dict = field(default_factory=dict)  # machine, device, dtype, backbone it was measured on
     measured: str = "given"  # ISO time of the measurement, or "given" for a hand-made curve
     repeats: int = 0  # repetitions behind each estimate
@@ -78,6 +79,7 @@ class CostCurve:
             ratios=[float(r) for r in data["ratios"]],
             one_token_ms=float(data.get("one_token_ms", 0.0)),
             draft_cost=float(data.get("draft_cost", 0.0)),
+            draft_dtype=str(data.get("draft_dtype", "")),
             key=dict(data.get("key", {})),
             measured=str(data.get("measured", "given")),
             repeats=int(data.get("repeats", 0)),
@@ -170,6 +172,7 @@ def cost_curve(
         else:
             save_cached(curve)
     model._cost_curve = curve
+    model.draft_projection_dtype = getattr(torch, curve.draft_dtype) if curve.draft_dtype else None
     return curve
 
 
@@ -213,6 +216,8 @@ def measure(
 
     say = status or (lambda message: None)
     say(f"Measuring this machine's cost of a backbone pass over 1..{max_tokens} tokens ...")
+    draft_dtype = faster_draft_dtype(model)
+    model.draft_projection_dtype = getattr(torch, draft_dtype) if draft_dtype else None
     device = model.device
     context = min(CONTEXT_TOKENS, model.context_length - max_tokens - 1)
     vocab = model.config.vocab_size
@@ -249,6 +254,7 @@ def measure(
         ratios=[round(r, 4) for r in ratios],
         one_token_ms=round(one * 1000, 3),
         draft_cost=round(undisturbed(drafts) / one, 4),
+        draft_dtype=draft_dtype,
         key=key or curve_key(model),
         measured=dt.datetime.now().isoformat(timespec="seconds"),
         repeats=len(drafts),
@@ -262,6 +268,26 @@ def undisturbed(times: list[float]) -> float:
     slows a pass down, so the fast end is the pass's own cost (the median drifts with load)."""
     fastest = sorted(times)[: max(1, round(0.4 * len(times)))]
     return statistics.fmean(fastest)
+
+
+def faster_draft_dtype(model, *, repeats: int = 15) -> str:
+    """ "bfloat16" where the drafts' vocabulary projection (K slots x the draft vocabulary) runs
+    in it at least 1.5x faster than in float32 (CPUs with native bfloat16 arithmetic), else "".
+    Drafts only choose what gets checked; anchors and verification stay in float32."""
+    vocab = getattr(model.head, "draft_vocab", None)
+    if model.dtype != torch.float32 or model.device.type != "cpu" or vocab is None:
+        return ""
+    weight = model.vocab_projection().weight.detach()[vocab]  # (N, H)
+    x = torch.randn(model.config.num_slots, weight.shape[1])  # (K, H)
+    fast = weight.bfloat16()
+    plain = [
+        _timed(lambda: torch.nn.functional.linear(x, weight), model.device) for _ in range(repeats)
+    ]
+    half = [
+        _timed(lambda: torch.nn.functional.linear(x.bfloat16(), fast), model.device)
+        for _ in range(repeats)
+    ]
+    return "bfloat16" if undisturbed(half) * 1.5 < undisturbed(plain) else ""
 
 
 def _timed(run: Callable[[], object], device: torch.device) -> float:

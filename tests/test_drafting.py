@@ -151,3 +151,22 @@ def test_a_stream_snapshot_carries_the_cost_curve_it_plans_with(mixer):
     plain = mixer.stream(torch.tensor([REPEATING[0]]), max_new_tokens=8, max_parallel_tokens=0)
     next(iter(plain))
     assert plain.snapshot().cost_curve is None  # nothing was planned
+
+
+def test_drafts_projected_in_bfloat16_stay_lossless():
+    """Where the machine multiplies bfloat16 faster, drafts may be projected in it; the anchors
+    and the verification stay in the model's dtype, so the output does not change."""
+    backbone = tiny_backbone(seed=4, dtype=torch.float32)
+    model = tiny_mixer(backbone, seed=6, draft_vocab_size=40)
+    model.set_draft_vocab(torch.arange(3, 43))
+    model.cost_curve = FLAT
+    ids = torch.tensor([REPEATING[1]])
+    expected = backbone.generate(ids, max_new_tokens=20, do_sample=False).tolist()
+    hidden = torch.randn(4, 32)
+    plain = model.draft_logits(hidden)
+    model.draft_projection_dtype = torch.bfloat16
+    fast = model.draft_logits(hidden)
+    assert fast.dtype == plain.dtype and not torch.equal(fast, plain)
+    torch.testing.assert_close(fast, plain, atol=0.05, rtol=0.05)
+    for source in DRAFT_SOURCES:
+        assert model.generate(ids, max_new_tokens=20, draft_source=source).tolist() == expected
