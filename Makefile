@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup app test lint bench examples clean
+.PHONY: setup chromium app test lint bench examples clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,10 @@ setup: $(STAMP)
 app: setup  ## start the web app on http://127.0.0.1:7860 with the default model
 	HF_HUB_OFFLINE=1 $(BIN)/python app.py
 
-test: setup  ## run the whole test suite
+chromium:  ## Debian's Chromium for the browser tests, installed when missing (root or sudo)
+	@.ci/chromium
+
+test: setup chromium  ## run the whole test suite (no Chromium: the browser tests skip, saying why)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 bench: setup  ## benchmark vs autoregressive decoding and prompt lookup (Spec-Bench, 10/category)

@@ -13,6 +13,8 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+import html
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -62,7 +64,8 @@ EXAMPLE_PROMPTS = [
     "Summarize the story of Romeo and Juliet in two sentences.",
 ]
 HOW_IT_WORKS = """
-**How it works** — one backbone pass per step, often several tokens out:
+**How it works** — one backbone pass per step, often several tokens out; the pictures show
+one step at a time:
 
 1. **Anchor** — the backbone picks the next token as usual (⚓ blue in the text).
 2. **Draft, from two sources** — the *shuffle head* guesses K more tokens *at once*, as an
@@ -83,8 +86,21 @@ HOW_IT_WORKS = """
    ordinary decoding writes. Switch *verify* off for pure parallel mode (the head's guesses
    emitted unchecked, sky blue).
 
-*Block length* **fixed** checks every guess the filter keeps, as ShuffleLM first did;
-*draft source* picks the head, the context, or both.
+■ *end of answer* marks where the model ended its answer. Under *Settings*: *block length*
+**fixed** checks every guess the filter keeps, as ShuffleLM first did; *draft source* picks the
+head, the context, or both.
+"""
+# The live view stays on the first screen: the output text scrolls instead of growing, and on a
+# narrow screen (a phone) the explanation follows the pictures instead of preceding them.
+CSS = """
+#output-text .textfield { max-height: 7.5em; overflow-y: auto; }
+@media (max-width: 767px) {
+  #story { flex-direction: column; }
+  #controls { display: contents; }
+  #controls > * { order: 0; }
+  #live-view { order: 1; }
+  #how-it-works { order: 2; }
+}
 """
 
 
@@ -198,6 +214,12 @@ def needs_cost_curve(model, settings: dict) -> bool:
     return planned and getattr(model, "cost_curve", None) is None
 
 
+def markdown_text(text: str) -> str:
+    """Text (token strings included) shown literally in Markdown: HTML escaped, and Markdown's
+    own punctuation behind backslashes."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", html.escape(text, quote=False))
+
+
 def sameness(lm, trace: GenerationTrace, fast: list[int], plain: list[int]) -> str:
     """Whether the two outputs agree, in the terms of the guarantee (shuffle_model.lossless)."""
     found = compare(lm, trace.prompt_ids, fast, plain)
@@ -212,7 +234,7 @@ def sameness(lm, trace: GenerationTrace, fast: list[int], plain: list[int]) -> s
         if found.within_guarantee
         else " — **beyond the guarantee: please report it**"
     )
-    return f"The texts {found.describe(lm.tokenizer)}{note}."
+    return f"The texts {markdown_text(found.describe(lm.tokenizer))}{note}."
 
 
 def page_for(trace: GenerationTrace, index: int, *, running: bool) -> tuple:
@@ -232,7 +254,7 @@ def page_for(trace: GenerationTrace, index: int, *, running: bool) -> tuple:
 
 # Uploads are capped; errors reach the page as their one-line message (never a traceback),
 # including Gradio's own input checks (e.g. a null sent for a slider through the API).
-LAUNCH_OPTIONS = dict(max_file_size="5mb", show_error=True)
+LAUNCH_OPTIONS = dict(max_file_size="5mb", show_error=True, css=CSS)
 
 
 def build_demo(model: LazyModel | None = None) -> gr.Blocks:
@@ -418,21 +440,30 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
         return table, fast.output_text, plain.output_text
 
     # --- layout -----------------------------------------------------------------------------
+    # The story first: the prompt, Generate and the live view (the step's text, decision and
+    # picture) fit the first screen; settings are folded; the explanation sits beside the
+    # pictures it explains.
     with gr.Blocks(title="ShuffleLM — parallel drafting, live") as demo:
         trace_state = gr.State(None)
         gr.Markdown(
-            "# ShuffleLM — watch a language model write several tokens per step\n"
+            "## ShuffleLM — watch a language model write several tokens per step\n"
             "Type a prompt and watch each step draft tokens in parallel, shuffle them "
-            "into place, filter the doubtful ones and verify the rest."
+            "into place, filter the doubtful ones and verify the rest.",
+            elem_id="intro",
         )
-        with gr.Row():
-            with gr.Column(scale=2, min_width=320):
+        with gr.Row(elem_id="story"):
+            with gr.Column(scale=2, min_width=320, elem_id="controls"):
                 prompt = gr.Textbox(
                     label="Prompt",
-                    lines=4,
+                    lines=1,
+                    max_lines=8,
                     elem_id="prompt",
-                    placeholder="Ask the model something…",
+                    placeholder="Ask the model something… (Enter generates; Shift+Enter: a new "
+                    "line)",
                 )
+                with gr.Row():
+                    run_button = gr.Button("Generate", variant="primary", elem_id="generate")
+                    stop_button = gr.Button("Stop", variant="stop", elem_id="stop")
                 gr.Examples(  # its own endpoint renamed: /load_example loads an example trace
                     EXAMPLE_PROMPTS,
                     inputs=[prompt],
@@ -440,8 +471,10 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
                     api_name="example_prompt",
                     api_visibility="private",
                 )
-                chat = gr.Checkbox(value=True, label="Use the chat template (instruct model)")
-                with gr.Accordion("Settings", open=True):
+                with gr.Accordion("Settings", open=False, elem_id="settings"):
+                    chat = gr.Checkbox(
+                        value=True, label="Use the chat template (instruct model)", elem_id="chat"
+                    )
                     max_new_tokens = gr.Slider(
                         1,
                         MAX_NEW_TOKENS,
@@ -475,11 +508,8 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
                     )
                     verify = gr.Checkbox(value=True, label="Verify with the backbone (lossless)")
                     seed = gr.Number(value=0, precision=0, label="Seed (sampling)")
-                with gr.Row():
-                    run_button = gr.Button("Generate", variant="primary", elem_id="generate")
-                    stop_button = gr.Button("Stop", variant="stop", elem_id="stop")
-                gr.Markdown(HOW_IT_WORKS)
-            with gr.Column(scale=3, min_width=480):
+                gr.Markdown(HOW_IT_WORKS, elem_id="how-it-works")
+            with gr.Column(scale=3, min_width=480, elem_id="live-view"):
                 status = gr.Markdown("Ready.", elem_id="status")
                 text = gr.HighlightedText(
                     label="Output, coloured by origin",
@@ -494,11 +524,6 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
                     interactive=False,
                     elem_id="caption",
                 )
-                with gr.Row():
-                    step_slider = gr.Slider(
-                        0, 1, value=0, step=1, label="Step", elem_id="step-slider"
-                    )
-                    play_button = gr.Button("▶ Play", elem_id="play", scale=0, min_width=90)
                 with gr.Tabs():
                     with gr.Tab("Shuffle"):
                         shuffle_plot = gr.Plot(elem_id="shuffle-plot", show_label=False)
@@ -510,6 +535,11 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
                         overview_plot = gr.Plot(elem_id="overview-plot", show_label=False)
                     with gr.Tab("Cost curve"):
                         cost_plot = gr.Plot(elem_id="cost-plot", show_label=False)
+                with gr.Row():
+                    step_slider = gr.Slider(
+                        0, 1, value=0, step=1, label="Step", elem_id="step-slider"
+                    )
+                    play_button = gr.Button("▶ Play", elem_id="play", scale=0, min_width=90)
                 with gr.Accordion("Compare with ordinary decoding", open=False):
                     compare_button = gr.Button(
                         "Run ordinary decoding on the same prompt", elem_id="compare"
@@ -565,14 +595,14 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
             api_name="generate",
             concurrency_limit=CONCURRENCY,
         )
-        prompt.submit(
+        submitting = prompt.submit(  # Enter in the prompt box
             generate,
             settings_inputs,
             run_outputs,
             api_name=False,
             concurrency_limit=CONCURRENCY,
         )
-        stop_button.click(None, None, None, cancels=[generating], api_name=False)
+        stop_button.click(None, None, None, cancels=[generating, submitting], api_name=False)
         step_slider.input(
             show_step,
             [trace_state, step_slider],

@@ -14,13 +14,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(model_spec: str = "tiny"):
-    """Yield the URL of a running app whose model SHUFFLELM_MODEL=model_spec selects."""
+def running_app(model_spec: str = "tiny", *, model=None):
+    """Yield the URL of a running app whose model SHUFFLELM_MODEL=model_spec selects (or
+    `model`, a LazyModel), and the demo."""
     previous = os.environ.get("SHUFFLELM_MODEL")
     os.environ["SHUFFLELM_MODEL"] = model_spec
     import app
 
-    demo = app.build_demo()
+    demo = app.build_demo(model)
     port = free_port()
     demo.launch(
         server_name="127.0.0.1",

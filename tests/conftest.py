@@ -9,6 +9,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+import shutil
+
 import pytest
 import torch
 
@@ -36,3 +38,44 @@ def _deterministic_threads(request):
     waiting on a busy core made them 5-30x slower); two for the real backbone."""
     real = request.node.get_closest_marker("default_model") is not None
     torch.set_num_threads(max(1, min(2 if real else 1, os.cpu_count() or 1)))
+
+
+# --- the browser tests' Chromium ----------------------------------------------------------------
+
+CHROMIUM_ADVICE = (
+    "install it with 'sudo apt-get install chromium' ('make test' does so as root or with "
+    "password-less sudo), or set SHUFFLELM_CHROMIUM to a Chromium binary"
+)
+
+
+def chromium_path() -> str | None:
+    """SHUFFLELM_CHROMIUM when set (None if that is no executable), else chromium on the PATH."""
+    explicit = os.environ.get("SHUFFLELM_CHROMIUM")
+    if explicit:
+        return explicit if os.path.isfile(explicit) and os.access(explicit, os.X_OK) else None
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def on_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def missing_chromium_reason() -> str | None:
+    """None when Chromium is there, else one line saying what is missing and how to get it."""
+    if chromium_path():
+        return None
+    explicit = os.environ.get("SHUFFLELM_CHROMIUM")
+    where = f"SHUFFLELM_CHROMIUM={explicit} is no executable" if explicit else "not on the PATH"
+    return f"browser tests need Chromium ({where}): {CHROMIUM_ADVICE}"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Chromium's path for the browser tests. Missing: they skip (test_browser.py skips as a
+    whole, in one line); under CI=true they fail instead (a CI run must never lose them)."""
+    reason = missing_chromium_reason()
+    if reason is None:
+        return chromium_path()
+    if on_ci():
+        pytest.fail(f"CI=true and Chromium is missing: {reason}", pytrace=False)
+    pytest.skip(reason)

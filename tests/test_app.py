@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
 
+import viz
 from shuffle_model import GenerationSettings, GenerationTrace
 from shuffle_model.settings import max_drafts
 from tests.appserver import running_app
@@ -26,6 +28,7 @@ SETTINGS = dict(
     draft_source="head+context",
 )
 TINY_SLOTS = 4  # shuffle_model.tiny.tiny_model's K
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def generate(client: Client, prompt: str, **overrides):
@@ -43,6 +46,14 @@ def client(app_url):
     return Client(app_url, verbose=False)
 
 
+def documented_endpoints() -> list[str]:
+    """The endpoints the README lists: 'Endpoints for `gradio_client`: `/a`, `/b`, ...'."""
+    text = " ".join(README.read_text().split())
+    listed = re.search(r"Endpoints for `gradio_client`: (.*?)\.(?:\s|$)", text)
+    assert listed, "the README lists no endpoints for gradio_client"
+    return re.findall(r"`(/\w+)`", listed.group(1))
+
+
 def test_build_demo_wires_the_documented_endpoints():
     import app
 
@@ -52,6 +63,35 @@ def test_build_demo_wires_the_documented_endpoints():
     loaders = [d.fn.__name__ for d in demo.fns.values() if d.api_name == "load_example"]
     assert loaders == ["load_example"]  # the example traces' loader, not gr.Examples' own
     assert demo._queue is not None
+
+
+def test_the_readme_lists_exactly_the_served_endpoints(client):
+    served = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    documented = documented_endpoints()
+    assert len(documented) == len(set(documented))
+    assert set(documented) == set(served)
+
+
+def test_stop_cancels_a_generation_started_either_way():
+    import app
+
+    demo = app.build_demo()
+    config = demo.get_config_file()
+    dependencies = config["dependencies"]
+    run = component(demo, "generate")
+    prompt = component(demo, "prompt")
+    generating = {
+        i
+        for i, d in enumerate(dependencies)
+        if d["targets"] and tuple(d["targets"][0]) in ((run._id, "click"), (prompt._id, "submit"))
+    }
+    ids = [d["id"] for d in dependencies]
+    stop = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "stop")
+    cancelling = [d for d in dependencies if d["targets"] and d["targets"][0][0] == stop._id]
+    assert len(generating) == 2  # the button's click and Enter
+    # Gradio 6 wires a click with `cancels` as two dependencies, one of them carrying the cancels
+    cancelled = {i for d in cancelling for i in d["cancels"]}
+    assert cancelled == {ids[i] for i in generating}
 
 
 def component(demo, elem_id: str):
@@ -118,20 +158,20 @@ def test_generate_streams_steps_and_returns_a_trace(client):
     assert "this machine: a pass over" in status  # the cost curve the run planned with
     trace = json.loads(Path(trace_file).read_text())
     assert trace["prompt_ids"] and trace["settings"]["max_new_tokens"] == 24
-    text = (
-        "".join(s["token"] for s in spans["value"])
-        if isinstance(spans, dict)
-        else "".join(s["token"] for s in spans)
-    )
-    assert text == "".join(t["text"] for step in trace["steps"] for t in step["emitted"])
+    text = "".join(s["token"] for s in (spans["value"] if isinstance(spans, dict) else spans))
+    assert text == "".join(t for t, _ in viz.token_spans(GenerationTrace.load(trace_file)))
     plot = json.loads(shuffle["plot"])
-    assert plot["data"][0]["type"] == "heatmap"
+    index = slider["value"] if isinstance(slider, dict) else slider
+    shown = GenerationTrace.load(trace_file).steps[index]
+    if shown.slots:  # the head drafted at the step shown: its shuffle scores
+        assert plot["data"][0]["type"] == "heatmap"
+    else:  # the head rested there: the panel says so instead of drawing nothing
+        assert not plot["data"] and plot["layout"]["annotations"][0]["text"]
     curve = json.loads(cost["plot"])["data"]
     assert any(line["y"] == trace["cost_curve"]["ratios"] for line in curve)
 
 
 def test_the_caption_gives_the_steps_decision_and_the_text_its_sources(client):
-    import viz
     from viz.replay import SPAN_COLORS, last_drafting_step, step_caption
 
     result = generate(client, "abcabcabcabc abcabcabc", max_new_tokens=40)
@@ -184,7 +224,29 @@ def test_version_1_example_traces_still_load_and_draw(client):
     for name in names[:2]:
         status, spans, caption, *_, cost = client.predict(name, api_name="/load_example")
         assert status.startswith("done") and caption.startswith("Step 0")
-        assert "no cost curve" in json.dumps(json.loads(cost["plot"]))
+        trace = GenerationTrace.load(Path("assets/examples") / f"{name}.json")
+        if not trace.cost_curve:
+            assert "no cost curve" in json.dumps(json.loads(cost["plot"]))
+
+
+def test_the_end_of_the_answer_is_a_marker_not_a_special_token(client):
+    from viz.style import END_LABEL, end_ids, is_end
+
+    for path in sorted(Path("assets/examples").glob("*.json")):
+        trace = GenerationTrace.load(path)
+        if is_end(trace.steps[-1].emitted[-1], end_ids(trace)):
+            break
+    else:
+        pytest.skip("no example trace ends its answer")
+    last = len(trace.steps) - 1
+    result = client.predict(path.stem, api_name="/load_example")
+    spans = result[1]["value"] if isinstance(result[1], dict) else result[1]
+    assert (spans[-1]["token"], spans[-1]["class_or_confidence"]) == (END_LABEL, END_LABEL)
+    assert not any("<|" in span["token"] or "</s>" in span["token"] for span in spans)
+    caption, shuffle, drafts, plan = client.predict(last, api_name="/show_step")
+    assert "■ end of answer" in caption and "<|" not in caption
+    for plot in (shuffle, drafts, plan):
+        assert "<|" not in plot["plot"] and "&lt;|" not in plot["plot"]
 
 
 def test_comparison_with_ordinary_decoding(client):

@@ -1,18 +1,24 @@
-"""A real browser on the app: Debian's Chromium driven by Playwright (tiny model)."""
+"""A real browser on the app: Debian's Chromium driven by Playwright (tiny model).
+
+Without Chromium these tests skip with one line saying how to get it (tests/conftest.py), and
+fail under CI=true. Screenshots go to ci-artifacts/screenshots (SHUFFLELM_SCREENSHOTS)."""
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.appserver import running_app
+from tests.conftest import missing_chromium_reason, on_ci
 
 pytestmark = pytest.mark.browser
+if missing_chromium_reason() and not on_ci():  # one line for the whole module, not one per test
+    pytest.skip(missing_chromium_reason(), allow_module_level=True)
 SCREENSHOTS = Path(os.environ.get("SHUFFLELM_SCREENSHOTS", "ci-artifacts/screenshots"))
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
     "--headless",
     "--no-sandbox",
@@ -23,41 +29,69 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+DESKTOP = {"width": 1440, "height": 900}
+PHONE = {"width": 390, "height": 844}
+STATUS = "document.querySelector('#status') ? document.querySelector('#status').innerText : ''"
 
 
 @pytest.fixture(scope="module")
-def page():
+def browser(chromium):
+    """One Playwright and one Chromium for the module (Playwright's sync API cannot be started
+    twice in one thread)."""
     from playwright.sync_api import sync_playwright
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: .ci/run installs it with apt-get install chromium")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with running_app("tiny") as (url, _), sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(
-            viewport={"width": 1400, "height": 1000}, accept_downloads=True
-        )
-        page = context.new_page()
-        dialogs, posted = [], []
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        page.on("request", lambda r: posted.append(r.post_data) if "queue/join" in r.url else None)
-        page.dialogs, page.posted = dialogs, posted
-        page.goto(url)
-        page.wait_for_selector("#prompt textarea", timeout=60_000)
-        yield page
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=ARGS)
+        yield browser
         browser.close()
 
 
-def generate(page, prompt: str) -> None:
+@pytest.fixture(scope="module")
+def browser_and_url(browser):
+    with running_app("tiny") as (url, _):
+        yield browser, url
+
+
+def open_page(browser, url: str, viewport: dict):
+    context = browser.new_context(viewport=viewport, accept_downloads=True)
+    page = context.new_page()
+    dialogs, posted = [], []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("request", lambda r: posted.append(r.post_data) if "queue/join" in r.url else None)
+    page.dialogs, page.posted = dialogs, posted
+    page.goto(url)
+    page.wait_for_selector("#prompt textarea", timeout=60_000)
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser_and_url):
+    browser, url = browser_and_url
+    page = open_page(browser, url, {"width": 1400, "height": 1000})
+    yield page
+    page.context.close()
+
+
+def open_settings(page) -> None:
+    """Unfold the settings (folded by default)."""
+    if not page.locator("#max-new-tokens").is_visible():
+        page.locator("#settings").get_by_text("Settings", exact=True).click()
+        page.locator("#max-new-tokens").wait_for(state="visible", timeout=10_000)
+
+
+def wait_until_done(page, timeout: int = 120_000) -> None:
+    page.wait_for_function(f"({STATUS}).includes('done')", timeout=timeout)
+
+
+def generate(page, prompt: str, *, tokens: int | None = 24) -> None:
     page.posted.clear()
+    if tokens is not None:
+        open_settings(page)
+        page.fill("#max-new-tokens input[type=number]", str(tokens))
     page.fill("#prompt textarea", prompt)
-    page.fill("#max-new-tokens input[type=number]", "24")
     page.click("#generate")
-    page.wait_for_function(
-        "document.querySelector('#status') && document.querySelector('#status').innerText"
-        ".includes('done')",
-        timeout=120_000,
-    )
+    wait_until_done(page)
 
 
 def test_generate_renders_heatmaps_and_the_slider_moves(page):
@@ -99,8 +133,6 @@ def test_hostile_text_is_shown_literally(page):
 
 
 def test_settings_default_to_the_library_and_the_slider_fits_the_model(page):
-    import json
-
     page.wait_for_function(
         "document.querySelector('#max-drafts input[type=number]').value === '14'", timeout=60_000
     )  # the tiny model: K = 4 head slots + 10 context drafts
@@ -126,3 +158,152 @@ def test_the_decision_and_the_plan_are_on_the_page(page):
     assert "This machine" in page.text_content("#cost-plot .gtitle")
     page.screenshot(path=str(SCREENSHOTS / "cost-curve.png"), full_page=True)
     page.get_by_role("tab", name="Shuffle").click()
+
+
+def test_the_end_of_the_answer_shows_as_a_marker(page):
+    page.locator("#example-trace input").click()
+    name = next(p.stem for p in sorted(Path("assets/examples").glob("*.json")) if "04-" in p.name)
+    page.get_by_role("option", name=name).click()
+    page.wait_for_function("document.querySelector('#caption textarea').value.startsWith('Step 0')")
+    text = page.text_content("#output-text")
+    assert "■ end of answer" in text and "<|" not in text and "im_end" not in text
+    page.locator("#output-text").scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "end-of-answer.png"), full_page=True)
+
+
+# --- the first screen ---------------------------------------------------------------------------
+
+
+def box(page, selector: str) -> dict:
+    found = page.locator(selector).first.bounding_box()
+    assert found, f"{selector} is not rendered"
+    return found
+
+
+def within(found: dict, viewport: dict) -> bool:
+    return (
+        found["x"] >= 0
+        and found["y"] >= 0
+        and found["x"] + found["width"] <= viewport["width"]
+        and found["y"] + found["height"] <= viewport["height"]
+    )
+
+
+STORY = ["#prompt", "#generate", "#caption", "#shuffle-plot .js-plotly-plot"]
+
+
+def test_the_story_fits_the_first_screen_on_a_desktop(browser_and_url):
+    browser, url = browser_and_url
+    page = open_page(browser, url, DESKTOP)
+    try:
+        assert not page.locator("#max-new-tokens").is_visible()  # the settings are folded
+        page.screenshot(path=str(SCREENSHOTS / "first-screen-1440x900-before.png"))
+        page.fill("#prompt textarea", "the cat sat. the cat sat. the cat")
+        page.click("#generate")
+        wait_until_done(page)
+        page.wait_for_selector("#shuffle-plot .js-plotly-plot", timeout=30_000)
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(SCREENSHOTS / "first-screen-1440x900.png"))
+        for selector in STORY:
+            assert within(box(page, selector), DESKTOP), f"{selector} is below the first screen"
+        # the explanation sits beside the picture it explains
+        how, plot = box(page, "#how-it-works"), box(page, "#shuffle-plot")
+        assert how["x"] + how["width"] <= plot["x"]
+        assert how["y"] < plot["y"] + plot["height"] and plot["y"] < how["y"] + how["height"]
+        # an example trace of the default model (K = 6: a taller heatmap) fits too
+        page.locator("#example-trace input").click()
+        first = sorted(Path("assets/examples").glob("*.json"))[0].stem
+        page.get_by_role("option", name=first).click()
+        page.wait_for_function(
+            "document.querySelector('#shuffle-plot .gtitle') && "
+            "document.querySelector('#shuffle-plot .gtitle').textContent.startsWith('Step 0')",
+            timeout=30_000,
+        )
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(SCREENSHOTS / "first-screen-1440x900-example.png"))
+        for selector in STORY:
+            assert within(box(page, selector), DESKTOP), f"{selector} is below the first screen"
+    finally:
+        page.context.close()
+
+
+def test_the_story_is_reachable_on_a_phone(browser_and_url):
+    browser, url = browser_and_url
+    page = open_page(browser, url, PHONE)
+    try:
+        for selector in ("#prompt", "#generate"):
+            assert within(box(page, selector), PHONE), f"{selector} is not on the first screen"
+        page.screenshot(path=str(SCREENSHOTS / "phone-390x844-first-screen.png"))
+        page.fill("#prompt textarea", "hello phone")
+        page.click("#generate")
+        wait_until_done(page)
+        plot = page.locator("#shuffle-plot .js-plotly-plot")
+        plot.wait_for(timeout=30_000)
+        assert box(page, "#live-view")["y"] < box(page, "#how-it-works")["y"]  # pictures first
+        page.locator("#caption").scroll_into_view_if_needed()
+        page.screenshot(path=str(SCREENSHOTS / "phone-390x844-live-view.png"))
+        for selector in ("#caption", "#shuffle-plot .js-plotly-plot"):
+            page.locator(selector).first.scroll_into_view_if_needed()
+            found = box(page, selector)
+            assert found["width"] <= PHONE["width"], f"{selector} is wider than the phone"
+            assert within(found, {"width": PHONE["width"], "height": 10**6})
+        page.screenshot(path=str(SCREENSHOTS / "phone-390x844-full.png"), full_page=True)
+    finally:
+        page.context.close()
+
+
+# --- Stop ---------------------------------------------------------------------------------------
+
+STEP_SECONDS = 0.05
+
+
+class SlowRun:
+    """A model's stream, one step every STEP_SECONDS, keeping a count of the steps taken."""
+
+    def __init__(self, run, taken: list):
+        self.run, self.taken = run, taken
+
+    def __iter__(self):
+        for step in self.run:
+            self.taken.append(step.index)
+            time.sleep(STEP_SECONDS)
+            yield step
+
+    def __getattr__(self, name):
+        return getattr(self.run, name)
+
+
+def test_stop_ends_a_generation_started_by_enter_or_by_the_button(browser):
+    from shuffle_model.runtime import LazyModel
+    from shuffle_model.tiny import tiny_model
+
+    taken: list[int] = []
+
+    def slow_tiny_model(status):
+        model = tiny_model()
+        stream = model.stream
+        model.stream = lambda *args, **kwargs: SlowRun(stream(*args, **kwargs), taken)
+        return model
+
+    runtime = LazyModel(slow_tiny_model)
+    with running_app("tiny", model=runtime) as (url, _):
+        page = open_page(browser, url, DESKTOP)
+        open_settings(page)
+        page.fill("#max-new-tokens input[type=number]", "256")
+        for start in ("Enter", "click"):
+            taken.clear()
+            page.fill("#prompt textarea", f"stop me ({start})")
+            if start == "Enter":
+                page.press("#prompt textarea", "Enter")
+            else:
+                page.click("#generate")
+            page.wait_for_function(f"({STATUS}).includes('generating')", timeout=60_000)
+            page.click("#stop")
+            time.sleep(1.0)
+            stopped_at = len(taken)
+            time.sleep(2.0)  # an unstopped run would take 20+ more steps meanwhile
+            assert len(taken) == stopped_at, f"Stop did not end a generation started by {start}"
+            assert "done" not in page.evaluate(STATUS)
+            assert 0 < stopped_at < 200
+        page.screenshot(path=str(SCREENSHOTS / "stopped.png"))
+        page.context.close()

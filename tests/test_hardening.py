@@ -48,7 +48,7 @@ HOSTILE_GENERATE = [
     ("hi", {"temperature": None}, "Expected a `float`"),
     ("hi", {"max_new_tokens": None}, "Expected a `float`"),
     ("hi", {"top_p": 0.0}, "less than minimum value"),
-    ("hi", {"keep": -1}, "less than minimum value"),
+    ("hi", {"keep": -1}, "keep threshold must be a number in [0.0, 1.0]"),
     ("hi", {"max_new_tokens": 0}, "less than minimum value"),
     ("hi", {"max_new_tokens": 3.5}, "max new tokens must be a whole number"),
     ("hi", {"strategy": "random"}, "not in the list of choices"),
@@ -107,7 +107,7 @@ def test_hostile_generate_inputs(app_url, prompt, overrides, expected):
 def test_hostile_trace_uploads(app_url, tmp_path, name, payload, expected):
     client = Client(app_url, verbose=False)
     if payload is None:  # a real trace with one field broken
-        *_, trace_file, _ = call_generate(client, "make a trace")
+        *_, trace_file, _, _ = call_generate(client, "make a trace")
         data = json.loads(Path(trace_file).read_text())
         data["steps"][0]["slots"] = "not a list"
         payload = json.dumps(data).encode()
@@ -157,7 +157,7 @@ def test_eight_users_at_once_each_get_their_own_trace(app_url):
 
     tokenizer = char_tokenizer()
     for i, out in results.items():
-        trace = GenerationTrace.load(out[-2])
+        trace = GenerationTrace.load(out[-3])
         assert tokenizer.decode(trace.prompt_ids) == prompts[i]
         assert trace.settings["seed"] == i
     print("\nload test, 8 users: completion seconds", sorted(round(t, 2) for t in timings.values()))

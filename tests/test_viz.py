@@ -24,6 +24,7 @@ from shuffle_model.trace import (
     TokenInfo,
 )
 from tests.tiny import char_tokenizer, tiny_backbone, tiny_mixer
+from viz.explain import RESTED
 from viz.gif import Renderer, frames_of
 from viz.style import (
     BOTH,
@@ -136,17 +137,20 @@ def test_overview_has_status_map_and_token_curve(tiny_trace, rich_trace):
 
 
 def test_token_spans_rebuild_the_output(tiny_trace, rich_trace):
+    from viz.style import END_LABEL, end_ids, is_end
+
     for trace in all_traces(tiny_trace, rich_trace):
         spans = viz.token_spans(trace)
+        ends = end_ids(trace)
         assert "".join(text for text, _ in spans) == "".join(
-            t.text for s in trace.steps for t in s.emitted
+            END_LABEL if is_end(t, ends) else t.text for s in trace.steps for t in s.emitted
         )
-        assert {label for _, label in spans} <= set(ORIGIN_LABELS.values())
+        assert {label for _, label in spans} <= {*ORIGIN_LABELS.values(), END_LABEL}
         by_step = viz.token_spans(trace, by="step")
         assert by_step[0][1] == "step 0"
     for trace in example_traces():  # version 1: no sources recorded, every draft from the head
         labels = {label for _, label in viz.token_spans(trace)}
-        assert labels <= {"anchor", "accepted draft (head)", "emitted draft"}
+        assert labels <= {"anchor", "accepted draft (head)", "emitted draft", END_LABEL}
         assert labels - {"anchor"}, "the examples emit drafts"
 
 
@@ -500,6 +504,8 @@ def test_decision_sentences_of_real_steps_match_their_plans(tiny_trace, rich_tra
             assert sentence.endswith(".") and len(sentence) < 300
             plan = step.plan
             if plan is not None and plan.rule == "cost" and plan.drafts:
+                if plan.head_rested:  # the sentence opens by saying so
+                    sentence = sentence.removeprefix(f"{RESTED} ")
                 assert sentence.startswith(f"Checked {plan.drafts} draft")
                 assert f"{plan.expected_tokens:.2f} tokens for {plan.cost:.2f}" in sentence
                 assert plan.drafts == len(step.forwarded_ids) - 1
@@ -621,3 +627,169 @@ def test_gif_frame_plan_matches_what_is_drawn(rich_trace):
     renderer = Renderer(rich_trace, 400)
     for step in rich_trace.steps:
         assert len(renderer.step_frames(step, 2, 12)) == frames_of(step, 2)
+
+
+# --- the end of the answer ----------------------------------------------------------------------
+
+END_TEXT = "<|im_end|>"
+
+
+def with_special_tokens(trace: GenerationTrace, *, marked: bool = True) -> GenerationTrace:
+    """A copy whose last token, one drafted slot, one candidate and one context draft are
+    <|im_end|> (marked special as the library does now, or only by their text, as in older
+    traces), and one candidate is <|im_start|>."""
+    copy = GenerationTrace.from_json(trace.to_json())
+    if not marked:  # nor do older traces list the end tokens' ids
+        copy.model.pop("eos_token_ids", None)
+    last = copy.steps[-1]
+    last.emitted[-1] = TokenInfo(2, END_TEXT, 0.9, special=marked)
+    last.anchor = last.emitted[0] if len(last.emitted) == 1 else last.anchor
+    step = next(s for s in copy.steps if s.slots and s.context is not None)
+    step.slots[0].token = TokenInfo(2, END_TEXT, 0.3, special=marked)
+    step.slots[0].candidates[0] = TokenInfo(2, END_TEXT, 0.3, special=marked)
+    step.slots[1].candidates[-1] = TokenInfo(1, "<|im_start|>", 0.01, special=marked)
+    step.context.tokens[0] = TokenInfo(2, END_TEXT, 0.2, special=marked)
+    return copy
+
+
+def test_special_tokens_are_recognised_and_labelled():
+    from viz.style import END_LABEL, END_SHORT, is_end, is_special, token_label
+
+    marked = TokenInfo(7, "<|whatever|>", 0.5, special=True)
+    assert is_special(marked) and not is_end(marked)
+    assert is_special(TokenInfo(2, "<|im_end|>", 0.5)) and is_end(TokenInfo(2, "<|im_end|>", 0.5))
+    assert is_end(TokenInfo(0, "<|endoftext|>", 0.5)) and is_end(TokenInfo(2, "</s>", 0.5))
+    assert is_end(TokenInfo(9, "<|eot_id|>", 0.5))
+    assert is_end(TokenInfo(42, "anything", 0.5), eos_ids={42})  # the trace's own end ids
+    assert not is_special(TokenInfo(5, "<b>", 0.5)) and not is_special(TokenInfo(5, "end", 0.5))
+    assert not is_special(TokenInfo(5, "<|im_end|> and more", 0.5))
+    assert token_label(TokenInfo(2, "<|im_end|>", 0.5)) == END_LABEL == "■ end of answer"
+    assert token_label(TokenInfo(2, "<|im_end|>", 0.5), limit=10) == END_SHORT == "■ end"
+    assert token_label(TokenInfo(1, "<|im_start|>", 0.5)) == "◇ im_start"
+    assert token_label(TokenInfo(5, " cat", 0.5)) == "·cat"
+
+
+@pytest.mark.parametrize("marked", [True, False], ids=["marked", "old-trace"])
+def test_the_end_of_the_answer_is_a_marker_in_spans_captions_and_figures(rich_trace, marked):
+    from viz.replay import SPAN_COLORS, step_caption
+    from viz.style import END_LABEL
+
+    trace = with_special_tokens(rich_trace, marked=marked)
+    spans = viz.token_spans(trace)
+    assert spans[-1] == (END_LABEL, END_LABEL) and END_LABEL in SPAN_COLORS
+    assert not any("<|" in text for text, _ in spans)
+    assert not any("<|" in text for text, _ in viz.token_spans(trace, by="step"))
+    caption = step_caption(trace, len(trace.steps) - 1)
+    assert "■ end of answer" in caption and "<|" not in caption
+    step = next(s for s in trace.steps if s.slots and s.context is not None)
+    threshold = trace.settings.get("keep_threshold")
+    figures = {
+        "shuffle": viz.shuffle_heatmap(step),
+        "drafts": viz.draft_heatmap(step),
+        "filter": viz.filter_chart(step, keep_threshold=threshold),
+        "overview": viz.overview(trace),
+    }
+    for name, fig in figures.items():
+        payload = json.dumps(fig.to_dict(), ensure_ascii=False)
+        assert "im_end" not in payload and "&lt;|" not in payload, name
+        assert "■ end" in payload, name
+    shuffle = figures["shuffle"]
+    assert shuffle.data[0].y[0] == "slot 0: ■ end of answer"  # the heatmap's row label
+    assert "■ end" in shuffle.data[0].text[0][0]  # its hover
+    assert figures["drafts"].data[0].text[0][0].startswith("■ end<br>")  # the cell
+    assert "◇ im_start" in figures["drafts"].data[0].text[1][-1]
+    bars = [t for t in figures["filter"].data if t.type == "bar"]
+    assert any("■ end of answer" in text for bar in bars for text in bar.text)
+
+
+def test_the_end_of_the_answer_is_a_marker_in_the_gif(rich_trace):
+    from viz.style import END_COLOR, END_LABEL
+
+    trace = with_special_tokens(rich_trace, marked=False)
+    renderer = Renderer(trace, 800, record=True)
+    assert END_LABEL in [label for row in renderer.legend for label, _ in row]
+    for step in trace.steps:
+        renderer.advance(step)
+    last = trace.steps[-1]
+    frame = renderer.frame(last, "emit")
+    texts = [label.text for label in renderer.labels]
+    assert END_LABEL in texts and not any("im_end" in text or "<|" in text for text in texts)
+    layout = renderer.layout
+    box = (0, layout.text_top, layout.width, layout.legend_top)
+    assert colour_pixels(frame, END_COLOR, box) > 20  # the marker's grey box and text
+    renderer = Renderer(trace, 800, record=True)
+    step = next(s for s in trace.steps if s.slots and s.context is not None)
+    renderer.frame(step, "draft")
+    cards = [label.text for label in renderer.labels]
+    assert cards.count("■ end") == 2  # the slot's card and the context draft's card
+    assert not any("<|" in text for text in cards)
+
+
+# --- GIF labels never overlap -------------------------------------------------------------------
+
+
+def varied_steps(trace: GenerationTrace, most: int = 40) -> set[int]:
+    """Steps that look different in a frame (slot statuses, offsets, context statuses, how many
+    tokens), up to `most`, always with the first and the last."""
+    seen, chosen = set(), {0, len(trace.steps) - 1}
+    for step in trace.steps:
+        look = (
+            tuple((s.status, s.offset is None) for s in step.slots),
+            tuple(step.context.statuses) if step.context else None,
+            step.num_emitted,
+        )
+        if look not in seen and len(chosen) < most:
+            seen.add(look)
+            chosen.add(step.index)
+    return chosen
+
+
+def overlapping_labels(trace: GenerationTrace, width: int) -> list[str]:
+    """Every settled frame of the chosen steps (the shuffle's motion frames move cards across
+    each other on purpose): pairs of labels whose boxes overlap, and labels outside their
+    room (a card's column, the text area, the frame)."""
+    from viz.gif import inside, overlap, phases
+
+    renderer = Renderer(trace, width, record=True)
+    chosen = varied_steps(trace)
+    problems = []
+    for step in trace.steps:
+        if step.index not in chosen:
+            renderer.advance(step)
+            continue
+        for phase, motion in phases(step, 1):
+            if phase == "emit":
+                renderer.advance(step)
+            frame = renderer.frame(step, phase, motion)
+            labels = renderer.labels
+            where = f"{width}px step {step.index} {phase}"
+            for label in labels:
+                if not inside(label.box, label.room) or not inside(label.box, (0, 0, *frame.size)):
+                    problems.append(f"{where}: {label.text!r} {label.box} outside {label.room}")
+            for i, a in enumerate(labels):
+                for b in labels[i + 1 :]:
+                    if overlap(a.box, b.box):
+                        problems.append(f"{where}: {a.text!r} {a.box} overlaps {b.text!r} {b.box}")
+    return problems
+
+
+@pytest.mark.parametrize("width", [320, 800, 1600])
+def test_gif_labels_never_overlap_and_fit_their_columns(width, rich_trace):
+    for trace in [rich_trace, with_special_tokens(rich_trace), *example_traces()]:
+        problems = overlapping_labels(trace, width)
+        assert not problems, "\n".join(problems[:10])
+
+
+def test_the_label_check_sees_an_overlap(rich_trace):
+    """The check itself: two labels drawn on top of each other are caught."""
+    from viz import gif
+
+    renderer = Renderer(rich_trace, 800, record=True)
+    step = rich_trace.steps[0]
+    image, draw = renderer.base(step, "draft")
+    big = gif.font(20)
+    renderer.write(draw, (100, 100), "? low confidence", big, gif.INK)
+    renderer.write(draw, (150, 100), "? low confidence", big, gif.INK)
+    a, b = renderer.labels[-2:]
+    assert gif.overlap(a.box, b.box)
+    assert not gif.inside(a.box, renderer.layout.column_room(0))

@@ -9,11 +9,12 @@ version-1 traces have no plan: their sentence says only what the trace records.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 
 from shuffle_model.planning import FIXED
 from shuffle_model.trace import EMITTED, PlanTrace, StepTrace
 
-from .style import ANCHOR, BOTH, CONTEXT, HEAD, ORIGIN_SYMBOLS, visible
+from .style import ANCHOR, BOTH, CONTEXT, HEAD, ORIGIN_SYMBOLS, token_label
 
 SOURCE_ORIGINS = {"anchor": ANCHOR, "head": HEAD, "context": CONTEXT, "head+context": BOTH}
 SAME_RATE = 1e-9  # rates closer than this are a tie
@@ -45,10 +46,11 @@ def accepted_by_origin(step: StepTrace) -> Counter:
     return Counter(origin for origin in token_origins(step) if origin != ANCHOR)
 
 
-def emitted_with_symbols(step: StepTrace, *, limit: int = 24) -> str:
-    """The step's emitted tokens, each after its origin's symbol (⚓ anchor, ✓ head, ↩ ...)."""
+def emitted_with_symbols(step: StepTrace, *, limit: int = 24, eos_ids: Collection[int] = ()) -> str:
+    """The step's emitted tokens, each after its origin's symbol (⚓ anchor, ✓ head, ↩ ...);
+    the end of the answer as ■ end of answer."""
     return " ".join(
-        f"{ORIGIN_SYMBOLS[origin]}{visible(token.text, limit=limit)}"
+        f"{ORIGIN_SYMBOLS[origin]}{token_label(token, limit=limit, eos_ids=eos_ids)}"
         for origin, token in zip(token_origins(step), step.emitted, strict=True)
     )
 

@@ -23,6 +23,7 @@ from .style import (
     CONTEXT_COLOR,
     CONTEXT_LABEL,
     CONTEXT_SYMBOL,
+    END_LABEL,
     HEAD,
     ORDERED_STATUSES,
     ORIGIN_COLORS,
@@ -32,7 +33,11 @@ from .style import (
     STATUS_COLORS,
     STATUS_LABELS,
     STATUS_SYMBOLS,
-    html_text,
+    end_ids,
+    html_token,
+    is_end,
+    is_special,
+    token_label,
 )
 
 GRID = "#e5e5e5"
@@ -83,7 +88,7 @@ def side_by_side(count: int, titles: list[str], widths: list[float] | None = Non
 
 
 def _slot_labels(step: StepTrace) -> list[str]:
-    return [f"slot {s.index}: {html_text(s.token.text)}" for s in step.slots]
+    return [f"slot {s.index}: {html_token(s.token)}" for s in step.slots]
 
 
 def _empty(title: str, message: str) -> go.Figure:
@@ -125,7 +130,7 @@ def shuffle_heatmap(step: StepTrace) -> go.Figure:
     labels = _slot_labels(step)
     hover = [
         [
-            f"slot {s.index} drafted <b>{html_text(s.token.text)}</b> (p={s.token.prob:.2f}, "
+            f"slot {s.index} drafted <b>{html_token(s.token)}</b> (p={s.token.prob:.2f}, "
             f"keep={s.keep_prob:.2f})<br>offset {offsets[p]}: {row[p]:.3f}"
             for p in range(len(row))
         ]
@@ -163,7 +168,7 @@ def shuffle_heatmap(step: StepTrace) -> go.Figure:
                 name="assigned offset",
                 showlegend=col == 1,
                 hoverinfo="skip",
-                marker=dict(symbol="square-open", size=26, color="#D55E00", line=dict(width=3)),
+                marker=dict(symbol="square-open", size=22, color="#D55E00", line=dict(width=3)),
                 **axes,
             )
         )
@@ -174,7 +179,7 @@ def shuffle_heatmap(step: StepTrace) -> go.Figure:
         layout[axis]["title"] = dict(text="offset after the anchor")
     layout.update(
         title=dict(text=title),
-        height=150 + 45 * len(step.slots),
+        height=110 + 34 * len(step.slots),  # one screen at 1440x900 up to K = 6
         legend=dict(orientation="h", y=-0.2),
     )
     return figure(data, layout)
@@ -188,7 +193,7 @@ def draft_heatmap(step: StepTrace) -> go.Figure:
     top = len(step.slots[0].candidates)
     z = [[c.prob for c in s.candidates] for s in step.slots]
     text = [
-        [f"{html_text(c.text, limit=10)}<br>{c.prob:.2f}" for c in s.candidates] for s in step.slots
+        [f"{html_token(c, limit=10)}<br>{c.prob:.2f}" for c in s.candidates] for s in step.slots
     ]
     data = [
         dict(
@@ -209,7 +214,7 @@ def draft_heatmap(step: StepTrace) -> go.Figure:
         data,
         dict(
             title=dict(text=title),
-            height=130 + 45 * len(step.slots),
+            height=100 + 34 * len(step.slots),
             xaxis=dict(title=dict(text="candidate rank"), **AXIS),
             yaxis=dict(autorange="reversed", **AXIS),
         ),
@@ -272,7 +277,7 @@ def _head_bars(step: StepTrace, axes: dict) -> list[dict]:
                 name=STATUS_LABELS[status],
                 legendgroup="head",
                 marker=marker,
-                text=[f"{STATUS_SYMBOLS[status]} {html_text(s.token.text)}" for s in slots],
+                text=[f"{STATUS_SYMBOLS[status]} {html_token(s.token)}" for s in slots],
                 textposition="outside",
                 customdata=[[s.offset if s.offset else "—"] for s in slots],
                 hovertemplate="%{x}: <b>%{text}</b><br>keep prob %{y:.3f}"
@@ -327,7 +332,7 @@ def _context_bars(step: StepTrace, axes: dict) -> list[dict]:
                 name=f"{CONTEXT_LABEL}, {words}",
                 legendgroup="context",
                 marker=marker,
-                text=[f"{STATUS_SYMBOLS[status]} {html_text(t.text)}" for _, t, _ in drafts],
+                text=[f"{STATUS_SYMBOLS[status]} {html_token(t)}" for _, t, _ in drafts],
                 textposition="outside",
                 hovertemplate="context draft %{x}: <b>%{text}</b><br>estimated chance of "
                 f"acceptance %{{y:.3f}}<br>{words}<extra></extra>",
@@ -419,15 +424,16 @@ def _status_rows(trace: GenerationTrace, k: int, m: int) -> tuple[list, list, li
     """Per step: colour codes, symbols and hover texts for anchor, K slots and m context
     drafts (None where a step has fewer)."""
     codes = {key: i for i, key in enumerate(MAP_KEYS)}
+    ends = end_ids(trace)
     z, symbols, hover = [], [], []
     for step in trace.steps:
         row = [codes[ANCHOR]]
         marks = [STATUS_SYMBOLS[ANCHOR]]
-        texts = [f"anchor {html_text(step.anchor.text)}"]
+        texts = [f"anchor {html_token(step.anchor, eos_ids=ends)}"]
         for slot in step.slots:
             row.append(codes[slot.status])
             marks.append(STATUS_SYMBOLS[slot.status])
-            texts.append(f"{html_text(slot.token.text)}: {STATUS_LABELS[slot.status]}")
+            texts.append(f"{html_token(slot.token, eos_ids=ends)}: {STATUS_LABELS[slot.status]}")
         pad = k - len(step.slots)
         row, marks, texts = row + [None] * pad, marks + [""] * pad, texts + [""] * pad
         context = step.context
@@ -435,7 +441,8 @@ def _status_rows(trace: GenerationTrace, k: int, m: int) -> tuple[list, list, li
         for token, status in drafts:
             row.append(codes[CONTEXT if status == ACCEPTED else status])
             marks.append(STATUS_SYMBOLS[status])
-            texts.append(f"context draft {html_text(token.text)}: {CONTEXT_STATUS_WORDS[status]}")
+            word = CONTEXT_STATUS_WORDS[status]
+            texts.append(f"context draft {html_token(token, eos_ids=ends)}: {word}")
         pad = m - len(drafts)
         z.append(row + [None] * pad)
         symbols.append(marks + [""] * pad)
@@ -667,15 +674,23 @@ def token_spans(trace: GenerationTrace, *, by: str = "origin") -> list[tuple[str
 
     by="origin": where each token came from (ORIGIN_LABELS: "anchor", "accepted draft (head)",
     "accepted draft (context)", ...); by="step": "step N". Texts are raw (the component
-    escapes them)."""
+    escapes them). The end of the answer is its own span, ("■ end of answer", END_LABEL),
+    never the raw special token; another special token reads "◇ name"."""
     if by not in ("origin", "step"):
         raise ValueError(f"by must be 'origin' or 'step'; got {by!r}")
+    ends = end_ids(trace)
     spans: list[tuple[str, str]] = []
     for step in trace.steps:
         origins = token_origins(step)
         for token, origin in zip(step.emitted, origins, strict=True):
             label = f"step {step.index}" if by == "step" else ORIGIN_LABELS[origin]
-            text = token.text if token.text is not None else f"<{token.id}>"
+            if is_end(token, ends):
+                spans.append((END_LABEL, END_LABEL))
+                continue
+            if is_special(token, ends):
+                text = token_label(token, limit=40, eos_ids=ends)
+            else:
+                text = token.text if token.text is not None else f"<{token.id}>"
             if spans and spans[-1][1] == label:
                 spans[-1] = (spans[-1][0] + text, label)
             else:

@@ -2,17 +2,22 @@
 
 Per step: the anchor and K slot cards appear with their tokens and keep probabilities (in slot
 order), and the context's drafts (copied from what followed an earlier match) in a row of their
-own at their offsets; the slots move into offset order (the shuffle); filtered cards fade with
-their reason, and so do drafts the plan found not worth checking; checked cards turn green (or
-the context's wine) or red; the emitted tokens join the growing text, coloured by origin. A
-header shows the step, tokens per pass so far and the settings; below it, the step's decision
-in a sentence.
+own at their offsets; the slots move into offset order (the shuffle; a slot left without an
+offset stays where it was drafted); filtered cards fade with their reason, and so do drafts the
+plan found not worth checking; checked cards turn green (or the context's wine) or red; the
+emitted tokens join the growing text, coloured by origin, and the end of the answer shows as a
+marker. A header shows the step, tokens per pass so far and the settings; below it, the step's
+decision in a sentence.
+
+Every text is fitted to its room: a card's texts to the card's column (smaller type, then the
+status's symbol, which the legend explains, then an ellipsis), the sentence wrapped to the
+frame. `Renderer(trace, width, record=True)` keeps each frame's texts and their boxes in
+`renderer.labels`, so the tests can check that no two overlap at any width.
 """
 
 from __future__ import annotations
 
 import io
-import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -40,11 +45,18 @@ from .style import (
     CONTEXT,
     CONTEXT_COLOR,
     CONTEXT_SYMBOL,
+    END,
+    END_COLOR,
+    END_LABEL,
     ORIGIN_COLORS,
     ORIGIN_SYMBOLS,
+    SPECIAL_SYMBOL,
     STATUS_COLORS,
     STATUS_SYMBOLS,
-    visible,
+    end_ids,
+    is_end,
+    is_special,
+    token_label,
 )
 
 FONT_DIR = Path(__file__).resolve().parent.parent / "assets" / "fonts"
@@ -71,6 +83,8 @@ SHORT_LABELS = {
     BOTH: "head and context",
 }
 CHECKED = (ACCEPTED, REJECTED, EMITTED)  # statuses of drafts that went into the block
+CARD_TEXT = 10  # characters of a token on a card
+Box = tuple[float, float, float, float]  # left, top, right, bottom
 DURATIONS_MS = {"draft": 700, "filter": 1000, "verify": 800, "emit": 600}
 
 
@@ -100,9 +114,81 @@ def mix(a: tuple[float, float], b: tuple[float, float], t: float) -> tuple[float
 
 
 @dataclass
+class Label:
+    """A text drawn in a frame: its box as drawn and the room it must stay in (frame pixels)."""
+
+    text: str
+    box: Box
+    room: Box
+
+
+def inside(box: Box, room: Box, tolerance: float = 0.5) -> bool:
+    return (
+        box[0] >= room[0] - tolerance
+        and box[1] >= room[1] - tolerance
+        and box[2] <= room[2] + tolerance
+        and box[3] <= room[3] + tolerance
+    )
+
+
+def overlap(a: Box, b: Box) -> bool:
+    """Whether two boxes share more than a line of pixels."""
+    return min(a[2], b[2]) - max(a[0], b[0]) > 0.5 and min(a[3], b[3]) - max(a[1], b[1]) > 0.5
+
+
+def fit(
+    draw: ImageDraw.ImageDraw,
+    text: str,
+    room: float,
+    candidates: range,
+    *,
+    bold: bool = False,
+    symbol: str | None = None,
+) -> tuple[str, ImageFont.FreeTypeFont]:
+    """The text and the largest font of `sizes` (pixels) that fit `room`; else the symbol (at
+    the largest size that fits), else the text cut short with an ellipsis at the smallest."""
+    for size in candidates:
+        if draw.textlength(text, font=font(size, bold=bold)) <= room:
+            return text, font(size, bold=bold)
+    if symbol:
+        return fit(draw, symbol, room, candidates, bold=bold)
+    small = font(candidates[-1], bold=bold)
+    while len(text) > 1 and draw.textlength(text + "…", font=small) > room:
+        text = text[:-1]
+    return text.rstrip() + "…", small
+
+
+def font_sizes(largest: float, smallest: float, s: float) -> range:
+    """Font sizes in pixels from largest*s down to smallest*s (at least 1)."""
+    top, bottom = max(1, round(largest * s)), max(1, round(smallest * s))
+    return range(top, bottom - 1, -1)
+
+
+def wrap(draw: ImageDraw.ImageDraw, text: str, typeface, room: float, lines: int) -> list[str]:
+    """Words wrapped to lines that fit `room` pixels; at most `lines`, the last cut with …"""
+    out: list[str] = []
+    for word in text.split():
+        if out and draw.textlength(f"{out[-1]} {word}", font=typeface) <= room:
+            out[-1] = f"{out[-1]} {word}"
+        else:
+            out.append(word)
+    if len(out) > lines:
+        out = out[:lines]
+        last = out[-1]
+        while last and draw.textlength(last + "…", font=typeface) > room:
+            last = last[:-1]
+        out[-1] = last.rstrip() + "…"
+    for i, line in enumerate(out):  # a single word longer than the room
+        while len(line) > 1 and draw.textlength(line, font=typeface) > room:
+            line = line[:-2] + "…"
+        out[i] = line
+    return out
+
+
+@dataclass
 class Layout:
     width: int
-    columns: int  # anchor + offsets + one column for slots without an offset
+    columns: int  # anchor + offsets
     context_row: bool = False  # a row for the context's drafts
     legend_rows: int = 1
 
@@ -129,6 +215,14 @@ class Layout:
     def x(self, column: int) -> float:
         return self.margin + column * self.column + (self.column - self.card_w) / 2
 
+    def column_room(self, column: int) -> Box:
+        """Where a card's texts in this column may go: the column, the frame's height."""
+        left = self.margin + column * self.column
+        return (left, 0, left + self.column, self.height)
+
+    def frame_room(self) -> Box:
+        return (0, 0, self.width, self.height)
+
 
 @dataclass
 class Card:
@@ -139,99 +233,88 @@ class Card:
     outline: tuple[int, int, int] = INK
     note: str = ""  # small text below the card
     note_color: tuple[int, int, int] = MUTED
+    note_symbol: str | None = None  # what the note shrinks to where it does not fit
     ink: tuple[int, int, int] = INK
     outline_width: float = 2
 
 
-def draw_card(draw: ImageDraw.ImageDraw, layout: Layout, xy: tuple[float, float], card: Card):
-    s = layout.scale
-    x, y = xy
-    w, h = layout.card_w, layout.card_h
-    draw.rounded_rectangle(
-        [x, y, x + w, y + h],
-        radius=round(8 * s),
-        fill=card.fill,
-        outline=card.outline,
-        width=max(1, round(card.outline_width * s)),
-    )
-    label = card.text
-    size = 19
-    while size > 10 and draw.textlength(label, font=font(round(size * s), bold=True)) > w - 8 * s:
-        size -= 1
-    draw.text(
-        (x + w / 2, y + h * 0.42),
-        label,
-        font=font(round(size * s), bold=True),
-        fill=card.ink,
-        anchor="mm",
-    )
-    draw.text(
-        (x + w / 2, y - 4 * s), card.caption, font=font(round(12 * s)), fill=MUTED, anchor="md"
-    )
-    if card.keep is not None:
-        bar_y = y + h - 11 * s
-        draw.rectangle(
-            [x + 6 * s, bar_y, x + w - 6 * s, bar_y + 5 * s], fill=(255, 255, 255), outline=MUTED
-        )
-        draw.rectangle(
-            [x + 6 * s, bar_y, x + 6 * s + (w - 12 * s) * card.keep, bar_y + 5 * s], fill=INK
-        )
-    if card.note:
-        note, size = fitted(draw, card.note, layout.column - 4 * s, s)
-        draw.text(
-            (x + w / 2, y + h + 5 * s),
-            note,
-            font=font(round(size * s), bold=True),
-            fill=card.note_color,
-            anchor="ma",
-        )
-
-
-def fitted(draw: ImageDraw.ImageDraw, note: str, room: float, s: float) -> tuple[str, int]:
-    """The note and a font size (12 down to 8) that fit the room; else just its symbol."""
-    for size in range(12, 7, -1):
-        if draw.textlength(note, font=font(round(size * s), bold=True)) <= room:
-            return note, size
-    return note.split(" ")[0], 12
-
-
-def text_area(layout: Layout, pieces: list[tuple[str, str]], new_from: int) -> Image.Image:
+def text_area(
+    layout: Layout, pieces: list[tuple[str, str]], new_from: int
+) -> tuple[Image.Image, list[Label]]:
     """The generated text so far, each token coloured by origin; the newest ones underlined,
-    tokens copied from the context dotted underneath (a cue besides the colour)."""
+    tokens copied from the context dotted underneath (a cue besides the colour); the end of
+    the answer (origin END) as a small boxed marker. Also the labels drawn, in the area's
+    pixels (a token's box is the room the line gives it: its advance, the line's height)."""
     s = layout.scale
     regular = font(round(17 * s))
+    small = font(max(1, round(12 * s)))
     image = Image.new("RGB", (layout.width, MAX_TEXT_LINES * layout.line_height), BACKGROUND)
     draw = ImageDraw.Draw(image)
     x0 = x = layout.margin
-    lines: list[list[tuple[float, str, tuple, bool, bool]]] = [[]]
+    right = layout.width - layout.margin
+    pad = 4 * s
+    lines: list[list[tuple[float, str, str, bool]]] = [[]]
     for index, (text, origin) in enumerate(pieces):
-        color = rgb(ORIGIN_COLORS[origin])
-        copied = origin in (CONTEXT, BOTH)
+        new = index >= new_from
+        if origin == END:
+            width = draw.textlength(END_LABEL, font=small) + 2 * pad
+            if x + width > right and x > x0:
+                lines.append([])
+                x = x0
+            lines[-1].append((x, END_LABEL, END, new))
+            x += width + pad
+            continue
         for part_index, part in enumerate(text.split("\n")):
             if part_index:
                 lines.append([])
                 x = x0
             shown = part.replace("\t", "    ")
             width = draw.textlength(shown, font=regular)
-            if x + width > layout.width - layout.margin and x > x0:
+            if x + width > right and x > x0:
                 lines.append([])
                 x = x0
-            lines[-1].append((x, shown, color, index >= new_from, copied))
-            x += width
+            while len(shown) > 1 and x0 + draw.textlength(shown, font=regular) > right:
+                shown = shown[:-2] + "…"  # one token longer than a line: cut short
+            lines[-1].append((x, shown, origin, new))
+            x += draw.textlength(shown, font=regular)
+    labels = []
     for row, line in enumerate(lines[-MAX_TEXT_LINES:]):
         y = row * layout.line_height
-        for x, shown, color, new, copied in line:
+        for x, shown, origin, new in line:
+            if origin == END:
+                labels.append(end_marker(draw, (x, y), layout, new))
+                continue
+            color = rgb(ORIGIN_COLORS[origin])
             draw.text((x, y), shown, font=regular, fill=color)
             width = draw.textlength(shown, font=regular)
+            if shown.strip():
+                labels.append(Label(shown, (x, y, x + width, y + layout.line_height), (0, 0, 0, 0)))
             if new and shown.strip():
                 draw.line(
                     [x, y + 21 * s, x + width, y + 21 * s], fill=color, width=max(1, round(2 * s))
                 )
-            if copied and shown.strip():
+            if origin in (CONTEXT, BOTH) and shown.strip():
                 for dot in range(int(width // (4 * s)) + 1):
                     dx = x + dot * 4 * s
                     draw.point([(dx, y + 23 * s), (dx + 1, y + 23 * s)], fill=color)
-    return image
+    return image, labels
+
+
+def end_marker(draw: ImageDraw.ImageDraw, xy: tuple[float, float], layout: Layout, new: bool):
+    """■ end of answer in a small grey box on the text's line (underlined when new)."""
+    s = layout.scale
+    small = font(max(1, round(12 * s)))
+    x, y = xy
+    pad = 4 * s
+    width = draw.textlength(END_LABEL, font=small) + 2 * pad
+    box = (x, y + 3 * s, x + width, y + layout.line_height - 3 * s)
+    ink = rgb(END_COLOR)
+    draw.rounded_rectangle(box, radius=round(4 * s), fill=NEUTRAL, outline=ink, width=1)
+    draw.text((x + width / 2, (box[1] + box[3]) / 2), END_LABEL, font=small, fill=ink, anchor="mm")
+    if new:
+        draw.line([x, y + 23 * s, x + width, y + 23 * s], fill=ink, width=max(1, round(2 * s)))
+    middle = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+    return Label(END_LABEL, draw.textbbox(middle, END_LABEL, font=small, anchor="mm"), box)
 
 
 def legend_items(trace: GenerationTrace, verified: bool) -> list[tuple[str, str]]:
@@ -252,13 +335,26 @@ def legend_items(trace: GenerationTrace, verified: bool) -> list[tuple[str, str]
         items.append((f"{CONTEXT_SYMBOL} {SHORT_LABELS[CONTEXT]}", CONTEXT_COLOR))
     if any(BOTH in token_origins(s) for s in trace.steps):
         items.append((f"{ORIGIN_SYMBOLS[BOTH]} {SHORT_LABELS[BOTH]}", ORIGIN_COLORS[BOTH]))
+    ends = end_ids(trace)
+    shown = [token for step in trace.steps for token in shown_tokens(step)]
+    if any(is_end(token, ends) for token in shown):
+        items.append((END_LABEL, END_COLOR))
+    if any(is_special(token, ends) and not is_end(token, ends) for token in shown):
+        items.append((f"{SPECIAL_SYMBOL} special token", END_COLOR))
     return items
+
+
+def shown_tokens(step: StepTrace) -> list:
+    """Every token a frame of the step shows: the anchor, the slots', the context's, and the
+    emitted ones (the text)."""
+    context = step.context.tokens if step.context else []
+    return [step.anchor, *(slot.token for slot in step.slots), *context, *step.emitted]
 
 
 def legend_rows(items: list[tuple[str, str]], width: int) -> list[list[tuple[str, str]]]:
     """The legend items wrapped into rows that fit the width."""
     s = width / DEFAULT_WIDTH
-    small = font(round(11 * s))
+    small = font(max(1, round(11 * s)))
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     rows: list[list[tuple[str, str]]] = [[]]
     x = 20 * s
@@ -294,34 +390,102 @@ def phases(step: StepTrace, motion: int) -> list[tuple[str, float]]:
 class Renderer:
     """Draws the frames of one trace."""
 
-    def __init__(self, trace: GenerationTrace, width: int):
+    def __init__(self, trace: GenerationTrace, width: int, *, record: bool = False):
         self.trace = trace
+        self.ends = end_ids(trace)
+        self.record = record  # keep every frame's labels (tests)
+        self.labels: list[Label] = []  # the last frame's labels, when recording
         k = max((len(s.slots) for s in trace.steps), default=0)
         m = max((len(s.context.tokens) for s in trace.steps if s.context), default=0)
         self.k, self.m = k, m
         self.offsets = max(k, m)
-        self.no_offset = self.offsets + 1  # the column of slots without an offset
         settings = trace.settings
         self.strategy = settings.get("shuffle_strategy", "?")
         self.verified = settings.get("verify", True)
         self.legend = legend_rows(legend_items(trace, self.verified), width)
         self.layout = Layout(
-            width,
-            columns=self.offsets + 1 + (1 if k else 0),
-            context_row=m > 0,
-            legend_rows=len(self.legend),
+            width, columns=self.offsets + 1, context_row=m > 0, legend_rows=len(self.legend)
         )
-        self.pieces: list[tuple[str, str]] = []  # (token text, origin) emitted so far
+        self.pieces: list[tuple[str, str]] = []  # (token text, origin or END) emitted so far
         self.passes = 1  # the prompt's prefill
-        self._static: dict[str, Image.Image] = {}
-        self._text: dict[int, Image.Image] = {}  # new_from -> text area, for the current pieces
+        self.tokens = 0  # tokens emitted so far
+        self._static: dict[str, tuple[Image.Image, list[Label]]] = {}
+        # new_from -> the text area and its labels, for the current pieces
+        self._text: dict[int, tuple[Image.Image, list[Label]]] = {}
+
+    # --- drawing texts --------------------------------------------------------------------
+    def write(
+        self,
+        draw: ImageDraw.ImageDraw,
+        xy: tuple[float, float],
+        text: str,
+        typeface: ImageFont.FreeTypeFont,
+        fill,
+        *,
+        anchor: str = "la",
+        room: Box | None = None,
+    ) -> None:
+        """Draw a text; when recording, keep its box and the room it must stay in."""
+        draw.text(xy, text, font=typeface, fill=fill, anchor=anchor)
+        if self.record:
+            box = draw.textbbox(xy, text, font=typeface, anchor=anchor)
+            self.labels.append(Label(text, box, room or self.layout.frame_room()))
+
+    def draw_card(
+        self, draw: ImageDraw.ImageDraw, xy: tuple[float, float], card: Card, column: int
+    ) -> None:
+        layout, s = self.layout, self.layout.scale
+        x, y = xy
+        w, h = layout.card_w, layout.card_h
+        room = layout.column_room(column)
+        draw.rounded_rectangle(
+            [x, y, x + w, y + h],
+            radius=round(8 * s),
+            fill=card.fill,
+            outline=card.outline,
+            width=max(1, round(card.outline_width * s)),
+        )
+        label, typeface = fit(draw, card.text, w - 8 * s, font_sizes(19, 10, s), bold=True)
+        self.write(
+            draw, (x + w / 2, y + h * 0.42), label, typeface, card.ink, anchor="mm", room=room
+        )
+        caption, typeface = fit(draw, card.caption, layout.column - 4 * s, font_sizes(12, 8, s))
+        self.write(draw, (x + w / 2, y - 4 * s), caption, typeface, MUTED, anchor="md", room=room)
+        if card.keep is not None:
+            bar_y = y + h - 11 * s
+            draw.rectangle(
+                [x + 6 * s, bar_y, x + w - 6 * s, bar_y + 5 * s], fill=WHITE, outline=MUTED
+            )
+            draw.rectangle(
+                [x + 6 * s, bar_y, x + 6 * s + (w - 12 * s) * card.keep, bar_y + 5 * s], fill=INK
+            )
+        if card.note:  # no wider than the card and a little more: neighbours' notes stay apart
+            note, typeface = fit(
+                draw,
+                card.note,
+                min(layout.column - 4 * s, w + 6 * s),
+                font_sizes(12, 8, s),
+                bold=True,
+                symbol=card.note_symbol,
+            )
+            self.write(
+                draw,
+                (x + w / 2, y + h + 5 * s),
+                note,
+                typeface,
+                card.note_color,
+                anchor="ma",
+                room=room,
+            )
 
     # --- the parts of a frame -------------------------------------------------------------
-    def static(self, drafting: bool) -> Image.Image:
-        """Everything that never changes within a run: captions, guides, legend."""
+    def static(self, drafting: bool) -> tuple[Image.Image, list[Label]]:
+        """Everything that never changes within a run: captions, guides, legend (and the
+        labels drawn, when recording)."""
         key = "draft" if drafting else "rest"
         if key in self._static:
             return self._static[key]
+        self.labels = []
         layout, s = self.layout, self.layout.scale
         image = Image.new("RGB", (layout.width, layout.height), BACKGROUND)
         draw = ImageDraw.Draw(image)
@@ -341,23 +505,17 @@ class Renderer:
                 True,
             )
         for p in range(self.offsets + 1):
-            draw.text(
-                (layout.x(p) + layout.card_w / 2, layout.row_b + layout.card_h + 26 * s),
-                "anchor" if p == 0 else f"+{p}",
-                font=font(round(12 * s)),
-                fill=MUTED,
-                anchor="ma",
+            text, typeface = fit(
+                draw, "anchor" if p == 0 else f"+{p}", layout.column - 4 * s, font_sizes(12, 8, s)
             )
-        if self.k:
-            draw.text(
-                (
-                    layout.x(self.no_offset) + layout.card_w / 2,
-                    layout.row_b + layout.card_h + 26 * s,
-                ),
-                "no offset",
-                font=font(round(12 * s)),
-                fill=MUTED,
+            self.write(
+                draw,
+                (layout.x(p) + layout.card_w / 2, layout.row_b + layout.card_h + 26 * s),
+                text,
+                typeface,
+                MUTED,
                 anchor="ma",
+                room=layout.column_room(p),
             )
         draw.line(
             [
@@ -370,40 +528,40 @@ class Renderer:
             width=max(1, round(2 * s)),
         )
         self.draw_legend(draw)
-        self._static[key] = image
-        return image
+        self._static[key] = image, self.labels
+        return self._static[key]
 
     def section(self, draw: ImageDraw.ImageDraw, row: int, text: str, active: bool) -> None:
         layout, s = self.layout, self.layout.scale
-        draw.text(
-            (layout.margin, row - 42 * s),
-            text,
-            font=font(round(13 * s), bold=active),
-            fill=INK if active else MUTED,
-        )
+        room = layout.width - 2 * layout.margin
+        text, typeface = fit(draw, text, room, font_sizes(13, 8, s), bold=active)
+        self.write(draw, (layout.margin, row - 42 * s), text, typeface, INK if active else MUTED)
 
     def base(self, step: StepTrace, phase: str) -> tuple[Image.Image, ImageDraw.ImageDraw]:
         layout, s = self.layout, self.layout.scale
-        image = self.static(phase == "draft").copy()
+        static, labels = self.static(phase == "draft")
+        image = static.copy()
+        self.labels = list(labels)
         draw = ImageDraw.Draw(image)
-        ratio = len(self.pieces) / self.passes if self.passes else 0.0
+        ratio = self.tokens / self.passes if self.passes else 0.0
         mode = "verified" if self.verified else "pure parallel"
-        draw.text(
-            (layout.margin, layout.header / 2),
-            f"ShuffleLM · step {step.index + 1}/{len(self.trace.steps)}",
-            font=font(round(20 * s), bold=True),
-            fill=INK,
-            anchor="lm",
-        )
+        title = f"ShuffleLM · step {step.index + 1}/{len(self.trace.steps)}"
+        bold = font(round(20 * s), bold=True)
+        self.write(draw, (layout.margin, layout.header / 2), title, bold, INK, anchor="lm")
         settings = [f"{ratio:.2f} tokens/pass", self.strategy, mode]
         source = self.trace.settings.get("draft_source")
         if source and self.verified:
             settings.append(source)
-        draw.text(
+        regular = font(round(15 * s))
+        room = layout.width - 2 * layout.margin - draw.textlength(title, font=bold) - 12 * s
+        while len(settings) > 1 and draw.textlength(" · ".join(settings), font=regular) > room:
+            settings.pop()  # the least important setting first
+        self.write(
+            draw,
             (layout.width - layout.margin, layout.header / 2),
             " · ".join(settings),
-            font=font(round(15 * s)),
-            fill=INK,
+            regular,
+            INK,
             anchor="rm",
         )
         self.draw_decision(draw, step, decided=phase not in ("draft", "shuffle"))
@@ -414,40 +572,35 @@ class Renderer:
         layout, s = self.layout, self.layout.scale
         small = font(round(13 * s))
         sentence = decision_sentence(step, verified=self.verified)
-        per_line = max(20, int((layout.width - 2 * layout.margin) / (7.2 * s)))
-        lines = textwrap.wrap(sentence, per_line)
-        if len(lines) > DECISION_LINES:
-            lines = lines[:DECISION_LINES]
-            lines[-1] = lines[-1][: per_line - 1].rstrip() + "…"
+        lines = wrap(draw, sentence, small, layout.width - 2 * layout.margin, DECISION_LINES)
         for i, line in enumerate(lines):
-            draw.text(
+            self.write(
+                draw,
                 (layout.margin, layout.decision_top + i * layout.decision_line),
                 line,
-                font=small,
-                fill=INK if decided else MUTED,
+                small,
+                INK if decided else MUTED,
             )
 
     def draw_legend(self, draw: ImageDraw.ImageDraw) -> None:
         layout, s = self.layout, self.layout.scale
-        small = font(round(11 * s))
+        small = font(max(1, round(11 * s)))
         for row, items in enumerate(self.legend):
             x, y = layout.margin, layout.legend_top + row * layout.legend_line
             for label, color in items:
                 draw.rectangle([x, y, x + 12 * s, y + 12 * s], fill=rgb(color))
-                draw.text((x + 16 * s, y + 6 * s), label, font=small, fill=INK, anchor="lm")
+                self.write(draw, (x + 16 * s, y + 6 * s), label, small, INK, anchor="lm")
                 x += 16 * s + draw.textlength(label, font=small) + 12 * s
 
+    def shown(self, token) -> str:
+        """A token on a card: its visible text, or ■ end (the end of the answer)."""
+        return token_label(token, limit=CARD_TEXT, eos_ids=self.ends)
+
     def anchor_card(self, step: StepTrace) -> Card:
-        return Card(
-            visible(step.anchor.text, limit=10),
-            "anchor",
-            None,
-            rgb(STATUS_COLORS[ANCHOR]),
-            ink=WHITE,
-        )
+        return Card(self.shown(step.anchor), "anchor", None, rgb(STATUS_COLORS[ANCHOR]), ink=WHITE)
 
     def slot_card(self, slot, phase: str) -> Card:
-        text = visible(slot.token.text, limit=10)
+        text = self.shown(slot.token)
         caption = f"slot {slot.index}"
         if phase in ("draft", "shuffle"):
             return Card(text, caption, slot.keep_prob, PENDING)
@@ -455,7 +608,7 @@ class Renderer:
 
     def context_card(self, offset: int, token, prob: float, status: str, phase: str) -> Card:
         """A context draft: outlined in the context's colour, filled with it when accepted."""
-        text = visible(token.text, limit=10)
+        text = self.shown(token)
         caption = f"{CONTEXT_SYMBOL} +{offset}"
         context = rgb(CONTEXT_COLOR)
         if phase in ("draft", "shuffle"):
@@ -470,11 +623,21 @@ class Renderer:
         """A draft after the filter and the plan: in the block (pending, then its verdict) or
         faded with the reason it was left out."""
         color = rgb(STATUS_COLORS[status])
-        note = f"{STATUS_SYMBOLS[status]} {SHORT_LABELS[status]}"
+        symbol = STATUS_SYMBOLS[status]
+        note = f"{symbol} {SHORT_LABELS[status]}"
         if status in CHECKED:
             if phase == "filter":
                 return Card(text, caption, prob, PENDING, outline=INK, note="in block")
-            return Card(text, caption, prob, color, ink=WHITE, note=note, note_color=color)
+            return Card(
+                text,
+                caption,
+                prob,
+                color,
+                ink=WHITE,
+                note=note,
+                note_color=color,
+                note_symbol=symbol,
+            )
         return Card(
             text,
             caption,
@@ -484,10 +647,8 @@ class Renderer:
             ink=MUTED,
             note=note,
             note_color=readable(color),
+            note_symbol=symbol,
         )
-
-    def target(self, slot) -> int:
-        return slot.offset if slot.offset is not None else self.no_offset
 
     # --- frames -------------------------------------------------------------------------------
     def frame(self, step: StepTrace, phase: str, motion: float = 0.0) -> Image.Image:
@@ -500,39 +661,52 @@ class Renderer:
             anchor_xy = mix((layout.x(0), row_a), (layout.x(0), row_b), motion)
         else:
             anchor_xy = (layout.x(0), row_b)
-        draw_card(draw, layout, anchor_xy, self.anchor_card(step))
-        stacked: dict[int, int] = {}
+        self.draw_card(draw, anchor_xy, self.anchor_card(step), 0)
         for slot in step.slots:
             start = (layout.x(slot.index + 1), row_a)
-            column = self.target(slot)
-            depth = stacked.get(column, 0)  # slots without an offset stack up
-            stacked[column] = depth + 1
-            end = (layout.x(column) + depth * 6 * layout.scale, row_b + depth * 6 * layout.scale)
+            # a slot without an offset stays where it was drafted, with its reason below it
+            column = slot.offset if slot.offset is not None else slot.index + 1
+            end = (layout.x(column), row_b) if slot.offset is not None else start
             if phase == "draft":
-                xy = start
-            elif phase == "shuffle":
+                xy, column = start, slot.index + 1
+            elif phase == "shuffle" and motion < 1:
                 xy = mix(start, end, motion)
+                column = round((xy[0] - layout.x(0)) / layout.column)
             else:
                 xy = end
-            draw_card(draw, layout, xy, self.slot_card(slot, phase))
+            self.draw_card(draw, xy, self.slot_card(slot, phase), column)
         if step.context is not None and layout.context_row:
             context = step.context
             drafts = zip(context.tokens, context.accept_probs, context.statuses, strict=True)
             for offset, (token, prob, status) in enumerate(drafts, 1):
                 card = self.context_card(offset, token, prob, status, phase)
-                draw_card(draw, layout, (layout.x(offset), float(layout.row_c)), card)
+                self.draw_card(draw, (layout.x(offset), float(layout.row_c)), card, offset)
         new_from = len(self.pieces) - (step.num_emitted if phase == "emit" else 0)
         if new_from not in self._text:
             self._text[new_from] = text_area(layout, self.pieces, new_from)
-        image.paste(self._text[new_from], (0, layout.text_top))
+        text, labels = self._text[new_from]
+        image.paste(text, (0, layout.text_top))
+        if self.record:
+            top = layout.text_top
+            room = (layout.margin, top, layout.width - layout.margin, top + text.height)
+            for label in labels:
+                x0, y0, x1, y1 = label.box
+                self.labels.append(Label(label.text, (x0, y0 + top, x1, y1 + top), room))
         return image
 
     def advance(self, step: StepTrace) -> None:
-        """Add the step's tokens to the text and count its pass."""
+        """Add the step's tokens to the text (the end of the answer as a marker) and count its
+        pass."""
         self._text.clear()
         for token, origin in zip(step.emitted, token_origins(step), strict=True):
-            text = token.text if token.text is not None else f"<{token.id}>"
-            self.pieces.append((text, origin))
+            self.tokens += 1
+            if is_end(token, self.ends):
+                self.pieces.append((END_LABEL, END))
+            elif is_special(token, self.ends):
+                self.pieces.append((token_label(token, limit=40, eos_ids=self.ends), origin))
+            else:
+                text = token.text if token.text is not None else f"<{token.id}>"
+                self.pieces.append((text, origin))
         self.passes += 1 if step.forwarded_ids else 0
 
     def step_frames(self, step: StepTrace, motion_frames: int, fps: int):

@@ -17,10 +17,11 @@ from .explain import (
     typical_pass,
 )
 from .figures import accepted_summary, draft_heatmap, filter_chart, shuffle_heatmap
-from .style import ORIGIN_COLORS, ORIGIN_LABELS
+from .style import END_COLOR, END_LABEL, ORIGIN_COLORS, ORIGIN_LABELS, end_ids
 
-# the output text's labels (HighlightedText) and their colours
+# the output text's labels (HighlightedText) and their colours; the end of the answer a marker
 SPAN_COLORS = {ORIGIN_LABELS[origin]: color for origin, color in ORIGIN_COLORS.items()}
+SPAN_COLORS[END_LABEL] = END_COLOR
 
 
 @dataclass
@@ -71,7 +72,8 @@ def step_caption(trace: GenerationTrace, index: int) -> str:
     step = trace.steps[index]
     decision = decision_sentence(step, verified=verified_setting(trace))
     return (
-        f"Step {index}: {decision}\n{outcome_sentence(step)} Emitted: {emitted_with_symbols(step)}"
+        f"Step {index}: {decision}\n{outcome_sentence(step)} "
+        f"Emitted: {emitted_with_symbols(step, eos_ids=end_ids(trace))}"
     )
 
 

@@ -10,6 +10,8 @@ has a word and a symbol, so nothing relies on colour alone.
 from __future__ import annotations
 
 import html
+import re
+from collections.abc import Collection
 
 from shuffle_model.trace import (
     ACCEPTED,
@@ -24,6 +26,7 @@ from shuffle_model.trace import (
     OUT_OF_RANGE,
     REJECTED,
     SLOT_STATUSES,
+    TokenInfo,
 )
 
 ANCHOR = "anchor"
@@ -120,3 +123,54 @@ def visible(text: str | None, *, limit: int = 16) -> str:
 def html_text(text: str | None, *, limit: int = 16) -> str:
     """visible() escaped for places that render HTML (Plotly hovers and labels)."""
     return html.escape(visible(text, limit=limit), quote=True)
+
+
+# Special tokens (the end of the answer, a turn's start, ...) are never shown as their raw text:
+# the end of the answer is a marker, any other special token a symbol and its name.
+END = "end"  # the end-of-answer marker's label key (the output text, the GIF's text)
+END_SYMBOL = "■"  # DejaVu Sans has it (the GIF's font); ⏹ it has not
+END_LABEL = f"{END_SYMBOL} end of answer"
+END_SHORT = f"{END_SYMBOL} end"  # on cards and in cells, where room is short
+END_COLOR = "#4D4D4D"  # dark grey: ink, not a source's colour
+SPECIAL_SYMBOL = "◇"
+# what a special token's text looks like, for traces written before TokenInfo.special
+SPECIAL_TEXT = re.compile(r"<\|[^<>|]{1,64}\|>|</s>|<s>|<(?:eos|bos|pad|unk|eot|mask)>", re.I)
+END_TEXT = re.compile(r"end|eos|eot|</s>", re.I)  # which special tokens end a text
+
+
+def is_special(token: TokenInfo, eos_ids: Collection[int] = ()) -> bool:
+    """Whether a token is a special token: marked so by the trace, one of the trace's end
+    tokens (`eos_ids`, trace.model["eos_token_ids"]), or with a text like <|im_end|> or </s>."""
+    if getattr(token, "special", False) or token.id in eos_ids:
+        return True
+    return isinstance(token.text, str) and SPECIAL_TEXT.fullmatch(token.text) is not None
+
+
+def is_end(token: TokenInfo, eos_ids: Collection[int] = ()) -> bool:
+    """Whether a token ends the answer: one of the trace's end tokens, or a special token whose
+    name says end (<|im_end|>, <|endoftext|>, </s>, <|eot_id|>, ...)."""
+    if token.id in eos_ids:
+        return True
+    return is_special(token) and END_TEXT.search(token.text or "") is not None
+
+
+def token_label(token: TokenInfo, *, limit: int = 16, eos_ids: Collection[int] = ()) -> str:
+    """A token as shown anywhere: visible() text, or ■ end of answer (■ end where `limit` is
+    short), or ◇ and the name of another special token (◇ im_start)."""
+    if is_end(token, eos_ids):
+        return END_LABEL if limit >= len(END_LABEL) else END_SHORT
+    if is_special(token, eos_ids):
+        name = re.sub(r"[<>|/]", "", token.text or "") or str(token.id)
+        return f"{SPECIAL_SYMBOL} {visible(name, limit=max(limit - 2, 1))}"
+    return visible(token.text, limit=limit)
+
+
+def html_token(token: TokenInfo, *, limit: int = 16, eos_ids: Collection[int] = ()) -> str:
+    """token_label() escaped for places that render HTML (Plotly hovers and labels)."""
+    return html.escape(token_label(token, limit=limit, eos_ids=eos_ids), quote=True)
+
+
+def end_ids(trace) -> frozenset[int]:
+    """The trace's end-of-answer token ids (traces before version 2 record none)."""
+    ids = (getattr(trace, "model", None) or {}).get("eos_token_ids") or ()
+    return frozenset(i for i in ids if isinstance(i, int) and not isinstance(i, bool))
