@@ -35,6 +35,9 @@ TIME_BUDGET_S = 8.0  # stop repeating once this is spent (at least 3 repetitions
 Status = Callable[[str], None]
 
 
+PAD_GAIN = 0.05  # a longer, padded pass is used only where it is at least 5 % cheaper
+
+
 @dataclass
 class CostCurve:
     """c(n) for n = 1..len(ratios), plus the per-step cost of drafting, in one-token passes."""
@@ -64,6 +67,16 @@ class CostCurve:
     @property
     def max_tokens(self) -> int:
         return len(self.ratios)
+
+    def cheapest(self, tokens: int) -> tuple[float, int]:
+        """(cost, length) of the cheapest pass that covers `tokens`: a longer pass where the
+        machine runs it at least PAD_GAIN faster (small matrix products are often slower at
+        n = 2-3 than at 4-5), filled up with tokens whose results are thrown away."""
+        best_cost, best_length = self(tokens), tokens
+        for length in range(tokens + 1, self.max_tokens + 1):
+            if self(length) < best_cost * (1.0 - PAD_GAIN):
+                best_cost, best_length = self(length), length
+        return best_cost, best_length
 
     @classmethod
     def from_ratios(cls, ratios: list[float], *, draft_cost: float = 0.0) -> CostCurve:

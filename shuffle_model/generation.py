@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -50,7 +50,7 @@ from .trace import (
     TokenInfo,
     Totals,
 )
-from .tree import Block, build_block, can_drop_branches, keep_nodes, tree_inputs
+from .tree import Block, build_block, can_drop_branches, keep_nodes, padded, tree_inputs
 from .verify import Verdict, verify_chain, verify_greedy
 
 TRACE_TOP_K = 5  # candidates recorded per slot
@@ -172,11 +172,12 @@ def decode(
         if not final:
             block = build_block(anchor, head, context, plan)
             past = cache.get_seq_length()
-            trunk = forward_block(model, block, cache=cache, past=past)
+            trunk = forward_block(model, block, cache=cache, past=past, padding=plan.padding)
             forwards += 1
             clock.lap("forward")
             verdict = verify_step(model, trunk.logits[0], block, plan, chains, sampler, settings)
-            keep_nodes(cache, past=past, forwarded=len(block.tokens), keep=[0, *verdict.path])
+            forwarded = len(block.tokens) + plan.padding
+            keep_nodes(cache, past=past, forwarded=forwarded, keep=[0, *verdict.path])
             hidden = trunk.hidden[0, verdict.path[-1] if verdict.path else 0]
             emitted += [block.tokens[node] for node in verdict.path]
             tell_proposers(proposers, chains, plan, block, verdict)
@@ -236,14 +237,22 @@ def weigh_the_head(proposers, plan: Plan, context, curve, *, budget: int, tree: 
     head.gate.weigh(plan.rate - alone.rate)
 
 
-def forward_block(model, block: Block, *, cache, past: int):
-    """One backbone pass over the block: a chain as usual, a tree with its own mask."""
+def forward_block(model, block: Block, *, cache, past: int, padding: int = 0):
+    """One backbone pass over the block: a chain as usual, a tree with its own mask. `padding`
+    filler tokens follow it (a longer pass this machine runs faster); only the block's own
+    outputs are returned, and the caller drops the filler's cache entries with the rejected."""
     device = model.device
-    ids = torch.tensor([block.tokens], device=device)  # (1, n)
-    if block.is_chain:
-        return model.trunk_forward(ids, cache=cache)
-    mask, positions = tree_inputs(block, past=past, dtype=model.dtype, device=device)
-    return model.trunk_forward(ids, cache=cache, attention_mask=mask, position_ids=positions)
+    forwarded = padded(block, padding)
+    ids = torch.tensor([forwarded.tokens], device=device)  # (1, n + padding)
+    if forwarded.is_chain:
+        trunk = model.trunk_forward(ids, cache=cache)
+    else:
+        mask, positions = tree_inputs(forwarded, past=past, dtype=model.dtype, device=device)
+        trunk = model.trunk_forward(ids, cache=cache, attention_mask=mask, position_ids=positions)
+    if padding:
+        n = len(block.tokens)
+        trunk = replace(trunk, hidden=trunk.hidden[:, :n], logits=trunk.logits[:, :n])
+    return trunk
 
 
 def verify_step(model, logits, block: Block, plan: Plan, chains, sampler, settings) -> Verdict:
@@ -452,6 +461,7 @@ def plan_trace(plan: Plan, *, head_rested: bool) -> PlanTrace:
         ordinary_rate=plan.ordinary_rate,
         next_rate=plan.next_rate,
         head_rested=head_rested,
+        padding=plan.padding,
     )
 
 

@@ -13,6 +13,12 @@ once, and where they part the two branches form a small tree verified in the sam
 (greedy decoding only: see tree.py). The "fixed" rule verifies every draft it is given, as
 ShuffleLM did before it knew its costs.
 
+Where this machine runs a longer pass faster than a shorter one (CPU matrix kernels are often
+slower at 2-3 rows than at 4-5), the cost rule pays for the cheapest pass that covers the block,
+c*(n) = min over m >= n of c(m) (cost.py's `cheapest`, at least 5 % cheaper): the drafts are
+forwarded with filler tokens after them, whose results and cache entries are thrown away
+(`Plan.padding`). With equal costs the planner prefers real drafts over filler.
+
 Why this rule: EAGLE-2 ranks tree nodes by confidence but sizes the tree by hand; SpecDec++
 stops a chain when the chance of a rejection passes a threshold tuned per setting; Sequoia
 searches the tree shape against the hardware's measured cost. With at most two chains of a
@@ -44,6 +50,7 @@ class Plan:
     cost: float  # c(drafts + 1) + drafting, in one-token passes
     ordinary_rate: float  # what an ordinary step gives per unit of time: 1 / (1 + drafting)
     next_rate: float | None  # the best rate with one draft more (None: no draft left)
+    padding: int = 0  # filler tokens forwarded after the drafts: that longer pass is cheaper
 
     @property
     def drafts(self) -> int:
@@ -120,8 +127,11 @@ def plan_step(
     trie = _Trie(head, context, tree=tree)
     n_head, n_context = len(head.tokens) if head else 0, len(context.tokens) if context else 0
 
+    def length(drafts: int) -> int:  # the cost rule pads to a cheaper, longer pass
+        return curve.cheapest(drafts + 1)[1] if rule == COST else drafts + 1
+
     def cost(drafts: int) -> float:
-        return curve(drafts + 1) + drafting_cost
+        return curve(length(drafts)) + drafting_cost
 
     candidates = []  # (rate, -drafts, i, j, E, drafts, shared)
     for i in range(n_head + 1):
@@ -146,6 +156,7 @@ def plan_step(
         cost=cost(drafts),
         ordinary_rate=1.0 / cost(0),
         next_rate=max(longer) if longer else None,
+        padding=length(drafts) - (drafts + 1),
     )
 
 

@@ -87,6 +87,7 @@ class PlanTrace:
     ordinary_rate: float  # expected tokens per unit of time of an ordinary step
     next_rate: float | None  # the best rate with one draft more (None: no more drafts)
     head_rested: bool = False  # the head did not draft: it had not paid for itself lately
+    padding: int = 0  # filler tokens forwarded after the drafts (a longer pass was cheaper)
 
     @property
     def rate(self) -> float:
@@ -232,6 +233,12 @@ def _expect(value, kind, where: str):
     return value
 
 
+def _count(value, where: str) -> int:
+    if _expect(value, int, where) < 0:
+        raise TraceError(f"{where} must not be negative; got {value}")
+    return value
+
+
 def _field(data: dict, key: str, kind, where: str):
     if key not in data:
         raise TraceError(f"{where}.{key} is missing")
@@ -337,6 +344,7 @@ def _plan_from_dict(data, where: str) -> PlanTrace:
         ordinary_rate=_number(data, "ordinary_rate", where),
         next_rate=_optional_number(data, "next_rate", where),
         head_rested=bool(_expect(data.get("head_rested", False), bool, f"{where}.head_rested")),
+        padding=_count(data.get("padding", 0), f"{where}.padding"),
     )
 
 

@@ -17,6 +17,7 @@ from .proposers import CONTEXT, HEAD, Chain
 
 ANCHOR = "anchor"
 BOTH = "head+context"
+FILLER = "filler"  # padding forwarded only because a longer pass is cheaper (planning.py)
 
 
 @dataclass
@@ -62,6 +63,22 @@ def build_block(anchor: int, head: Chain | None, context: Chain | None, plan: Pl
     if plan.context > shared:
         extend(context, shared, plan.context, CONTEXT, context_nodes)
     return Block(tokens, parents, sources, head_nodes, context_nodes)
+
+
+def padded(block: Block, padding: int) -> Block:
+    """The block with `padding` filler tokens chained after its last node (copies of the
+    anchor: nothing before them attends to them, and nothing is verified against them)."""
+    if not padding:
+        return block
+    last = len(block.tokens) - 1
+    parents = [last + k for k in range(padding)]  # each filler after the one before
+    return Block(
+        tokens=block.tokens + [block.tokens[0]] * padding,
+        parents=block.parents + parents,
+        sources=block.sources + [FILLER] * padding,
+        head_nodes=block.head_nodes,
+        context_nodes=block.context_nodes,
+    )
 
 
 def tree_inputs(

@@ -157,3 +157,26 @@ def test_the_head_rests_while_it_does_not_pay_and_looks_again():
         while not gate.open():
             pass
     assert gate.rest == 8  # the longest rest caps the back-off
+
+
+def test_the_cheapest_pass_may_be_a_longer_one():
+    jagged = CostCurve.from_ratios([1.0, 1.9, 2.0, 1.3, 1.25, 1.6])
+    assert jagged.cheapest(1) == (1.0, 1)
+    assert jagged.cheapest(2) == (1.3, 4)  # 2 filler tokens make the pass cheaper; a 3rd
+    assert jagged.cheapest(3) == (1.3, 4)  # would save under 5 % more
+    assert jagged.cheapest(5) == (1.25, 5)
+    assert jagged.cheapest(6) == (1.6, 6)
+    almost = CostCurve.from_ratios([1.0, 1.3, 1.26])  # under 5 % cheaper: not worth filler
+    assert almost.cheapest(2) == (1.3, 2)
+
+
+def test_a_step_with_few_drafts_pads_to_the_cheaper_pass_and_prefers_real_drafts():
+    jagged = CostCurve.from_ratios([1.0, 1.9, 2.0, 1.3, 1.25, 1.6])
+    one = Chain(source=HEAD, tokens=[5], accept_probs=[0.9])
+    plan = plan_step(one, None, jagged, rule="cost", budget=8, tree=True)
+    assert (plan.drafts, plan.padding, plan.cost) == (1, 2, 1.3)
+    four = Chain(source=HEAD, tokens=[5, 6, 7, 8], accept_probs=[0.9, 0.8, 0.7, 0.6])
+    plan = plan_step(four, None, jagged, rule="cost", budget=8, tree=True)
+    assert (plan.drafts, plan.padding) == (4, 0)  # the same pass, filled with real drafts
+    fixed = plan_step(one, None, jagged, rule="fixed", budget=8, tree=True)
+    assert (fixed.drafts, fixed.padding, fixed.cost) == (1, 0, 1.9)  # the old rule never pads

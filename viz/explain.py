@@ -160,6 +160,12 @@ def _cost_choice(plan: PlanTrace) -> str:
             )
         else:
             parts.append("the two chains are checked side by side in one pass")
+    if plan.padding:
+        length = n + 1 + plan.padding
+        parts.append(
+            f"forwarded with {plan.padding} filler token{_plural(plan.padding)}, as a pass over "
+            f"{length} tokens is cheaper on this machine than one over {n + 1}"
+        )
     if plan.next_rate is None:
         parts.append("no other draft was on offer")
     elif plan.next_rate < plan.rate - SAME_RATE:
