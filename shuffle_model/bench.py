@@ -32,9 +32,9 @@ from tqdm import tqdm
 
 from .cost import cost_curve
 from .lossless import compare, near_tie_bound
+from .overlap import SPEC_BENCH
 from .settings import max_drafts
 
-SPEC_BENCH = Path(__file__).resolve().parent.parent.parent / "shared/data/spec_bench/question.jsonl"
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 
 

@@ -82,7 +82,8 @@ def main(argv=None) -> int:
             for p in HANDWRITTEN_PROMPTS
         ]
     if args.spec_bench:
-        from .bench import SPEC_BENCH, load_questions
+        from .bench import load_questions
+        from .overlap import SPEC_BENCH
 
         questions = load_questions(SPEC_BENCH, None, args.spec_bench)
         prompts += [

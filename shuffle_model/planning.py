@@ -127,11 +127,11 @@ def plan_step(
     trie = _Trie(head, context, tree=tree)
     n_head, n_context = len(head.tokens) if head else 0, len(context.tokens) if context else 0
 
-    def length(drafts: int) -> int:  # the cost rule pads to a cheaper, longer pass
-        return curve.cheapest(drafts + 1)[1] if rule == COST else drafts + 1
+    # forwarded length per draft count: the cost rule pads to a cheaper, longer pass
+    lengths = [curve.cheapest(d + 1)[1] if rule == COST else d + 1 for d in range(budget + 1)]
 
     def cost(drafts: int) -> float:
-        return curve(length(drafts)) + drafting_cost
+        return curve(lengths[drafts]) + drafting_cost
 
     candidates = []  # (rate, -drafts, i, j, E, drafts, shared)
     for i in range(n_head + 1):
@@ -156,7 +156,7 @@ def plan_step(
         cost=cost(drafts),
         ordinary_rate=1.0 / cost(0),
         next_rate=max(longer) if longer else None,
-        padding=length(drafts) - (drafts + 1),
+        padding=lengths[drafts] - (drafts + 1),
     )
 
 
