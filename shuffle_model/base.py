@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Cache
 
+from . import invariant
 from .calibration import Calibration
 from .config import ShuffleConfig
 from .generation import GenerationStream, generate, stream
@@ -35,6 +36,8 @@ class ShuffleModelBase(nn.Module):
         self._cost_curve = None  # this machine's pass costs, measured on first use (cost.py)
         self.draft_projection_dtype: torch.dtype | None = None  # None: the LM head's own;
         # bfloat16 where the machine multiplies it much faster (cost.py measures; drafts only)
+        self.row_invariant_passes: bool | None = None  # every token of a pass gets the bits
+        # of a one-token pass (invariant.py); None: in half precision on a CPU that allows it
 
     # --- what a subclass provides ---------------------------------------------------------
     def trunk_forward(
@@ -50,6 +53,10 @@ class ShuffleModelBase(nn.Module):
         raise NotImplementedError
 
     def new_cache(self) -> Cache:
+        raise NotImplementedError
+
+    def trunk_module(self) -> nn.Module:
+        """The Hugging Face model that runs the trunk passes."""
         raise NotImplementedError
 
     def token_embeddings(self) -> nn.Module:
@@ -69,6 +76,24 @@ class ShuffleModelBase(nn.Module):
     @cost_curve.setter
     def cost_curve(self, curve) -> None:
         self._cost_curve = curve
+
+    def row_invariant(self):
+        """The context a trunk pass runs in: row-invariant where it is wanted (invariant.py)."""
+        enabled = self.uses_row_invariance()
+        if enabled:
+            invariant.pad_linear_layers(self.trunk_module())
+        return invariant.row_invariant(enabled)
+
+    def uses_row_invariance(self) -> bool:
+        """Whether trunk passes run row-invariant: as set, or by default in half precision on
+        a CPU whose matrix products agree across row counts once padded (probed once)."""
+        if self.row_invariant_passes is not None:
+            return self.row_invariant_passes
+        key = (self.dtype, self.device)
+        if getattr(self, "_row_invariance", (None,))[0] != key:
+            layers = invariant.probe_layers(self.trunk_module())
+            self._row_invariance = (key, invariant.wanted(*key, layers))
+        return self._row_invariance[1]
 
     @property
     def context_length(self) -> int:

@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Cache, DynamicCache
 
+from . import invariant
 from .backbone import BackboneNotFound, load_backbone
 from .base import ShuffleModelBase
 from .calibration import Calibration
@@ -61,6 +62,7 @@ class FasterDecodeMixer(ShuffleModelBase):
         self.head_source: str | None = None  # where the head weights came from
         norm = getattr(self.backbone.base_model, "norm", None)
         self.float32_logits = Float32Logits(norm, self.backbone.get_output_embeddings())
+        invariant.install(self.backbone)  # plain SDPA outside our own half-precision passes
 
     # --- construction ---------------------------------------------------------------------
     @classmethod
@@ -145,7 +147,7 @@ class FasterDecodeMixer(ShuffleModelBase):
     def trunk_forward(
         self, input_ids, *, attention_mask=None, position_ids=None, cache: Cache | None = None
     ):
-        with torch.no_grad():
+        with torch.no_grad(), self.row_invariant():
             out = self.backbone.base_model(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
@@ -159,6 +161,9 @@ class FasterDecodeMixer(ShuffleModelBase):
 
     def new_cache(self) -> Cache:
         return DynamicCache(config=self.backbone.config)
+
+    def trunk_module(self) -> nn.Module:
+        return self.backbone
 
     def token_embeddings(self) -> nn.Module:
         return self.backbone.get_input_embeddings()

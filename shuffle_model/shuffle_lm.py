@@ -11,6 +11,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import Cache, DynamicCache, LlamaConfig, LlamaModel
 
+from . import invariant
 from .base import ShuffleModelBase
 from .config import ShuffleConfig
 from .devices import resolve_device
@@ -55,22 +56,28 @@ class ShuffleLM(ShuffleModelBase):
             config, hidden_size=config.hidden_size, embed_size=config.hidden_size
         )
         self.float32_logits = Float32Logits(self.trunk.norm, self.lm_head)
+        invariant.install(self.trunk)  # plain SDPA outside half-precision passes
 
     def trunk_forward(
         self, input_ids, *, attention_mask=None, position_ids=None, cache: Cache | None = None
     ):
-        out = self.trunk(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            use_cache=cache is not None,
-        )
-        hidden = out.last_hidden_state  # (B, T, H)
-        return TrunkOutput(hidden=hidden, logits=self.float32_logits(hidden), cache=out.cache)
+        with self.row_invariant():
+            out = self.trunk(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=cache is not None,
+            )
+            hidden = out.last_hidden_state  # (B, T, H)
+            logits = self.float32_logits(hidden)  # (B, T, V), float32
+        return TrunkOutput(hidden=hidden, logits=logits, cache=out.cache)
 
     def new_cache(self) -> Cache:
         return DynamicCache(config=self.trunk_config)
+
+    def trunk_module(self) -> nn.Module:
+        return self.trunk
 
     def token_embeddings(self) -> nn.Module:
         return self.trunk.embed_tokens

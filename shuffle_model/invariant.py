@@ -1,0 +1,248 @@
+"""Row-invariant passes: every token of a pass gets the bits a one-token pass gives it.
+
+Why: in half precision, verified decoding runs the backbone over a block of drafts, ordinary
+decoding over one token at a time. For the two to choose the same tokens, the hidden state
+of a token must not depend on how many tokens shared its pass. Per-token operations (norms,
+rotary, activations) never depend on it. Two things do, measured on a 2-core AMD EPYC:
+
+- Attention: transformers' SDPA path packs the query heads of one token against each key
+  head (pack_gqa) but repeats the key heads for a block, and the two kernels round
+  differently. Here, each query row i of a pass attends in a call of its own, over exactly
+  the keys it may see (its cache, its ancestors in the block, itself), gathered in cache
+  order: the same call, on the same numbers, that a one-token pass over that token makes
+  once it is accepted.
+- Matrix products: one row goes through a matrix-vector kernel, several rows through a
+  matrix-matrix kernel, and the two round a few elements differently (bfloat16 down
+  projection: 2 of 24 rows; the float32 LM head: most rows). Every number of rows from 2 up
+  agrees with every other, so a pass over fewer rows than a layer needs (`min_rows`, probed
+  on this machine per weight) is padded with zero rows, whose outputs are dropped. Padding a
+  weight-bound product by a row costs next to nothing.
+
+While a pass runs inside `row_invariant(True)` both apply; passes over more than MAX_ROWS
+tokens (prompts) run as one batch, as ordinary and verified decoding both run them. The
+default is on in half precision on a CPU whose products pass the probe (`wanted`), off in
+float32 (whose rounding never moved a choice in our measurements) and on GPUs (unmeasured).
+Outside our passes (the benchmark's Hugging Face baselines on the same backbone) the
+backbone computes exactly as before.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+NAME = "shufflelm_row_invariant_sdpa"  # the attention implementation a backbone is given
+MAX_ROWS = 32  # longer passes (prompts) run as one batch: ordinary and verified alike
+PROBE_ROWS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 17, 20, 24, 32)  # row counts probed
+PROBE_COVER = 16  # rows each count is checked on
+MAX_PADDING = 8  # a product that needs more rows than this to agree is not used row-invariant
+HALF = (torch.bfloat16, torch.float16)
+
+_state = threading.local()  # per thread: whether the running pass is row-invariant
+
+
+@contextmanager
+def row_invariant(enabled: bool):
+    """Run the passes inside row-invariant (when enabled) in this thread."""
+    previous = active()
+    _state.on, _state.memo = enabled, None
+    try:
+        yield
+    finally:
+        _state.on, _state.memo = previous, None
+
+
+def active() -> bool:
+    return getattr(_state, "on", False)
+
+
+def install(backbone: nn.Module) -> bool:
+    """Give a Hugging Face backbone that uses SDPA our attention function, which computes as
+    plain SDPA unless a row-invariant pass is running. False where the backbone uses another
+    attention (its passes then stay as they are)."""
+    config = getattr(backbone, "config", None)
+    implementation = getattr(config, "_attn_implementation", None)
+    if implementation == NAME:
+        return True
+    if implementation != "sdpa" or not hasattr(backbone, "set_attn_implementation"):
+        return False
+    AttentionInterface.register(NAME, attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)  # masks exactly as SDPA's
+    backbone.set_attn_implementation(NAME)
+    return backbone.config._attn_implementation == NAME
+
+
+def pad_linear_layers(backbone: nn.Module) -> None:
+    """Hook the backbone's linear layers so that, in a row-invariant pass, their input is
+    padded to min_rows. Done once, when a model first runs row-invariant (float32 models
+    never carry the hooks)."""
+    if getattr(backbone, "_shufflelm_padded", False):
+        return
+    for layer in backbone.modules():
+        if isinstance(layer, nn.Linear):
+            layer.register_forward_pre_hook(_pad_input)
+            layer.register_forward_hook(_drop_padding)
+    backbone._shufflelm_padded = True
+
+
+def wanted(dtype: torch.dtype, device: torch.device, layers=()) -> bool:
+    """The default: on in half precision on a CPU whose matrix products (`layers`, probed)
+    agree across row counts once padded to a few rows."""
+    if dtype not in HALF or torch.device(device).type != "cpu":
+        return False
+    return all(min_rows(layer.weight) is not None for layer in layers)
+
+
+def probe_layers(model: nn.Module) -> list[nn.Module]:
+    """The linear layers of the trunk's first decoder layer, one per weight shape."""
+    first = next((m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")), None)
+    shapes = {}
+    for module in first.modules() if first is not None else ():
+        if isinstance(module, nn.Linear):
+            shapes.setdefault(tuple(module.weight.shape), module)
+    return list(shapes.values())
+
+
+# --- matrix products --------------------------------------------------------------------------
+
+_probed: dict = {}  # (shape, dtype, device, threads) -> min_rows
+
+
+@torch.no_grad()
+def min_rows(weight: torch.Tensor) -> int | None:
+    """The fewest rows from which x @ weight.T gives every row the same bits whatever the
+    number of rows (all probed counts up to MAX_ROWS); None if no count up to MAX_PADDING
+    does. Probed once per shape, dtype, device and thread count (kernels are chosen by them)."""
+    key = (tuple(weight.shape), weight.dtype, weight.device, torch.get_num_threads())
+    if key not in _probed:
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(max(PROBE_ROWS), weight.shape[1], generator=generator)
+        x = x.to(device=weight.device, dtype=weight.dtype)
+        reference = F.linear(x, weight)  # (rows, out)
+        agree = [_agrees(x, weight, reference, n) for n in PROBE_ROWS]
+        first = next((i for i in range(len(agree)) if all(agree[i:])), None)
+        rows = None if first is None else PROBE_ROWS[first]
+        _probed[key] = rows if rows is not None and rows <= MAX_PADDING else None
+    return _probed[key]
+
+
+def _agrees(x, weight, reference, n: int) -> bool:
+    """Whether products over n rows at a time reproduce the reference rows (windows that
+    cover the first PROBE_COVER rows: a kernel may round a few rows only)."""
+    starts = range(0, min(PROBE_COVER, len(x) - n + 1), n)
+    return all(torch.equal(F.linear(x[j : j + n], weight), reference[j : j + n]) for j in starts)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
+    """F.linear, with the rows padded to min_rows during a row-invariant pass."""
+    if not active():
+        return F.linear(x, weight, bias)
+    rows = _rows(x)
+    padding = _padding(x, weight)
+    if not padding:
+        return F.linear(x, weight, bias)
+    out = F.linear(_padded(x, padding), weight, bias)
+    return out[..., :rows, :] if x.dim() > 1 else out[0]
+
+
+def _rows(x: torch.Tensor) -> int:
+    return x.shape[-2] if x.dim() > 1 else 1
+
+
+def _padding(x: torch.Tensor, weight: torch.Tensor) -> int:
+    """Zero rows to add to x (B, T, in) before the product; 0 outside a row-invariant pass."""
+    if not active() or (x.dim() > 2 and x.shape[0] != 1):
+        return 0
+    needed = min_rows(weight) or 1
+    return max(0, needed - _rows(x))
+
+
+def _padded(x: torch.Tensor, padding: int) -> torch.Tensor:
+    x = x if x.dim() > 1 else x[None]
+    zeros = x.new_zeros(*x.shape[:-2], padding, x.shape[-1])
+    return torch.cat([x, zeros], dim=-2)  # (..., rows + padding, in)
+
+
+def _pad_input(layer: nn.Linear, args):
+    padding = _padding(args[0], layer.weight)
+    if padding:
+        pads = getattr(_state, "pads", None) or {}
+        pads[id(layer)] = _rows(args[0])
+        _state.pads = pads
+        return (_padded(args[0], padding), *args[1:])
+    return None
+
+
+def _drop_padding(layer: nn.Linear, args, output):
+    pads = getattr(_state, "pads", None)
+    if pads and id(layer) in pads:
+        return output[..., : pads.pop(id(layer)), :]
+    return None
+
+
+# --- attention ---------------------------------------------------------------------------------
+
+
+def attention(module, query, key, value, attention_mask, **kwargs):
+    """An AttentionInterface function: query (B, H, q, D), key/value (B, KVH, kv, D), mask
+    None (causal) or (B, 1, q, kv) bool / additive. Returns ((B, q, H, D), None)."""
+    rows = query.shape[2]
+    if not active() or rows > MAX_ROWS or query.shape[0] != 1:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    allowed = _allowed_for_pass(attention_mask, rows=rows, keys=key.shape[2])
+    if allowed is None:  # a mask we cannot read as allowed / not allowed: plain SDPA
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    kwargs.pop("is_causal", None)
+    outputs = [
+        one_row(module, query[:, :, i : i + 1], key, value, allowed[i], **kwargs)
+        for i in range(rows)
+    ]
+    return torch.cat(outputs, dim=1), None  # (B, q, H, D)
+
+
+def one_row(module, query_row, key, value, allowed: torch.Tensor | int, **kwargs):
+    """Attention of one query row (B, H, 1, D) over the keys it may see, as a one-token pass
+    computes it: those keys only, contiguous, in cache order, no mask. -> (B, 1, H, D)."""
+    if isinstance(allowed, int):  # the first `allowed` keys
+        key, value = key[:, :, :allowed], value[:, :, :allowed]
+    else:  # (n,) key indices: a tree row sees its cache and its ancestors only
+        key, value = key.index_select(2, allowed), value.index_select(2, allowed)
+    out, _ = sdpa_attention_forward(
+        module, query_row, key.contiguous(), value.contiguous(), None, is_causal=False, **kwargs
+    )
+    return out
+
+
+def _allowed_for_pass(mask, *, rows: int, keys: int):
+    """allowed_keys, read once per pass: every layer of a pass gets the same mask tensor."""
+    memo = getattr(_state, "memo", None)  # (mask, rows, keys, allowed), reset by row_invariant
+    if memo is None or memo[0] is not mask or memo[1:3] != (rows, keys):
+        memo = _state.memo = (mask, rows, keys, allowed_keys(mask, rows=rows, keys=keys))
+    return memo[3]
+
+
+def allowed_keys(mask: torch.Tensor | None, *, rows: int, keys: int) -> list | None:
+    """Per query row, the keys it attends to: an int n (the first n keys) or a tensor of key
+    indices. None for a mask with values other than "attend" and "don't" (e.g. a bias)."""
+    if mask is None:  # causal over the last `rows` keys
+        return [keys - rows + i + 1 for i in range(rows)]
+    mask = mask[0, 0]  # (q, kv): one batch row, shared by all heads
+    if mask.dtype != torch.bool:
+        blocked = mask <= torch.finfo(mask.dtype).min / 2
+        if not bool(((mask == 0) | blocked).all()):
+            return None
+        mask = ~blocked
+    allowed = []
+    for row in mask:
+        indices = row.nonzero()[:, 0]
+        n = indices.numel()
+        prefix = n > 0 and int(indices[-1]) == n - 1  # exactly the first n keys
+        allowed.append(n if prefix else indices)
+    return allowed

@@ -1,0 +1,194 @@
+"""Row-invariant attention (invariant.py): in half precision on a CPU, a pass over a block
+gives every token the very bits a one-token pass gives it, chain or tree, so verified and
+ordinary decoding choose from the same numbers.
+
+The attention tests hold on any machine. The whole-model tests need the machine's matrix
+products to be row-invariant too, which the model probes before it relies on it: where the
+probe fails (none of the CPUs measured so far), the model falls back to plain attention and
+the near-tie guarantee (test_precision.py), and those tests check that fallback instead."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from shuffle_model import invariant
+from shuffle_model.lossless import compare
+from shuffle_model.tree import Block, keep_nodes, tree_inputs
+from tests.tiny import tiny_backbone, tiny_mixer
+
+PROMPT = [7, 8, 9, 10, 7, 8, 9, 3, 4, 5]
+
+
+def half_model(dtype, *, invariant_rows=None, hidden=64):
+    model = tiny_mixer(tiny_backbone(seed=0, dtype=dtype, init_std=0.2, hidden=hidden), seed=5)
+    model.row_invariant_passes = invariant_rows
+    return model
+
+
+def relies_on_rows(model) -> bool:
+    """Whether the model uses row-invariant attention here; if not, only because this
+    machine's matrix products failed the probe."""
+    if model.uses_row_invariance():
+        return True
+    layers = invariant.probe_layers(model.trunk_module())
+    assert not all(invariant.min_rows(layer.weight) for layer in layers)
+    return False
+
+
+def prefilled(model):
+    cache = model.new_cache()
+    model.trunk_forward(torch.tensor([PROMPT]), cache=cache)
+    return cache
+
+
+def one_at_a_time(model, tokens, cache=None):
+    cache = cache if cache is not None else prefilled(model)
+    return [model.trunk_forward(torch.tensor([[t]]), cache=cache).hidden[0, 0] for t in tokens]
+
+
+class Attention(torch.nn.Module):
+    num_key_value_groups = 2  # 4 query heads over 2 key heads, as the tiny models have
+
+
+def attend(query, key, value, mask=None):
+    with invariant.row_invariant(True):
+        return invariant.attention(Attention(), query, key, value, mask, scaling=0.25)[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_each_row_of_a_block_attends_as_a_one_token_pass(dtype):
+    torch.manual_seed(0)
+    past, n = 37, 6
+    query = torch.randn(1, 4, n, 16, dtype=dtype)  # (B, H, q, D)
+    key, value = (torch.randn(1, 2, past + n, 16, dtype=dtype) for _ in range(2))
+    chain = attend(query, key, value)  # causal: row i sees past + i + 1 keys
+    parents = [-1, 0, 1, 0, 3, 3]  # a tree: row i sees the cache and its ancestors
+    allowed = torch.zeros(n, past + n, dtype=torch.bool)
+    allowed[:, :past] = True
+    for node in range(n):
+        ancestor = node
+        while ancestor >= 0:
+            allowed[node, past + ancestor] = True
+            ancestor = parents[ancestor]
+    tree = attend(query, key, value, allowed[None, None])
+    for i in range(n):
+        seen = slice(0, past + i + 1)  # what the cache holds when this token runs alone
+        alone = attend(query[:, :, i : i + 1], key[:, :, seen].clone(), value[:, :, seen].clone())
+        assert torch.equal(chain[:, i : i + 1], alone), f"chain row {i}"
+        keys = allowed[i].nonzero()[:, 0]
+        alone = attend(query[:, :, i : i + 1], key[:, :, keys], value[:, :, keys])
+        assert torch.equal(tree[:, i : i + 1], alone), f"tree row {i}"
+
+
+def test_padded_products_give_each_row_the_bits_of_any_other_row_count():
+    """min_rows is probed; a product padded to it gives a row the same bits alone as among
+    others, for the weights of the default model's shapes."""
+    torch.manual_seed(0)
+    for dtype in (torch.bfloat16, torch.float32):
+        for shape in ((576, 1536), (1536, 576), (4096, 576)):
+            weight = torch.randn(*shape, dtype=dtype)
+            rows = invariant.min_rows(weight)
+            if rows is None:  # no padding of at most MAX_PADDING rows makes it agree here
+                continue
+            x = torch.randn(1, 17, shape[1], dtype=dtype)
+            with invariant.row_invariant(True):
+                block = invariant.linear(x, weight)
+                alone = [invariant.linear(x[:, i : i + 1], weight) for i in range(17)]
+            assert all(torch.equal(block[:, i : i + 1], alone[i]) for i in range(17))
+            plain = torch.nn.functional.linear(x[:, :1], weight)
+            assert torch.equal(invariant.linear(x[:, :1], weight), plain)  # outside: as before
+
+
+def test_the_probe_finds_the_layers_and_refuses_a_product_that_never_agrees(monkeypatch):
+    model = half_model(torch.bfloat16, hidden=48)
+    layers = invariant.probe_layers(model.trunk_module())
+    assert len(layers) >= 3 and all(isinstance(m, torch.nn.Linear) for m in layers)
+    assert not invariant.wanted(torch.float32, torch.device("cpu"), layers)
+
+    def counts_rows(x, weight, bias=None):  # a kernel whose rows depend on how many there are
+        return torch.nn.functional.linear(x, weight, bias) + 1e-2 * x.shape[-2]
+
+    monkeypatch.setattr(invariant, "F", SimpleNamespace(linear=counts_rows))
+    monkeypatch.setattr(invariant, "_probed", {})
+    assert invariant.min_rows(layers[0].weight) is None
+    assert not invariant.wanted(torch.bfloat16, torch.device("cpu"), layers)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_chain_pass_gives_each_token_the_bits_of_a_one_token_pass(dtype):
+    model = half_model(dtype)  # automatic: on in half precision on a row-invariant CPU
+    if not relies_on_rows(model):
+        return
+    chain = [11, 12, 13, 14, 15, 16, 17]
+    many = model.trunk_forward(torch.tensor([chain]), cache=prefilled(model)).hidden[0]
+    for k, one in enumerate(one_at_a_time(model, chain)):
+        assert torch.equal(one, many[k]), f"row {k} differs"
+
+
+def test_a_tree_pass_gives_each_branch_the_bits_of_one_token_passes_and_keeps_its_cache():
+    model = half_model(torch.bfloat16)
+    if not relies_on_rows(model):
+        return
+    # anchor 11, then branch a (12, 13) and branch b (14, 15, 16), both children of the anchor
+    block = Block(
+        tokens=[11, 12, 13, 14, 15, 16],
+        parents=[-1, 0, 1, 0, 3, 4],
+        sources=["anchor", "head", "head", "context", "context", "context"],
+        head_nodes=[1, 2],
+        context_nodes=[3, 4, 5],
+    )
+    past = len(PROMPT)
+    cache = prefilled(model)
+    mask, positions = tree_inputs(block, past=past, dtype=model.dtype, device="cpu")
+    ids = torch.tensor([block.tokens])
+    tree = model.trunk_forward(ids, cache=cache, attention_mask=mask, position_ids=positions)
+    for nodes in ([0, 1, 2], [0, 3, 4, 5]):
+        ones = one_at_a_time(model, [block.tokens[n] for n in nodes])
+        for node, one in zip(nodes, ones, strict=True):
+            assert torch.equal(one, tree.hidden[0, node]), f"node {node} differs"
+    keep_nodes(cache, past=past, forwarded=len(block.tokens), keep=[0, 3, 4])  # branch b kept
+    after_tree = one_at_a_time(model, [21, 22], cache)
+    plain = prefilled(model)
+    one_at_a_time(model, [11, 14, 15], plain)
+    assert all(map(torch.equal, after_tree, one_at_a_time(model, [21, 22], plain)))
+
+
+def test_bfloat16_verified_decoding_is_identical_to_ordinary_decoding():
+    model = half_model(torch.bfloat16, hidden=48)
+    strict = relies_on_rows(model)
+    for prompt in (PROMPT, [5, 6, 5, 6, 5, 6, 5], [40, 41]):
+        plain = model.generate([prompt], max_new_tokens=32, max_parallel_tokens=0)
+        for source in ("head+context", "head", "context"):
+            fast = model.generate([prompt], max_new_tokens=32, draft_source=source)
+            if strict:
+                assert fast.tolist() == plain.tolist(), source
+            else:  # the near-tie guarantee
+                new = slice(len(prompt), None)
+                result = compare(model, prompt, fast[0, new].tolist(), plain[0, new].tolist())
+                assert result.within_guarantee, result.describe()
+
+
+def test_outside_our_passes_and_in_float32_the_backbone_attends_as_plain_sdpa():
+    ours = half_model(torch.bfloat16).backbone
+    plain = tiny_backbone(seed=0, dtype=torch.bfloat16, init_std=0.2, hidden=64)
+    assert ours.config._attn_implementation == invariant.NAME
+    assert plain.config._attn_implementation == "sdpa"
+    ids = torch.tensor([PROMPT])
+    with torch.no_grad():
+        assert torch.equal(ours(ids).logits, plain(ids).logits)
+    assert invariant.wanted(torch.bfloat16, torch.device("cpu"))
+    assert not invariant.wanted(torch.float32, torch.device("cpu"))
+    assert not invariant.wanted(torch.bfloat16, torch.device("cuda"))
+
+
+def test_allowed_keys_reads_causal_tree_and_bias_masks():
+    assert invariant.allowed_keys(None, rows=3, keys=10) == [8, 9, 10]
+    tree = torch.tensor([[True, True, False, False], [True, False, False, True]])[None, None]
+    first, second = invariant.allowed_keys(tree, rows=2, keys=4)
+    assert first == 2 and second.tolist() == [0, 3]
+    additive = torch.where(tree, 0.0, torch.finfo(torch.float32).min)
+    assert invariant.allowed_keys(additive, rows=2, keys=4)[0] == 2
+    assert invariant.allowed_keys(additive + 0.5, rows=2, keys=4) is None  # a bias: not ours
