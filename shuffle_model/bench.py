@@ -31,7 +31,8 @@ import torch
 from tqdm import tqdm
 
 from .cost import cost_curve
-from .lossless import compare, near_tie_bound
+from .invariant import HALF
+from .lossless import compare, model_bound
 from .overlap import SPEC_BENCH
 from .settings import max_drafts
 
@@ -282,9 +283,10 @@ def round_robin(questions: list[dict]) -> list[dict]:
 
 def lossless_reference(methods: list[Method], dtype: torch.dtype) -> str:
     """What verified methods must reproduce: the baseline's tokens in float32; in half
-    precision ShuffleLM's own ordinary decoding (when it runs), up to near-ties (lossless.py)."""
+    precision ShuffleLM's own ordinary decoding (when it runs), exactly where passes are
+    row-invariant, else up to near-ties (lossless.py)."""
     names = {m.name for m in methods}
-    if near_tie_bound(dtype) > 0 and "ordinary" in names:
+    if dtype in HALF and "ordinary" in names:
         return "ordinary"
     return "baseline"
 
@@ -648,6 +650,8 @@ def run_setup(args, models: dict, methods: list[Method]) -> dict:
         "max_new_tokens": args.max_new_tokens,
         "methods": [m.name for m in methods],
         "threads": torch.get_num_threads(),
+        # half precision: whether passes were row-invariant (invariant.py); absent in float32
+        **({"row_invariant": True} if models["default"].uses_row_invariance() else {}),
     }
 
 
@@ -695,7 +699,7 @@ def run(args, models: dict) -> dict:
     partial = args.out / f"{base_name}.partial.jsonl"
     setup = run_setup(args, models, methods)
     reference = lossless_reference(methods, model.dtype)
-    bound = near_tie_bound(model.dtype)
+    bound = model_bound(model)
     records = []
     if args.resume:
         records = earlier_records(partial, args.out / f"{base_name}.json")

@@ -1,4 +1,4 @@
-"""Row-invariant passes: every token of a pass gets the bits a one-token pass gives it.
+"""Row-invariant passes: every token of a pass gets the hidden state a one-token pass gives it.
 
 Why: in half precision, verified decoding runs the backbone over a block of drafts, ordinary
 decoding over one token at a time. For the two to choose the same tokens, the hidden state
@@ -7,16 +7,19 @@ rotary, activations) never depend on it. Two things do, measured on a 2-core AMD
 
 - Attention: transformers' SDPA path packs the query heads of one token against each key
   head (pack_gqa) but repeats the key heads for a block, and the two kernels round
-  differently. Here, each query row i of a pass attends in a call of its own, over exactly
-  the keys it may see (its cache, its ancestors in the block, itself), gathered in cache
-  order: the same call, on the same numbers, that a one-token pass over that token makes
-  once it is accepted.
+  differently. Here each query row of a pass attends in a computation of its own (float32),
+  over exactly the keys it may see (its cache, its ancestors in the block, itself) in cache
+  order: the same computation, on the same numbers, that a one-token pass over that token
+  makes once it is accepted.
 - Matrix products: one row goes through a matrix-vector kernel, several rows through a
   matrix-matrix kernel, and the two round a few elements differently (bfloat16 down
-  projection: 2 of 24 rows; the float32 LM head: most rows). Every number of rows from 2 up
-  agrees with every other, so a pass over fewer rows than a layer needs (`min_rows`, probed
-  on this machine per weight) is padded with zero rows, whose outputs are dropped. Padding a
-  weight-bound product by a row costs next to nothing.
+  projection: about 1 row in 10). Every number of rows from `min_rows` up (probed on this
+  machine per weight shape) agrees with every other, so a pass over fewer rows is padded
+  with zero rows, whose outputs are dropped: next to free for a weight-bound product.
+
+The float32 LM head (precision.py) is left unpadded: padding its one-token product costs
+80 % more than the product itself, and its rows differ at float32 rounding (about 1e-5 in a
+logit), which can only reorder two tokens that tie to that precision (lossless.py).
 
 While a pass runs inside `row_invariant(True)` both apply; passes over more than MAX_ROWS
 tokens (prompts) run as one batch, as ordinary and verified decoding both run them. The
@@ -80,13 +83,13 @@ def install(backbone: nn.Module) -> bool:
 
 
 def pad_linear_layers(backbone: nn.Module) -> None:
-    """Hook the backbone's linear layers so that, in a row-invariant pass, their input is
-    padded to min_rows. Done once, when a model first runs row-invariant (float32 models
-    never carry the hooks)."""
+    """Hook the backbone's linear layers that need it (min_rows > 1) so that, in a
+    row-invariant pass, their input is padded to min_rows. Done once, when a model first
+    runs row-invariant (float32 models never carry the hooks)."""
     if getattr(backbone, "_shufflelm_padded", False):
         return
     for layer in backbone.modules():
-        if isinstance(layer, nn.Linear):
+        if isinstance(layer, nn.Linear) and (min_rows(layer.weight) or 1) > 1:
             layer.register_forward_pre_hook(_pad_input)
             layer.register_forward_hook(_drop_padding)
     backbone._shufflelm_padded = True
@@ -140,18 +143,6 @@ def _agrees(x, weight, reference, n: int) -> bool:
     return all(torch.equal(F.linear(x[j : j + n], weight), reference[j : j + n]) for j in starts)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
-    """F.linear, with the rows padded to min_rows during a row-invariant pass."""
-    if not active():
-        return F.linear(x, weight, bias)
-    rows = _rows(x)
-    padding = _padding(x, weight)
-    if not padding:
-        return F.linear(x, weight, bias)
-    out = F.linear(_padded(x, padding), weight, bias)
-    return out[..., :rows, :] if x.dim() > 1 else out[0]
-
-
 def _rows(x: torch.Tensor) -> int:
     return x.shape[-2] if x.dim() > 1 else 1
 
@@ -194,30 +185,33 @@ def attention(module, query, key, value, attention_mask, **kwargs):
     """An AttentionInterface function: query (B, H, q, D), key/value (B, KVH, kv, D), mask
     None (causal) or (B, 1, q, kv) bool / additive. Returns ((B, q, H, D), None)."""
     rows = query.shape[2]
-    if not active() or rows > MAX_ROWS or query.shape[0] != 1:
+    if not active() or rows > MAX_ROWS or query.shape[0] != 1 or kwargs.get("dropout"):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     allowed = _allowed_for_pass(attention_mask, rows=rows, keys=key.shape[2])
     if allowed is None:  # a mask we cannot read as allowed / not allowed: plain SDPA
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    kwargs.pop("is_causal", None)
+    scale = kwargs.get("scaling") or query.shape[-1] ** -0.5
+    keys, values = key[0].float(), value[0].float()  # (KVH, kv, D), once per layer
+    groups = keys.shape[0]
+    queries = query[0].float() * scale  # (H, q, D)
     outputs = [
-        one_row(module, query[:, :, i : i + 1], key, value, allowed[i], **kwargs)
+        one_row(queries[:, i].reshape(groups, -1, queries.shape[-1]), keys, values, allowed[i])
         for i in range(rows)
-    ]
-    return torch.cat(outputs, dim=1), None  # (B, q, H, D)
+    ]  # each (KVH, H / KVH, D)
+    out = torch.stack(outputs).reshape(1, rows, query.shape[1], query.shape[-1])
+    return out.to(query.dtype), None  # (B, q, H, D)
 
 
-def one_row(module, query_row, key, value, allowed: torch.Tensor | int, **kwargs):
-    """Attention of one query row (B, H, 1, D) over the keys it may see, as a one-token pass
-    computes it: those keys only, contiguous, in cache order, no mask. -> (B, 1, H, D)."""
+def one_row(query, keys, values, allowed: torch.Tensor | int) -> torch.Tensor:
+    """Attention of one token's query heads, grouped by key head (KVH, H / KVH, D), over the
+    keys it may see, in float32: those keys only, in cache order, no mask; a one-token pass
+    makes the same call once the token is accepted. -> (KVH, H / KVH, D)."""
     if isinstance(allowed, int):  # the first `allowed` keys
-        key, value = key[:, :, :allowed], value[:, :, :allowed]
+        keys, values = keys[:, :allowed], values[:, :allowed]
     else:  # (n,) key indices: a tree row sees its cache and its ancestors only
-        key, value = key.index_select(2, allowed), value.index_select(2, allowed)
-    out, _ = sdpa_attention_forward(
-        module, query_row, key.contiguous(), value.contiguous(), None, is_causal=False, **kwargs
-    )
-    return out
+        keys, values = keys.index_select(1, allowed), values.index_select(1, allowed)
+    weights = torch.softmax(torch.bmm(query, keys.transpose(1, 2)), dim=-1)  # (KVH, r, n)
+    return torch.bmm(weights, values)
 
 
 def _allowed_for_pass(mask, *, rows: int, keys: int):

@@ -13,9 +13,8 @@ from __future__ import annotations
 import threading
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-
-from . import invariant
 
 
 class Float32Logits:
@@ -40,11 +39,11 @@ class Float32Logits:
         pre_norm = getattr(self._seen, "input", None)
         self._seen.input = None
         if pre_norm is None or pre_norm.shape != hidden.shape:
-            return invariant.linear(hidden.float(), *self._float_weights()[2:])  # norm not seen
+            return F.linear(hidden.float(), *self._float_weights()[2:])  # norm not seen
         _, norm_weight, weight, bias = self._float_weights()
         x = pre_norm.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.norm.variance_epsilon)
-        return invariant.linear(norm_weight * x, weight, bias)  # padded in row-invariant passes
+        return F.linear(norm_weight * x, weight, bias)
 
     def _float_weights(self):
         weight, bias = self.lm_head.weight, getattr(self.lm_head, "bias", None)

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from shuffle_model.cost import CostCurve
-from shuffle_model.lossless import compare, near_tie_bound
+from shuffle_model.lossless import (
+    NEAR_TIE,
+    ROW_INVARIANT_TIE,
+    compare,
+    model_bound,
+    near_tie_bound,
+)
 from tests.tiny import tiny_backbone, tiny_mixer
 
 FLAT = CostCurve.from_ratios([1.0] * 24)
@@ -76,12 +82,21 @@ def test_compare_finds_the_first_difference_and_its_gap():
     assert not result.identical and result.position == 5 and result.tokens == (other[5], plain[5])
     logits = model.trunk_forward(torch.tensor([prompt + plain[:5]])).logits[0, -1]
     assert result.gap == pytest.approx(float((logits[other[5]] - logits[plain[5]]).abs()))
-    assert result.bound == near_tie_bound(torch.bfloat16) > 0
+    assert result.bound == near_tie_bound(torch.bfloat16, row_invariant=True) > 0
     assert "token 5" in result.describe()
     shorter = compare(model, prompt, plain[:7], plain)
     assert not shorter.within_guarantee and "length" in shorter.describe()
     exact = compare(half_model(torch.float32), prompt, other, plain)
     assert exact.bound == 0.0 and not exact.within_guarantee
+
+
+def test_the_bound_is_a_float32_tie_where_passes_are_row_invariant():
+    model = half_model()
+    model.row_invariant_passes = True
+    assert model_bound(model) == ROW_INVARIANT_TIE < 0.01
+    model.row_invariant_passes = False
+    assert model_bound(model) == NEAR_TIE[torch.bfloat16]
+    assert near_tie_bound(torch.float32, row_invariant=True) == 0.0
 
 
 def test_concurrent_generations_keep_their_own_float32_logits():
