@@ -118,7 +118,8 @@ def cpu_name() -> str:
 
 
 def curve_key(model) -> dict:
-    """What a measurement depends on: the machine, the device, the dtype and the backbone."""
+    """What a measurement depends on: the machine, the device, the dtype, the backbone and
+    whether passes are row-invariant."""
     device = model.device
     cfg = model.config
     key = {
@@ -133,6 +134,8 @@ def curve_key(model) -> dict:
     }
     if device.type == "cuda":
         key["gpu"] = torch.cuda.get_device_name(device)
+    if model.uses_row_invariance():  # passes cost more row by row (invariant.py)
+        key["row_invariant"] = True
     return key
 
 
