@@ -313,8 +313,8 @@ def check_lossless(
     records: list[dict], methods: list[Method], *, reference: str = "baseline", bound: float = 0.0
 ) -> list[str]:
     """Every place where a lossless method's tokens differ from the reference's beyond the
-    guarantee: any difference in float32 (bound 0); in half precision one whose logit gap
-    exceeds the near-tie bound."""
+    guarantee: any difference in float32 (bound 0); in half precision (reference: our own
+    ordinary decoding) one whose logit gap exceeds the model's bound (lossless.model_bound)."""
     problems = []
     for record in records:
         expected = record["runs"][reference]["ids"]
@@ -322,6 +322,8 @@ def check_lossless(
             run = record["runs"].get(method.name)
             if not method.lossless or method.name == reference or not run:
                 continue
+            if method.name == "baseline":  # Hugging Face's own half-precision passes: compared
+                continue  # with ours in the summary, but not ours to guarantee
             if run["ids"] == expected:
                 continue
             divergence = run.get("divergence") or {}

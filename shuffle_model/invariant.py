@@ -13,7 +13,7 @@ rotary, activations) never depend on it. Two things do, measured on a 2-core AMD
   makes once it is accepted.
 - Matrix products: one row goes through a matrix-vector kernel, several rows through a
   matrix-matrix kernel, and the two round a few elements differently (bfloat16 down
-  projection: about 1 row in 10). Every number of rows from `min_rows` up (probed on this
+  projection: 2-6 rows in 64). Every number of rows from `min_rows` up (probed on this
   machine per weight shape) agrees with every other, so a pass over fewer rows is padded
   with zero rows, whose outputs are dropped: next to free for a weight-bound product.
 

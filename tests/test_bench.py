@@ -110,6 +110,20 @@ def test_losslessness_check_fires_on_a_different_output(models, questions, tmp_p
     assert bench.check_lossless(tampered, [*methods, *pure]) == problems
 
 
+def test_half_precision_checks_our_methods_against_our_ordinary_decoding_not_hfs():
+    """Against ShuffleLM's own ordinary decoding (half precision), a verified method that
+    leaves it beyond the bound is a violation; Hugging Face's own greedy leaving it is not."""
+    diverged = {"ids": [1, 2, 4], "divergence": {"position": 2, "tokens": [4, 3], "gap": 0.5}}
+    record = {
+        "question_id": 7,
+        "runs": {"ordinary": {"ids": [1, 2, 3]}, "baseline": diverged, "shufflelm": diverged},
+    }
+    methods = [m for m in bench.METHODS if m.name in record["runs"]]
+    problems = bench.check_lossless([record], methods, reference="ordinary", bound=1e-3)
+    assert len(problems) == 1 and problems[0].startswith("shufflelm differs from ordinary")
+    assert bench.check_lossless([record], methods, reference="ordinary", bound=0.8) == []
+
+
 def test_run_raises_when_a_verified_method_is_not_lossless(
     models, questions, tmp_path, monkeypatch
 ):
