@@ -68,7 +68,8 @@ def test_half_precision_verified_decoding_differs_only_at_near_ties(dtype):
                 assert result.within_guarantee, result.describe()
                 identical += result.identical
                 total += 1
-    assert identical >= 0.9 * total
+    # token for token where passes are row-invariant (the default here, when the CPU allows)
+    assert identical == total if model.uses_row_invariance() else identical >= 0.9 * total
 
 
 def test_compare_finds_the_first_difference_and_its_gap():
