@@ -87,6 +87,8 @@ class ShuffleModelBase(nn.Module):
     def uses_row_invariance(self) -> bool:
         """Whether trunk passes run row-invariant: as set, or by default in half precision on
         a CPU whose matrix products agree across row counts once padded (probed once)."""
+        if not invariant.installed(self.trunk_module()):  # attention other than SDPA
+            return False
         if self.row_invariant_passes is not None:
             return self.row_invariant_passes
         key = (self.dtype, self.device)

@@ -82,6 +82,11 @@ def install(backbone: nn.Module) -> bool:
     return backbone.config._attn_implementation == NAME
 
 
+def installed(backbone: nn.Module) -> bool:
+    """Whether the backbone attends through our function (else no pass is row-invariant)."""
+    return getattr(getattr(backbone, "config", None), "_attn_implementation", None) == NAME
+
+
 def pad_linear_layers(backbone: nn.Module) -> None:
     """Hook the backbone's linear layers that need it (min_rows > 1) so that, in a
     row-invariant pass, their input is padded to min_rows. Done once, when a model first

@@ -189,6 +189,14 @@ def test_outside_our_passes_and_in_float32_the_backbone_attends_as_plain_sdpa():
     assert not invariant.wanted(torch.bfloat16, torch.device("cuda"))
 
 
+def test_a_backbone_with_other_attention_never_claims_row_invariance():
+    backbone = tiny_backbone(seed=0, dtype=torch.bfloat16, init_std=0.2, hidden=64)
+    backbone.set_attn_implementation("eager")
+    model = tiny_mixer(backbone, seed=5)
+    model.row_invariant_passes = True  # asked for, but the attention is not ours
+    assert not invariant.installed(backbone) and not model.uses_row_invariance()
+
+
 def test_allowed_keys_reads_causal_tree_and_bias_masks():
     assert invariant.allowed_keys(None, rows=3, keys=10) == [8, 9, 10]
     tree = torch.tensor([[True, True, False, False], [True, False, False, True]])[None, None]
