@@ -77,6 +77,23 @@ class ShuffleModelBase(nn.Module):
     def cost_curve(self, curve) -> None:
         self._cost_curve = curve
 
+    def trunk_pass(
+        self, trunk: nn.Module, input_ids, *, attention_mask, position_ids, cache
+    ) -> TrunkOutput:
+        """One pass of a Hugging Face decoder stack (row-invariant where wanted), with the
+        logits recomputed in float32 (precision.py). Subclasses' trunk_forward call it."""
+        with self.row_invariant():
+            out = trunk(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=cache is not None,
+            )
+            hidden = out.last_hidden_state  # (B, T, H)
+            logits = self.float32_logits(hidden)  # (B, T, V), float32 whatever the trunk's dtype
+        return TrunkOutput(hidden=hidden, logits=logits, cache=out.cache)
+
     def row_invariant(self):
         """The context a trunk pass runs in: row-invariant where it is wanted (invariant.py)."""
         enabled = self.uses_row_invariance()

@@ -17,7 +17,6 @@ from .calibration import Calibration
 from .config import ShuffleConfig
 from .devices import resolve_device, resolve_dtype
 from .head import ShuffleHead
-from .outputs import TrunkOutput
 from .precision import Float32Logits
 
 CONFIG_FILE = "shuffle_config.json"
@@ -147,17 +146,14 @@ class FasterDecodeMixer(ShuffleModelBase):
     def trunk_forward(
         self, input_ids, *, attention_mask=None, position_ids=None, cache: Cache | None = None
     ):
-        with torch.no_grad(), self.row_invariant():
-            out = self.backbone.base_model(
-                input_ids=input_ids,
+        with torch.no_grad():  # the backbone is frozen
+            return self.trunk_pass(
+                self.backbone.base_model,
+                input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
                 cache=cache,
-                use_cache=cache is not None,
             )
-            hidden = out.last_hidden_state  # (B, T, H)
-            logits = self.float32_logits(hidden)  # (B, T, V), float32 whatever the trunk's dtype
-        return TrunkOutput(hidden=hidden, logits=logits, cache=out.cache)
 
     def new_cache(self) -> Cache:
         return DynamicCache(config=self.backbone.config)

@@ -17,7 +17,6 @@ from .config import ShuffleConfig
 from .devices import resolve_device
 from .head import ShuffleHead
 from .loss import IGNORE
-from .outputs import TrunkOutput
 from .precision import Float32Logits
 
 CONFIG_FILE = "shuffle_config.json"
@@ -61,17 +60,13 @@ class ShuffleLM(ShuffleModelBase):
     def trunk_forward(
         self, input_ids, *, attention_mask=None, position_ids=None, cache: Cache | None = None
     ):
-        with self.row_invariant():
-            out = self.trunk(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                cache=cache,
-                use_cache=cache is not None,
-            )
-            hidden = out.last_hidden_state  # (B, T, H)
-            logits = self.float32_logits(hidden)  # (B, T, V), float32
-        return TrunkOutput(hidden=hidden, logits=logits, cache=out.cache)
+        return self.trunk_pass(
+            self.trunk,
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+        )
 
     def new_cache(self) -> Cache:
         return DynamicCache(config=self.trunk_config)
