@@ -42,9 +42,21 @@ class Outcomes:
     # (example, match length, depth, accepted given the drafts before it were)
 
 
+@dataclass
+class ReplayedSteps:
+    """Every answer position t of one greedy answer, replayed as a decoding step (teacher
+    forced): what the head drafts at h_t with the true anchor, and where the shuffle puts it."""
+
+    tokens: np.ndarray  # (N, K) each slot's draft token
+    keep: np.ndarray  # (N, K) each slot's keep probability
+    scores: np.ndarray  # (N, K slots, K offsets) shuffle scores
+    offsets: list[list[int | None]]  # per position, each slot's offset (1..K) by the strategy
+    targets: np.ndarray  # (N, K) the answer's token at offset p = 1..K after the anchor; -1 past it
+
+
 @torch.no_grad()
-def replay_example(model, prompt_ids, answer_ids, *, example: int, strategy: str, into: Outcomes):
-    """Every answer position of one greedy answer, replayed as a decoding step."""
+def replay_steps(model, prompt_ids, answer_ids, *, strategy: str) -> ReplayedSteps:
+    """One trunk pass over prompt + answer, then the head at every answer position."""
     sequence = list(prompt_ids) + list(answer_ids)
     ids = torch.tensor([sequence], device=model.device)
     trunk = model.trunk_forward(ids)
@@ -55,22 +67,38 @@ def replay_example(model, prompt_ids, answer_ids, *, example: int, strategy: str
     tokens = draft.logits.argmax(-1)  # (N, K)
     if draft.vocab is not None:
         tokens = draft.vocab[tokens]
-    tokens = tokens.cpu().numpy()
     keep = draft.keep_logits.float().sigmoid().cpu().numpy()  # (N, K)
     scores = draft.shuffle_scores.float().cpu().numpy()  # (N, K, K)
-    for row, t in enumerate(positions.tolist()):
-        offsets = assign_offsets(strategy, scores[row], keep[row]).offsets
+    k = keep.shape[1]
+    padded = np.array(sequence + [-1] * (k + 1))
+    targets = np.stack([padded[t + 2 : t + 2 + k] for t in positions.tolist()])  # (N, K)
+    return ReplayedSteps(
+        tokens=tokens.cpu().numpy(),
+        keep=keep,
+        scores=scores,
+        offsets=[assign_offsets(strategy, scores[r], keep[r]).offsets for r in range(len(keep))],
+        targets=targets.reshape(-1, k),
+    )
+
+
+def replay_example(model, prompt_ids, answer_ids, *, example: int, strategy: str, into: Outcomes):
+    """Every answer position of one greedy answer, replayed as a decoding step: the head's
+    drafts at offsets 1, 2, ... until the first that the backbone would reject."""
+    steps = replay_steps(model, prompt_ids, answer_ids, strategy=strategy)
+    for row, offsets in enumerate(steps.offsets):
         slot_at = {offset: slot for slot, offset in enumerate(offsets) if offset is not None}
         for offset in range(1, len(offsets) + 1):
-            target = t + 1 + offset
-            if offset not in slot_at or target >= len(sequence):
+            target = int(steps.targets[row, offset - 1])
+            if offset not in slot_at or target < 0:
                 break
             slot = slot_at[offset]
-            accepted = int(tokens[row, slot]) == sequence[target]
-            into.head.append((example, offset, float(keep[row, slot]), accepted))
+            accepted = int(steps.tokens[row, slot]) == target
+            into.head.append((example, offset, float(steps.keep[row, slot]), accepted))
             if not accepted:
                 break
-    replay_context(sequence, start, example=example, into=into)
+    replay_context(
+        list(prompt_ids) + list(answer_ids), len(prompt_ids) - 1, example=example, into=into
+    )
 
 
 def replay_context(sequence: list[int], start: int, *, example: int, into: Outcomes) -> None:

@@ -20,8 +20,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
+from .calibration import expected_calibration_error
 from .shuffle import map_variety, predicted_maps
 
 HELDOUT_SEED = 424242  # the distillation data used seeds 0 and 7
@@ -55,6 +57,79 @@ def evaluate(model, prompts: list[dict], *, strategy: str, max_new_tokens: int) 
     }
 
 
+def recorded_answers(bench_json: Path, tokenizer, questions_path: Path) -> list[dict]:
+    """The backbone's greedy answers of a benchmark run, with their chat-templated prompts."""
+    from .chat import encode_prompt
+
+    questions = {
+        q["question_id"]: q
+        for q in map(json.loads, questions_path.read_text().splitlines())
+        if q.get("turns")
+    }
+    answers = []
+    for record in json.loads(bench_json.read_text())["records"]:
+        question = questions[record["question_id"]]
+        answers.append(
+            {
+                "category": f"spec/{record['category']}",
+                "prompt_ids": encode_prompt(tokenizer, question["turns"][0]),
+                "answer_ids": record["runs"]["baseline"]["ids"],
+            }
+        )
+    return answers
+
+
+def teacher_forced(model, answers: list[dict], *, strategy: str) -> dict:
+    """Replay every position of recorded greedy answers as one decoding step (see the module
+    doc); figures overall ("all") and per category."""
+    from .calibrate import replay_steps
+    from .filtering import filter_slots
+
+    k, threshold = model.config.num_slots, model.config.keep_threshold
+    rows: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for answer in tqdm(answers, desc=f"teacher forced ({strategy})", unit="answer", leave=False):
+        steps = replay_steps(model, answer["prompt_ids"], answer["answer_ids"], strategy=strategy)
+        for row, offsets in enumerate(steps.offsets):
+            right = [  # per offset p: the draft placed at p is the answer's token (None: no target)
+                None if steps.targets[row, p] < 0 else False for p in range(k)
+            ]
+            for slot, offset in enumerate(offsets):
+                if offset is None or right[offset - 1] is None:
+                    continue
+                hit = bool(steps.tokens[row, slot] == steps.targets[row, offset - 1])
+                right[offset - 1] = hit
+                for key in (answer["category"], "all"):
+                    rows[key]["keep"].append(float(steps.keep[row, slot]))
+                    rows[key]["kept_right"].append(hit)
+            block = filter_slots(offsets, steps.keep[row], keep_threshold=threshold, max_offset=k)
+            accepted = 0
+            for position, slot in enumerate(block.block):
+                if steps.tokens[row, slot] != steps.targets[row, position]:
+                    break
+                accepted += 1
+            unfiltered = next((p for p, hit in enumerate(right) if not hit), k)
+            for key in (answer["category"], "all"):
+                rows[key]["right"].append([np.nan if h is None else float(h) for h in right])
+                rows[key]["accepted"].append(accepted)
+                rows[key]["unfiltered"].append(unfiltered)
+                rows[key]["maps"].append(np.argmax(steps.scores[row], axis=-1).tolist())
+    result = {}
+    for key, r in sorted(rows.items()):
+        right = np.array(r["right"])  # (positions, K); NaN where the answer had ended
+        result[key] = {
+            "positions": len(r["accepted"]),
+            "top1_per_offset": [  # None: no position had a token that far ahead
+                round(float(np.nanmean(col)), 4) if (~np.isnan(col)).any() else None
+                for col in right.T
+            ],
+            f"tokens_per_pass@{threshold}": round(1 + float(np.mean(r["accepted"])), 4),
+            "tokens_per_pass_unfiltered": round(1 + float(np.mean(r["unfiltered"])), 4),
+            "keep_ece": round(expected_calibration_error(r["keep"], r["kept_right"]), 4),
+            "map_variety": round(map_variety(r["maps"]), 4),
+        }
+    return result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shuffle_model.evaluate", description=__doc__)
     parser.add_argument("heads", nargs="+", help="head directories")
@@ -66,6 +141,12 @@ def main(argv=None) -> int:
         default=0,
         metavar="N",
         help="add the first N Spec-Bench questions per category (first turn; evaluation only)",
+    )
+    parser.add_argument(
+        "--teacher-forced",
+        type=Path,
+        metavar="BENCH_JSON",
+        help="replay the greedy answers recorded in this benchmark JSON (see above)",
     )
     parser.add_argument("--max-new-tokens", type=int, default=96, help="128 for Spec-Bench figures")
     parser.add_argument("--strategies", nargs="+", default=["rotary", "identity"])
@@ -93,7 +174,7 @@ def main(argv=None) -> int:
     first = FasterDecodeMixer.from_pretrained(
         args.heads[0], status=lambda m: print(m, file=sys.stderr)
     )
-    results = {}
+    results, answers = {}, None
     jobs = [(h, s) for h in args.heads for s in args.strategies]
     for head, strategy in tqdm(jobs, desc="evaluate", unit="run"):
         model = (
@@ -103,7 +184,17 @@ def main(argv=None) -> int:
                 head, backbone=first.backbone, tokenizer=first.tokenizer, device=first.device
             )
         )
-        result = evaluate(model, prompts, strategy=strategy, max_new_tokens=args.max_new_tokens)
+        result = (
+            evaluate(model, prompts, strategy=strategy, max_new_tokens=args.max_new_tokens)
+            if prompts
+            else {}
+        )
+        if args.teacher_forced:
+            from .overlap import SPEC_BENCH
+
+            if answers is None:
+                answers = recorded_answers(args.teacher_forced, model.tokenizer, SPEC_BENCH)
+            result["teacher_forced"] = teacher_forced(model, answers, strategy=strategy)
         results[f"{head}:{strategy}"] = result
         tqdm.write(f"{head} {strategy}: {json.dumps(result)}")
     if args.json:
