@@ -82,6 +82,7 @@ class ShuffleModelBase(nn.Module):
     ) -> TrunkOutput:
         """One pass of a Hugging Face decoder stack (row-invariant where wanted), with the
         logits recomputed in float32 (precision.py). Subclasses' trunk_forward call it."""
+        early = self.config.early_layer
         with self.row_invariant():
             out = trunk(
                 input_ids=input_ids,
@@ -89,9 +90,12 @@ class ShuffleModelBase(nn.Module):
                 position_ids=position_ids,
                 cache=cache,
                 use_cache=cache is not None,
+                output_hidden_states=early is not None,
             )
             hidden = out.last_hidden_state  # (B, T, H)
             logits = self.float32_logits(hidden)  # (B, T, V), float32 whatever the trunk's dtype
+        if early is not None:  # hidden_states[0] is the embedding, [L] block L's output
+            hidden = torch.cat([hidden, out.hidden_states[early]], dim=-1)  # (B, T, 2H)
         return TrunkOutput(hidden=hidden, logits=logits, cache=out.cache)
 
     def row_invariant(self):
@@ -128,7 +132,8 @@ class ShuffleModelBase(nn.Module):
         return next(self.head.parameters()).dtype
 
     def draft(self, hidden: torch.Tensor, anchor_ids: torch.Tensor) -> DraftOutput:
-        """hidden (..., H) and anchor ids (...) -> K slots of token logits, scores, keep logits."""
+        """hidden (..., H or 2H: TrunkOutput.hidden) and anchor ids (...) -> K slots of token
+        logits, shuffle scores and keep logits."""
         out = self.head(hidden, self.token_embeddings()(anchor_ids))
         return DraftOutput(
             logits=self.draft_logits(out.draft_hidden),

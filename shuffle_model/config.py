@@ -37,6 +37,8 @@ class ShuffleConfig:
     mixer_channel_hidden: int | None = None  # hidden width of the channel MLP; None: 2 * head width
     keep_threshold: float = 0.5  # default filter: slots with keep prob below this are dropped
     draft_vocab_size: int | None = None  # drafts pick among N frequent tokens; None: all tokens
+    early_layer: int | None = None  # the head also reads trunk block L's output (1..layers-1,
+    # RMS-normalised) beside h_t; None: h_t only
 
     # --- training loss (set prediction) ---
     assignment: str = "hungarian"  # slot-to-offset matching: "hungarian" (the shuffle) or "fixed"
@@ -59,6 +61,11 @@ class ShuffleConfig:
         if self.assignment not in ASSIGNMENTS:
             raise ValueError(
                 f"assignment must be one of {list(ASSIGNMENTS)}; got {self.assignment!r}"
+            )
+        if self.early_layer is not None and not 1 <= self.early_layer < self.num_layers:
+            raise ValueError(
+                f"early_layer must be in 1..{self.num_layers - 1} (the trunk's blocks before the "
+                f"last); got {self.early_layer}"
             )
         if not 0.0 <= self.keep_threshold <= 1.0:
             raise ValueError(f"keep_threshold must be in [0, 1]; got {self.keep_threshold}")

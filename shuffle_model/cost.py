@@ -243,7 +243,7 @@ def measure(
     sizes = sizes_to_measure(max_tokens)
     times: dict[int, list[float]] = {n: [] for n in sizes}
     drafts: list[float] = []
-    hidden = torch.zeros(model.config.hidden_size, device=device, dtype=model.dtype)
+    hidden = torch.zeros(model.head.feature_size, device=device, dtype=model.dtype)  # h_t [; g_t]
     anchor = torch.tensor(prompt[0, -1].item(), device=device)
     started = time.perf_counter()
     bar = tqdm(total=repeats + 1, desc="cost curve", unit="round", leave=False, disable=None)

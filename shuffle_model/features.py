@@ -23,7 +23,8 @@ FIELDS = ("hidden", "anchors", "targets", "example", "greedy")
 
 @dataclass
 class Features:
-    hidden: torch.Tensor  # (N, H) float16: h_t, the backbone's final normalised hidden state
+    hidden: torch.Tensor  # (N, H) float16: h_t, the backbone's final normalised hidden state;
+    # (N, 2H) [h_t ; g_t] for a head with an early_layer (TrunkOutput.hidden)
     anchors: torch.Tensor  # (N,) long: token[t+1], the anchor of position t
     targets: torch.Tensor  # (N, MAX_OFFSETS) long: token[t+1+p], IGNORE past the answer's end
     example: torch.Tensor  # (N,) long: which example the position comes from
@@ -84,17 +85,27 @@ def extract_features(model, examples: list[Example], *, batch_tokens: int = 4096
 
 
 def shard_features(model, shard: Path, backbone_name: str) -> tuple[list[Example], Features]:
-    """Examples and features of one data shard, computed once and cached beside it."""
+    """Examples and features of one data shard, computed once and cached beside it: h_t and
+    the targets in one file, an early layer's g_t (if the head reads one) in another, so that
+    heads with and without it share one backbone pass."""
     examples = load_shard(shard)
     stat = shard.stat()
     key = hashlib.sha256(f"{backbone_name}|{stat.st_size}|{MAX_OFFSETS}".encode()).hexdigest()[:12]
     cached = shard.parent / "features" / f"{shard.stem}-{key}.safetensors"
-    if cached.exists():
+    layer = model.config.early_layer
+    early = None if layer is None else cached.with_name(f"{cached.stem}-layer{layer}.safetensors")
+    if cached.exists() and (early is None or early.exists()):
         tensors = load_file(str(cached))
+        if early is not None:
+            tensors["hidden"] = torch.cat([tensors["hidden"], load_file(str(early))["hidden"]], 1)
         return examples, Features(**{k: tensors[k] for k in FIELDS})
     features = extract_features(model, examples)
     cached.parent.mkdir(exist_ok=True)
-    save_file({k: getattr(features, k).contiguous() for k in FIELDS}, str(cached))
+    h = model.config.hidden_size
+    tensors = {k: getattr(features, k).contiguous() for k in FIELDS}
+    save_file({**tensors, "hidden": features.hidden[:, :h].contiguous()}, str(cached))
+    if early is not None:
+        save_file({"hidden": features.hidden[:, h:].contiguous()}, str(early))
     return examples, features
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import ShuffleConfig
@@ -20,9 +21,10 @@ class HeadOutput:
 
 
 class ShuffleHead(nn.Module):
-    """Input: h_t (the trunk's final normalised hidden state) and e(anchor).
+    """Input: h_t (the trunk's final normalised hidden state), with `early_layer` also an earlier
+    block's output g_t (TrunkOutput.hidden is then [h_t ; g_t]), and e(anchor).
 
-    1. slots  X = W_in [h_t ; e(anchor)] + E_slot
+    1. slots  X = W_in [h_t ; rmsnorm(g_t) ; e(anchor)] + E_slot
     2. MLP-Mixer blocks across slots and features
     3. per slot: draft vector h_t + W_out x_k (fed to the backbone's own LM head),
        rotary key r_k scored against the offset queries, keep logit c_k.
@@ -31,7 +33,9 @@ class ShuffleHead(nn.Module):
     def __init__(self, config: ShuffleConfig, *, hidden_size: int, embed_size: int):
         super().__init__()
         k, width = config.num_slots, config.head_width
-        self.in_proj = nn.Linear(hidden_size + embed_size, width)
+        self.hidden_size = hidden_size
+        self.feature_size = hidden_size * (1 if config.early_layer is None else 2)
+        self.in_proj = nn.Linear(self.feature_size + embed_size, width)
         self.slot_embed = nn.Parameter(torch.randn(k, width) * 0.02)  # E_slot: (K, D)
         self.blocks = nn.ModuleList(
             MixerBlock(
@@ -61,11 +65,15 @@ class ShuffleHead(nn.Module):
             self.draft_vocab = None
 
     def forward(self, hidden: torch.Tensor, anchor_embeds: torch.Tensor) -> HeadOutput:
-        """hidden (..., hidden_size), anchor_embeds (..., embed_size) -> per-slot outputs."""
+        """hidden (..., feature_size): h_t [; g_t], anchor_embeds (..., E) -> per-slot outputs."""
         lead = hidden.shape[:-1]
-        flat_hidden = hidden.reshape(-1, hidden.shape[-1])  # (N, H)
-        flat_anchor = anchor_embeds.reshape(-1, anchor_embeds.shape[-1])  # (N, E)
-        joined = self.in_proj(torch.cat([flat_hidden, flat_anchor], dim=-1))  # (N, D)
+        flat = hidden.reshape(-1, self.feature_size)  # (N, H) or (N, 2H)
+        flat_hidden = flat[:, : self.hidden_size]  # (N, H): h_t
+        inputs = [flat_hidden]
+        if self.feature_size > self.hidden_size:  # g_t: a residual stream, norms vary by layer
+            inputs.append(F.rms_norm(flat[:, self.hidden_size :], (self.hidden_size,)))
+        inputs.append(anchor_embeds.reshape(-1, anchor_embeds.shape[-1]))  # (N, E)
+        joined = self.in_proj(torch.cat(inputs, dim=-1))  # (N, D)
         slots = joined[:, None, :] + self.slot_embed  # (N, K, D)
         for block in self.blocks:
             slots = block(slots)
@@ -79,3 +87,19 @@ class ShuffleHead(nn.Module):
             shuffle_scores=scores.reshape(*lead, k, k),
             keep_logits=keep_logits.reshape(*lead, k),
         )
+
+
+def warm_start_state(head: ShuffleHead, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A saved head's weights for `head`; a head without an early layer gives one with it its
+    function unchanged: the early layer's input columns start at zero."""
+    weight = state["in_proj.weight"]  # (D, H + E) saved, (D, 2H + E) wanted
+    wanted = head.in_proj.weight.shape
+    if weight.shape == wanted:
+        return state
+    h = head.hidden_size
+    if weight.shape[0] != wanted[0] or wanted[1] - weight.shape[1] != h:
+        raise ValueError(f"cannot warm-start in_proj {tuple(wanted)} from {tuple(weight.shape)}")
+    widened = torch.zeros(wanted, dtype=weight.dtype)
+    widened[:, :h] = weight[:, :h]  # h_t
+    widened[:, 2 * h :] = weight[:, h:]  # e(anchor); g_t's columns stay zero
+    return {**state, "in_proj.weight": widened}

@@ -11,7 +11,8 @@ from transformers.utils import ModelOutput
 
 @dataclass
 class TrunkOutput:
-    hidden: torch.Tensor  # (B, T, H): final normalised hidden states h_t
+    hidden: torch.Tensor  # (B, T, H): final normalised hidden states h_t; (B, T, 2H) [h_t ; g_t]
+    # when the config names an early_layer (the head's input, see head.py)
     logits: torch.Tensor  # (B, T, V): next-token logits of the trunk's LM head
     cache: Cache | None  # the key/value cache, extended by this call
 
@@ -33,4 +34,4 @@ class ShuffleOutput(ModelOutput):
     shuffle_scores: torch.Tensor | None = None  # (B, T, K, K) slot-by-offset logits
     draft_logits: torch.Tensor | None = None  # (B, T, K, V) slot token logits
     keep_logits: torch.Tensor | None = None  # (B, T, K) keep logits
-    hidden_states: torch.Tensor | None = None  # (B, T, H) final normalised hidden states
+    hidden_states: torch.Tensor | None = None  # (B, T, H or 2H): TrunkOutput.hidden

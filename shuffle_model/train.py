@@ -28,6 +28,7 @@ from .distill import shard_paths
 from .faster_decode_mixer import FasterDecodeMixer
 from .features import MAX_OFFSETS, Features, load_features
 from .filtering import filter_slots
+from .head import warm_start_state
 from .loss import IGNORE, per_offset_accuracy, set_prediction_loss
 from .shuffle import assign_offsets, map_variety, predicted_maps
 
@@ -175,6 +176,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--draft-vocab", type=int, default=8192, help="0: the whole vocabulary")
     p.add_argument("--head-width", type=int, default=None)
     p.add_argument("--mixer-depth", type=int, default=2)
+    p.add_argument(
+        "--early-layer",
+        type=int,
+        default=None,
+        help="the head also reads this backbone block's output (e.g. 15 of 30); --init-from a "
+        "head without it starts its columns at zero",
+    )
     p.add_argument("--rotary-dim", type=int, default=2)
     p.add_argument("--lambda-pos", type=float, default=1.0)
     p.add_argument("--lambda-keep", type=float, default=0.5)
@@ -224,6 +232,7 @@ def main(argv=None) -> None:
         draft_vocab_size=args.draft_vocab or None,
         head_hidden_size=args.head_width,
         mixer_depth=args.mixer_depth,
+        early_layer=args.early_layer,
         rotary_dim=args.rotary_dim,
         lambda_pos=args.lambda_pos,
         lambda_keep=args.lambda_keep,
@@ -236,7 +245,8 @@ def main(argv=None) -> None:
         raise SystemExit(f"--slots must be <= {MAX_OFFSETS}")
 
     if args.init_from:
-        model.head.load_state_dict(load_file(str(args.init_from / "head.safetensors")))
+        saved = load_file(str(args.init_from / "head.safetensors"))
+        model.head.load_state_dict(warm_start_state(model.head, saved))
         accelerator.print(f"initialised the head from {args.init_from}")
     examples, features = load_features(model, shard_paths(args.data), args.backbone)
     if args.features_only:

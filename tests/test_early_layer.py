@@ -1,0 +1,119 @@
+"""The head's optional second input: an earlier backbone block's output beside h_t."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from shuffle_model import FasterDecodeMixer, ShuffleConfig
+from shuffle_model.head import warm_start_state
+from tests.tiny import char_tokenizer, tiny_backbone, tiny_mixer
+
+PROMPT = [5, 9, 11, 7, 20, 21]
+
+
+def test_trunk_hidden_is_h_t_beside_the_early_block_output():
+    backbone = tiny_backbone(layers=3)
+    model = tiny_mixer(backbone, tokenizer=char_tokenizer(), early_layer=1)
+    ids = torch.tensor([PROMPT])
+    hidden = model.trunk_forward(ids).hidden
+    reference = backbone.base_model(input_ids=ids, output_hidden_states=True)
+    assert hidden.shape == (1, len(PROMPT), 2 * backbone.config.hidden_size)
+    h = backbone.config.hidden_size
+    torch.testing.assert_close(hidden[..., :h], reference.last_hidden_state, rtol=0, atol=0)
+    torch.testing.assert_close(hidden[..., h:], reference.hidden_states[1], rtol=0, atol=0)
+    draft = model.draft(hidden[0, -1:], torch.tensor([3]))
+    assert draft.keep_logits.shape == (1, model.config.num_slots)
+
+
+def test_early_block_changes_the_drafts_and_generation_stays_lossless():
+    backbone = tiny_backbone(layers=3)
+    model = tiny_mixer(backbone, tokenizer=char_tokenizer(), early_layer=2)
+    with torch.no_grad():
+        model.head.in_proj.weight.normal_(0, 0.5)  # make g_t matter
+    ids = torch.tensor([PROMPT])
+    hidden = model.trunk_forward(ids).hidden[0, -1:]
+    h = backbone.config.hidden_size
+    shifted = hidden.clone()
+    shifted[:, h:] += 1.0
+    a, b = model.draft(hidden, torch.tensor([3])), model.draft(shifted, torch.tensor([3]))
+    assert not torch.allclose(a.keep_logits, b.keep_logits)
+    ordinary = model.generate([PROMPT], max_new_tokens=24, max_parallel_tokens=0)
+    verified = model.generate([PROMPT], max_new_tokens=24, verify=True)
+    assert verified.tolist() == ordinary.tolist()
+
+
+def test_a_head_without_the_early_block_warm_starts_one_with_it_unchanged(tmp_path):
+    backbone = tiny_backbone(layers=3)
+    plain = tiny_mixer(backbone, tokenizer=char_tokenizer())
+    with torch.no_grad():
+        for p in plain.head.parameters():
+            p.normal_(0, 0.2)
+    widened = tiny_mixer(backbone, tokenizer=char_tokenizer(), early_layer=1, seed=5)
+    widened.head.load_state_dict(warm_start_state(widened.head, plain.head.state_dict()))
+    ids = torch.tensor([PROMPT])
+    a = plain.draft(plain.trunk_forward(ids).hidden, ids)
+    b = widened.draft(widened.trunk_forward(ids).hidden, ids)
+    torch.testing.assert_close(a.logits, b.logits)
+    torch.testing.assert_close(a.shuffle_scores, b.shuffle_scores)
+    torch.testing.assert_close(a.keep_logits, b.keep_logits)
+    other = tiny_mixer(backbone, tokenizer=char_tokenizer(), early_layer=1, head_hidden_size=16)
+    with pytest.raises(ValueError, match="cannot warm-start"):
+        warm_start_state(other.head, plain.head.state_dict())
+
+
+def test_early_layer_must_be_a_block_before_the_last():
+    with pytest.raises(ValueError, match="early_layer"):
+        ShuffleConfig(num_layers=3, early_layer=3)
+    with pytest.raises(ValueError, match="early_layer"):
+        ShuffleConfig(num_layers=3, early_layer=0)
+
+
+def test_train_with_an_early_block_shares_the_cached_pass_and_saves_a_loadable_head(
+    tmp_path, monkeypatch
+):
+    """--early-layer from a plain head: one backbone pass caches h_t and g_t in two files; a plain
+    head then trains from the first without another pass; the saved head loads and generates."""
+    from shuffle_model import features, train
+    from shuffle_model.distill import Example, save_shard
+
+    backbone_dir, data = tmp_path / "backbone", tmp_path / "data"
+    tiny_backbone(dtype=torch.float32, layers=3).save_pretrained(backbone_dir)
+    char_tokenizer().save_pretrained(backbone_dir)
+    rng = random.Random(0)
+    examples = [
+        Example(
+            "c",
+            [rng.randrange(3, 40) for _ in range(5)],
+            [rng.randrange(3, 40) for _ in range(20)],
+            False,
+        )  # fmt: skip
+        for _ in range(12)
+    ]
+    data.mkdir()
+    save_shard(data / "s1-00000.safetensors", examples)
+    common = ["--data", str(data), "--backbone", str(backbone_dir), "--slots", "4"]
+    common += ["--draft-vocab", "0", "--batch-size", "16", "--heldout-every", "4", "--warmup", "1"]
+    train.main([*common, "--out", str(tmp_path / "plain"), "--steps", "2", "--eval-every", "2"])
+    cached = sorted(p.name for p in (data / "features").iterdir())
+    plain_head = str(tmp_path / "plain" / "final")
+    train.main([*common, "--out", str(tmp_path / "early"), "--steps", "2", "--eval-every", "2",
+                "--early-layer", "2", "--init-from", plain_head])  # fmt: skip
+    layer_files = sorted(set(p.name for p in (data / "features").iterdir()) - set(cached))
+    assert len(layer_files) == 1 and layer_files[0].endswith("-layer2.safetensors")
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("the backbone features were cached already")
+
+    monkeypatch.setattr(features, "extract_features", no_pass)
+    train.main([*common, "--out", str(tmp_path / "again"), "--steps", "2", "--eval-every", "2",
+                "--early-layer", "2"])  # fmt: skip
+    head = FasterDecodeMixer.from_pretrained(tmp_path / "early" / "final", device="cpu")
+    assert head.config.early_layer == 2
+    assert json.loads((tmp_path / "early" / "history.json").read_text())[-1]["step"] == 2
+    ids = head.tokenizer("ab", return_tensors="pt").input_ids
+    ordinary = head.generate(ids, max_new_tokens=12, max_parallel_tokens=0)
+    assert head.generate(ids, max_new_tokens=12, verify=True).tolist() == ordinary.tolist()
