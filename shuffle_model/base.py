@@ -47,9 +47,11 @@ class ShuffleModelBase(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache: Cache | None = None,
+        logits: bool = True,
     ) -> TrunkOutput:
-        """(B, T) ids -> hidden states and logits; a 4D attention mask with explicit position
-        ids forwards a tree of drafts (generation.forward_block)."""
+        """(B, T) ids -> hidden states and logits (None with logits=False: features only); a 4D
+        attention mask with explicit position ids forwards a tree of drafts
+        (generation.forward_block)."""
         raise NotImplementedError
 
     def new_cache(self) -> Cache:
@@ -78,7 +80,7 @@ class ShuffleModelBase(nn.Module):
         self._cost_curve = curve
 
     def trunk_pass(
-        self, trunk: nn.Module, input_ids, *, attention_mask, position_ids, cache
+        self, trunk: nn.Module, input_ids, *, attention_mask, position_ids, cache, logits=True
     ) -> TrunkOutput:
         """One pass of a Hugging Face decoder stack (row-invariant where wanted), with the
         logits recomputed in float32 (precision.py). Subclasses' trunk_forward call it."""
@@ -93,7 +95,8 @@ class ShuffleModelBase(nn.Module):
                 output_hidden_states=early is not None,
             )
             hidden = out.last_hidden_state  # (B, T, H)
-            logits = self.float32_logits(hidden)  # (B, T, V), float32 whatever the trunk's dtype
+            # (B, T, V), float32 whatever the trunk's dtype
+            logits = self.float32_logits(hidden) if logits else None
         if early is not None:  # hidden_states[0] is the embedding, [L] block L's output
             hidden = torch.cat([hidden, out.hidden_states[early]], dim=-1)  # (B, T, 2H)
         return TrunkOutput(hidden=hidden, logits=logits, cache=out.cache)

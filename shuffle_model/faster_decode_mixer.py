@@ -144,7 +144,13 @@ class FasterDecodeMixer(ShuffleModelBase):
         return self
 
     def trunk_forward(
-        self, input_ids, *, attention_mask=None, position_ids=None, cache: Cache | None = None
+        self,
+        input_ids,
+        *,
+        attention_mask=None,
+        position_ids=None,
+        cache: Cache | None = None,
+        logits: bool = True,
     ):
         with torch.no_grad():  # the backbone is frozen
             return self.trunk_pass(
@@ -153,6 +159,7 @@ class FasterDecodeMixer(ShuffleModelBase):
                 attention_mask=attention_mask,
                 position_ids=position_ids,
                 cache=cache,
+                logits=logits,
             )
 
     def new_cache(self) -> Cache:

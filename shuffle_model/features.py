@@ -70,7 +70,9 @@ def extract_features(model, examples: list[Example], *, batch_tokens: int = 4096
             sequence = examples[i].prompt_ids + examples[i].answer_ids
             ids[row, : len(sequence)] = torch.tensor(sequence)
             mask[row, : len(sequence)] = 1
-        hidden = model.trunk_forward(ids.to(model.device), attention_mask=mask.to(model.device))
+        hidden = model.trunk_forward(
+            ids.to(model.device), attention_mask=mask.to(model.device), logits=False
+        )
         for row, i in enumerate(batch):
             positions, anchors, targets = answer_positions(examples[i])
             parts["hidden"].append(hidden.hidden[row, positions].to(torch.float16).cpu())

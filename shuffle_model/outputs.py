@@ -13,7 +13,7 @@ from transformers.utils import ModelOutput
 class TrunkOutput:
     hidden: torch.Tensor  # (B, T, H): final normalised hidden states h_t; (B, T, 2H) [h_t ; g_t]
     # when the config names an early_layer (the head's input, see head.py)
-    logits: torch.Tensor  # (B, T, V): next-token logits of the trunk's LM head
+    logits: torch.Tensor | None  # (B, T, V): next-token logits of the trunk's LM head
     cache: Cache | None  # the key/value cache, extended by this call
 
 

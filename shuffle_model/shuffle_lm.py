@@ -58,7 +58,13 @@ class ShuffleLM(ShuffleModelBase):
         invariant.install(self.trunk)  # plain SDPA outside half-precision passes
 
     def trunk_forward(
-        self, input_ids, *, attention_mask=None, position_ids=None, cache: Cache | None = None
+        self,
+        input_ids,
+        *,
+        attention_mask=None,
+        position_ids=None,
+        cache: Cache | None = None,
+        logits: bool = True,
     ):
         return self.trunk_pass(
             self.trunk,
@@ -66,6 +72,7 @@ class ShuffleLM(ShuffleModelBase):
             attention_mask=attention_mask,
             position_ids=position_ids,
             cache=cache,
+            logits=logits,
         )
 
     def new_cache(self) -> Cache:

@@ -204,7 +204,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--features-only", action="store_true", help="cache backbone features, stop")
+    p.add_argument(
+        "--features-dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="the backbone's dtype for the cached features (cached apart): bfloat16 runs 2.5-3.5x "
+        "faster on CPUs with bfloat16 matrix units; the head still trains in float32",
+    )
     return p.parse_args(argv)
+
+
+def feature_extractor(model: FasterDecodeMixer, args) -> tuple[FasterDecodeMixer, str]:
+    """The model whose backbone passes make the cached features, and the cache's backbone name:
+    the training model itself, or the backbone loaded again in --features-dtype."""
+    if args.features_dtype == "float32":
+        return model, args.backbone
+    backbone, _ = load_backbone(args.backbone, device=model.device, dtype=args.features_dtype)
+    extractor = FasterDecodeMixer(backbone, model.config)  # only its trunk is used
+    extractor.row_invariant_passes = False  # features need no bit-identity with short passes
+    return extractor, f"{args.backbone}|{args.features_dtype}"
 
 
 def describe_device(accelerator) -> str:
@@ -248,13 +266,18 @@ def main(argv=None) -> None:
         saved = load_file(str(args.init_from / "head.safetensors"))
         model.head.load_state_dict(warm_start_state(model.head, saved))
         accelerator.print(f"initialised the head from {args.init_from}")
-    examples, features = load_features(model, shard_paths(args.data), args.backbone)
+    extractor, features_name = feature_extractor(model, args)
+    examples, features = load_features(extractor, shard_paths(args.data), features_name)
+    del extractor
     if args.features_only:
         accelerator.print(f"{len(examples)} examples, {len(features)} positions cached")
         return
     train, heldout = split(features, args.heldout_every)
-    if args.draft_vocab and not args.init_from:
+    if args.draft_vocab:  # a warm start's vocabulary is replaced: the head maps to LM-head rows
         vocab, coverage = frequent_tokens(train, args.draft_vocab, model.config.vocab_size)
+        if args.init_from:
+            old = set(model.head.draft_vocab.tolist())
+            accelerator.print(f"{len(old & set(vocab.tolist()))} of them were the old vocabulary")
         model.set_draft_vocab(vocab.to(model.device))
         accelerator.print(
             f"draft vocabulary: {args.draft_vocab} tokens cover {coverage:.1%} of targets"

@@ -1,4 +1,4 @@
-"""The head's optional second input: an earlier backbone block's output beside h_t."""
+"""What the head reads: an earlier backbone block beside h_t, and how its features are cached."""
 
 from __future__ import annotations
 
@@ -117,3 +117,47 @@ def test_train_with_an_early_block_shares_the_cached_pass_and_saves_a_loadable_h
     ids = head.tokenizer("ab", return_tensors="pt").input_ids
     ordinary = head.generate(ids, max_new_tokens=12, max_parallel_tokens=0)
     assert head.generate(ids, max_new_tokens=12, verify=True).tolist() == ordinary.tolist()
+
+
+def test_bfloat16_features_are_cached_apart_and_close_to_float32(tmp_path):
+    """--features-dtype bfloat16: a second cache (another key) made by a bfloat16 copy of the
+    backbone, whose h_t stays close to the float32 one; the head itself trains in float32."""
+    from safetensors.torch import load_file
+
+    from shuffle_model import train
+    from shuffle_model.distill import Example, save_shard
+
+    backbone_dir, data = tmp_path / "backbone", tmp_path / "data"
+    tiny_backbone(dtype=torch.float32, layers=3).save_pretrained(backbone_dir)
+    char_tokenizer().save_pretrained(backbone_dir)
+    rng = random.Random(1)
+    examples = [
+        Example(
+            "c",
+            [rng.randrange(3, 40) for _ in range(5)],
+            [rng.randrange(3, 40) for _ in range(16)],
+            False,
+        )  # fmt: skip
+        for _ in range(4)
+    ]
+    data.mkdir()
+    save_shard(data / "s1-00000.safetensors", examples)
+    common = ["--data", str(data), "--backbone", str(backbone_dir), "--slots", "4"]
+    common += ["--draft-vocab", "0", "--features-only"]
+    train.main([*common, "--out", str(tmp_path / "a")])
+    first = set((data / "features").iterdir())
+    train.main([*common, "--out", str(tmp_path / "b"), "--features-dtype", "bfloat16"])
+    (second,) = set((data / "features").iterdir()) - first
+    (first,) = first
+    f32, bf16 = load_file(str(first)), load_file(str(second))
+    assert torch.equal(f32["targets"], bf16["targets"])
+    assert not torch.equal(f32["hidden"], bf16["hidden"])
+    torch.testing.assert_close(bf16["hidden"].float(), f32["hidden"].float(), rtol=0.05, atol=0.05)
+
+
+def test_features_only_passes_skip_the_logits():
+    model = tiny_mixer(tiny_backbone(), tokenizer=char_tokenizer())
+    ids = torch.tensor([PROMPT])
+    full, features = model.trunk_forward(ids), model.trunk_forward(ids, logits=False)
+    assert features.logits is None
+    assert torch.equal(full.hidden, features.hidden)
