@@ -398,6 +398,8 @@ class ShardWriter:
             self.flush()
 
     def flush(self) -> None:
+        taken = existing(self.directory)[0]  # another process on the folder may have answered it
+        self.records = [r for r in self.records if r["key"] not in taken]
         if not self.records:
             return
         path = next_shard(self.directory, self.tag)

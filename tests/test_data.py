@@ -378,3 +378,30 @@ def test_rate_meter_does_not_count_a_stopped_process(monkeypatch):
     assert meter.active == 10 + 10 + 120 + 10
     assert meter.answers == 3 and meter.tokens == 350
     assert meter.describe() == f"{3 * 3600 / 150:,.0f} answers/h, {350 / 150:.0f} tok/s"
+
+
+def test_shard_writer_drops_answers_another_process_wrote_meanwhile(tmp_path):
+    """Two distill processes on one folder (one thread each) may answer the same docs prompt:
+    a shard never repeats a key that is already in the folder when it is written."""
+    from shuffle_model.distill import ShardWriter, existing
+    from shuffle_model.shards import read_npz_shard, write_npz_shard
+
+    def record(key):
+        return {
+            "key": key,
+            "source": "docs",
+            "category": "docs/qa",
+            "sampled": False,
+            "prompt_ids": [5, 6],
+            "answer_ids": [7, 2],
+            "package": "numpy",
+            "licence": "BSD",
+        }
+
+    writer = ShardWriter(tmp_path, "s2", 10, backbone="tiny", settings={"max_new_tokens": 8})
+    writer.add(record("docs:a"))
+    writer.add(record("docs:b"))
+    write_npz_shard(tmp_path / "s1-00000.npz", [record("docs:a")], backbone="tiny", settings={})
+    writer.flush()
+    assert [r["key"] for r in read_npz_shard(writer.written[0])[1]] == ["docs:b"]
+    assert existing(tmp_path)[0] == {"docs:a", "docs:b"}
