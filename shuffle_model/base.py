@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,18 +42,10 @@ class ShuffleModelBase(nn.Module):
         # of a one-token pass (invariant.py); None: in half precision on a CPU that allows it
 
     # --- what a subclass provides ---------------------------------------------------------
-    def trunk_forward(
-        self,
-        input_ids: torch.Tensor,
-        *,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        cache: Cache | None = None,
-        logits: bool = True,
-    ) -> TrunkOutput:
-        """(B, T) ids -> hidden states and logits (None with logits=False: features only); a 4D
-        attention mask with explicit position ids forwards a tree of drafts
-        (generation.forward_block)."""
+    frozen_trunk: bool = False  # True: the trunk never learns, its passes record no gradients
+
+    def decoder_stack(self) -> nn.Module:
+        """The Hugging Face decoder stack (embeddings, blocks, final norm) of trunk passes."""
         raise NotImplementedError
 
     def new_cache(self) -> Cache:
@@ -79,14 +73,23 @@ class ShuffleModelBase(nn.Module):
     def cost_curve(self, curve) -> None:
         self._cost_curve = curve
 
-    def trunk_pass(
-        self, trunk: nn.Module, input_ids, *, attention_mask, position_ids, cache, logits=True
+    def trunk_forward(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        logits: bool = True,
     ) -> TrunkOutput:
-        """One pass of a Hugging Face decoder stack (row-invariant where wanted), with the
-        logits recomputed in float32 (precision.py). Subclasses' trunk_forward call it."""
+        """(B, T) ids -> hidden states and logits (None with logits=False: features only); a 4D
+        attention mask with explicit position ids forwards a tree of drafts
+        (generation.forward_block). Row-invariant where wanted, the logits recomputed in
+        float32 (precision.py)."""
         early = self.config.early_layer
-        with self.row_invariant():
-            out = trunk(
+        frozen = torch.no_grad() if self.frozen_trunk else contextlib.nullcontext()
+        with frozen, self.row_invariant():
+            out = self.decoder_stack()(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,

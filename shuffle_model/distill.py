@@ -39,7 +39,14 @@ from .continuous import Finished, Job, generate_stream
 from .magpie import SYSTEM_PROMPTS, TurnFilter, user_prefix
 from .overlap import SPEC_BENCH, banned_ngrams, question_texts, shares_run
 from .prompts import generate_prompts, passage_prompts
-from .shards import next_shard, npz_shards, read_npz_shard, update_card, write_npz_shard
+from .shards import (
+    next_shard,
+    npz_shards,
+    read_npz_shard,
+    shard_keys,
+    update_card,
+    write_npz_shard,
+)
 
 DEFAULT_OUT = Path("data/distill")
 DEFAULT_MIX = "templates=0.3,passages=0.1,magpie=0.3,docs=0.3"
@@ -398,8 +405,8 @@ class ShardWriter:
             self.flush()
 
     def flush(self) -> None:
-        taken = existing(self.directory)[0]  # another process on the folder may have answered it
-        self.records = [r for r in self.records if r["key"] not in taken]
+        taken = {k for path in npz_shards(self.directory) for k in shard_keys(path)}
+        self.records = [r for r in self.records if r["key"] not in taken]  # by another process
         if not self.records:
             return
         path = next_shard(self.directory, self.tag)

@@ -83,12 +83,13 @@ def teacher_forced(model, answers: list[dict], *, strategy: str) -> dict:
     """Replay every position of recorded greedy answers as one decoding step (see the module
     doc); figures overall ("all") and per category."""
     from .calibrate import replay_steps
-    from .filtering import filter_slots
+    from .filtering import accepted_prefix, filter_slots
 
     k, threshold = model.config.num_slots, model.config.keep_threshold
     rows: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for answer in tqdm(answers, desc=f"teacher forced ({strategy})", unit="answer", leave=False):
         steps = replay_steps(model, answer["prompt_ids"], answer["answer_ids"], strategy=strategy)
+        maps = predicted_maps(steps.scores)
         for row, offsets in enumerate(steps.offsets):
             right = [  # per offset p: the draft placed at p is the answer's token (None: no target)
                 None if steps.targets[row, p] < 0 else False for p in range(k)
@@ -102,17 +103,13 @@ def teacher_forced(model, answers: list[dict], *, strategy: str) -> dict:
                     rows[key]["keep"].append(float(steps.keep[row, slot]))
                     rows[key]["kept_right"].append(hit)
             block = filter_slots(offsets, steps.keep[row], keep_threshold=threshold, max_offset=k)
-            accepted = 0
-            for position, slot in enumerate(block.block):
-                if steps.tokens[row, slot] != steps.targets[row, position]:
-                    break
-                accepted += 1
+            accepted = accepted_prefix(block.block, steps.tokens[row], steps.targets[row])
             unfiltered = next((p for p, hit in enumerate(right) if not hit), k)
             for key in (answer["category"], "all"):
                 rows[key]["right"].append([np.nan if h is None else float(h) for h in right])
                 rows[key]["accepted"].append(accepted)
                 rows[key]["unfiltered"].append(unfiltered)
-                rows[key]["maps"].append(np.argmax(steps.scores[row], axis=-1).tolist())
+                rows[key]["maps"].append(maps[row])
     result = {}
     for key, r in sorted(rows.items()):
         right = np.array(r["right"])  # (positions, K); NaN where the answer had ended

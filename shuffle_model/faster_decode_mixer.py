@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Cache, DynamicCache
@@ -143,24 +142,10 @@ class FasterDecodeMixer(ShuffleModelBase):
         self.backbone.eval()  # frozen: no dropout, ever
         return self
 
-    def trunk_forward(
-        self,
-        input_ids,
-        *,
-        attention_mask=None,
-        position_ids=None,
-        cache: Cache | None = None,
-        logits: bool = True,
-    ):
-        with torch.no_grad():  # the backbone is frozen
-            return self.trunk_pass(
-                self.backbone.base_model,
-                input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                cache=cache,
-                logits=logits,
-            )
+    frozen_trunk = True  # the backbone is frozen
+
+    def decoder_stack(self) -> nn.Module:
+        return self.backbone.base_model
 
     def new_cache(self) -> Cache:
         return DynamicCache(config=self.backbone.config)

@@ -39,3 +39,12 @@ def filter_slots(
     for slot in survivors.values():
         statuses[slot] = AFTER_GAP
     return FilterResult(statuses, block)
+
+
+def accepted_prefix(block: list[int], tokens, targets) -> int:
+    """How many of the block's drafts greedy verification keeps when the true continuation is
+    known: slot block[i]'s token `tokens[block[i]]` against `targets[i]`, up to the first miss."""
+    for position, slot in enumerate(block):
+        if tokens[slot] != targets[position]:
+            return position
+    return len(block)

@@ -68,6 +68,12 @@ def read_npz_shard(path: Path) -> tuple[dict, list[dict]]:
     return meta, records
 
 
+def shard_keys(path: Path) -> list[str]:
+    """The prompt keys of one shard, from its metadata only."""
+    with np.load(path, allow_pickle=False) as data:
+        return [info["key"] for info in json.loads(data["meta"].tobytes().decode())["examples"]]
+
+
 def npz_shards(directory: Path) -> list[Path]:
     """The shards of a folder, in a stable order (by name)."""
     return sorted(p for p in directory.glob("*.npz") if SHARD.match(p.name))

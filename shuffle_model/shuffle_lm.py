@@ -57,23 +57,8 @@ class ShuffleLM(ShuffleModelBase):
         self.float32_logits = Float32Logits(self.trunk.norm, self.lm_head)
         invariant.install(self.trunk)  # plain SDPA outside half-precision passes
 
-    def trunk_forward(
-        self,
-        input_ids,
-        *,
-        attention_mask=None,
-        position_ids=None,
-        cache: Cache | None = None,
-        logits: bool = True,
-    ):
-        return self.trunk_pass(
-            self.trunk,
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            logits=logits,
-        )
+    def decoder_stack(self) -> nn.Module:
+        return self.trunk
 
     def new_cache(self) -> Cache:
         return DynamicCache(config=self.trunk_config)

@@ -27,7 +27,7 @@ from .backbone import DEFAULT_BACKBONE, load_backbone
 from .distill import shard_paths
 from .faster_decode_mixer import FasterDecodeMixer
 from .features import MAX_OFFSETS, Features, load_features
-from .filtering import filter_slots
+from .filtering import accepted_prefix, filter_slots
 from .head import warm_start_state
 from .loss import IGNORE, per_offset_accuracy, set_prediction_loss
 from .shuffle import assign_offsets, map_variety, predicted_maps
@@ -116,10 +116,7 @@ def evaluate(model: FasterDecodeMixer, heldout: Features, *, strategies, thresho
             for i in greedy:
                 offsets = assign_offsets(strategy, scores[i], keep[i]).offsets
                 block = filter_slots(offsets, keep[i], keep_threshold=threshold, max_offset=k).block
-                for position, slot in enumerate(block):
-                    if tokens[i, slot] != targets[i, position]:
-                        break
-                    accepted += 1
+                accepted += accepted_prefix(block, tokens[i], targets[i])
             metrics[f"tokens_per_pass/{strategy}@{threshold}"] = round(
                 1 + accepted / max(len(greedy), 1), 4
             )

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import torch
 
 from shuffle_model import FasterDecodeMixer, ShuffleConfig
 from shuffle_model.head import warm_start_state
-from tests.tiny import char_tokenizer, tiny_backbone, tiny_mixer
+from tests.tiny import char_tokenizer, tiny_backbone, tiny_mixer, tiny_training_folder
 
 PROMPT = [5, 9, 11, 7, 20, 21]
 
@@ -78,23 +77,8 @@ def test_train_with_an_early_block_shares_the_cached_pass_and_saves_a_loadable_h
     """--early-layer from a plain head: one backbone pass caches h_t and g_t in two files; a plain
     head then trains from the first without another pass; the saved head loads and generates."""
     from shuffle_model import features, train
-    from shuffle_model.distill import Example, save_shard
 
-    backbone_dir, data = tmp_path / "backbone", tmp_path / "data"
-    tiny_backbone(dtype=torch.float32, layers=3).save_pretrained(backbone_dir)
-    char_tokenizer().save_pretrained(backbone_dir)
-    rng = random.Random(0)
-    examples = [
-        Example(
-            "c",
-            [rng.randrange(3, 40) for _ in range(5)],
-            [rng.randrange(3, 40) for _ in range(20)],
-            False,
-        )  # fmt: skip
-        for _ in range(12)
-    ]
-    data.mkdir()
-    save_shard(data / "s1-00000.safetensors", examples)
+    backbone_dir, data = tiny_training_folder(tmp_path, layers=3)
     common = ["--data", str(data), "--backbone", str(backbone_dir), "--slots", "4"]
     common += ["--draft-vocab", "0", "--batch-size", "16", "--heldout-every", "4", "--warmup", "1"]
     train.main([*common, "--out", str(tmp_path / "plain"), "--steps", "2", "--eval-every", "2"])
@@ -125,23 +109,10 @@ def test_bfloat16_features_are_cached_apart_and_close_to_float32(tmp_path):
     from safetensors.torch import load_file
 
     from shuffle_model import train
-    from shuffle_model.distill import Example, save_shard
 
-    backbone_dir, data = tmp_path / "backbone", tmp_path / "data"
-    tiny_backbone(dtype=torch.float32, layers=3).save_pretrained(backbone_dir)
-    char_tokenizer().save_pretrained(backbone_dir)
-    rng = random.Random(1)
-    examples = [
-        Example(
-            "c",
-            [rng.randrange(3, 40) for _ in range(5)],
-            [rng.randrange(3, 40) for _ in range(16)],
-            False,
-        )  # fmt: skip
-        for _ in range(4)
-    ]
-    data.mkdir()
-    save_shard(data / "s1-00000.safetensors", examples)
+    backbone_dir, data = tiny_training_folder(
+        tmp_path, layers=3, seed=1, examples=4, answer_tokens=16
+    )
     common = ["--data", str(data), "--backbone", str(backbone_dir), "--slots", "4"]
     common += ["--draft-vocab", "0", "--features-only"]
     train.main([*common, "--out", str(tmp_path / "a")])

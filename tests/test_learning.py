@@ -106,27 +106,12 @@ def test_train_command_logs_the_shuffle_checkpoints_and_resumes(tmp_path):
     every evaluation (the shuffle's variety included), a loadable head, a resume that continues
     the step count and the training clock."""
     import json
-    import random
 
     from shuffle_model import FasterDecodeMixer, train
-    from shuffle_model.distill import Example, save_shard
-    from tests.tiny import char_tokenizer, tiny_backbone
+    from tests.tiny import tiny_training_folder
 
-    backbone_dir, data, out = tmp_path / "backbone", tmp_path / "data", tmp_path / "run"
-    tiny_backbone(dtype=torch.float32).save_pretrained(backbone_dir)
-    char_tokenizer().save_pretrained(backbone_dir)
-    rng = random.Random(0)
-    examples = [
-        Example(
-            "c",
-            [rng.randrange(3, 40) for _ in range(5)],
-            [rng.randrange(3, 40) for _ in range(20)],
-            False,
-        )
-        for _ in range(12)
-    ]
-    data.mkdir()
-    save_shard(data / "s1-00000.safetensors", examples)
+    backbone_dir, data = tiny_training_folder(tmp_path)
+    out = tmp_path / "run"
     common = ["--data", str(data), "--out", str(out), "--backbone", str(backbone_dir)]
     common += ["--slots", "4", "--draft-vocab", "0", "--batch-size", "16", "--heldout-every", "4"]
     common += ["--eval-every", "2", "--warmup", "1", "--lambda-prior", "0"]

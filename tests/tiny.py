@@ -57,3 +57,30 @@ def tiny_shuffle_lm(seed: int = 0, *, vocab_size: int = TINY_VOCAB, **overrides)
         **overrides,
     )
     return ShuffleLM(config).double().eval()
+
+
+def tiny_training_folder(
+    tmp_path, *, layers: int = 2, seed: int = 0, examples: int = 12, answer_tokens: int = 20
+):
+    """A saved float32 tiny backbone with its tokenizer, and a data folder holding one old-format
+    shard of random greedy examples: what `python -m shuffle_model.train` reads."""
+    import random
+
+    from shuffle_model.distill import Example, save_shard
+
+    backbone_dir, data = tmp_path / "backbone", tmp_path / "data"
+    tiny_backbone(dtype=torch.float32, layers=layers).save_pretrained(backbone_dir)
+    char_tokenizer().save_pretrained(backbone_dir)
+    rng = random.Random(seed)
+    shard = [
+        Example(
+            "c",
+            [rng.randrange(3, 40) for _ in range(5)],
+            [rng.randrange(3, 40) for _ in range(answer_tokens)],
+            False,
+        )
+        for _ in range(examples)
+    ]
+    data.mkdir()
+    save_shard(data / "s1-00000.safetensors", shard)
+    return backbone_dir, data
