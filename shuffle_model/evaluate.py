@@ -27,6 +27,7 @@ from .calibration import expected_calibration_error
 from .shuffle import map_variety, predicted_maps
 
 HELDOUT_SEED = 424242  # the distillation data used seeds 0 and 7
+KEEP_SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # keep thresholds the teacher-forced replay tries
 
 
 def non_identity(step) -> bool:
@@ -79,11 +80,19 @@ def recorded_answers(bench_json: Path, tokenizer, questions_path: Path) -> list[
     return answers
 
 
+def one_step(offsets, steps, row: int, *, keep_threshold: float, k: int) -> tuple[int, int]:
+    """One replayed step under a keep threshold: how many drafts the filter sends to
+    verification, and how many of them greedy verification accepts."""
+    from .filtering import accepted_prefix, filter_slots
+
+    block = filter_slots(offsets, steps.keep[row], keep_threshold=keep_threshold, max_offset=k)
+    return len(block.block), accepted_prefix(block.block, steps.tokens[row], steps.targets[row])
+
+
 def teacher_forced(model, answers: list[dict], *, strategy: str) -> dict:
     """Replay every position of recorded greedy answers as one decoding step (see the module
     doc); figures overall ("all") and per category."""
     from .calibrate import replay_steps
-    from .filtering import accepted_prefix, filter_slots
 
     k, threshold = model.config.num_slots, model.config.keep_threshold
     rows: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
@@ -102,25 +111,37 @@ def teacher_forced(model, answers: list[dict], *, strategy: str) -> dict:
                 for key in (answer["category"], "all"):
                     rows[key]["keep"].append(float(steps.keep[row, slot]))
                     rows[key]["kept_right"].append(hit)
-            block = filter_slots(offsets, steps.keep[row], keep_threshold=threshold, max_offset=k)
-            accepted = accepted_prefix(block.block, steps.tokens[row], steps.targets[row])
+            swept = [  # per keep threshold: (drafts verified, drafts accepted)
+                one_step(offsets, steps, row, keep_threshold=t, k=k)
+                for t in sorted({threshold, *KEEP_SWEEP})
+            ]
             unfiltered = next((p for p, hit in enumerate(right) if not hit), k)
             for key in (answer["category"], "all"):
                 rows[key]["right"].append([np.nan if h is None else float(h) for h in right])
-                rows[key]["accepted"].append(accepted)
+                rows[key]["swept"].append(swept)
                 rows[key]["unfiltered"].append(unfiltered)
                 rows[key]["maps"].append(maps[row])
+    thresholds = sorted({threshold, *KEEP_SWEEP})
     result = {}
     for key, r in sorted(rows.items()):
         right = np.array(r["right"])  # (positions, K); NaN where the answer had ended
+        swept = np.array(r["swept"])  # (positions, thresholds, 2): drafts verified, accepted
+        at = thresholds.index(threshold)
         result[key] = {
-            "positions": len(r["accepted"]),
+            "positions": len(r["swept"]),
             "top1_per_offset": [  # None: no position had a token that far ahead
                 round(float(np.nanmean(col)), 4) if (~np.isnan(col)).any() else None
                 for col in right.T
             ],
-            f"tokens_per_pass@{threshold}": round(1 + float(np.mean(r["accepted"])), 4),
+            f"tokens_per_pass@{threshold}": round(1 + float(swept[:, at, 1].mean()), 4),
             "tokens_per_pass_unfiltered": round(1 + float(np.mean(r["unfiltered"])), 4),
+            "keep_sweep": {  # what a lower or higher keep threshold would verify and gain
+                str(t): {
+                    "drafts_verified": round(float(swept[:, i, 0].mean()), 4),
+                    "tokens_per_pass": round(1 + float(swept[:, i, 1].mean()), 4),
+                }
+                for i, t in enumerate(thresholds)
+            },
             "keep_ece": round(expected_calibration_error(r["keep"], r["kept_right"]), 4),
             "map_variety": round(map_variety(r["maps"]), 4),
         }

@@ -53,6 +53,31 @@ def test_an_answer_made_of_the_offset_one_drafts_scores_full_marks_there():
     assert figures["tokens_per_pass_unfiltered"] >= figures["tokens_per_pass@0.5"] >= 1.0
 
 
+def test_keep_sweep_is_consistent_with_the_filter():
+    """A higher keep threshold verifies a prefix of a lower one's block: drafts verified and
+    tokens per pass never grow with it, a pass never gains more than it verified, and the
+    head's own threshold reads the same as the headline figure."""
+    model = mixer()
+    torch.manual_seed(5)
+    prompt = torch.randint(3, 60, (5,)).tolist()
+    answer = {
+        "category": "c",
+        "prompt_ids": prompt,
+        "answer_ids": torch.randint(3, 60, (14,)).tolist(),
+    }
+    figures = teacher_forced(model, [answer], strategy="rotary")["all"]
+    sweep = figures["keep_sweep"]
+    thresholds = sorted(sweep, key=float)
+    assert "0.5" in sweep and len(thresholds) >= 3
+    verified = [sweep[t]["drafts_verified"] for t in thresholds]
+    gained = [sweep[t]["tokens_per_pass"] for t in thresholds]
+    assert verified == sorted(verified, reverse=True)
+    assert gained == sorted(gained, reverse=True)
+    assert all(1.0 <= g <= 1 + v + 1e-9 for g, v in zip(gained, verified, strict=True))
+    assert all(g <= figures["tokens_per_pass_unfiltered"] + 1e-9 for g in gained)
+    assert sweep["0.5"]["tokens_per_pass"] == figures["tokens_per_pass@0.5"]
+
+
 def test_per_offset_top1_matches_a_direct_count():
     model = mixer()
     torch.manual_seed(3)
