@@ -34,17 +34,21 @@ def drafts_at(model, sequence: list[int], t: int, strategy: str) -> dict[int, in
     return {o: int(tokens[s]) for s, o in enumerate(offsets) if o is not None}
 
 
+def offset_one_answer(model, length: int = 16) -> dict:
+    """An answer whose every next token is what the head drafts at offset 1 (hungarian)."""
+    prompt = [5, 9, 11, 7]
+    sequence = prompt + [13]
+    while len(sequence) < len(prompt) + length:
+        sequence.append(drafts_at(model, sequence, len(sequence) - 2, "hungarian")[1])
+    return {"category": "x", "prompt_ids": prompt, "answer_ids": sequence[len(prompt) :]}
+
+
 def test_an_answer_made_of_the_offset_one_drafts_scores_full_marks_there():
     """Build an answer whose every next token is what the head drafts at offset 1: the replay
     must count offset 1 right at every position that has one, and the unfiltered block at
     least 2 tokens there (the last position's anchor ends the answer: nothing to draft)."""
     model = mixer()
-    prompt = [5, 9, 11, 7]
-    sequence = prompt + [13]
-    while len(sequence) < len(prompt) + 16:
-        sequence.append(drafts_at(model, sequence, len(sequence) - 2, "hungarian")[1])
-    answer = {"category": "x", "prompt_ids": prompt, "answer_ids": sequence[len(prompt) :]}
-    result = teacher_forced(model, [answer], strategy="hungarian")
+    result = teacher_forced(model, [offset_one_answer(model)], strategy="hungarian")
     assert set(result) == {"x", "all"}
     figures = result["all"]
     assert figures["positions"] == 16
@@ -58,19 +62,13 @@ def test_keep_sweep_is_consistent_with_the_filter():
     tokens per pass never grow with it, a pass never gains more than it verified, and the
     head's own threshold reads the same as the headline figure."""
     model = mixer()
-    torch.manual_seed(5)
-    prompt = torch.randint(3, 60, (5,)).tolist()
-    answer = {
-        "category": "c",
-        "prompt_ids": prompt,
-        "answer_ids": torch.randint(3, 60, (14,)).tolist(),
-    }
-    figures = teacher_forced(model, [answer], strategy="rotary")["all"]
+    figures = teacher_forced(model, [offset_one_answer(model)], strategy="hungarian")["all"]
     sweep = figures["keep_sweep"]
     thresholds = sorted(sweep, key=float)
     assert "0.5" in sweep and len(thresholds) >= 3
     verified = [sweep[t]["drafts_verified"] for t in thresholds]
     gained = [sweep[t]["tokens_per_pass"] for t in thresholds]
+    assert gained[0] > 1.0  # the answer is made of offset-1 drafts: a low threshold gains
     assert verified == sorted(verified, reverse=True)
     assert gained == sorted(gained, reverse=True)
     assert all(1.0 <= g <= 1 + v + 1e-9 for g, v in zip(gained, verified, strict=True))
