@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .calibration import expected_calibration_error
+from .filtering import known_step
 from .shuffle import map_variety, predicted_maps
 
 HELDOUT_SEED = 424242  # the distillation data used seeds 0 and 7
@@ -80,21 +81,14 @@ def recorded_answers(bench_json: Path, tokenizer, questions_path: Path) -> list[
     return answers
 
 
-def one_step(offsets, steps, row: int, *, keep_threshold: float, k: int) -> tuple[int, int]:
-    """One replayed step under a keep threshold: how many drafts the filter sends to
-    verification, and how many of them greedy verification accepts."""
-    from .filtering import accepted_prefix, filter_slots
-
-    block = filter_slots(offsets, steps.keep[row], keep_threshold=keep_threshold, max_offset=k)
-    return len(block.block), accepted_prefix(block.block, steps.tokens[row], steps.targets[row])
-
-
 def teacher_forced(model, answers: list[dict], *, strategy: str) -> dict:
     """Replay every position of recorded greedy answers as one decoding step (see the module
     doc); figures overall ("all") and per category."""
     from .calibrate import replay_steps
 
     k, threshold = model.config.num_slots, model.config.keep_threshold
+    thresholds = sorted({threshold, *KEEP_SWEEP})
+    at = thresholds.index(threshold)
     rows: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for answer in tqdm(answers, desc=f"teacher forced ({strategy})", unit="answer", leave=False):
         steps = replay_steps(model, answer["prompt_ids"], answer["answer_ids"], strategy=strategy)
@@ -112,8 +106,15 @@ def teacher_forced(model, answers: list[dict], *, strategy: str) -> dict:
                     rows[key]["keep"].append(float(steps.keep[row, slot]))
                     rows[key]["kept_right"].append(hit)
             swept = [  # per keep threshold: (drafts verified, drafts accepted)
-                one_step(offsets, steps, row, keep_threshold=t, k=k)
-                for t in sorted({threshold, *KEEP_SWEEP})
+                known_step(
+                    offsets,
+                    steps.keep[row],
+                    steps.tokens[row],
+                    steps.targets[row],
+                    keep_threshold=t,
+                    max_offset=k,
+                )
+                for t in thresholds
             ]
             unfiltered = next((p for p, hit in enumerate(right) if not hit), k)
             for key in (answer["category"], "all"):
@@ -121,12 +122,10 @@ def teacher_forced(model, answers: list[dict], *, strategy: str) -> dict:
                 rows[key]["swept"].append(swept)
                 rows[key]["unfiltered"].append(unfiltered)
                 rows[key]["maps"].append(maps[row])
-    thresholds = sorted({threshold, *KEEP_SWEEP})
     result = {}
     for key, r in sorted(rows.items()):
         right = np.array(r["right"])  # (positions, K); NaN where the answer had ended
         swept = np.array(r["swept"])  # (positions, thresholds, 2): drafts verified, accepted
-        at = thresholds.index(threshold)
         result[key] = {
             "positions": len(r["swept"]),
             "top1_per_offset": [  # None: no position had a token that far ahead

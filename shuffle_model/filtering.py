@@ -48,3 +48,12 @@ def accepted_prefix(block: list[int], tokens, targets) -> int:
         if tokens[slot] != targets[position]:
             return position
     return len(block)
+
+
+def known_step(
+    offsets, keep_probs, tokens, targets, *, keep_threshold: float, max_offset: int
+) -> tuple[int, int]:
+    """One drafting step against a known continuation: the drafts the filter sends to
+    verification, and how many of them greedy verification accepts."""
+    block = filter_slots(offsets, keep_probs, keep_threshold=keep_threshold, max_offset=max_offset)
+    return len(block.block), accepted_prefix(block.block, tokens, targets)

@@ -27,7 +27,7 @@ from .backbone import DEFAULT_BACKBONE, load_backbone
 from .distill import shard_paths
 from .faster_decode_mixer import FasterDecodeMixer
 from .features import MAX_OFFSETS, Features, load_features
-from .filtering import accepted_prefix, filter_slots
+from .filtering import known_step
 from .head import warm_start_state
 from .loss import IGNORE, per_offset_accuracy, set_prediction_loss
 from .shuffle import assign_offsets, map_variety, predicted_maps
@@ -115,8 +115,9 @@ def evaluate(model: FasterDecodeMixer, heldout: Features, *, strategies, thresho
             accepted = 0
             for i in greedy:
                 offsets = assign_offsets(strategy, scores[i], keep[i]).offsets
-                block = filter_slots(offsets, keep[i], keep_threshold=threshold, max_offset=k).block
-                accepted += accepted_prefix(block, tokens[i], targets[i])
+                accepted += known_step(
+                    offsets, keep[i], tokens[i], targets[i], keep_threshold=threshold, max_offset=k
+                )[1]
             metrics[f"tokens_per_pass/{strategy}@{threshold}"] = round(
                 1 + accepted / max(len(greedy), 1), 4
             )
