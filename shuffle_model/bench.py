@@ -30,7 +30,7 @@ import psutil
 import torch
 from tqdm import tqdm
 
-from .cost import cost_curve
+from .cost import cost_curve, cpu_name
 from .invariant import HALF
 from .lossless import compare, model_bound
 from .overlap import SPEC_BENCH
@@ -427,16 +427,8 @@ def summarise(records: list[dict], methods: list[Method], tokenizer) -> dict:
 def machine_description(device: torch.device) -> dict:
     import transformers
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     info = {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -643,12 +635,16 @@ def head_fingerprint(model) -> str:
 
 def run_setup(args, models: dict, methods: list[Method]) -> dict:
     """What must not change between the records of one run (checked on --resume)."""
+    device = models["default"].device
+    uses_fixed = any(m.head == "fixed" for m in methods)
     return {
         "head": head_fingerprint(models["default"]),
-        "fixed_head": head_fingerprint(models["fixed"]),
+        **({"fixed_head": head_fingerprint(models["fixed"])} if uses_fixed else {}),
         "backbone": models["default"].config.backbone,
         "dtype": str(models["default"].backbone.dtype),
-        "device": models["default"].device.type,
+        "device": device.type,
+        # timings from two machines are not one run
+        "machine": cpu_name() if device.type == "cpu" else torch.cuda.get_device_name(device),
         "max_new_tokens": args.max_new_tokens,
         "methods": [m.name for m in methods],
         "threads": torch.get_num_threads(),

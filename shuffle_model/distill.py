@@ -203,7 +203,8 @@ class Planner:
         self.shares = parse_mix(args.mix)
         self.counts = Counter({s: counts.get(s, 0) for s in self.shares})  # answers per share
         self.issued = 0  # answer jobs handed out this session
-        self.wanted = max(0, args.answers - sum(counts.values()))  # answers still to make
+        self.answered = 0  # of those, finished (the rest are in flight)
+        self.wanted = max(0, args.answers - sum(counts.values()))  # answer jobs to hand out
         self.queues: dict[str, deque] = {s: deque() for s in self.shares}
         self.dropped: Counter = Counter()  # reason -> prompts dropped
         self.turns = TurnFilter()
@@ -224,6 +225,14 @@ class Planner:
                 items, math.ceil(budget * self.shares["docs"]), seed=args.seed
             ):
                 self.offer(prompt)
+
+    def aim_at(self, *, folder_answers: int, buffered: int) -> None:
+        """Recount after a shard landed: other processes may fill the same folder, so hand
+        out only what it still lacks once this process's buffered and in-flight answers land
+        (the folder then overshoots --answers by at most the jobs in flight)."""
+        in_flight = self.issued - self.answered
+        lacking = self.args.answers - folder_answers - buffered - in_flight
+        self.wanted = self.issued + max(0, lacking)
 
     def offer(self, prompt: dict) -> None:
         """Queue a prompt {key, source, category, text, ...} unless it was answered before."""
@@ -303,6 +312,7 @@ class Planner:
                 field_name = MAGPIE_FIELDS[job.payload["turn"]]
                 self.offer({"key": key, "source": "magpie", "category": field_name, "text": text})
             return None
+        self.answered += 1
         record = {**job.payload, "prompt_ids": job.prompt_ids, "answer_ids": answer}
         record["sampled"] = job.sampled
         if not job.sampled and len(answer) >= 60 and job.payload["source"] != "passages":
@@ -398,6 +408,7 @@ class ShardWriter:
         self.backbone, self.settings = backbone, settings
         self.records: list[dict] = []
         self.written: list[Path] = []
+        self.folder_answers = 0  # answers in the folder, all processes, after the last write
 
     def add(self, record: dict) -> None:
         self.records.append(record)
@@ -414,6 +425,7 @@ class ShardWriter:
         if (self.directory / "README.md").exists():
             update_card(self.directory)
         self.written.append(path)
+        self.folder_answers = len(taken) + len(self.records)
         self.records = []
         tqdm.write(f"wrote {path}")
 
@@ -495,6 +507,7 @@ def main(argv: list[str] | None = None) -> None:
             bar.update(1)
             bar.set_postfix_str(f"{meter.describe()}, {dict(planner.counts)}")
             if len(writer.written) > shards:
+                planner.aim_at(folder_answers=writer.folder_answers, buffered=len(writer.records))
                 tqdm.write(
                     f"{time.strftime('%H:%M:%S')} {meter.answers} answers this run, "
                     f"{meter.active / 60:.0f} min running: {meter.describe()}"

@@ -286,6 +286,51 @@ def test_distill_command_writes_resumable_shards_with_the_mix(tmp_path, monkeypa
     assert again[:12] == examples
 
 
+def test_distill_recounts_a_folder_that_another_process_fills(tmp_path, monkeypatch):
+    """When a shard lands, the process counts the folder again: answers another process wrote
+    meanwhile count towards --answers, so the folder overshoots by at most the jobs in flight
+    (before the recount: --answers plus everything the other process wrote)."""
+    from transformers import LlamaForCausalLM
+
+    from shuffle_model import distill
+    from shuffle_model.shards import write_npz_shard
+    from shuffle_model.tiny import char_tokenizer, tiny_llama_config
+
+    torch.manual_seed(0)
+    backbone = tmp_path / "backbone"
+    LlamaForCausalLM(tiny_llama_config()).save_pretrained(backbone)
+    tokenizer = char_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(backbone)
+    out, rows, foreign = tmp_path / "data", 3, 10
+    flush = distill.ShardWriter.flush
+
+    def flush_beside_another_process(writer):
+        if not writer.written:  # the other process's shard lands just before our first one
+            records = [
+                {
+                    "key": f"tpl:99:{i}",
+                    "source": "templates",
+                    "category": "other",
+                    "sampled": False,
+                    "prompt_ids": [5, 6],
+                    "answer_ids": [7, 2],
+                }
+                for i in range(foreign)
+            ]
+            write_npz_shard(out / "s9-00000.npz", records, backbone="tiny", settings={})
+        flush(writer)
+
+    monkeypatch.setattr(distill.ShardWriter, "flush", flush_beside_another_process)
+    distill.main(
+        ["--out", str(out), "--backbone", str(backbone), "--seed", "5", "--rows", str(rows)]
+        + ["--max-new-tokens", "20", "--shard-size", "5", "--mix", "templates=1"]
+        + ["--no-exclude", "--answers", "20"]
+    )
+    total = len(load_examples(out))
+    assert 20 <= total < 20 + rows, total  # without the recount: 20 of ours + 10 = 30
+
+
 def shipped_shards() -> list[Path]:
     return sorted(DATA.glob("*.npz"))
 
