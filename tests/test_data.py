@@ -241,20 +241,26 @@ CHAT_TEMPLATE = (
 )
 
 
-def test_distill_command_writes_resumable_shards_with_the_mix(tmp_path, monkeypatch):
-    """`python -m shuffle_model.distill` on a tiny backbone: shards land with every source,
-    no prompt shares a run with the held-out questions, and a rerun adds new answers only."""
+def saved_tiny_backbone(directory: Path):
+    """A tiny Llama and a character tokenizer with a chat template, saved for distill.main."""
     from transformers import LlamaForCausalLM
 
-    from shuffle_model import distill, sources
     from shuffle_model.tiny import char_tokenizer, tiny_llama_config
 
     torch.manual_seed(0)
-    backbone = tmp_path / "backbone"
-    LlamaForCausalLM(tiny_llama_config()).save_pretrained(backbone)
+    LlamaForCausalLM(tiny_llama_config()).save_pretrained(directory)
     tokenizer = char_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(backbone)
+    tokenizer.save_pretrained(directory)
+    return directory, tokenizer
+
+
+def test_distill_command_writes_resumable_shards_with_the_mix(tmp_path, monkeypatch):
+    """`python -m shuffle_model.distill` on a tiny backbone: shards land with every source,
+    no prompt shares a run with the held-out questions, and a rerun adds new answers only."""
+    from shuffle_model import distill, sources
+
+    backbone, tokenizer = saved_tiny_backbone(tmp_path / "backbone")
     items = [
         sources.DocItem("pkg", "MIT", f"pkg.f{i}", "function", "Returns the input. " * 4, "")
         for i in range(3)
@@ -290,18 +296,10 @@ def test_distill_recounts_a_folder_that_another_process_fills(tmp_path, monkeypa
     """When a shard lands, the process counts the folder again: answers another process wrote
     meanwhile count towards --answers, so the folder overshoots by at most the jobs in flight
     (before the recount: --answers plus everything the other process wrote)."""
-    from transformers import LlamaForCausalLM
-
     from shuffle_model import distill
     from shuffle_model.shards import write_npz_shard
-    from shuffle_model.tiny import char_tokenizer, tiny_llama_config
 
-    torch.manual_seed(0)
-    backbone = tmp_path / "backbone"
-    LlamaForCausalLM(tiny_llama_config()).save_pretrained(backbone)
-    tokenizer = char_tokenizer()
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(backbone)
+    backbone, tokenizer = saved_tiny_backbone(tmp_path / "backbone")
     out, rows, foreign = tmp_path / "data", 3, 10
     flush = distill.ShardWriter.flush
 
