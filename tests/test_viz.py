@@ -39,6 +39,9 @@ from viz.style import (
 )
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "assets" / "examples").glob("*.json"))
+# Traces recorded before sources, plans and cost curves existed (trace version 1): old files
+# must keep loading and drawing.
+V1_TRACES = sorted((Path(__file__).resolve().parent / "data" / "v1_traces").glob("*.json"))
 REFERENCE = Path(__file__).resolve().parent / "data" / "first_frame.png"
 # a cheap hand-made cost curve, so that plans are the same on every machine
 CHEAP_PASSES = CostCurve.from_ratios([1.0 + 0.05 * i for i in range(15)], draft_cost=0.1)
@@ -75,6 +78,10 @@ def example_traces() -> list[GenerationTrace]:
     return [GenerationTrace.load(path) for path in EXAMPLES]
 
 
+def v1_traces() -> list[GenerationTrace]:
+    return [GenerationTrace.load(path) for path in V1_TRACES]
+
+
 def test_there_are_example_traces_of_every_kind():
     traces = example_traces()
     assert len(traces) >= 5
@@ -90,7 +97,7 @@ def test_there_are_example_traces_of_every_kind():
 
 
 def all_traces(tiny_trace, *more):
-    return [tiny_trace, *more, *example_traces()]
+    return [tiny_trace, *more, *example_traces(), *v1_traces()]
 
 
 def test_shuffle_heatmap_shapes_and_marks(tiny_trace):
@@ -148,7 +155,7 @@ def test_token_spans_rebuild_the_output(tiny_trace, rich_trace):
         assert {label for _, label in spans} <= {*ORIGIN_LABELS.values(), END_LABEL}
         by_step = viz.token_spans(trace, by="step")
         assert by_step[0][1] == "step 0"
-    for trace in example_traces():  # version 1: no sources recorded, every draft from the head
+    for trace in v1_traces():  # version 1: no sources recorded, every draft from the head
         labels = {label for _, label in viz.token_spans(trace)}
         assert labels <= {"anchor", "accepted draft (head)", "emitted draft", END_LABEL}
         assert labels - {"anchor"}, "the examples emit drafts"
@@ -485,7 +492,7 @@ def test_decision_sentence_without_a_plan_says_only_what_the_trace_records():
     old = made_step(None, drafts=3, emitted=2, sources=[], slots=[made_slot(0, ACCEPTED)])
     sentence = viz.decision_sentence(old)  # a version-1 step: no plan, no sources
     assert sentence == "Checked the 3 drafts the filter kept."
-    for example in example_traces():
+    for example in v1_traces():
         for step in example.steps:
             words = viz.decision_sentence(step, verified=example.settings["verify"])
             assert not {"expected", "worth", "cost", "context"} & set(words.split()), words
@@ -575,7 +582,7 @@ def test_cost_curve_chart_and_counters(rich_trace):
     text = counters(rich_trace)
     assert "this machine: a pass over" in text and "one-token passes" in text
     assert "from the context" in text
-    old = example_traces()[0]  # version 1: no curve, and nothing to say about one
+    old = v1_traces()[0]  # version 1: no curve, and nothing to say about one
     assert "cost curve" in viz.cost_curve_chart(old).layout.annotations[0].text
     assert "this machine" not in counters(old)
 
@@ -617,7 +624,7 @@ def test_gif_text_colours_tokens_by_source(rich_trace):
     last = frames[-1][0]
     assert colour_pixels(last, CONTEXT_COLOR, text) > 20
     assert colour_pixels(last, ORIGIN_COLORS[BOTH], text) > 5
-    for trace in example_traces():  # version 1: no context anywhere
+    for trace in v1_traces():  # version 1: no context anywhere
         assert not Renderer(trace, 800).layout.context_row
         last = viz.render_frames(trace, max_frames=40)[-1][0]
         assert colour_pixels(last, CONTEXT_COLOR) == 0
@@ -775,7 +782,7 @@ def overlapping_labels(trace: GenerationTrace, width: int) -> list[str]:
 
 @pytest.mark.parametrize("width", [320, 800, 1600])
 def test_gif_labels_never_overlap_and_fit_their_columns(width, rich_trace):
-    for trace in [rich_trace, with_special_tokens(rich_trace), *example_traces()]:
+    for trace in [rich_trace, with_special_tokens(rich_trace), *example_traces(), *v1_traces()]:
         problems = overlapping_labels(trace, width)
         assert not problems, "\n".join(problems[:10])
 
