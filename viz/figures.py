@@ -179,7 +179,7 @@ def shuffle_heatmap(step: StepTrace) -> go.Figure:
         layout[axis]["title"] = dict(text="offset after the anchor")
     layout.update(
         title=dict(text=title),
-        height=110 + 34 * len(step.slots),  # one screen at 1440x900 up to K = 6
+        height=100 + 32 * len(step.slots),  # one screen at 1440x900 up to K = 6
         legend=dict(orientation="h", y=-0.2),
     )
     return figure(data, layout)
