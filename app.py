@@ -23,13 +23,13 @@ import gradio as gr
 
 import viz
 from shuffle_model import STRATEGIES, GenerationTrace, TraceError
-from shuffle_model.backbone import BackboneNotFound
-from shuffle_model.chat import encode_prompt
-from shuffle_model.cost import cost_curve
-from shuffle_model.lossless import compare
-from shuffle_model.planning import COST, FIXED
-from shuffle_model.runtime import LazyModel
-from shuffle_model.settings import DRAFT_SOURCES, max_drafts
+from shuffle_model.decoding.cost import cost_curve
+from shuffle_model.decoding.lossless import compare
+from shuffle_model.decoding.planning import COST, FIXED
+from shuffle_model.decoding.settings import DRAFT_SOURCES, max_drafts
+from shuffle_model.model.backbone import BackboneNotFound
+from shuffle_model.model.chat import encode_prompt
+from shuffle_model.model.runtime import LazyModel
 from viz.replay import SPAN_COLORS, counters, last_drafting_step, step_view
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "examples"
@@ -221,7 +221,8 @@ def markdown_text(text: str) -> str:
 
 
 def sameness(lm, trace: GenerationTrace, fast: list[int], plain: list[int]) -> str:
-    """Whether the two outputs agree, in the terms of the guarantee (shuffle_model.lossless)."""
+    """Whether the two outputs agree, in the terms of the guarantee
+    (shuffle_model.decoding.lossless)."""
     found = compare(lm, trace.prompt_ids, fast, plain)
     if found.identical:
         return "The two texts are **identical**."

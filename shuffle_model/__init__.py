@@ -1,15 +1,15 @@
 """ShuffleLM: parallel drafting, shuffling, filtering and verification of tokens."""
 
-from .backbone import DEFAULT_BACKBONE, BackboneNotFound, load_backbone
-from .config import ShuffleConfig
-from .faster_decode_mixer import FasterDecodeMixer
-from .generation import GenerationStream
-from .loss import set_prediction_loss
-from .outputs import ShuffleOutput
-from .settings import STRATEGIES, GenerationSettings
-from .shuffle_lm import ShuffleLM
-from .trace import GenerationTrace, SlotTrace, StepTrace, TokenInfo, TraceError
-from .training import train_step
+from .decoding.loop import GenerationStream
+from .decoding.settings import STRATEGIES, GenerationSettings
+from .decoding.trace import GenerationTrace, SlotTrace, StepTrace, TokenInfo, TraceError
+from .model.backbone import DEFAULT_BACKBONE, BackboneNotFound, load_backbone
+from .model.config import ShuffleConfig
+from .model.faster_decode_mixer import FasterDecodeMixer
+from .model.loss import set_prediction_loss
+from .model.outputs import ShuffleOutput
+from .model.shuffle_lm import ShuffleLM
+from .training.step import train_step
 
 __all__ = [
     "DEFAULT_BACKBONE",

@@ -11,7 +11,7 @@ from gradio_client import Client, handle_file
 
 import viz
 from shuffle_model import GenerationSettings, GenerationTrace
-from shuffle_model.settings import max_drafts
+from shuffle_model.decoding.settings import max_drafts
 from tests.appserver import running_app
 
 SETTINGS = dict(
@@ -27,7 +27,7 @@ SETTINGS = dict(
     block_length="cost",
     draft_source="head+context",
 )
-TINY_SLOTS = 4  # shuffle_model.tiny.tiny_model's K
+TINY_SLOTS = 4  # shuffle_model.model.tiny.tiny_model's K
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -100,8 +100,8 @@ def component(demo, elem_id: str):
 
 def test_the_drafts_slider_spans_the_loaded_models_drafts():
     import app
-    from shuffle_model.runtime import LazyModel
-    from shuffle_model.tiny import tiny_model
+    from shuffle_model.model.runtime import LazyModel
+    from shuffle_model.model.tiny import tiny_model
 
     runtime = LazyModel(lambda status: tiny_model())
     demo = app.build_demo(runtime)
@@ -137,8 +137,8 @@ def test_keep_threshold_defaults_to_the_librarys_auto():
 
 def test_the_cost_curve_is_measured_before_a_planned_run_only():
     import app
-    from shuffle_model.cost import CostCurve
-    from shuffle_model.tiny import tiny_model
+    from shuffle_model.decoding.cost import CostCurve
+    from shuffle_model.model.tiny import tiny_model
 
     model = tiny_model()
     planned = dict(verify=True, max_parallel_tokens=4)

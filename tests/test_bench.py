@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shuffle_model import bench
+from shuffle_model.bench import run as bench
 from tests.tiny import char_tokenizer, tiny_backbone, tiny_mixer
 
 CATEGORIES = ("writing", "math_reasoning")

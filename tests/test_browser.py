@@ -274,8 +274,8 @@ class SlowRun:
 
 
 def test_stop_ends_a_generation_started_by_enter_or_by_the_button(browser):
-    from shuffle_model.runtime import LazyModel
-    from shuffle_model.tiny import tiny_model
+    from shuffle_model.model.runtime import LazyModel
+    from shuffle_model.model.tiny import tiny_model
 
     taken: list[int] = []
 

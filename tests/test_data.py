@@ -11,12 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from shuffle_model.continuous import Job, generate_stream, prefill_groups
-from shuffle_model.distill import Example, load_examples, save_shard, shard_paths
-from shuffle_model.magpie import TurnFilter, repeated_share
-from shuffle_model.overlap import RUN, SPEC_BENCH, banned_ngrams, question_texts, shares_run
-from shuffle_model.shards import next_shard, read_npz_shard, summary, write_npz_shard
-from shuffle_model.sources import file_items, is_permissive
+from shuffle_model.training.continuous import Job, generate_stream, prefill_groups
+from shuffle_model.training.distill import Example, load_examples, save_shard, shard_paths
+from shuffle_model.training.magpie import TurnFilter, repeated_share
+from shuffle_model.training.overlap import (
+    RUN,
+    SPEC_BENCH,
+    banned_ngrams,
+    question_texts,
+    shares_run,
+)
+from shuffle_model.training.shards import next_shard, read_npz_shard, summary, write_npz_shard
+from shuffle_model.training.sources import file_items, is_permissive
 from tests.tiny import tiny_backbone
 
 REPO = Path(__file__).resolve().parent.parent
@@ -245,7 +251,7 @@ def saved_tiny_backbone(directory: Path):
     """A tiny Llama and a character tokenizer with a chat template, saved for distill.main."""
     from transformers import LlamaForCausalLM
 
-    from shuffle_model.tiny import char_tokenizer, tiny_llama_config
+    from shuffle_model.model.tiny import char_tokenizer, tiny_llama_config
 
     torch.manual_seed(0)
     LlamaForCausalLM(tiny_llama_config()).save_pretrained(directory)
@@ -256,9 +262,10 @@ def saved_tiny_backbone(directory: Path):
 
 
 def test_distill_command_writes_resumable_shards_with_the_mix(tmp_path, monkeypatch):
-    """`python -m shuffle_model.distill` on a tiny backbone: shards land with every source,
+    """`python -m shuffle_model.cli.distill` on a tiny backbone: shards land with every source,
     no prompt shares a run with the held-out questions, and a rerun adds new answers only."""
-    from shuffle_model import distill, sources
+    from shuffle_model.cli import distill
+    from shuffle_model.training import sources
 
     backbone, tokenizer = saved_tiny_backbone(tmp_path / "backbone")
     items = [
@@ -266,7 +273,7 @@ def test_distill_command_writes_resumable_shards_with_the_mix(tmp_path, monkeypa
         for i in range(3)
     ]
     monkeypatch.setattr(sources, "collect_items", lambda seed: items)
-    from shuffle_model.prompts import generate_prompts
+    from shuffle_model.training.prompts import generate_prompts
 
     first_template = generate_prompts(1, seed=5)[0]["text"]
     held_out = tmp_path / "questions.jsonl"
@@ -296,8 +303,8 @@ def test_distill_recounts_a_folder_that_another_process_fills(tmp_path, monkeypa
     """When a shard lands, the process counts the folder again: answers another process wrote
     meanwhile count towards --answers, so the folder overshoots by at most the jobs in flight
     (before the recount: --answers plus everything the other process wrote)."""
-    from shuffle_model import distill
-    from shuffle_model.shards import write_npz_shard
+    from shuffle_model.cli import distill
+    from shuffle_model.training.shards import write_npz_shard
 
     backbone, tokenizer = saved_tiny_backbone(tmp_path / "backbone")
     out, rows, foreign = tmp_path / "data", 3, 10
@@ -355,7 +362,7 @@ def test_shipped_shards_are_small_tagged_and_permissive():
 def test_no_shipped_prompt_shares_eight_tokens_with_a_spec_bench_question():
     from transformers import AutoTokenizer
 
-    from shuffle_model.backbone import gguf_cache_dir, packaged_gguf
+    from shuffle_model.model.backbone import gguf_cache_dir, packaged_gguf
 
     gguf = packaged_gguf()
     if gguf is None or not (gguf_cache_dir(gguf) / "tokenizer.json").is_file():
@@ -373,7 +380,7 @@ def test_no_shipped_prompt_shares_eight_tokens_with_a_spec_bench_question():
 def test_features_are_cached_from_npz_shards_as_from_old_ones(tmp_path):
     """The training features of a committed .npz shard equal those of the same examples in an
     old safetensors shard, and land in the git-ignored features/ cache beside it."""
-    from shuffle_model.features import FIELDS, load_features
+    from shuffle_model.training.features import FIELDS, load_features
     from tests.tiny import tiny_mixer
 
     mixer = tiny_mixer(tiny_backbone(seed=0))
@@ -411,7 +418,7 @@ def test_features_are_cached_from_npz_shards_as_from_old_ones(tmp_path):
 
 
 def test_rate_meter_does_not_count_a_stopped_process(monkeypatch):
-    from shuffle_model import distill
+    from shuffle_model.training import distill
 
     clock = iter([0.0, 10.0, 20.0, 3620.0, 3630.0])
     monkeypatch.setattr(distill.time, "perf_counter", lambda: next(clock))
@@ -426,8 +433,8 @@ def test_rate_meter_does_not_count_a_stopped_process(monkeypatch):
 def test_shard_writer_drops_answers_another_process_wrote_meanwhile(tmp_path):
     """Two distill processes on one folder (one thread each) may answer the same docs prompt:
     a shard never repeats a key that is already in the folder when it is written."""
-    from shuffle_model.distill import ShardWriter, existing
-    from shuffle_model.shards import read_npz_shard, write_npz_shard
+    from shuffle_model.training.distill import ShardWriter, existing
+    from shuffle_model.training.shards import read_npz_shard, write_npz_shard
 
     def record(key):
         return {

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import shuffle_model.backbone as backbone_module
+import shuffle_model.model.backbone as backbone_module
 from shuffle_model import BackboneNotFound, FasterDecodeMixer
-from shuffle_model.chat import encode_prompt
-from shuffle_model.prompts import HANDWRITTEN_PROMPTS
-from shuffle_model.shuffle import map_variety, predicted_maps
+from shuffle_model.decoding.shuffle import map_variety, predicted_maps
+from shuffle_model.model.chat import encode_prompt
+from shuffle_model.training.prompts import HANDWRITTEN_PROMPTS
 
 pytestmark = pytest.mark.default_model
 
@@ -89,7 +89,7 @@ def test_missing_backbone_gives_the_install_hint(monkeypatch, tmp_path):
 
 
 def test_cli_generates_and_reports_step_statistics(capsys):
-    from shuffle_model.__main__ import main
+    from shuffle_model.cli.generate import main
 
     assert main(["generate", "Name three colours.", "--chat", "--max-new-tokens", "16"]) == 0
     captured = capsys.readouterr()
@@ -101,7 +101,7 @@ def test_cli_generates_and_reports_step_statistics(capsys):
 
 def test_every_shipped_head_is_small_documented_and_lossless(model):
     """assets/*_head: under 50 MB, a model card, and the same verified output as the default."""
-    from shuffle_model.faster_decode_mixer import ASSETS
+    from shuffle_model.model.faster_decode_mixer import ASSETS
 
     ids = torch.tensor([encode_prompt(model.tokenizer, PROMPTS[0])])
     expected = model.generate(ids, max_new_tokens=24)

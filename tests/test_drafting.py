@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from shuffle_model import STRATEGIES
-from shuffle_model.calibration import Calibration
-from shuffle_model.cost import CostCurve
-from shuffle_model.planning import plan_step
-from shuffle_model.proposers import CONTEXT, HEAD, Chain, ContextProposer, DecodeState
-from shuffle_model.settings import DRAFT_SOURCES
-from shuffle_model.tree import build_block, keep_nodes, tree_inputs
+from shuffle_model.decoding.cost import CostCurve
+from shuffle_model.decoding.planning import plan_step
+from shuffle_model.decoding.proposers import CONTEXT, HEAD, Chain, ContextProposer, DecodeState
+from shuffle_model.decoding.settings import DRAFT_SOURCES
+from shuffle_model.decoding.tree import build_block, keep_nodes, tree_inputs
+from shuffle_model.model.calibration import Calibration
 from tests.tiny import tiny_backbone, tiny_mixer
 
 FLAT = CostCurve.from_ratios([1.0] * 24)  # every pass costs the same: check every draft

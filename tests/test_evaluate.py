@@ -7,8 +7,9 @@ import json
 import numpy as np
 import torch
 
-from shuffle_model.evaluate import main, recorded_answers, teacher_forced
-from shuffle_model.shuffle import assign_offsets
+from shuffle_model.bench.evaluate import recorded_answers, teacher_forced
+from shuffle_model.cli.evaluate import main
+from shuffle_model.decoding.shuffle import assign_offsets
 from tests.tiny import char_tokenizer, tiny_backbone, tiny_mixer
 
 
@@ -120,8 +121,8 @@ def test_command_replays_a_benchmark_json(tmp_path, monkeypatch, capsys):
     assert [a["category"] for a in answers] == ["spec/math", "spec/qa"]
     assert answers[1]["answer_ids"] == [30, 31, 32, 33, 2]
 
-    import shuffle_model.overlap as overlap
-    from shuffle_model import faster_decode_mixer
+    import shuffle_model.training.overlap as overlap
+    from shuffle_model.model import faster_decode_mixer
 
     monkeypatch.setattr(overlap, "SPEC_BENCH", questions)
     monkeypatch.setattr(

@@ -7,9 +7,9 @@ import re
 import pytest
 import torch
 
-import shuffle_model.generation as generation
+import shuffle_model.decoding.loop as generation
 from shuffle_model import FasterDecodeMixer, GenerationTrace, ShuffleLM, StepTrace
-from shuffle_model.trace import SLOT_STATUSES
+from shuffle_model.decoding.trace import SLOT_STATUSES
 from tests.tiny import tiny_backbone, tiny_shuffle_lm
 
 

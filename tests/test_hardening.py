@@ -153,7 +153,7 @@ def test_eight_users_at_once_each_get_their_own_trace(app_url):
     for thread in threads:
         thread.join(timeout=600)
     assert sorted(results) == list(range(8))
-    from shuffle_model.tiny import char_tokenizer
+    from shuffle_model.model.tiny import char_tokenizer
 
     tokenizer = char_tokenizer()
     for i, out in results.items():
@@ -188,9 +188,9 @@ def test_remote_code_and_pickles_are_off_unless_asked_for(monkeypatch):
     """Backbones load through safetensors only; remote code runs only behind an explicit flag."""
     import inspect
 
-    import shuffle_model.backbone as backbone_module
-    import shuffle_model.faster_decode_mixer as fdm
-    from shuffle_model.__main__ import main
+    import shuffle_model.model.backbone as backbone_module
+    import shuffle_model.model.faster_decode_mixer as fdm
+    from shuffle_model.cli.generate import main
 
     seen = []
 
@@ -218,8 +218,8 @@ def test_remote_code_and_pickles_are_off_unless_asked_for(monkeypatch):
 
 def test_lone_surrogates_and_controls_are_text_in_the_library():
     """Python callers can pass strings no HTTP client can: they are still just text."""
-    from shuffle_model.chat import encode_prompt
-    from shuffle_model.tiny import tiny_model
+    from shuffle_model.model.chat import encode_prompt
+    from shuffle_model.model.tiny import tiny_model
 
     model = tiny_model()
     ids = encode_prompt(model.tokenizer, "lone \ud800 surrogate \x00 nul")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from shuffle_model import FasterDecodeMixer, ShuffleConfig
-from shuffle_model.head import warm_start_state
+from shuffle_model.model.head import warm_start_state
 from tests.tiny import char_tokenizer, tiny_backbone, tiny_mixer, tiny_training_folder
 
 PROMPT = [5, 9, 11, 7, 20, 21]
@@ -76,7 +76,8 @@ def test_train_with_an_early_block_shares_the_cached_pass_and_saves_a_loadable_h
 ):
     """--early-layer from a plain head: one backbone pass caches h_t and g_t in two files; a plain
     head then trains from the first without another pass; the saved head loads and generates."""
-    from shuffle_model import features, train
+    from shuffle_model.cli import train
+    from shuffle_model.training import features
 
     backbone_dir, data = tiny_training_folder(tmp_path, layers=3)
     common = ["--data", str(data), "--backbone", str(backbone_dir), "--slots", "4"]
@@ -108,7 +109,7 @@ def test_bfloat16_features_are_cached_apart_and_close_to_float32(tmp_path):
     backbone, whose h_t stays close to the float32 one; the head itself trains in float32."""
     from safetensors.torch import load_file
 
-    from shuffle_model import train
+    from shuffle_model.cli import train
 
     backbone_dir, data = tiny_training_folder(
         tmp_path, layers=3, seed=1, examples=4, answer_tokens=16

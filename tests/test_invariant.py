@@ -14,9 +14,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from shuffle_model import invariant
-from shuffle_model.lossless import compare
-from shuffle_model.tree import Block, keep_nodes, tree_inputs
+from shuffle_model.decoding.lossless import compare
+from shuffle_model.decoding.tree import Block, keep_nodes, tree_inputs
+from shuffle_model.model import invariant
 from tests.tiny import tiny_backbone, tiny_mixer
 
 PROMPT = [7, 8, 9, 10, 7, 8, 9, 3, 4, 5]

@@ -91,7 +91,7 @@ def test_training_records_its_command_line_as_json():
     import json
     from pathlib import Path
 
-    from shuffle_model.train import _jsonable
+    from shuffle_model.cli.train import _jsonable
 
     args = {"data": [Path("cache/a"), Path("cache/b")], "out": Path("runs/x"), "lr": 1e-3}
     assert json.loads(json.dumps({k: _jsonable(v) for k, v in args.items()})) == {
@@ -102,12 +102,13 @@ def test_training_records_its_command_line_as_json():
 
 
 def test_train_command_logs_the_shuffle_checkpoints_and_resumes(tmp_path):
-    """`python -m shuffle_model.train` end to end on a tiny local backbone: held-out metrics at
+    """`python -m shuffle_model.cli.train` end to end on a tiny local backbone: held-out metrics at
     every evaluation (the shuffle's variety included), a loadable head, a resume that continues
     the step count and the training clock."""
     import json
 
-    from shuffle_model import FasterDecodeMixer, train
+    from shuffle_model import FasterDecodeMixer
+    from shuffle_model.cli import train
     from tests.tiny import tiny_training_folder
 
     backbone_dir, data = tiny_training_folder(tmp_path)

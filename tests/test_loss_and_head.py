@@ -6,8 +6,13 @@ import math
 
 import torch
 
-from shuffle_model.loss import IGNORE, offset_targets, per_offset_accuracy, set_prediction_loss
-from shuffle_model.rotary import RotaryOffsetScorer, offset_angles
+from shuffle_model.model.loss import (
+    IGNORE,
+    offset_targets,
+    per_offset_accuracy,
+    set_prediction_loss,
+)
+from shuffle_model.model.rotary import RotaryOffsetScorer, offset_angles
 
 
 def confident_drafts(targets: torch.Tensor, permutation: list[int], vocab: int = 10):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shuffle_model.cost import CostCurve
-from shuffle_model.planning import COST, FIXED, plan_step
-from shuffle_model.proposers import CONTEXT, HEAD, Chain
+from shuffle_model.decoding.cost import CostCurve
+from shuffle_model.decoding.planning import COST, FIXED, plan_step
+from shuffle_model.decoding.proposers import CONTEXT, HEAD, Chain
 
 
 def chain(source, tokens, probs):
@@ -107,7 +107,7 @@ def test_cost_curve_extends_beyond_its_measurements():
 def test_a_cost_curve_is_measured_once_cached_and_measured_again_on_request(
     mixer, tmp_path, monkeypatch
 ):
-    from shuffle_model import cost
+    from shuffle_model.decoding import cost
 
     monkeypatch.setenv("SHUFFLELM_CACHE", str(tmp_path))
     monkeypatch.setattr(cost, "machine_is_busy", lambda: False)
@@ -136,13 +136,13 @@ def test_a_cost_curve_is_measured_once_cached_and_measured_again_on_request(
 
 
 def test_undisturbed_ignores_the_slow_repetitions():
-    from shuffle_model.cost import undisturbed
+    from shuffle_model.decoding.cost import undisturbed
 
     assert undisturbed([0.10, 0.11, 0.50, 0.90, 0.12]) == pytest.approx(0.105)
 
 
 def test_the_head_rests_while_it_does_not_pay_and_looks_again():
-    from shuffle_model.proposers import HeadGate
+    from shuffle_model.decoding.proposers import HeadGate
 
     gate = HeadGate(longest_rest=8)
     assert gate.open()

@@ -8,8 +8,8 @@ import threading
 import pytest
 import torch
 
-from shuffle_model.cost import CostCurve
-from shuffle_model.lossless import (
+from shuffle_model.decoding.cost import CostCurve
+from shuffle_model.decoding.lossless import (
     NEAR_TIE,
     ROW_INVARIANT_TIE,
     compare,

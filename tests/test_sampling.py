@@ -8,10 +8,10 @@ import torch
 from scipy.stats import chisquare
 
 from shuffle_model import STRATEGIES
-from shuffle_model.cost import CostCurve
-from shuffle_model.planning import BLOCK_RULES
-from shuffle_model.sampling import TokenSampler
-from shuffle_model.settings import DRAFT_SOURCES
+from shuffle_model.decoding.cost import CostCurve
+from shuffle_model.decoding.planning import BLOCK_RULES
+from shuffle_model.decoding.sampling import TokenSampler
+from shuffle_model.decoding.settings import DRAFT_SOURCES
 from tests.tiny import tiny_backbone, tiny_mixer
 
 VOCAB = 6

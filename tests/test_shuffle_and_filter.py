@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shuffle_model.filtering import filter_slots
-from shuffle_model.shuffle import assign_offsets, map_variety, predicted_maps, sinkhorn_log
-from shuffle_model.trace import AFTER_GAP, DUPLICATE, LOW_CONFIDENCE, OUT_OF_RANGE
+from shuffle_model.decoding.filtering import filter_slots
+from shuffle_model.decoding.shuffle import assign_offsets, map_variety, predicted_maps, sinkhorn_log
+from shuffle_model.decoding.trace import AFTER_GAP, DUPLICATE, LOW_CONFIDENCE, OUT_OF_RANGE
 
 # slot 0 wants offset 2, slot 1 wants offset 1, slots 2 and 3 both want offset 3
 SCORES = np.log(

@@ -13,8 +13,8 @@ from PIL import Image
 
 import viz
 from shuffle_model import GenerationTrace
-from shuffle_model.cost import CostCurve
-from shuffle_model.trace import (
+from shuffle_model.decoding.cost import CostCurve
+from shuffle_model.decoding.trace import (
     ACCEPTED,
     COST_CUT,
     ContextTrace,

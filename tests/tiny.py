@@ -8,8 +8,8 @@ import torch
 from transformers import LlamaForCausalLM
 
 from shuffle_model import FasterDecodeMixer, ShuffleConfig, ShuffleLM
-from shuffle_model.tiny import char_tokenizer as shared_char_tokenizer
-from shuffle_model.tiny import tiny_llama_config as shared_tiny_llama_config
+from shuffle_model.model.tiny import char_tokenizer as shared_char_tokenizer
+from shuffle_model.model.tiny import tiny_llama_config as shared_tiny_llama_config
 
 CHARS = list(string.ascii_lowercase + string.digits + " .,!?<>/=\"'") + ["\n"]
 TINY_VOCAB = 64
@@ -63,10 +63,10 @@ def tiny_training_folder(
     tmp_path, *, layers: int = 2, seed: int = 0, examples: int = 12, answer_tokens: int = 20
 ):
     """A saved float32 tiny backbone with its tokenizer, and a data folder holding one old-format
-    shard of random greedy examples: what `python -m shuffle_model.train` reads."""
+    shard of random greedy examples: what `python -m shuffle_model.cli.train` reads."""
     import random
 
-    from shuffle_model.distill import Example, save_shard
+    from shuffle_model.training.distill import Example, save_shard
 
     backbone_dir, data = tmp_path / "backbone", tmp_path / "data"
     tiny_backbone(dtype=torch.float32, layers=layers).save_pretrained(backbone_dir)

@@ -35,7 +35,7 @@ def main(argv=None) -> int:
             trace = GenerationTrace.load(args.trace)
         else:
             from shuffle_model import FasterDecodeMixer
-            from shuffle_model.chat import encode_prompt
+            from shuffle_model.model.chat import encode_prompt
 
             model = FasterDecodeMixer.from_pretrained(status=lambda m: print(m, file=sys.stderr))
             ids = encode_prompt(model.tokenizer, args.prompt)

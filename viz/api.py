@@ -8,7 +8,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from shuffle_model.trace import GenerationTrace, StepTrace
+from shuffle_model.decoding.trace import GenerationTrace, StepTrace
 
 from .figures import cost_curve_chart, draft_heatmap, filter_chart, overview, shuffle_heatmap
 from .gif import render_gif
@@ -55,7 +55,7 @@ def visualize_shuffle(
     """Generate from `prompt`, and return its trace, figures and (optionally) a GIF.
 
     `chat=None` applies the tokenizer's chat template when it has one."""
-    from shuffle_model.chat import encode_prompt
+    from shuffle_model.model.chat import encode_prompt
 
     if tokenizer is not None and getattr(model, "tokenizer", None) is None:
         model.tokenizer = tokenizer

@@ -82,7 +82,7 @@ EXAMPLES = (
 
 def make_trace(model, example: Example, *, max_new_tokens: int):
     """Generate one example with the shared generation loop and return its trace."""
-    from shuffle_model.chat import encode_prompt
+    from shuffle_model.model.chat import encode_prompt
 
     ids = encode_prompt(model.tokenizer, example.prompt, chat=True)
     _, trace = model.generate(

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection
 
-from shuffle_model.planning import FIXED
-from shuffle_model.trace import EMITTED, PlanTrace, StepTrace
+from shuffle_model.decoding.planning import FIXED
+from shuffle_model.decoding.trace import EMITTED, PlanTrace, StepTrace
 
 from .style import ANCHOR, BOTH, CONTEXT, HEAD, ORIGIN_SYMBOLS, token_label
 

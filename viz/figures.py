@@ -13,7 +13,7 @@ from collections import Counter
 
 import plotly.graph_objects as go
 
-from shuffle_model.trace import ACCEPTED, COST_CUT, REJECTED, GenerationTrace, StepTrace
+from shuffle_model.decoding.trace import ACCEPTED, COST_CUT, REJECTED, GenerationTrace, StepTrace
 
 from .explain import accepted_by_origin, cost_sentence, decision_sentence, token_origins
 from .style import (

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from shuffle_model.trace import (
+from shuffle_model.decoding.trace import (
     ACCEPTED,
     AFTER_GAP,
     COST_CUT,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import plotly.graph_objects as go
 
-from shuffle_model.trace import GenerationTrace
+from shuffle_model.decoding.trace import GenerationTrace
 
 from .explain import (
     cost_sentence,

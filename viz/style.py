@@ -13,7 +13,7 @@ import html
 import re
 from collections.abc import Collection
 
-from shuffle_model.trace import (
+from shuffle_model.decoding.trace import (
     ACCEPTED,
     AFTER_GAP,
     COST_CUT,

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from .loss import IGNORE
+from ..model.loss import IGNORE
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:

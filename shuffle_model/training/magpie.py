@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .chat import PLACEHOLDER
+from ..model.chat import PLACEHOLDER
 
 SYSTEM_PROMPTS = [
     None,  # the chat template's own system message

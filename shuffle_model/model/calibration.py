@@ -3,7 +3,7 @@
 The head's keep logit was trained to say whether a slot's token is right at its matched
 offset. The block-length rule needs something else: p_i, the chance that the draft at offset i
 is accepted *given that the drafts before it were*. `Calibration` maps the one to the other,
-per offset, by isotonic regression on held-out positions (`python -m shuffle_model.calibrate`),
+per offset, by isotonic regression on held-out positions (`python -m shuffle_model.cli.calibrate`),
 and holds the prior acceptance of context drafts by match length and depth. It is stored beside
 the head as calibration.json; a head without one uses its keep probabilities as they are.
 """

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .backbone import cache_root
+from ..model.backbone import cache_root
 
 CONTEXT_TOKENS = 256  # cache length the passes are measured on (a typical prompt + answer)
 REPEATS = 5  # interleaved repetitions per size; the fastest 40 % are averaged

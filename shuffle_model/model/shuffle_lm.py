@@ -12,12 +12,12 @@ from torch import nn
 from transformers import Cache, DynamicCache, LlamaConfig, LlamaModel
 
 from . import invariant
-from .base import ShuffleModelBase
 from .config import ShuffleConfig
 from .devices import resolve_device
 from .head import ShuffleHead
 from .loss import IGNORE
 from .precision import Float32Logits
+from .shuffle_model_base import ShuffleModelBase
 
 CONFIG_FILE = "shuffle_config.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from ..model.loss import IGNORE
 from .distill import Example, load_shard
-from .loss import IGNORE
 
 MAX_OFFSETS = 8  # targets stored per position; heads with K <= this can share the cache
 FIELDS = ("hidden", "anchors", "targets", "example", "greedy")

@@ -6,7 +6,7 @@
   in every layer, and a pass over one token and a pass over several round differently. Where
   ordinary decoding's two best tokens are closer than NEAR_TIE[dtype] in logit, the two passes
   may rank them differently; beyond that bound they never did in our measurements
-  (`python -m shuffle_model.lossless`, README).
+  (`python -m shuffle_model.cli.lossless`, README).
 
 `compare` finds the first difference between two outputs of the same prompt and measures the
 gap there; the app's comparison, the benchmark's check and the tests all use it.
@@ -119,72 +119,3 @@ def gap_shifts(model, prompt_ids: list[int], answer_ids: list[int], *, block: in
     gap_one = one.gather(1, top[:, :1]) - one.gather(1, top[:, 1:])
     gap_many = many.gather(1, top[:, :1]) - many.gather(1, top[:, 1:])
     return (gap_one - gap_many).abs()[:, 0].tolist()
-
-
-def main(argv=None) -> int:
-    """python -m shuffle_model.lossless --dtype bfloat16: measure the near-tie bound and how
-    often verified decoding is identical to ordinary decoding, on held-out prompts."""
-    import argparse
-    import json
-    import statistics
-    import sys
-
-    from tqdm import tqdm
-
-    from .chat import encode_prompt
-    from .evaluate import HELDOUT_SEED
-    from .faster_decode_mixer import FasterDecodeMixer
-    from .prompts import HANDWRITTEN_PROMPTS, generate_prompts
-
-    parser = argparse.ArgumentParser(prog="python -m shuffle_model.lossless", description=__doc__)
-    parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--prompts", type=int, default=8, help="template prompts (held out)")
-    parser.add_argument("--handwritten", action="store_true", help="add the hand-written ones")
-    parser.add_argument("--max-new-tokens", type=int, default=96)
-    parser.add_argument("--blocks", type=int, nargs="+", default=[2, 4, 8, 16])
-    parser.add_argument("--json", default=None, help="write the measurements here")
-    parser.add_argument(
-        "--plain-passes", action="store_true", help="without row-invariant passes (invariant.py)"
-    )
-    args = parser.parse_args(argv)
-    model = FasterDecodeMixer.from_pretrained(
-        device=args.device, dtype=args.dtype, status=lambda m: print(m, file=sys.stderr)
-    )
-    if args.plain_passes:
-        model.row_invariant_passes = False
-    texts = [p["text"] for p in generate_prompts(args.prompts, seed=HELDOUT_SEED + 2)]
-    if args.handwritten:
-        texts += [p["text"] for p in HANDWRITTEN_PROMPTS]
-    shifts, results = [], []
-    for text in tqdm(texts, desc=f"near ties ({args.dtype})", unit="prompt"):
-        ids = encode_prompt(model.tokenizer, text)
-        plain = model.generate([ids], max_new_tokens=args.max_new_tokens, max_parallel_tokens=0)
-        plain = plain[0, len(ids) :].tolist()
-        fast = model.generate([ids], max_new_tokens=args.max_new_tokens)[0, len(ids) :].tolist()
-        result = compare(model, ids, fast, plain)
-        results.append(result)
-        for block in args.blocks:
-            shifts += gap_shifts(model, ids, plain, block=block)
-    diverged = [r for r in results if not r.identical]
-    report = {
-        "dtype": args.dtype,
-        "prompts": len(results),
-        "identical": sum(r.identical for r in results),
-        "divergence_gaps": [round(r.gap, 4) for r in diverged],
-        "largest_gap_shift": round(max(shifts), 4),
-        "gap_shift_p999": round(sorted(shifts)[int(0.999 * (len(shifts) - 1))], 4),
-        "gap_shift_median": round(statistics.median(shifts), 5),
-        "positions": len(shifts),
-        "row_invariant": model.uses_row_invariance(),
-        "bound_in_use": model_bound(model),
-    }
-    print(json.dumps(report, indent=1))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=1)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,16 +11,16 @@ from transformers import Cache, DynamicCache
 
 from . import invariant
 from .backbone import BackboneNotFound, load_backbone
-from .base import ShuffleModelBase
 from .calibration import Calibration
 from .config import ShuffleConfig
 from .devices import resolve_device, resolve_dtype
 from .head import ShuffleHead
 from .precision import Float32Logits
+from .shuffle_model_base import ShuffleModelBase
 
 CONFIG_FILE = "shuffle_config.json"
 HEAD_FILE = "head.safetensors"
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 DEFAULT_HEAD_DIR = ASSETS / "default_head"  # the shipped head (the default model)
 DEFAULT_FIXED_HEAD_DIR = ASSETS / "fixed_head"  # the fixed-assignment ablation, for the benchmark
 

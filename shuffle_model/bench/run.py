@@ -1,6 +1,6 @@
 """Benchmark: ShuffleLM side by side with autoregressive decoding and prompt lookup decoding.
 
-    python -m shuffle_model.bench --limit 10          # every category, 10 questions each
+    python -m shuffle_model.bench.run --limit 10          # every category, 10 questions each
 
 All methods run in one process on the same Spec-Bench prompts (first turn, chat template),
 interleaved prompt by prompt (method order rotating) after a warm-up, so that machine drift
@@ -30,13 +30,13 @@ import psutil
 import torch
 from tqdm import tqdm
 
-from .cost import cost_curve, cpu_name
-from .invariant import HALF
-from .lossless import compare, model_bound
-from .overlap import SPEC_BENCH
-from .settings import max_drafts
+from ..decoding.cost import cost_curve, cpu_name
+from ..decoding.lossless import compare, model_bound
+from ..decoding.settings import max_drafts
+from ..model.invariant import HALF
+from ..training.overlap import SPEC_BENCH
 
-RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 
 
 @dataclass(frozen=True)
@@ -559,7 +559,7 @@ def markdown(result: dict) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m shuffle_model.bench",
+        prog="python -m shuffle_model.bench.run",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -599,7 +599,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load_models(args) -> dict:
-    from .faster_decode_mixer import DEFAULT_FIXED_HEAD_DIR, FasterDecodeMixer
+    from ..model.faster_decode_mixer import DEFAULT_FIXED_HEAD_DIR, FasterDecodeMixer
 
     status = lambda message: print(message, file=sys.stderr)  # noqa: E731
     main = FasterDecodeMixer.from_pretrained(
@@ -678,7 +678,7 @@ def earlier_records(partial: Path, summary: Path) -> list[dict]:
 
 
 def run(args, models: dict) -> dict:
-    from .chat import encode_prompt
+    from ..model.chat import encode_prompt
 
     names = METHOD_NAMES if "all" in (args.methods or []) else args.methods or DEFAULT_METHODS
     methods = [m for m in METHODS if m.name in names or m.name == "baseline"]

@@ -1,7 +1,7 @@
 """Compare trained heads on real generation: tokens per backbone pass and how often the shuffle
 is not the identity, on our own prompts (never the Spec-Bench evaluation set).
 
-    python -m shuffle_model.evaluate runs/head-a runs/head-b --prompts 8 --handwritten
+    python -m shuffle_model.cli.evaluate runs/head-a runs/head-b --prompts 8 --handwritten
 
 Prompts: `--prompts N` held-out ones from the template generator (a seed the training data did
 not use) and, with `--handwritten`, the hand-written everyday requests of
@@ -14,18 +14,16 @@ offset) differs from the most common map (0 for any constant permutation).
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from .calibration import expected_calibration_error
-from .filtering import known_step
-from .shuffle import map_variety, predicted_maps
+from ..decoding.filtering import known_step
+from ..decoding.shuffle import map_variety, predicted_maps
+from ..model.calibration import expected_calibration_error
 
 HELDOUT_SEED = 424242  # the distillation data used seeds 0 and 7
 KEEP_SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # keep thresholds the teacher-forced replay tries
@@ -37,7 +35,7 @@ def non_identity(step) -> bool:
 
 
 def evaluate(model, prompts: list[dict], *, strategy: str, max_new_tokens: int) -> dict:
-    from .chat import encode_prompt
+    from ..model.chat import encode_prompt
 
     tokens, forwards, steps, moved, maps = defaultdict(int), defaultdict(int), 0, 0, []
     for prompt in prompts:
@@ -61,7 +59,7 @@ def evaluate(model, prompts: list[dict], *, strategy: str, max_new_tokens: int) 
 
 def recorded_answers(bench_json: Path, tokenizer, questions_path: Path) -> list[dict]:
     """The backbone's greedy answers of a benchmark run, with their chat-templated prompts."""
-    from .chat import encode_prompt
+    from ..model.chat import encode_prompt
 
     questions = {
         q["question_id"]: q
@@ -84,7 +82,7 @@ def recorded_answers(bench_json: Path, tokenizer, questions_path: Path) -> list[
 def teacher_forced(model, answers: list[dict], *, strategy: str) -> dict:
     """Replay every position of recorded greedy answers as one decoding step (see the module
     doc); figures overall ("all") and per category."""
-    from .calibrate import replay_steps
+    from ..training.calibration_fit import replay_steps
 
     k, threshold = model.config.num_slots, model.config.keep_threshold
     thresholds = sorted({threshold, *KEEP_SWEEP})
@@ -145,79 +143,3 @@ def teacher_forced(model, answers: list[dict], *, strategy: str) -> dict:
             "map_variety": round(map_variety(r["maps"]), 4),
         }
     return result
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shuffle_model.evaluate", description=__doc__)
-    parser.add_argument("heads", nargs="+", help="head directories")
-    parser.add_argument("--prompts", type=int, default=8, help="template-generator prompts")
-    parser.add_argument("--handwritten", action="store_true", help="add HANDWRITTEN_PROMPTS")
-    parser.add_argument(
-        "--spec-bench",
-        type=int,
-        default=0,
-        metavar="N",
-        help="add the first N Spec-Bench questions per category (first turn; evaluation only)",
-    )
-    parser.add_argument(
-        "--teacher-forced",
-        type=Path,
-        metavar="BENCH_JSON",
-        help="replay the greedy answers recorded in this benchmark JSON (see above)",
-    )
-    parser.add_argument("--max-new-tokens", type=int, default=96, help="128 for Spec-Bench figures")
-    parser.add_argument("--strategies", nargs="+", default=["rotary", "identity"])
-    parser.add_argument("--json", type=Path, help="write the results here too")
-    args = parser.parse_args(argv)
-
-    from .faster_decode_mixer import FasterDecodeMixer
-    from .prompts import HANDWRITTEN_PROMPTS, generate_prompts
-
-    prompts = generate_prompts(args.prompts, seed=HELDOUT_SEED)
-    if args.handwritten:
-        prompts += [
-            {**p, "category": f"hand/{p['category']}", "group": "handwritten"}
-            for p in HANDWRITTEN_PROMPTS
-        ]
-    if args.spec_bench:
-        from .bench import load_questions
-        from .overlap import SPEC_BENCH
-
-        questions = load_questions(SPEC_BENCH, None, args.spec_bench)
-        prompts += [
-            {"category": f"spec/{q['category']}", "group": "spec_bench", "text": q["turns"][0]}
-            for q in questions
-        ]
-    first = FasterDecodeMixer.from_pretrained(
-        args.heads[0], status=lambda m: print(m, file=sys.stderr)
-    )
-    results, answers = {}, None
-    jobs = [(h, s) for h in args.heads for s in args.strategies]
-    for head, strategy in tqdm(jobs, desc="evaluate", unit="run"):
-        model = (
-            first
-            if head == args.heads[0]
-            else FasterDecodeMixer.from_pretrained(
-                head, backbone=first.backbone, tokenizer=first.tokenizer, device=first.device
-            )
-        )
-        result = (
-            evaluate(model, prompts, strategy=strategy, max_new_tokens=args.max_new_tokens)
-            if prompts
-            else {}
-        )
-        if args.teacher_forced:
-            from .overlap import SPEC_BENCH
-
-            if answers is None:
-                answers = recorded_answers(args.teacher_forced, model.tokenizer, SPEC_BENCH)
-            result["teacher_forced"] = teacher_forced(model, answers, strategy=strategy)
-        results[f"{head}:{strategy}"] = result
-        tqdm.write(f"{head} {strategy}: {json.dumps(result)}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,11 +11,11 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from .chat import encode_text
+from ..model.chat import encode_text
 
 RUN = 8  # tokens in a run that a prompt may not share with a held-out question
 # Spec-Bench's questions, kept in the repo for evaluation only (bench/spec_bench/README.md)
-SPEC_BENCH = Path(__file__).resolve().parent.parent / "bench/spec_bench/question.jsonl"
+SPEC_BENCH = Path(__file__).resolve().parents[2] / "bench/spec_bench/question.jsonl"
 
 
 def ngrams(ids: list[int], n: int = RUN) -> set[tuple[int, ...]]:

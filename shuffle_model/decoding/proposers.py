@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .calibration import MAX_MATCH, Calibration
+from ..model.calibration import MAX_MATCH, Calibration
 from .filtering import filter_slots
 from .sampling import TokenSampler
 from .shuffle import assign_offsets

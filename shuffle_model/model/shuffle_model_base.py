@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Cache
 
+from ..decoding.loop import GenerationStream, generate, stream
 from . import invariant
 from .calibration import Calibration
 from .config import ShuffleConfig
-from .generation import GenerationStream, generate, stream
 from .head import ShuffleHead
 from .loss import IGNORE, SetLoss, offset_targets, set_prediction_loss
 from .outputs import DraftOutput, ShuffleOutput, TrunkOutput

@@ -1,0 +1,91 @@
+"""Compare trained heads: python -m shuffle_model.cli.evaluate HEAD... (see
+shuffle_model.bench.evaluate for what is measured)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..bench.evaluate import HELDOUT_SEED, evaluate, recorded_answers, teacher_forced
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m shuffle_model.cli.evaluate", description=__doc__
+    )
+    parser.add_argument("heads", nargs="+", help="head directories")
+    parser.add_argument("--prompts", type=int, default=8, help="template-generator prompts")
+    parser.add_argument("--handwritten", action="store_true", help="add HANDWRITTEN_PROMPTS")
+    parser.add_argument(
+        "--spec-bench",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add the first N Spec-Bench questions per category (first turn; evaluation only)",
+    )
+    parser.add_argument(
+        "--teacher-forced",
+        type=Path,
+        metavar="BENCH_JSON",
+        help="replay the greedy answers recorded in this benchmark JSON (see above)",
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=96, help="128 for Spec-Bench figures")
+    parser.add_argument("--strategies", nargs="+", default=["rotary", "identity"])
+    parser.add_argument("--json", type=Path, help="write the results here too")
+    args = parser.parse_args(argv)
+
+    from ..model.faster_decode_mixer import FasterDecodeMixer
+    from ..training.prompts import HANDWRITTEN_PROMPTS, generate_prompts
+
+    prompts = generate_prompts(args.prompts, seed=HELDOUT_SEED)
+    if args.handwritten:
+        prompts += [
+            {**p, "category": f"hand/{p['category']}", "group": "handwritten"}
+            for p in HANDWRITTEN_PROMPTS
+        ]
+    if args.spec_bench:
+        from ..training.overlap import SPEC_BENCH
+        from .run import load_questions
+
+        questions = load_questions(SPEC_BENCH, None, args.spec_bench)
+        prompts += [
+            {"category": f"spec/{q['category']}", "group": "spec_bench", "text": q["turns"][0]}
+            for q in questions
+        ]
+    first = FasterDecodeMixer.from_pretrained(
+        args.heads[0], status=lambda m: print(m, file=sys.stderr)
+    )
+    results, answers = {}, None
+    jobs = [(h, s) for h in args.heads for s in args.strategies]
+    for head, strategy in tqdm(jobs, desc="evaluate", unit="run"):
+        model = (
+            first
+            if head == args.heads[0]
+            else FasterDecodeMixer.from_pretrained(
+                head, backbone=first.backbone, tokenizer=first.tokenizer, device=first.device
+            )
+        )
+        result = (
+            evaluate(model, prompts, strategy=strategy, max_new_tokens=args.max_new_tokens)
+            if prompts
+            else {}
+        )
+        if args.teacher_forced:
+            from ..training.overlap import SPEC_BENCH
+
+            if answers is None:
+                answers = recorded_answers(args.teacher_forced, model.tokenizer, SPEC_BENCH)
+            result["teacher_forced"] = teacher_forced(model, answers, strategy=strategy)
+        results[f"{head}:{strategy}"] = result
+        tqdm.write(f"{head} {strategy}: {json.dumps(result)}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

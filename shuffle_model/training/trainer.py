@@ -1,0 +1,229 @@
+"""The training loop of the shuffle head on cached backbone features: the objective, the
+learning-rate schedule, held-out evaluation and checkpoints (the command: cli/train.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from ..decoding.filtering import known_step
+from ..decoding.shuffle import assign_offsets, map_variety, predicted_maps
+from ..model.faster_decode_mixer import FasterDecodeMixer
+from ..model.loss import IGNORE, per_offset_accuracy, set_prediction_loss
+from .features import Features
+
+
+class HeadObjective(nn.Module):
+    """The set loss of a batch of cached positions; a module so that DDP can wrap it."""
+
+    def __init__(self, model: FasterDecodeMixer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, hidden, anchors, targets):
+        cfg = self.model.config
+        draft = self.model.draft(hidden, anchors)
+        result = set_prediction_loss(
+            draft.logits,
+            draft.shuffle_scores,
+            draft.keep_logits,
+            self.model.draft_targets(targets[:, : cfg.num_slots]),
+            assignment=cfg.assignment,
+            lambda_pos=cfg.lambda_pos,
+            lambda_keep=cfg.lambda_keep,
+            lambda_prior=cfg.lambda_prior,
+        )
+        return result.loss, result
+
+
+def frequent_tokens(features: Features, count: int, vocab_size: int) -> tuple[torch.Tensor, float]:
+    """The `count` most frequent answer tokens, and the share of targets they cover."""
+    targets = features.targets[:, 0]
+    tokens = Counter(targets[targets != IGNORE].tolist())
+    top = [token for token, _ in tokens.most_common(count)]
+    covered = sum(tokens[t] for t in top) / max(sum(tokens.values()), 1)
+    unseen = (t for t in range(vocab_size) if t not in tokens)
+    top += [next(unseen) for _ in range(count - len(top))]  # tiny data: fill up with unseen ids
+    return torch.tensor(sorted(top)), covered
+
+
+def split(features: Features, heldout_every: int) -> tuple[Features, Features]:
+    heldout = features.example % heldout_every == 0
+    return features.subset(~heldout), features.subset(heldout)
+
+
+def learning_rate(step: int, *, peak: float, warmup: int, total: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@torch.no_grad()
+def heldout_metrics(
+    model: FasterDecodeMixer, heldout: Features, *, strategies, thresholds, limit=3000
+):
+    """Held-out per-offset accuracy (matched slots) and one-step tokens per pass: at greedy
+    positions the targets are the backbone's own continuation, so the accepted prefix of the
+    filtered block is what verification would keep there."""
+    model.eval()
+    k = model.config.num_slots
+    subset = heldout.subset(torch.arange(min(limit, len(heldout))))
+    hidden = subset.hidden.to(model.device, model.dtype)
+    anchors, targets = subset.anchors.to(model.device), subset.targets[:, :k].to(model.device)
+    draft = model.draft(hidden, anchors)
+    mapped = model.draft_targets(targets)
+    result = set_prediction_loss(
+        draft.logits,
+        draft.shuffle_scores,
+        draft.keep_logits,
+        mapped,
+        assignment=model.config.assignment,
+    )
+    metrics = {
+        "heldout_loss": result.loss.item(),
+        "offset_accuracy": [round(a, 4) for a in per_offset_accuracy(result, mapped)],
+    }
+    tokens = draft.logits.argmax(-1)
+    if draft.vocab is not None:
+        tokens = draft.vocab[tokens]
+    tokens, targets = tokens.cpu(), targets.cpu()
+    keep = draft.keep_logits.float().sigmoid().cpu().numpy()
+    scores = draft.shuffle_scores.float().cpu().numpy()
+    greedy = subset.greedy.nonzero().flatten().tolist()
+    metrics["shuffle_varies"] = round(map_variety(predicted_maps(scores[greedy])), 4)
+    for strategy in strategies:
+        for threshold in thresholds:
+            accepted = 0
+            for i in greedy:
+                offsets = assign_offsets(strategy, scores[i], keep[i]).offsets
+                accepted += known_step(
+                    offsets, keep[i], tokens[i], targets[i], keep_threshold=threshold, max_offset=k
+                )[1]
+            metrics[f"tokens_per_pass/{strategy}@{threshold}"] = round(
+                1 + accepted / max(len(greedy), 1), 4
+            )
+    model.train()
+    return metrics
+
+
+def save_checkpoint(directory: Path, model, optimizer, step: int, history: list) -> None:
+    model.save_pretrained(directory)
+    state = optimizer.state_dict()
+    tensors = {
+        f"{index}.{name}": value.contiguous().cpu()
+        for index, slots in state["state"].items()
+        for name, value in slots.items()
+        if torch.is_tensor(value)
+    }
+    save_file(tensors, str(directory / "optimizer.safetensors"))
+    (directory / "trainer_state.json").write_text(
+        json.dumps(
+            {"step": step, "param_groups": state["param_groups"], "history": history}, indent=1
+        )
+    )
+
+
+def load_checkpoint(directory: Path, model, optimizer) -> tuple[int, list]:
+    info = json.loads((directory / "trainer_state.json").read_text())
+    model.head.load_state_dict(
+        load_file(str(directory / "head.safetensors"), device=str(model.device))
+    )
+    tensors = load_file(str(directory / "optimizer.safetensors"), device=str(model.device))
+    state: dict = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+    return info["step"], info["history"]
+
+
+def batch_rows(train: Features, *, batch_size: int, generator, accelerator) -> torch.Tensor:
+    """This process's share of a random batch of training positions."""
+    rows = torch.randint(len(train), (batch_size,), generator=generator)
+    per_process = batch_size // accelerator.num_processes
+    first = accelerator.process_index * per_process
+    return rows[first : first + per_process]
+
+
+def train_head(
+    model: FasterDecodeMixer,
+    train: Features,
+    heldout: Features,
+    *,
+    accelerator,
+    checkpoint: Path,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    warmup: int,
+    eval_every: int,
+    max_minutes: float | None,
+    seed: int,
+    resume: bool,
+) -> tuple[list[dict], float]:
+    """AdamW on the set loss of random batches of cached positions, with held-out metrics and a
+    checkpoint every `eval_every` steps. Returns the metrics history and the training minutes
+    (the clock carries over a resume)."""
+    objective = HeadObjective(model)
+    params = [p for p in model.head.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+    step, history = 0, []
+    if resume and (checkpoint / "trainer_state.json").exists():
+        step, history = load_checkpoint(checkpoint, model, optimizer)
+        accelerator.print(f"resumed at step {step}")
+    earlier_minutes = history[-1]["minutes"] if history else 0.0  # training time before a resume
+    generator = torch.Generator().manual_seed(seed + step)
+    started = time.perf_counter()
+
+    def minutes() -> float:
+        return earlier_minutes + (time.perf_counter() - started) / 60
+
+    bar = tqdm(
+        total=steps, initial=step, desc="train head", disable=not accelerator.is_main_process
+    )
+    model.train()
+    while step < steps:
+        rows = batch_rows(
+            train, batch_size=batch_size, generator=generator, accelerator=accelerator
+        )
+        batch = train.subset(rows)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, peak=lr, warmup=warmup, total=steps)
+        loss, result = objective(
+            batch.hidden.to(accelerator.device, model.dtype),
+            batch.anchors.to(accelerator.device),
+            batch.targets.to(accelerator.device),
+        )
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", tok=f"{result.token_loss.item():.3f}")
+        out_of_time = max_minutes and time.perf_counter() - started > 60 * max_minutes
+        if step % eval_every == 0 or step == steps or out_of_time:
+            metrics = heldout_metrics(
+                model, heldout, strategies=("rotary", "identity"), thresholds=(0.3, 0.5)
+            )
+            metrics.update(step=step, train_loss=round(loss.item(), 4), minutes=round(minutes(), 2))
+            history.append(metrics)
+            accelerator.print(json.dumps(metrics))
+            if accelerator.is_main_process:
+                save_checkpoint(checkpoint, model, optimizer, step, history)
+        if out_of_time:
+            accelerator.print(f"stopping after {max_minutes} minutes at step {step}")
+            break
+    bar.close()
+    return history, minutes()
