@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from shuffle_model import FasterDecodeMixer, train_step
-from tests.tiny import tiny_backbone, tiny_shuffle_lm
+from tests.tiny import tiny_backbone, tiny_mixer, tiny_shuffle_lm
 
 K = 4
 SEQUENCES, LENGTH = 12, 40
@@ -130,3 +130,37 @@ def test_train_command_logs_the_shuffle_checkpoints_and_resumes(tmp_path):
     head = FasterDecodeMixer.from_pretrained(out / "final", device="cpu")
     assert head.config.extra["training"]["lambda_prior"] == 0
     assert head.config.extra["history"] == resumed
+
+
+def test_training_and_its_heldout_loss_use_the_one_objective_of_the_config():
+    """The training objective on cached positions and the held-out loss are the model's own
+    set loss with the config's weights: a keep weight of 0 drops the keep term from both."""
+    from shuffle_model.training.features import MAX_OFFSETS, Features
+    from shuffle_model.training.trainer import HeadObjective, heldout_metrics
+
+    generator = torch.Generator().manual_seed(0)
+    n, k = 24, 4
+    targets = torch.randint(3, 64, (n, MAX_OFFSETS), generator=generator)
+    targets[::5, 2:] = -100  # answers that end early
+    features = Features(
+        hidden=torch.randn(n, 32, generator=generator),
+        anchors=torch.randint(3, 64, (n,), generator=generator),
+        targets=targets,
+        example=torch.arange(n),
+        greedy=torch.ones(n, dtype=torch.bool),
+    )
+    losses = {}
+    for keep_weight in (0.5, 0.0):
+        model = tiny_mixer(tiny_backbone(dtype=torch.float32), lambda_keep=keep_weight)
+        loss, result = HeadObjective(model)(features.hidden, features.anchors, features.targets)
+        draft = model.draft(features.hidden, features.anchors)
+        direct = model.set_loss(
+            draft.logits, draft.shuffle_scores, draft.keep_logits, features.targets[:, :k]
+        )
+        torch.testing.assert_close(loss, direct.loss)
+        expected = result.token_loss + result.position_loss + keep_weight * result.keep_loss
+        torch.testing.assert_close(loss, expected)
+        metrics = heldout_metrics(model, features, strategies=("rotary",), thresholds=(0.5,))
+        assert metrics["heldout_loss"] == pytest.approx(direct.loss.item(), rel=1e-5)
+        losses[keep_weight] = metrics["heldout_loss"]
+    assert losses[0.0] < losses[0.5]  # the same head, the keep term left out

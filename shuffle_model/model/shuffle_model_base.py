@@ -194,13 +194,23 @@ class ShuffleModelBase(nn.Module):
 
     def head_loss(self, draft: DraftOutput, labels: torch.Tensor) -> SetLoss:
         """Set-prediction loss of drafts at every position of (B, T) labels."""
-        targets = self.draft_targets(offset_targets(labels, self.config.num_slots))  # (B, T, K)
+        targets = offset_targets(labels, self.config.num_slots)  # (B, T, K) tokens at offsets
         trained = (targets != IGNORE).any(-1)  # (B, T): positions with at least one target
-        return set_prediction_loss(
+        return self.set_loss(
             draft.logits[trained],
             draft.shuffle_scores[trained],
             draft.keep_logits[trained],
             targets[trained],
+        )
+
+    def set_loss(self, logits, shuffle_scores, keep_logits, targets: torch.Tensor) -> SetLoss:
+        """The set-prediction loss of N positions' drafts against (N, K) target tokens at offsets
+        1..K, weighted as the config says: the one objective of training and evaluation."""
+        return set_prediction_loss(
+            logits,
+            shuffle_scores,
+            keep_logits,
+            self.draft_targets(targets),
             assignment=self.config.assignment,
             lambda_pos=self.config.lambda_pos,
             lambda_keep=self.config.lambda_keep,

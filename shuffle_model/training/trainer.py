@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ..decoding.filtering import known_step
 from ..decoding.shuffle import assign_offsets, map_variety, predicted_maps
 from ..model.faster_decode_mixer import FasterDecodeMixer
-from ..model.loss import IGNORE, per_offset_accuracy, set_prediction_loss
+from ..model.loss import IGNORE, per_offset_accuracy
 from .features import Features
 
 
@@ -29,17 +29,10 @@ class HeadObjective(nn.Module):
         self.model = model
 
     def forward(self, hidden, anchors, targets):
-        cfg = self.model.config
         draft = self.model.draft(hidden, anchors)
-        result = set_prediction_loss(
-            draft.logits,
-            draft.shuffle_scores,
-            draft.keep_logits,
-            self.model.draft_targets(targets[:, : cfg.num_slots]),
-            assignment=cfg.assignment,
-            lambda_pos=cfg.lambda_pos,
-            lambda_keep=cfg.lambda_keep,
-            lambda_prior=cfg.lambda_prior,
+        k = self.model.config.num_slots
+        result = self.model.set_loss(
+            draft.logits, draft.shuffle_scores, draft.keep_logits, targets[:, :k]
         )
         return result.loss, result
 
@@ -81,13 +74,7 @@ def heldout_metrics(
     anchors, targets = subset.anchors.to(model.device), subset.targets[:, :k].to(model.device)
     draft = model.draft(hidden, anchors)
     mapped = model.draft_targets(targets)
-    result = set_prediction_loss(
-        draft.logits,
-        draft.shuffle_scores,
-        draft.keep_logits,
-        mapped,
-        assignment=model.config.assignment,
-    )
+    result = model.set_loss(draft.logits, draft.shuffle_scores, draft.keep_logits, targets)
     metrics = {
         "heldout_loss": result.loss.item(),
         "offset_accuracy": [round(a, 4) for a in per_offset_accuracy(result, mapped)],
