@@ -555,38 +555,32 @@ def generate(
     return_trace: bool = False,
     **settings,
 ):
-    """Decode one prompt. Returns the (1, prompt+new) sequence, or (sequence, GenerationTrace)."""
+    """Decode one prompt. Returns the (1, prompt+new) sequence, or (sequence, GenerationTrace).
+    Runs the same GenerationStream as stream(), to its end; hooks see each step as it is made."""
     hooks = _check_hooks(hooks)
     prompt, resolved = _start(model, input_ids, attention_mask, settings)
-    record = bool(hooks) or return_trace
-    loop = decode(model, prompt, resolved, record=record)
-    steps: list[StepTrace] = []
-    while True:
-        try:
-            step = next(loop)
-        except StopIteration as stop:
-            result: DecodeResult = stop.value
-            break
-        if step is not None:
-            for hook in hooks:
-                hook(step)
-            if return_trace:
-                steps.append(step)
-    new = torch.tensor([result.output_ids], dtype=torch.long, device=prompt.device)
+    run = GenerationStream(model, prompt, resolved, hooks, record=bool(hooks) or return_trace)
+    for _ in run:
+        pass
+    new = torch.tensor([run.result.output_ids], dtype=torch.long, device=prompt.device)
     sequence = torch.cat([prompt, new], dim=1)
-    if return_trace:
-        return sequence, trace_of_result(model, prompt, resolved, steps, result)
-    return sequence
+    return (sequence, run.trace) if return_trace else sequence
 
 
 class GenerationStream:
     """Iterate to get one StepTrace per step; afterwards `.trace` is the GenerationTrace.
     `snapshot()` gives the trace of the steps so far at any time (e.g. after a Stop); its wall
-    time is the sum of the steps' own times (the prefill not included)."""
+    time is the sum of the steps' own times (the prefill not included). The one driver of the
+    loop: generate() runs one to its end, with `record=False` when nobody asked for steps (then
+    it yields nothing and keeps no trace)."""
 
-    def __init__(self, model, prompt: torch.Tensor, settings: GenerationSettings, hooks):
+    def __init__(
+        self, model, prompt: torch.Tensor, settings: GenerationSettings, hooks, *, record=True
+    ):
         self.model, self.prompt, self.settings, self.hooks = model, prompt, settings, hooks
+        self.record = record
         self.trace: GenerationTrace | None = None
+        self.result: DecodeResult | None = None
         self.steps: list[StepTrace] = []
         self._started: float | None = None
 
@@ -594,18 +588,23 @@ class GenerationStream:
         if self._started is not None:
             raise RuntimeError("a GenerationStream can be iterated once")
         self._started = time.perf_counter()
-        loop = decode(self.model, self.prompt, self.settings, record=True)
+        loop = decode(self.model, self.prompt, self.settings, record=self.record)
         while True:
             try:
                 step = next(loop)
             except StopIteration as stop:
-                result = stop.value
+                self.result = stop.value
                 break
+            if step is None:  # not recording
+                continue
             for hook in self.hooks:
                 hook(step)
             self.steps.append(step)
             yield step
-        self.trace = trace_of_result(self.model, self.prompt, self.settings, self.steps, result)
+        if self.record:
+            self.trace = trace_of_result(
+                self.model, self.prompt, self.settings, self.steps, self.result
+            )
 
     def snapshot(self) -> GenerationTrace:
         if self.trace is not None:
