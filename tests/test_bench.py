@@ -188,5 +188,5 @@ def test_resume_continues_a_named_run_and_refuses_another_head(models, questions
     assert again["settings"]["resumed_prompts"] == len(CATEGORIES)  # nothing left to run
     assert len((out / "run.partial.jsonl").read_text().splitlines()) == len(CATEGORIES)
     other = dict(models, default=models["fixed"])  # a different head under the same name
-    with pytest.raises(SystemExit, match="different head"):
+    with pytest.raises(bench.ResumeError, match="different head"):
         run_bench(other, questions, out, "--methods", "shuffle-rotary", "--name", "run", "--resume")

@@ -13,7 +13,14 @@ from collections import Counter
 
 import plotly.graph_objects as go
 
-from shuffle_model.decoding.trace import ACCEPTED, COST_CUT, REJECTED, GenerationTrace, StepTrace
+from shuffle_model.decoding.trace import (
+    ACCEPTED,
+    COST_CUT,
+    REJECTED,
+    GenerationTrace,
+    StepTrace,
+    cumulative_passes,
+)
 
 from .explain import accepted_by_origin, cost_sentence, decision_sentence, token_origins
 from .style import (
@@ -30,6 +37,7 @@ from .style import (
     ORIGIN_LABELS,
     ORIGIN_SYMBOLS,
     ORIGINS,
+    SHORT_LABELS,
     STATUS_COLORS,
     STATUS_LABELS,
     STATUS_SYMBOLS,
@@ -241,11 +249,6 @@ def top_margin(title: dict) -> int:
     return 70 + 16 * (title["subtitle"]["text"].count("<br>") + 1)
 
 
-CONTEXT_STATUS_WORDS = {
-    ACCEPTED: "accepted",
-    REJECTED: "rejected by the backbone",
-    COST_CUT: "not worth checking (cost)",
-}
 PATTERNS = {REJECTED: "x", COST_CUT: "/"}  # a second cue beside the colour
 
 
@@ -323,7 +326,7 @@ def _context_bars(step: StepTrace, axes: dict) -> list[dict]:
         marker = dict(color=fill, line=dict(color=CONTEXT_COLOR, width=3))
         if status in PATTERNS:
             marker["pattern"] = dict(shape=PATTERNS[status], fgcolor="#333", size=6)
-        words = CONTEXT_STATUS_WORDS[status]
+        words = SHORT_LABELS[status]
         data.append(
             dict(
                 type="bar",
@@ -417,7 +420,7 @@ def filter_chart(
 
 MAP_KEYS = (*ORDERED_STATUSES, CONTEXT)  # the status map's colours; CONTEXT: accepted there
 MAP_COLORS = {**STATUS_COLORS, CONTEXT: CONTEXT_COLOR}
-MAP_LABELS = {**STATUS_LABELS, ACCEPTED: "accepted draft (head)", CONTEXT: ORIGIN_LABELS[CONTEXT]}
+MAP_LABELS = {**STATUS_LABELS, ACCEPTED: ORIGIN_LABELS[HEAD], CONTEXT: ORIGIN_LABELS[CONTEXT]}
 
 
 def _status_rows(trace: GenerationTrace, k: int, m: int) -> tuple[list, list, list]:
@@ -441,7 +444,7 @@ def _status_rows(trace: GenerationTrace, k: int, m: int) -> tuple[list, list, li
         for token, status in drafts:
             row.append(codes[CONTEXT if status == ACCEPTED else status])
             marks.append(STATUS_SYMBOLS[status])
-            word = CONTEXT_STATUS_WORDS[status]
+            word = SHORT_LABELS[status]
             texts.append(f"context draft {html_token(token, eos_ids=ends)}: {word}")
         pad = m - len(drafts)
         z.append(row + [None] * pad)
@@ -531,9 +534,8 @@ def _tokens_per_step(trace: GenerationTrace) -> list[dict]:
 
 
 def _token_curve(trace: GenerationTrace) -> list[dict]:
-    passes, tokens = [1], [0]  # the prefill pass comes first
+    passes, tokens = cumulative_passes(trace.steps), [0]  # the prefill pass comes first
     for step in trace.steps:
-        passes.append(passes[-1] + (1 if step.forwarded_ids else 0))
         tokens.append(tokens[-1] + step.num_emitted)
     return [
         dict(

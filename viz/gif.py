@@ -50,6 +50,7 @@ from .style import (
     END_LABEL,
     ORIGIN_COLORS,
     ORIGIN_SYMBOLS,
+    SHORT_LABELS,
     SPECIAL_SYMBOL,
     STATUS_COLORS,
     STATUS_SYMBOLS,
@@ -69,19 +70,6 @@ WHITE = (255, 255, 255)
 DEFAULT_WIDTH = 800
 MAX_TEXT_LINES = 6
 DECISION_LINES = 2
-SHORT_LABELS = {
-    ANCHOR: "anchor",
-    ACCEPTED: "accepted",
-    EMITTED: "emitted",
-    REJECTED: "rejected",
-    LOW_CONFIDENCE: "low confidence",
-    DUPLICATE: "duplicate",
-    OUT_OF_RANGE: "out of range",
-    AFTER_GAP: "after gap",
-    COST_CUT: "not worth it",
-    CONTEXT: "context draft",
-    BOTH: "head and context",
-}
 CHECKED = (ACCEPTED, REJECTED, EMITTED)  # statuses of drafts that went into the block
 CARD_TEXT = 10  # characters of a token on a card
 Box = tuple[float, float, float, float]  # left, top, right, bottom
@@ -707,7 +695,7 @@ class Renderer:
             else:
                 text = token.text if token.text is not None else f"<{token.id}>"
                 self.pieces.append((text, origin))
-        self.passes += 1 if step.forwarded_ids else 0
+        self.passes += step.passes
 
     def step_frames(self, step: StepTrace, motion_frames: int, fps: int):
         """(image, duration ms) for every frame of a step."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import plotly.graph_objects as go
 
-from shuffle_model.decoding.trace import GenerationTrace
+from shuffle_model.decoding.trace import GenerationTrace, cumulative_passes
 
 from .explain import (
     cost_sentence,
@@ -38,7 +38,7 @@ def counters(trace: GenerationTrace, *, running: bool = False) -> str:
     accepted; and, once known, what a multi-token pass costs on this machine."""
     steps = len(trace.steps)
     tokens = sum(s.num_emitted for s in trace.steps)
-    passes = 1 + sum(1 for s in trace.steps if s.forwarded_ids)
+    passes = cumulative_passes(trace.steps)[-1]
     seconds = trace.totals.wall_seconds
     rate = f" · **{tokens / seconds:.1f}** tokens/s" if seconds > 0 else ""
     state = "generating…" if running else "done"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Collection
+from dataclasses import dataclass, replace
 
 from shuffle_model.decoding.trace import (
     ACCEPTED,
@@ -30,71 +31,69 @@ from shuffle_model.decoding.trace import (
 )
 
 ANCHOR = "anchor"
-STATUS_COLORS = {
-    ANCHOR: "#0072B2",  # blue
-    ACCEPTED: "#009E73",  # bluish green
-    EMITTED: "#56B4E9",  # sky blue
-    REJECTED: "#D55E00",  # vermillion
-    LOW_CONFIDENCE: "#E69F00",  # orange
-    DUPLICATE: "#CC79A7",  # reddish purple
-    OUT_OF_RANGE: "#999999",  # grey
-    AFTER_GAP: "#8C6D1F",  # dark yellow-brown
-    COST_CUT: "#DDCC77",  # sand (Tol): in the chain, but not worth the longer pass
-}
-STATUS_LABELS = {
-    ANCHOR: "anchor (backbone)",
-    ACCEPTED: "accepted draft",
-    EMITTED: "emitted draft (unverified)",
-    REJECTED: "rejected by the backbone",
-    LOW_CONFIDENCE: "low confidence",
-    DUPLICATE: "duplicate offset",
-    OUT_OF_RANGE: "out of range",
-    AFTER_GAP: "after a gap",
-    COST_CUT: "not worth checking (cost)",
-}
-STATUS_SYMBOLS = {
-    ANCHOR: "⚓",
-    ACCEPTED: "✓",
-    EMITTED: "→",
-    REJECTED: "✗",
-    LOW_CONFIDENCE: "?",
-    DUPLICATE: "=",
-    OUT_OF_RANGE: "»",
-    AFTER_GAP: "…",
-    COST_CUT: "✂",
+
+
+@dataclass(frozen=True)
+class Style:
+    color: str  # hex colour of the status or source, everywhere it is drawn
+    label: str  # its words (legends, hovers, the app's highlight labels)
+    short: str  # its words where room is short (the GIF's notes and legend, hovers on a cell)
+    symbol: str  # its symbol, so that nothing relies on colour alone
+
+
+# One row per status of a slot (and the anchor): every colour, label and legend derives from here
+STATUS_STYLES = {
+    ANCHOR: Style("#0072B2", "anchor (backbone)", "anchor", "⚓"),  # blue
+    ACCEPTED: Style("#009E73", "accepted draft", "accepted", "✓"),  # bluish green
+    EMITTED: Style("#56B4E9", "emitted draft (unverified)", "emitted", "→"),  # sky blue
+    REJECTED: Style("#D55E00", "rejected by the backbone", "rejected", "✗"),  # vermillion
+    LOW_CONFIDENCE: Style("#E69F00", "low confidence", "low confidence", "?"),  # orange
+    DUPLICATE: Style("#CC79A7", "duplicate offset", "duplicate", "="),  # reddish purple
+    OUT_OF_RANGE: Style("#999999", "out of range", "out of range", "»"),  # grey
+    AFTER_GAP: Style("#8C6D1F", "after a gap", "after gap", "…"),  # dark yellow-brown
+    # sand (Tol): in the chain, but not worth the longer pass
+    COST_CUT: Style("#DDCC77", "not worth checking (cost)", "not worth it", "✂"),
 }
 ORDERED_STATUSES = (ANCHOR, *SLOT_STATUSES)
 
-# The context's drafts (an n-gram match in the prompt and the output) have their own colour
+# The context's drafts (an n-gram match in the prompt and the output) have their own style
 CONTEXT = FROM_CONTEXT
-CONTEXT_COLOR = "#882255"  # wine (Tol)
-CONTEXT_SYMBOL = "↩"  # copied from earlier in the text
-CONTEXT_LABEL = "context draft"
+# wine (Tol); ↩: copied from earlier in the text
+CONTEXT_STYLE = Style("#882255", "context draft", "context draft", "↩")
 
-# Where each emitted token came from (viz.explain.token_origins): the output text's colours
+# Where each emitted token came from (viz.explain.token_origins): the output text's styles
 HEAD = FROM_HEAD
 BOTH = FROM_BOTH
 ORIGINS = (ANCHOR, HEAD, CONTEXT, BOTH, EMITTED)
-ORIGIN_COLORS = {
-    ANCHOR: STATUS_COLORS[ANCHOR],
-    HEAD: STATUS_COLORS[ACCEPTED],
-    CONTEXT: CONTEXT_COLOR,
-    BOTH: "#332288",  # indigo (Tol)
-    EMITTED: STATUS_COLORS[EMITTED],
+ORIGIN_STYLES = {  # the labels are also the output text's highlight labels in the app
+    ANCHOR: replace(STATUS_STYLES[ANCHOR], label="anchor"),
+    HEAD: replace(STATUS_STYLES[ACCEPTED], label="accepted draft (head)"),
+    CONTEXT: replace(CONTEXT_STYLE, label="accepted draft (context)"),
+    BOTH: Style(  # indigo (Tol)
+        "#332288",
+        "accepted draft (head and context)",
+        "head and context",
+        STATUS_STYLES[ACCEPTED].symbol + CONTEXT_STYLE.symbol,
+    ),
+    EMITTED: replace(STATUS_STYLES[EMITTED], label="emitted draft"),
 }
-ORIGIN_LABELS = {  # also the output text's highlight labels in the app
-    ANCHOR: "anchor",
-    HEAD: "accepted draft (head)",
-    CONTEXT: "accepted draft (context)",
-    BOTH: "accepted draft (head and context)",
-    EMITTED: "emitted draft",
-}
-ORIGIN_SYMBOLS = {
-    ANCHOR: STATUS_SYMBOLS[ANCHOR],
-    HEAD: STATUS_SYMBOLS[ACCEPTED],
-    CONTEXT: CONTEXT_SYMBOL,
-    BOTH: f"{STATUS_SYMBOLS[ACCEPTED]}{CONTEXT_SYMBOL}",
-    EMITTED: STATUS_SYMBOLS[EMITTED],
+
+# The same tables by field, for the code that needs one of them
+STATUS_COLORS = {key: style.color for key, style in STATUS_STYLES.items()}
+STATUS_LABELS = {key: style.label for key, style in STATUS_STYLES.items()}
+STATUS_SYMBOLS = {key: style.symbol for key, style in STATUS_STYLES.items()}
+CONTEXT_COLOR, CONTEXT_LABEL, CONTEXT_SYMBOL = (
+    CONTEXT_STYLE.color,
+    CONTEXT_STYLE.label,
+    CONTEXT_STYLE.symbol,
+)
+ORIGIN_COLORS = {key: style.color for key, style in ORIGIN_STYLES.items()}
+ORIGIN_LABELS = {key: style.label for key, style in ORIGIN_STYLES.items()}
+ORIGIN_SYMBOLS = {key: style.symbol for key, style in ORIGIN_STYLES.items()}
+SHORT_LABELS = {  # statuses, and the sources that have no status of their own
+    **{key: style.short for key, style in STATUS_STYLES.items()},
+    CONTEXT: CONTEXT_STYLE.short,
+    BOTH: ORIGIN_STYLES[BOTH].short,
 }
 
 VISIBLE_WHITESPACE = {" ": "·", "\n": "⏎", "\t": "⇥", "\r": "␍"}

@@ -653,13 +653,17 @@ def run_setup(args, models: dict, methods: list[Method]) -> dict:
     }
 
 
+class ResumeError(ValueError):
+    """--resume of a run whose records were made with another setup (head, machine, ...)."""
+
+
 def check_same_setup(records: list[dict], setup: dict, partial: Path) -> None:
     for record in records:
         if record.get("setup") != setup:
             changed = sorted(
                 key for key in setup if (record.get("setup") or {}).get(key) != setup[key]
             )
-            raise SystemExit(
+            raise ResumeError(
                 f"cannot resume {partial}: question {record['question_id']} ran with a different "
                 f"{', '.join(changed)}; start a new run (drop --resume or pick another --name)"
             )
@@ -796,6 +800,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     try:
         result = run(args, load_models(args))
+    except ResumeError as error:
+        print(error, file=sys.stderr)
+        return 2
     except LosslessnessError as error:
         print(
             f"LOSSLESSNESS VIOLATED (results written with the violations listed): {error}",

@@ -49,6 +49,7 @@ from .trace import (
     StepTrace,
     TokenInfo,
     Totals,
+    cumulative_passes,
 )
 from .tree import Block, build_block, can_drop_branches, keep_nodes, padded, tree_inputs
 from .verify import Verdict, verify_chain, verify_greedy
@@ -616,7 +617,7 @@ class GenerationStream:
             self.settings,
             list(self.steps),
             output_ids=[t.id for s in self.steps for t in s.emitted],
-            backbone_forwards=1 + sum(1 for s in self.steps if s.forwarded_ids),
+            backbone_forwards=cumulative_passes(self.steps)[-1],
             wall_seconds=elapsed,
             cost_curve=self._curve(),
         )

@@ -123,6 +123,11 @@ class StepTrace:
     def num_accepted(self) -> int:
         return len(self.emitted) - 1
 
+    @property
+    def passes(self) -> int:
+        """Backbone passes the step ran: one over its block, none for a last anchor alone."""
+        return 1 if self.forwarded_ids else 0
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -135,6 +140,14 @@ class Totals:
     compression_ratio: float  # new tokens / backbone forwards
     wall_seconds: float  # prefill to last token
     tokens_per_second: float  # new tokens / wall seconds
+
+
+def cumulative_passes(steps: list[StepTrace]) -> list[int]:
+    """Backbone passes after the prompt's prefill and after each step: [1, 1 + p_0, ...]."""
+    passes = [1]
+    for step in steps:
+        passes.append(passes[-1] + step.passes)
+    return passes
 
 
 @dataclass
