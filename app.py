@@ -2,8 +2,10 @@
 
     python app.py            # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / _PORT respected)
 
-This file only wires components to events. The model comes from shuffle_model (loaded lazily
-on first use; SHUFFLELM_MODEL=tiny picks a tiny random model), the pictures from viz.
+In Gradio's order: the handlers (module-level functions, testable without a server), then
+the layout, then the wiring. The model comes from shuffle_model (loaded lazily on first use;
+`build_demo(LazyModel.from_spec("tiny"))`, or SHUFFLELM_MODEL=tiny for `python app.py`, picks
+a tiny random model), the pictures from viz; the settings are validated by the library.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import html
 import re
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import gradio as gr
 
 import viz
-from shuffle_model import STRATEGIES, GenerationTrace, TraceError
+from shuffle_model import STRATEGIES, GenerationSettings, GenerationTrace, TraceError
 from shuffle_model.decoding.cost import cost_curve
 from shuffle_model.decoding.lossless import compare
 from shuffle_model.decoding.planning import COST, FIXED
@@ -35,11 +39,10 @@ from viz.replay import SPAN_COLORS, counters, last_drafting_step, step_view
 EXAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "examples"
 MAX_PROMPT_CHARS = 20_000
 MAX_TRACE_BYTES = 5 * 2**20
-MAX_NEW_TOKENS = 256
+MAX_NEW_TOKENS = 256  # the service's cap on one request's work (the library's is the context)
 QUEUE_SIZE = 16
 CONCURRENCY = 2
 PLAY_DELAY = 0.6  # seconds per step when replaying
-PROVISIONAL_SLOTS = 8  # the drafts slider's range before the model is loaded (heads have <= 8)
 BLOCK_LENGTHS = [
     ("cost-aware: the drafts worth their time on this machine", COST),
     ("fixed: every draft the filter keeps (the original rule)", FIXED),
@@ -108,31 +111,43 @@ class UserError(gr.Error):
     """A bad input or setting: shown to the user as a message, never as a traceback."""
 
 
+SKIP = gr.skip()  # leave a component as it is
+
+
+class Page(NamedTuple):
+    """What a run or a loaded trace updates, by name; the event outputs are these components,
+    in this order (build_demo makes the Page of components)."""
+
+    status: object = SKIP  # counters, or what is happening
+    text: object = SKIP  # the output, coloured by origin
+    caption: object = SKIP  # the step's decision, in words
+    shuffle: object = SKIP  # the step's shuffle heatmap
+    drafts: object = SKIP  # the step's draft candidates
+    filter: object = SKIP  # the step's filter-and-plan chart
+    step: object = SKIP  # the step slider
+    trace: object = SKIP  # the GenerationTrace (state)
+    trace_file: object = SKIP  # the trace's JSON, for download
+    overview: object = SKIP  # the whole run
+    cost: object = SKIP  # the machine's cost curve
+
+
+VIEW = ("caption", "shuffle", "drafts", "filter")  # one step's view: scrubbing and playing
+
+
+# --- helpers of the handlers --------------------------------------------------------------------
+
+
 def new_request_dir() -> Path:
     """A fresh temporary directory per request; file names never come from user input."""
     return Path(tempfile.mkdtemp(prefix="shufflelm-"))
 
 
-def as_int(name: str, value, low: int, high: int) -> int:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UserError(
-            f"{name} must be a whole number in [{low}, {high}]; got {value!r}"
-        ) from None
-    if number != number or not low <= number <= high or number != int(number):
-        raise UserError(f"{name} must be a whole number in [{low}, {high}]; got {value!r}")
-    return int(number)
-
-
-def as_float(name: str, value, low: float, high: float) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{name} must be a number in [{low}, {high}]; got {value!r}") from None
-    if number != number or not low <= number <= high:
-        raise UserError(f"{name} must be a number in [{low}, {high}]; got {value!r}")
-    return number
+def whole(value):
+    """A slider's or number box's whole number as an int (a float like 24.0 comes through the
+    API); anything else unchanged, for the library to name in its message."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def check_prompt(prompt) -> str:
@@ -144,6 +159,17 @@ def check_prompt(prompt) -> str:
         )
     # NUL and other controls stay text; lone surrogates become U+FFFD in chat.encode_text
     return prompt
+
+
+def keep_setting(keep):
+    """The keep-threshold box: None for "auto" (the library's default), a number for a number's
+    text; anything else as it came, for the library to refuse by name."""
+    if keep is None or (isinstance(keep, str) and keep.strip().lower() in ("", KEEP_AUTO)):
+        return None
+    try:
+        return float(keep)
+    except (TypeError, ValueError):
+        return keep
 
 
 def generation_settings(
@@ -158,53 +184,41 @@ def generation_settings(
     block_length=COST,
     draft_source=DRAFT_SOURCES[0],
     *,
-    num_slots: int,
+    config,
 ) -> dict:
-    """The generate() settings from the page's inputs. The library checks them again
-    (GenerationSettings.resolved) and its messages reach the user as UserError."""
-    if strategy not in STRATEGIES:
-        raise UserError(f"strategy must be one of {list(STRATEGIES)}; got {strategy!r}")
-    if seed in (None, ""):
-        seed = None
-    else:
-        seed = as_int("seed", seed, 0, 2**31 - 1)
-    most = max_drafts(num_slots)
-    return dict(
-        max_new_tokens=as_int("max new tokens", max_new_tokens, 1, MAX_NEW_TOKENS),
-        max_parallel_tokens=as_int(
-            f"max drafts per step (this model: {num_slots} head slots + "
-            f"{most - num_slots} context drafts)",
-            max_parallel,
-            0,
-            most,
-        ),
+    """The page's inputs as generate() settings, checked once, by the library
+    (GenerationSettings.resolved with the model's config: K, the head's keep threshold)."""
+    max_new_tokens = whole(max_new_tokens)
+    if isinstance(max_new_tokens, int) and max_new_tokens > MAX_NEW_TOKENS:
+        raise UserError(f"max new tokens: at most {MAX_NEW_TOKENS} per request here")
+    raw = GenerationSettings(
+        max_new_tokens=max_new_tokens,
+        max_parallel_tokens=whole(max_parallel),
         shuffle_strategy=strategy,
-        temperature=as_float("temperature", temperature, 0.0, 2.0),
-        top_p=as_float("top-p", top_p, 0.01, 1.0),
+        temperature=temperature,
+        top_p=top_p,
         keep_threshold=keep_setting(keep),
-        verify=bool(verify),
-        seed=seed,
+        verify=verify,
+        seed=None if seed in (None, "") else whole(seed),
         block_length=block_length,
         draft_source=draft_source,
     )
+    try:
+        resolved = raw.resolved(
+            num_slots=config.num_slots, default_keep_threshold=config.keep_threshold
+        )
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    return resolved.to_dict()
 
 
-def keep_setting(keep) -> float | None:
-    """The keep threshold: None for "auto" (the library's default, never overridden here)."""
-    if keep is None or (isinstance(keep, str) and keep.strip().lower() in ("", KEEP_AUTO)):
-        return None
-    return as_float("keep threshold", keep, 0.0, 1.0)
-
-
-def drafts_slider(num_slots: int | None = None, **extra) -> dict:
-    """The max-drafts slider's range for a head with num_slots (None: not loaded yet)."""
-    most = max_drafts(num_slots or PROVISIONAL_SLOTS)
-    what = (
-        f"up to {most}: {num_slots} head slots + {most - num_slots} context drafts"
-        if num_slots
-        else "the range fits the model once it is loaded"
+def drafts_slider(num_slots: int, **extra) -> dict:
+    """The max-drafts slider's range for a head with num_slots."""
+    most = max_drafts(num_slots)
+    label = (
+        f"Max drafts per step (up to {most}: {num_slots} head slots + {most - num_slots} "
+        "context drafts; 0 = ordinary decoding)"
     )
-    label = f"Max drafts per step ({what}; 0 = ordinary decoding)"
     return dict(minimum=0, maximum=most, value=most, step=1, label=label, **extra)
 
 
@@ -238,39 +252,88 @@ def sameness(lm, trace: GenerationTrace, fast: list[int], plain: list[int]) -> s
     return f"The texts {markdown_text(found.describe(lm.tokenizer))}{note}."
 
 
-def page_for(trace: GenerationTrace, index: int, *, running: bool) -> tuple:
-    """status, spans, caption, shuffle, drafts, filter, slider for one step of a trace."""
+def step_page(trace: GenerationTrace, index: int, *, running: bool) -> Page:
+    """The counters, the text and one step's view of a trace."""
     view = step_view(trace, index)
-    slider = gr.Slider(minimum=0, maximum=max(len(trace.steps) - 1, 1), value=view.index, step=1)
-    return (
-        counters(trace, running=running),
-        viz.token_spans(trace),
-        view.caption,
-        view.shuffle,
-        view.drafts,
-        view.filter,
-        slider,
+    return Page(
+        status=counters(trace, running=running),
+        text=viz.token_spans(trace),
+        caption=view.caption,
+        shuffle=view.shuffle,
+        drafts=view.drafts,
+        filter=view.filter,
+        step=gr.Slider(minimum=0, maximum=max(len(trace.steps) - 1, 1), value=view.index, step=1),
     )
 
 
-# Uploads are capped; errors reach the page as their one-line message (never a traceback),
-# including Gradio's own input checks (e.g. a null sent for a slider through the API).
-LAUNCH_OPTIONS = dict(max_file_size="5mb", show_error=True, css=CSS)
+def trace_page(trace: GenerationTrace, index: int = 0) -> Page:
+    """The whole page for a finished trace: a step, the trace file and the run's charts."""
+    path = new_request_dir() / "trace.json"
+    trace.save(path)
+    return step_page(trace, index, running=False)._replace(
+        trace=trace,
+        trace_file=str(path),
+        overview=viz.overview(trace),
+        cost=viz.cost_curve_chart(trace),
+    )
 
 
-def build_demo(model: LazyModel | None = None) -> gr.Blocks:
-    runtime = model or LazyModel()
+def read_trace(path: Path) -> GenerationTrace:
+    size = path.stat().st_size
+    if size > MAX_TRACE_BYTES:
+        raise UserError(
+            f"The trace file is {size / 2**20:.1f} MB; the limit is "
+            f"{MAX_TRACE_BYTES / 2**20:.0f} MB."
+        )
+    try:
+        trace = GenerationTrace.from_json(path.read_bytes())
+    except TraceError as error:
+        raise UserError(f"That file is not a ShuffleLM trace: {error}") from None
+    if not trace.steps:
+        raise UserError("That trace has no steps to show.")
+    return trace
 
-    def get_model():
-        try:
-            return runtime.get()
-        except BackboneNotFound as error:
-            raise gr.Error(str(error)) from None
 
-    # --- handlers ---------------------------------------------------------------------------
-    def generate(
-        prompt,
-        chat,
+def loaded_model(runtime: LazyModel):
+    try:
+        return runtime.get()
+    except BackboneNotFound as error:
+        raise gr.Error(str(error)) from None
+
+
+def step_index(trace, index) -> int:
+    if trace is None:
+        raise UserError("Nothing to show yet: generate something or load a trace.")
+    index = whole(index)
+    if not isinstance(index, int) or index < 0:
+        raise UserError(f"step must be a whole number >= 0; got {index!r}")
+    return index
+
+
+# --- handlers -----------------------------------------------------------------------------------
+
+
+def generate(
+    runtime: LazyModel,
+    prompt,
+    chat,
+    max_new_tokens,
+    max_parallel,
+    strategy,
+    temperature,
+    top_p,
+    keep,
+    verify,
+    seed,
+    block_length=COST,
+    draft_source=DRAFT_SOURCES[0],
+):
+    """Stream a generation: a Page per step (at most ~7 a second), then the finished run."""
+    prompt = check_prompt(prompt)
+    if not runtime.loaded:
+        yield Page(status="Loading the model (first use only)…")
+    lm = loaded_model(runtime)
+    settings = generation_settings(
         max_new_tokens,
         max_parallel,
         strategy,
@@ -279,166 +342,131 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
         keep,
         verify,
         seed,
-        block_length=COST,
-        draft_source=DRAFT_SOURCES[0],
-    ):
-        prompt = check_prompt(prompt)
-        skips = (gr.skip(),) * 10
-        if not runtime.loaded:
-            yield ("Loading the model (first use only)…", *skips)
-        lm = get_model()
-        settings = generation_settings(
-            max_new_tokens,
-            max_parallel,
-            strategy,
-            temperature,
-            top_p,
-            keep,
-            verify,
-            seed,
-            block_length,
-            draft_source,
-            num_slots=lm.config.num_slots,
+        block_length,
+        draft_source,
+        config=lm.config,
+    )
+    if needs_cost_curve(lm, settings):
+        most = max_drafts(lm.config.num_slots) + 1
+        yield Page(
+            status=f"Measuring what a pass over 1..{most} tokens costs on this machine "
+            "(first run only, about 10 s)…"
         )
-        if needs_cost_curve(lm, settings):
-            most = max_drafts(lm.config.num_slots) + 1
-            yield (
-                f"Measuring what a pass over 1..{most} tokens costs on this machine "
-                "(first run only, about 10 s)…",
-                *skips,
-            )
-            cost_curve(lm, max_tokens=most)
-        try:
-            ids = encode_prompt(lm.tokenizer, prompt, chat=bool(chat))
-            run = lm.stream([ids], **settings)
-        except ValueError as error:
-            raise UserError(str(error)) from None
-        last = 0.0
-        for step in run:
-            now = time.perf_counter()
-            if now - last < 0.15 and len(step.emitted) and step.index > 0:
-                continue  # keep the page responsive: at most ~7 updates a second
-            last = now
-            snapshot = run.snapshot()
-            yield (
-                *page_for(snapshot, step.index, running=True),
-                snapshot,
-                gr.skip(),
-                gr.skip(),
-                gr.skip(),
-            )
-        trace = run.trace
-        path = new_request_dir() / "trace.json"
-        trace.save(path)
-        yield (
-            *page_for(trace, last_drafting_step(trace), running=False),
-            trace,
-            str(path),
-            viz.overview(trace),
-            viz.cost_curve_chart(trace),
-        )
+        cost_curve(lm, max_tokens=most)
+    try:
+        ids = encode_prompt(lm.tokenizer, prompt, chat=bool(chat))
+        run = lm.stream([ids], **settings)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    last = 0.0
+    for step in run:
+        now = time.perf_counter()
+        if now - last < 0.15 and len(step.emitted) and step.index > 0:
+            continue  # keep the page responsive: at most ~7 updates a second
+        last = now
+        snapshot = run.snapshot()
+        yield step_page(snapshot, step.index, running=True)._replace(trace=snapshot)
+    yield trace_page(run.trace, last_drafting_step(run.trace))
 
-    def fit_to_model():
-        """On page load: load the model (first visitor only) and fit the drafts slider to it."""
-        if not runtime.loaded:
-            yield "Loading the model (first use only)…", gr.skip()
-        try:
-            lm = runtime.get()
-        except BackboneNotFound as error:
-            yield f"The model could not be loaded: {error}", gr.skip()
-            return
-        yield "Ready.", gr.Slider(**drafts_slider(lm.config.num_slots))
 
-    def show_step(trace, index):
-        if trace is None:
-            raise UserError("Nothing to show yet: generate something or load a trace.")
-        view = step_view(trace, as_int("step", index, 0, 10**6))
-        return view.caption, view.shuffle, view.drafts, view.filter
+def fit_to_model(runtime: LazyModel):
+    """On page load: load the model (the first visitor waits for it) and say when it is ready."""
+    if not runtime.loaded:
+        yield "Loading the model (first use only)…"
+    try:
+        runtime.get()
+    except BackboneNotFound as error:
+        yield f"The model could not be loaded: {error}"
+        return
+    yield "Ready."
 
-    def play(trace):
-        if trace is None:
-            raise UserError("Nothing to replay yet: generate something or load a trace.")
-        for index in range(len(trace.steps)):
-            view = step_view(trace, index)
-            yield index, view.caption, view.shuffle, view.drafts, view.filter
-            time.sleep(PLAY_DELAY)
 
-    def export_gif(trace, width, progress=gr.Progress()):  # noqa: B008 (the Gradio idiom)
-        if trace is None:
-            raise UserError("Nothing to export yet: generate something or load a trace.")
-        width = as_int("GIF width", width, 320, 1600)
-        path = new_request_dir() / "shufflelm.gif"
-        progress(0, desc="drawing frames")
+def show_step(trace, index):
+    view = step_view(trace, step_index(trace, index))
+    return tuple(getattr(view, name) for name in VIEW)
+
+
+def play(trace):
+    if trace is None:
+        raise UserError("Nothing to replay yet: generate something or load a trace.")
+    for index in range(len(trace.steps)):
+        view = step_view(trace, index)
+        yield index, *(getattr(view, name) for name in VIEW)
+        time.sleep(PLAY_DELAY)
+
+
+def export_gif(trace, width, progress=gr.Progress()):  # noqa: B008 (the Gradio idiom)
+    if trace is None:
+        raise UserError("Nothing to export yet: generate something or load a trace.")
+    path = new_request_dir() / "shufflelm.gif"
+    progress(0, desc="drawing frames")
+    try:
         viz.render_gif(
-            trace, path, width=width, progress=lambda f: progress(f, desc="drawing frames")
+            trace, path, width=whole(width), progress=lambda f: progress(f, desc="drawing frames")
         )
-        return str(path), str(path)
+    except (TypeError, ValueError) as error:
+        raise UserError(f"GIF: {error}") from None
+    return str(path), str(path)
 
-    def load_trace(file):
-        if file is None:
-            raise UserError("Choose a trace file (.json) to load.")
-        path = Path(file if isinstance(file, str) else file.name)
-        return replay(read_trace(path))
 
-    def load_example(name):
-        choices = {p.stem: p for p in sorted(EXAMPLES_DIR.glob("*.json"))}
-        if name not in choices:
-            raise UserError(f"Unknown example {name!r}; choose one of {sorted(choices)}")
-        return replay(read_trace(choices[name]))
+def load_trace(file):
+    if file is None:
+        raise UserError("Choose a trace file (.json) to load.")
+    return trace_page(read_trace(Path(file if isinstance(file, str) else file.name)))
 
-    def read_trace(path: Path) -> GenerationTrace:
-        size = path.stat().st_size
-        if size > MAX_TRACE_BYTES:
-            raise UserError(
-                f"The trace file is {size / 2**20:.1f} MB; the limit is "
-                f"{MAX_TRACE_BYTES / 2**20:.0f} MB."
-            )
-        try:
-            trace = GenerationTrace.from_json(path.read_bytes())
-        except TraceError as error:
-            raise UserError(f"That file is not a ShuffleLM trace: {error}") from None
-        if not trace.steps:
-            raise UserError("That trace has no steps to show.")
-        return trace
 
-    def replay(trace):
-        path = new_request_dir() / "trace.json"
-        trace.save(path)
-        return (
-            *page_for(trace, 0, running=False),
-            trace,
-            str(path),
-            viz.overview(trace),
-            viz.cost_curve_chart(trace),
+def load_example(name):
+    choices = {p.stem: p for p in sorted(EXAMPLES_DIR.glob("*.json"))}
+    if name not in choices:
+        raise UserError(f"Unknown example {name!r}; choose one of {sorted(choices)}")
+    return trace_page(read_trace(choices[name]))
+
+
+def compare_runs(runtime: LazyModel, trace):
+    """Ordinary decoding on the trace's prompt and settings, beside a fresh ShuffleLM run."""
+    if trace is None:
+        raise UserError("Generate something first; the comparison reruns its prompt.")
+    lm = loaded_model(runtime)
+    s = trace.settings
+    ids = trace.prompt_ids
+    if trace.model.get("backbone") != lm.config.backbone:
+        raise UserError("This trace was made with another model; generate with this one.")
+    fast = lm.generate([ids], return_trace=True, **s)[1]
+    plain = lm.generate([ids], return_trace=True, **{**s, "max_parallel_tokens": 0})[1]
+    table = (
+        "| | ShuffleLM | ordinary decoding |\n|---|---:|---:|\n"
+        f"| seconds | {fast.totals.wall_seconds:.2f} | {plain.totals.wall_seconds:.2f} |\n"
+        f"| tokens/s | {fast.totals.tokens_per_second:.1f} | "
+        f"{plain.totals.tokens_per_second:.1f} |\n"
+        f"| backbone passes | {fast.totals.backbone_forwards} | "
+        f"{plain.totals.backbone_forwards} |\n"
+        f"| tokens per pass | {fast.totals.compression_ratio:.2f} | "
+        f"{plain.totals.compression_ratio:.2f} |\n\n"
+        + (
+            f"Speed-up: **{plain.totals.wall_seconds / fast.totals.wall_seconds:.2f}x**. "
+            if fast.totals.wall_seconds > 0
+            else ""
         )
+        + sameness(lm, trace, fast.output_ids, plain.output_ids)
+    )
+    return table, fast.output_text, plain.output_text
 
-    def compare(trace):
-        if trace is None:
-            raise UserError("Generate something first; the comparison reruns its prompt.")
-        lm = get_model()
-        s = trace.settings
-        ids = trace.prompt_ids
-        if trace.model.get("backbone") != lm.config.backbone:
-            raise UserError("This trace was made with another model; generate with this one.")
-        fast = lm.generate([ids], return_trace=True, **s)[1]
-        plain = lm.generate([ids], return_trace=True, **{**s, "max_parallel_tokens": 0})[1]
-        table = (
-            "| | ShuffleLM | ordinary decoding |\n|---|---:|---:|\n"
-            f"| seconds | {fast.totals.wall_seconds:.2f} | {plain.totals.wall_seconds:.2f} |\n"
-            f"| tokens/s | {fast.totals.tokens_per_second:.1f} | "
-            f"{plain.totals.tokens_per_second:.1f} |\n"
-            f"| backbone passes | {fast.totals.backbone_forwards} | "
-            f"{plain.totals.backbone_forwards} |\n"
-            f"| tokens per pass | {fast.totals.compression_ratio:.2f} | "
-            f"{plain.totals.compression_ratio:.2f} |\n\n"
-            + (
-                f"Speed-up: **{plain.totals.wall_seconds / fast.totals.wall_seconds:.2f}x**. "
-                if fast.totals.wall_seconds > 0
-                else ""
-            )
-            + sameness(lm, trace, fast.output_ids, plain.output_ids)
-        )
-        return table, fast.output_text, plain.output_text
+
+def bound(handler, runtime: LazyModel):
+    """The handler with the app's model as its first argument, under the handler's own name."""
+    function = partial(handler, runtime)
+    function.__name__ = handler.__name__
+    return function
+
+
+# Uploads are capped; errors reach the page as their one-line message (never a traceback),
+# including Gradio's own input checks (e.g. a null sent for a slider through the API).
+LAUNCH_OPTIONS = dict(max_file_size="5mb", show_error=True, css=CSS)
+
+
+def build_demo(model: LazyModel | None = None) -> gr.Blocks:
+    """The page for `model` (default: the shipped default model, loaded on first use)."""
+    runtime = model or LazyModel()
 
     # --- layout -----------------------------------------------------------------------------
     # The story first: the prompt, Generate and the live view (the step's text, decision and
@@ -484,8 +512,9 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
                         label="Max new tokens",
                         elem_id="max-new-tokens",
                     )
-                    slots = runtime.get().config.num_slots if runtime.loaded else None
-                    max_parallel = gr.Slider(**drafts_slider(slots, elem_id="max-drafts"))
+                    max_parallel = gr.Slider(
+                        **drafts_slider(runtime.config.num_slots, elem_id="max-drafts")
+                    )
                     block_length = gr.Radio(
                         BLOCK_LENGTHS, value=COST, label="Block length", elem_id="block-length"
                     )
@@ -573,7 +602,22 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
                         value=None,
                         elem_id="example-trace",
                     )
-        step_outputs = [status, text, caption, shuffle_plot, draft_plot, filter_plot, step_slider]
+
+        # --- wiring -------------------------------------------------------------------------------
+        page = Page(  # the components a run or a loaded trace updates, by name
+            status=status,
+            text=text,
+            caption=caption,
+            shuffle=shuffle_plot,
+            drafts=draft_plot,
+            filter=filter_plot,
+            step=step_slider,
+            trace=trace_state,
+            trace_file=trace_file,
+            overview=overview_plot,
+            cost=cost_plot,
+        )
+        view = [getattr(page, name) for name in VIEW]
         settings_inputs = [
             prompt,
             chat,
@@ -588,34 +632,16 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
             block_length,
             draft_source,
         ]
-        run_outputs = [*step_outputs, trace_state, trace_file, overview_plot, cost_plot]
+        run = bound(generate, runtime)
         generating = run_button.click(
-            generate,
-            settings_inputs,
-            run_outputs,
-            api_name="generate",
-            concurrency_limit=CONCURRENCY,
+            run, settings_inputs, list(page), api_name="generate", concurrency_limit=CONCURRENCY
         )
         submitting = prompt.submit(  # Enter in the prompt box
-            generate,
-            settings_inputs,
-            run_outputs,
-            api_name=False,
-            concurrency_limit=CONCURRENCY,
+            run, settings_inputs, list(page), api_name=False, concurrency_limit=CONCURRENCY
         )
         stop_button.click(None, None, None, cancels=[generating, submitting], api_name=False)
-        step_slider.input(
-            show_step,
-            [trace_state, step_slider],
-            [caption, shuffle_plot, draft_plot, filter_plot],
-            api_name="show_step",
-        )
-        play_button.click(
-            play,
-            [trace_state],
-            [step_slider, caption, shuffle_plot, draft_plot, filter_plot],
-            api_name="play",
-        )
+        step_slider.input(show_step, [trace_state, step_slider], view, api_name="show_step")
+        play_button.click(play, [trace_state], [step_slider, *view], api_name="play")
         gif_button.click(
             export_gif,
             [trace_state, gif_width],
@@ -623,19 +649,21 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
             api_name="export_gif",
             concurrency_limit=CONCURRENCY,
         )
-        upload.upload(load_trace, [upload], run_outputs, api_name="load_trace")
-        example.input(load_example, [example], run_outputs, api_name="load_example")
+        upload.upload(load_trace, [upload], list(page), api_name="load_trace")
+        example.input(load_example, [example], list(page), api_name="load_example")
         compare_button.click(
-            compare,
+            bound(compare_runs, runtime),
             [trace_state],
             [compare_table, fast_text, plain_text],
             api_name="compare",
             concurrency_limit=CONCURRENCY,
         )
-        demo.load(fit_to_model, None, [status, max_parallel], api_name=False)
+        demo.load(bound(fit_to_model, runtime), None, [status], api_name=False)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
     return demo
 
 
 if __name__ == "__main__":
-    build_demo().launch(**LAUNCH_OPTIONS)
+    build_demo(LazyModel.from_spec(os.environ.get("SHUFFLELM_MODEL", "default"))).launch(
+        **LAUNCH_OPTIONS
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from contextlib import contextmanager
 
@@ -15,13 +14,12 @@ def free_port() -> int:
 
 @contextmanager
 def running_app(model_spec: str = "tiny", *, model=None):
-    """Yield the URL of a running app whose model SHUFFLELM_MODEL=model_spec selects (or
-    `model`, a LazyModel), and the demo."""
-    previous = os.environ.get("SHUFFLELM_MODEL")
-    os.environ["SHUFFLELM_MODEL"] = model_spec
+    """Yield the URL of a running app on the model `model_spec` names ("tiny", "default", a
+    head directory) or on `model`, a LazyModel, and the demo."""
     import app
+    from shuffle_model.model.runtime import LazyModel
 
-    demo = app.build_demo(model)
+    demo = app.build_demo(model or LazyModel.from_spec(model_spec))
     port = free_port()
     demo.launch(
         server_name="127.0.0.1",
@@ -34,7 +32,3 @@ def running_app(model_spec: str = "tiny", *, model=None):
         yield f"http://127.0.0.1:{port}/", demo
     finally:
         demo.close()
-        if previous is None:
-            os.environ.pop("SHUFFLELM_MODEL", None)
-        else:
-            os.environ["SHUFFLELM_MODEL"] = previous

@@ -12,6 +12,7 @@ from gradio_client import Client, handle_file
 import viz
 from shuffle_model import GenerationSettings, GenerationTrace
 from shuffle_model.decoding.settings import max_drafts
+from shuffle_model.model.tiny import tiny_model
 from tests.appserver import running_app
 
 SETTINGS = dict(
@@ -28,6 +29,7 @@ SETTINGS = dict(
     draft_source="head+context",
 )
 TINY_SLOTS = 4  # shuffle_model.model.tiny.tiny_model's K
+CONFIG = tiny_model().config
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -98,24 +100,22 @@ def component(demo, elem_id: str):
     return next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id)
 
 
-def test_the_drafts_slider_spans_the_loaded_models_drafts():
+def test_the_drafts_slider_spans_the_models_drafts_before_it_loads():
     import app
     from shuffle_model.model.runtime import LazyModel
     from shuffle_model.model.tiny import tiny_model
 
-    runtime = LazyModel(lambda status: tiny_model())
+    loads = []
+    runtime = LazyModel(lambda status: loads.append(1) or tiny_model(), config=lambda: CONFIG)
     demo = app.build_demo(runtime)
-    provisional = component(demo, "max-drafts")
-    assert provisional.maximum == provisional.value == max_drafts(app.PROVISIONAL_SLOTS)
-    handlers = [d.fn for d in demo.fns.values()]
-    on_load = next(f for f in handlers if getattr(f, "__name__", "") == "fit_to_model")
-    updates = list(on_load())  # the page-load handler loads the model and fits the slider
-    assert updates[0][0].startswith("Loading the model")
-    status, slider = updates[-1]
-    assert status == "Ready."
+    slider = component(demo, "max-drafts")  # from the model's config: exact before it loads
     assert slider.maximum == slider.value == max_drafts(TINY_SLOTS) == TINY_SLOTS + 10
-    loaded = component(app.build_demo(runtime), "max-drafts")  # built after loading: exact
-    assert loaded.maximum == loaded.value == TINY_SLOTS + 10
+    assert not loads
+    updates = list(app.fit_to_model(runtime))  # the page-load handler loads the model
+    assert updates == ["Loading the model (first use only)…", "Ready."] and loads == [1]
+    assert list(app.fit_to_model(runtime)) == ["Ready."]  # loaded once
+    default = component(app.build_demo(), "max-drafts")  # the shipped head, still not loaded
+    assert default.maximum == max_drafts(LazyModel().config.num_slots)
 
 
 def test_keep_threshold_defaults_to_the_librarys_auto():
@@ -127,11 +127,16 @@ def test_keep_threshold_defaults_to_the_librarys_auto():
     assert component(demo, "block-length").value == "cost"
     assert component(demo, "draft-source").value == "head+context"
     settings = app.generation_settings(
-        24, 14, "rotary", 0.0, 1.0, "auto", True, 0, "fixed", "head", num_slots=TINY_SLOTS
+        24.0, 14, "rotary", 0.0, 1.0, "auto", True, 0, "fixed", "head", config=CONFIG
     )
-    assert settings["keep_threshold"] is None and settings["max_parallel_tokens"] == 14
+    assert settings["max_parallel_tokens"] == 14 and settings["max_new_tokens"] == 24
+    # auto: the library fills in the head's own threshold under the fixed rule, 0 under the cost
+    assert settings["keep_threshold"] == CONFIG.keep_threshold
+    cost = app.generation_settings(24, 14, "rotary", 0, 1, "auto", True, 0, "cost", config=CONFIG)
+    assert cost["keep_threshold"] == 0.0
     assert app.keep_setting(None) is None and app.keep_setting(" Auto ") is None
     assert app.keep_setting("0.35") == 0.35 and app.keep_setting(0.0) == 0.0
+    assert app.keep_setting("lots") == "lots"  # for the library to refuse by name
     assert settings["block_length"] == "fixed" and settings["draft_source"] == "head"
 
 
@@ -264,12 +269,12 @@ def test_comparison_with_ordinary_decoding(client):
         # Gradio's sliders check their own ranges first, with their own clear message
         ("hi", {"max_new_tokens": 100_000}, "greater than maximum value 256"),
         ("hi", {"temperature": -1}, "less than minimum value"),
-        ("hi", {"keep": 2.0}, r"keep threshold must be a number in \[0.0, 1.0\]"),
-        ("hi", {"keep": "lots"}, "keep threshold must be a number"),
-        ("hi", {"max_parallel": 99}, f"greater than maximum value {max_drafts(8)}"),
-        # the slider's range before the model loads is wider than this model's drafts
-        ("hi", {"max_parallel": 15}, r"max drafts per step \(this model: 4 head slots"),
-        ("hi", {"seed": -5}, "seed must be a whole number"),
+        # the library's own checks, with its messages
+        ("hi", {"keep": 2.0}, r"keep_threshold must be a number in \[0, 1\]; got 2.0"),
+        ("hi", {"keep": "lots"}, r"keep_threshold must be a number in \[0, 1\]; got 'lots'"),
+        ("hi", {"seed": -5}, r"seed must be an integer in \[0, "),
+        # the slider's range is this model's drafts from the start
+        ("hi", {"max_parallel": 15}, f"greater than maximum value {max_drafts(TINY_SLOTS)}"),
         ("hi", {"verify": False, "draft_source": "context"}, "draft_source must include the head"),
         ("hi", {"block_length": "longest"}, "not in the list of choices"),
     ],

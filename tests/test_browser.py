@@ -285,7 +285,7 @@ def test_stop_ends_a_generation_started_by_enter_or_by_the_button(browser):
         model.stream = lambda *args, **kwargs: SlowRun(stream(*args, **kwargs), taken)
         return model
 
-    runtime = LazyModel(slow_tiny_model)
+    runtime = LazyModel(slow_tiny_model, config=lambda: tiny_model().config)
     with running_app("tiny", model=runtime) as (url, _):
         page = open_page(browser, url, DESKTOP)
         open_settings(page)
