@@ -96,29 +96,30 @@ def test_method_subset_keeps_the_baseline(models, questions, tmp_path):
 
 def test_losslessness_check_fires_on_a_different_output(models, questions, tmp_path):
     result = run_bench(models, questions, tmp_path / "r", "--methods", "shuffle-rotary")
-    records = result["records"]
+    records = [bench.PromptRecord.from_dict(r) for r in result["records"]]
+    assert [r.to_dict() for r in records] == result["records"]  # the JSON round trip
     methods = [m for m in bench.METHODS if m.name in result["methods"]]
     assert bench.check_lossless(records, methods) == []
-    tampered = json.loads(json.dumps(records))
-    ids = tampered[0]["runs"]["shuffle-rotary"]["ids"]
+    tampered = [bench.PromptRecord.from_dict(r) for r in result["records"]]
+    ids = tampered[0].runs["shuffle-rotary"].ids
     ids[3] = (ids[3] + 1) % 64
     problems = bench.check_lossless(tampered, methods)
     assert len(problems) == 1 and "shuffle-rotary" in problems[0] and "token 3" in problems[0]
     # an unverified method may differ: no violation
     pure = [m for m in bench.METHODS if m.name == "pure@0.5"]
-    tampered[0]["runs"]["pure@0.5"] = {**tampered[0]["runs"]["baseline"], "ids": [5, 6]}
+    baseline = tampered[0].runs["baseline"]
+    tampered[0].runs["pure@0.5"] = bench.MethodRun([5, 6], baseline.seconds, baseline.passes, 0)
     assert bench.check_lossless(tampered, [*methods, *pure]) == problems
 
 
 def test_half_precision_checks_our_methods_against_our_ordinary_decoding_not_hfs():
     """Against ShuffleLM's own ordinary decoding (half precision), a verified method that
     leaves it beyond the bound is a violation; Hugging Face's own greedy leaving it is not."""
-    diverged = {"ids": [1, 2, 4], "divergence": {"position": 2, "tokens": [4, 3], "gap": 0.5}}
-    record = {
-        "question_id": 7,
-        "runs": {"ordinary": {"ids": [1, 2, 3]}, "baseline": diverged, "shufflelm": diverged},
-    }
-    methods = [m for m in bench.METHODS if m.name in record["runs"]]
+    diverged = bench.MethodRun([1, 2, 4], 1.0, 3, 0, bench.Divergence(2, [4, 3], 0.5))
+    ordinary = bench.MethodRun([1, 2, 3], 1.0, 3, 0)
+    runs = {"ordinary": ordinary, "baseline": diverged, "shufflelm": diverged}
+    record = bench.PromptRecord(7, "writing", 5, None, runs)
+    methods = [m for m in bench.METHODS if m.name in record.runs]
     problems = bench.check_lossless([record], methods, reference="ordinary", bound=1e-3)
     assert len(problems) == 1 and problems[0].startswith("shufflelm differs from ordinary")
     assert bench.check_lossless([record], methods, reference="ordinary", bound=0.8) == []
@@ -132,7 +133,7 @@ def test_run_raises_when_a_verified_method_is_not_lossless(
     def corrupt(method, models, prompt_ids, max_new_tokens):
         out = original(method, models, prompt_ids, max_new_tokens)
         if method.name == "shuffle-hungarian" and max_new_tokens == 12:
-            out["ids"] = [*out["ids"][:-1], (out["ids"][-1] + 1) % 64]
+            out.ids = [*out.ids[:-1], (out.ids[-1] + 1) % 64]
         return out
 
     monkeypatch.setattr(bench, "run_method", corrupt)

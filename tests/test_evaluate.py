@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from shuffle_model.bench.evaluate import recorded_answers, teacher_forced
+from shuffle_model.bench.run import MethodRun, PromptRecord
 from shuffle_model.cli.evaluate import main
 from shuffle_model.decoding.shuffle import assign_offsets
 from tests.tiny import char_tokenizer, tiny_backbone, tiny_mixer
@@ -112,9 +113,9 @@ def test_command_replays_a_benchmark_json(tmp_path, monkeypatch, capsys):
         )
     )
     bench = tmp_path / "bench.json"
-    records = [
-        {"question_id": 2, "category": "math", "runs": {"baseline": {"ids": [20, 21, 22, 2]}}},
-        {"question_id": 1, "category": "qa", "runs": {"baseline": {"ids": [30, 31, 32, 33, 2]}}},
+    records = [  # as the benchmark writes them
+        PromptRecord(q, c, 5, None, {"baseline": MethodRun(ids, 1.0, len(ids), 0)}).to_dict()
+        for q, c, ids in [(2, "math", [20, 21, 22, 2]), (1, "qa", [30, 31, 32, 33, 2])]
     ]
     bench.write_text(json.dumps({"records": records}))
     answers = recorded_answers(bench, model.tokenizer, questions)

@@ -60,6 +60,7 @@ def evaluate(model, prompts: list[dict], *, strategy: str, max_new_tokens: int) 
 def recorded_answers(bench_json: Path, tokenizer, questions_path: Path) -> list[dict]:
     """The backbone's greedy answers of a benchmark run, with their chat-templated prompts."""
     from ..model.chat import encode_prompt
+    from .run import PromptRecord
 
     questions = {
         q["question_id"]: q
@@ -67,13 +68,14 @@ def recorded_answers(bench_json: Path, tokenizer, questions_path: Path) -> list[
         if q.get("turns")
     }
     answers = []
-    for record in json.loads(bench_json.read_text())["records"]:
-        question = questions[record["question_id"]]
+    for data in json.loads(bench_json.read_text())["records"]:
+        record = PromptRecord.from_dict(data)
+        question = questions[record.question_id]
         answers.append(
             {
-                "category": f"spec/{record['category']}",
+                "category": f"spec/{record.category}",
                 "prompt_ids": encode_prompt(tokenizer, question["turns"][0]),
-                "answer_ids": record["runs"]["baseline"]["ids"],
+                "answer_ids": record.runs["baseline"].ids,
             }
         )
     return answers

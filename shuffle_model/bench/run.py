@@ -23,7 +23,7 @@ import statistics
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
@@ -48,6 +48,64 @@ class Method:
     head: str = "default"  # "default" or "fixed"
     trace: bool = False  # record a full GenerationTrace (to measure its overhead)
     description: str = ""
+
+
+@dataclass
+class Divergence:
+    """Where a run left the reference's tokens."""
+
+    position: int | None  # the first new token that differs (None: one is a prefix)
+    tokens: list[int] | None  # (this run's token, the reference's) there
+    gap: float | None  # the backbone's top-2 logit gap there; None where it has none
+
+
+@dataclass
+class MethodRun:
+    """One method's generation for one prompt."""
+
+    ids: list[int]  # the new tokens
+    seconds: float  # wall time of the generation
+    passes: int  # backbone forward passes
+    peak_bytes: int  # peak memory during the run
+    divergence: Divergence | None = None  # set when it left the reference's tokens
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        if self.divergence is None:
+            del data["divergence"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> MethodRun:
+        divergence = data.get("divergence")
+        return cls(
+            ids=list(data["ids"]),
+            seconds=data["seconds"],
+            passes=data["passes"],
+            peak_bytes=data["peak_bytes"],
+            divergence=Divergence(**divergence) if divergence else None,
+        )
+
+
+@dataclass
+class PromptRecord:
+    """Every method's run on one benchmark question (a line of the run's .partial.jsonl)."""
+
+    question_id: int
+    category: str
+    prompt_tokens: int
+    setup: dict | None  # what the run was made with (run_setup); --resume checks it
+    runs: dict[str, MethodRun]  # by method name
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "runs": {name: run.to_dict() for name, run in self.runs.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PromptRecord:
+        runs = {name: MethodRun.from_dict(run) for name, run in data["runs"].items()}
+        return cls(
+            data["question_id"], data["category"], data["prompt_tokens"], data.get("setup"), runs
+        )
 
 
 METHODS = [
@@ -193,7 +251,9 @@ class PeakMemory:
             self.peak = max(self.peak, self.process.memory_info().rss)
 
 
-def run_method(method: Method, models: dict, prompt_ids: list[int], max_new_tokens: int) -> dict:
+def run_method(
+    method: Method, models: dict, prompt_ids: list[int], max_new_tokens: int
+) -> MethodRun:
     """Generate once with `method`; returns the new token ids, seconds, passes, peak memory."""
     model = models[method.head]
     backbone = model.backbone
@@ -221,12 +281,7 @@ def run_method(method: Method, models: dict, prompt_ids: list[int], max_new_toke
         synchronize(device)
         seconds = time.perf_counter() - start
     new = out[0, len(prompt_ids) :].tolist()
-    return {
-        "ids": new,
-        "seconds": seconds,
-        "passes": counter.count - before,
-        "peak_bytes": memory.peak,
-    }
+    return MethodRun(new, seconds, counter.count - before, memory.peak)
 
 
 def synchronize(device: torch.device) -> None:
@@ -294,50 +349,53 @@ def lossless_reference(methods: list[Method], dtype: torch.dtype) -> str:
 def mark_divergences(model, prompt_ids, runs: dict, methods: list[Method], reference: str):
     """For every run that leaves the reference's tokens: where, the two tokens and the
     backbone's logit gap there (a half-precision near-tie, or a real difference)."""
-    expected = runs[reference]["ids"]
+    expected = runs[reference].ids
     for method in methods:
         run = runs.get(method.name)
-        if run is None or method.name == reference or run["ids"] == expected:
+        if run is None or method.name == reference or run.ids == expected:
             continue
         if not method.lossless and method.name != "baseline":
             continue
-        found = compare(model, prompt_ids, run["ids"], expected)
-        run["divergence"] = {
-            "position": found.position,
-            "tokens": list(found.tokens) if found.tokens else None,
-            "gap": None if found.gap == float("inf") else round(found.gap, 4),
-        }
+        found = compare(model, prompt_ids, run.ids, expected)
+        run.divergence = Divergence(
+            position=found.position,
+            tokens=list(found.tokens) if found.tokens else None,
+            gap=None if found.gap == float("inf") else round(found.gap, 4),
+        )
 
 
 def check_lossless(
-    records: list[dict], methods: list[Method], *, reference: str = "baseline", bound: float = 0.0
+    records: list[PromptRecord],
+    methods: list[Method],
+    *,
+    reference: str = "baseline",
+    bound: float = 0.0,
 ) -> list[str]:
     """Every place where a lossless method's tokens differ from the reference's beyond the
     guarantee: any difference in float32 (bound 0); in half precision (reference: our own
     ordinary decoding) one whose logit gap exceeds the model's bound (lossless.model_bound)."""
     problems = []
     for record in records:
-        expected = record["runs"][reference]["ids"]
+        expected = record.runs[reference].ids
         for method in methods:
-            run = record["runs"].get(method.name)
+            run = record.runs.get(method.name)
             if not method.lossless or method.name == reference or not run:
                 continue
             if method.name == "baseline":  # Hugging Face's own half-precision passes: compared
                 continue  # with ours in the summary, but not ours to guarantee
-            if run["ids"] == expected:
+            if run.ids == expected:
                 continue
-            divergence = run.get("divergence") or {}
-            gap = divergence.get("gap")
+            gap = run.divergence.gap if run.divergence else None
             if bound > 0 and gap is not None and gap <= bound:
                 continue  # a near-tie: within the half-precision guarantee
             first = next(
-                (i for i, (a, b) in enumerate(zip(run["ids"], expected, strict=False)) if a != b),
-                min(len(run["ids"]), len(expected)),
+                (i for i, (a, b) in enumerate(zip(run.ids, expected, strict=False)) if a != b),
+                min(len(run.ids), len(expected)),
             )
             where = f" (logit gap {gap:.3f} > {bound:g})" if bound > 0 and gap is not None else ""
             problems.append(
                 f"{method.name} differs from {reference} on question "
-                f"{record['question_id']} at new token {first}{where}"
+                f"{record.question_id} at new token {first}{where}"
             )
     return problems
 
@@ -348,22 +406,22 @@ def lossless_summary(records, methods, *, reference: str, bound: float) -> dict:
     for method in methods:
         if method.name == reference or not (method.lossless or method.name == "baseline"):
             continue
-        runs = [r["runs"][method.name] for r in records if method.name in r["runs"]]
-        expected = [r["runs"][reference]["ids"] for r in records if method.name in r["runs"]]
+        runs = [r.runs[method.name] for r in records if method.name in r.runs]
+        expected = [r.runs[reference].ids for r in records if method.name in r.runs]
         gaps = [
-            run["divergence"]["gap"]
+            run.divergence.gap
             for run, ids in zip(runs, expected, strict=True)
-            if run["ids"] != ids and run.get("divergence", {}).get("gap") is not None
+            if run.ids != ids and run.divergence is not None and run.divergence.gap is not None
         ]
         summary["methods"][method.name] = {
             "prompts": len(runs),
-            "identical": sum(run["ids"] == ids for run, ids in zip(runs, expected, strict=True)),
+            "identical": sum(run.ids == ids for run, ids in zip(runs, expected, strict=True)),
             "largest_gap": max(gaps) if gaps else None,
         }
     return summary
 
 
-def summarise(records: list[dict], methods: list[Method], tokenizer) -> dict:
+def summarise(records: list[PromptRecord], methods: list[Method], tokenizer) -> dict:
     """Per method, overall and per category."""
     from rouge_score import rouge_scorer
     from sacrebleu.metrics import BLEU
@@ -372,21 +430,19 @@ def summarise(records: list[dict], methods: list[Method], tokenizer) -> dict:
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
     texts = {}
     for record in records:
-        for name, run in record["runs"].items():
-            texts[(record["question_id"], name)] = tokenizer.decode(
-                run["ids"], skip_special_tokens=True
-            )
+        for name, run in record.runs.items():
+            texts[(record.question_id, name)] = tokenizer.decode(run.ids, skip_special_tokens=True)
 
-    def stats(subset: list[dict], method: Method) -> dict:
-        runs = [(r, r["runs"][method.name]) for r in subset if method.name in r["runs"]]
+    def stats(subset: list[PromptRecord], method: Method) -> dict:
+        runs = [(r, r.runs[method.name]) for r in subset if method.name in r.runs]
         if not runs:
             return {}
-        seconds = sum(run["seconds"] for _, run in runs)
-        tokens = sum(len(run["ids"]) for _, run in runs)
-        passes = sum(run["passes"] for _, run in runs)
-        ratios = [r["runs"]["baseline"]["seconds"] / run["seconds"] for r, run in runs]
-        hyps = [texts[(r["question_id"], method.name)] for r, _ in runs]
-        refs = [texts[(r["question_id"], "baseline")] for r, _ in runs]
+        seconds = sum(run.seconds for _, run in runs)
+        tokens = sum(len(run.ids) for _, run in runs)
+        passes = sum(run.passes for _, run in runs)
+        ratios = [r.runs["baseline"].seconds / run.seconds for r, run in runs]
+        hyps = [texts[(r.question_id, method.name)] for r, _ in runs]
+        refs = [texts[(r.question_id, "baseline")] for r, _ in runs]
         rouge = [
             scorer.score(ref, hyp)["rougeL"].fmeasure if ref or hyp else 1.0
             for ref, hyp in zip(refs, hyps, strict=True)
@@ -401,24 +457,24 @@ def summarise(records: list[dict], methods: list[Method], tokenizer) -> dict:
             "tokens_per_pass": round(tokens / max(passes, 1), 3),
             "bleu": round(bleu.corpus_score(hyps, [refs]).score, 2),
             "rouge_l": round(statistics.fmean(rouge), 4),
-            "peak_memory_mb": round(max(run["peak_bytes"] for _, run in runs) / 2**20, 1),
+            "peak_memory_mb": round(max(run.peak_bytes for _, run in runs) / 2**20, 1),
         }
 
-    categories = sorted({r["category"] for r in records})
+    categories = sorted({r.category for r in records})
     summary = {}
     for method in methods:
         summary[method.name] = {
             "description": method.description,
             "overall": stats(records, method),
             "categories": {
-                c: stats([r for r in records if r["category"] == c], method) for c in categories
+                c: stats([r for r in records if r.category == c], method) for c in categories
             },
         }
     if "shufflelm" in summary and "shufflelm+trace" in summary:
         pairs = [
-            r["runs"]["shufflelm+trace"]["seconds"] / r["runs"]["shufflelm"]["seconds"]
+            r.runs["shufflelm+trace"].seconds / r.runs["shufflelm"].seconds
             for r in records
-            if {"shufflelm", "shufflelm+trace"} <= set(r["runs"])
+            if {"shufflelm", "shufflelm+trace"} <= set(r.runs)
         ]
         summary["trace_overhead_median"] = round(statistics.median(pairs) - 1, 4) if pairs else None
     return summary
@@ -657,28 +713,27 @@ class ResumeError(ValueError):
     """--resume of a run whose records were made with another setup (head, machine, ...)."""
 
 
-def check_same_setup(records: list[dict], setup: dict, partial: Path) -> None:
+def check_same_setup(records: list[PromptRecord], setup: dict, partial: Path) -> None:
     for record in records:
-        if record.get("setup") != setup:
-            changed = sorted(
-                key for key in setup if (record.get("setup") or {}).get(key) != setup[key]
-            )
+        if record.setup != setup:
+            changed = sorted(key for key in setup if (record.setup or {}).get(key) != setup[key])
             raise ResumeError(
-                f"cannot resume {partial}: question {record['question_id']} ran with a different "
+                f"cannot resume {partial}: question {record.question_id} ran with a different "
                 f"{', '.join(changed)}; start a new run (drop --resume or pick another --name)"
             )
 
 
-def earlier_records(partial: Path, summary: Path) -> list[dict]:
+def earlier_records(partial: Path, summary: Path) -> list[PromptRecord]:
     """The records of the run being resumed: its JSONL, else (a fresh clone, where only the
     committed results exist) the records in its JSON, copied to a new JSONL to append to."""
     if partial.exists():
-        return [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
+        lines = [line for line in partial.read_text().splitlines() if line.strip()]
+        return [PromptRecord.from_dict(json.loads(line)) for line in lines]
     if not summary.exists():
         return []
     records = json.loads(summary.read_text())["records"]
     partial.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return records
+    return [PromptRecord.from_dict(r) for r in records]
 
 
 def run(args, models: dict) -> dict:
@@ -708,7 +763,7 @@ def run(args, models: dict) -> dict:
         check_same_setup(records, setup, partial)
     elif partial.exists():
         partial.unlink()
-    done = {r["question_id"] for r in records}
+    done = {r.question_id for r in records}
 
     warm = encode_prompt(model.tokenizer, "Say hello in one short sentence.")
     for method in methods:  # warm-up: caches, allocator, kernels
@@ -735,18 +790,12 @@ def run(args, models: dict) -> dict:
         order = methods[index % len(methods) :] + methods[: index % len(methods)]  # rotate
         runs = {m.name: run_method(m, models, ids, args.max_new_tokens) for m in order}
         mark_divergences(model, ids, runs, methods, reference)
-        record = {
-            "question_id": question["question_id"],
-            "category": question["category"],
-            "prompt_tokens": len(ids),
-            "setup": setup,
-            "runs": runs,
-        }
+        record = PromptRecord(question["question_id"], question["category"], len(ids), setup, runs)
         records.append(record)
         with partial.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        base = runs["baseline"]["seconds"]
-        bar.set_postfix(speedup=f"{base / runs.get('shufflelm', runs['baseline'])['seconds']:.2f}x")
+            handle.write(json.dumps(record.to_dict()) + "\n")
+        base = runs["baseline"].seconds
+        bar.set_postfix(speedup=f"{base / runs.get('shufflelm', runs['baseline']).seconds:.2f}x")
         out_of_time = args.max_minutes is not None and (
             time.monotonic() - started > 60 * args.max_minutes
         )
@@ -784,7 +833,7 @@ def run(args, models: dict) -> dict:
         "summary": summarise(records, methods, model.tokenizer),
         "lossless": lossless_summary(records, methods, reference=reference, bound=bound),
         "lossless_violations": check_lossless(records, methods, reference=reference, bound=bound),
-        "records": records,
+        "records": [record.to_dict() for record in records],
     }
     (args.out / f"{base_name}.json").write_text(json.dumps(result, indent=1))
     (args.out / f"{base_name}.md").write_text(markdown(result))
