@@ -11,15 +11,16 @@ One decoding step (propose -> plan -> forward -> verify):
               small tree (tree.py), with its key/value cache
  5. verify  - keep the longest run the backbone agrees with; keep only that branch in the
               cache (verify.py); tell the proposers what was accepted
- 6. record  - only when someone asked for steps (hooks, stream, return_trace) is a StepTrace
-              built: with no observer, no per-step record exists
+ 6. record  - the loop yields what it did (StepResult); only the GenerationStream of someone
+              who asked for steps (hooks, stream, return_trace) builds a StepTrace from it
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -31,6 +32,7 @@ from .proposers import (
     Chain,
     ContextProposer,
     DecodeState,
+    HeadDraft,
     HeadGate,
     HeadProposer,
 )
@@ -128,86 +130,151 @@ def planning_curve(model, settings: GenerationSettings):
     return cost_curve(model, max_tokens=settings.max_parallel_tokens + 1)
 
 
+@dataclass
+class LoopState:
+    """What the loop carries from one step to the next."""
+
+    cache: object  # the backbone's key/value cache (transformers' Cache)
+    hidden: torch.Tensor  # (H,) h_t at the anchor's position: what the head drafts from
+    anchor: int  # the backbone's own next token, chosen at the end of the previous step
+    anchor_prob: float
+    tokens: list[int]  # prompt + output so far + the anchor: what the context proposer searches
+    output: list[int] = field(default_factory=list)  # the new tokens emitted so far
+    forwards: int = 1  # backbone passes so far (the prompt's prefill)
+
+
+@dataclass
+class StepResult:
+    """One step as the loop saw it. Per-step records (StepTrace) are built from it only by those
+    who asked for them (GenerationStream with record=True)."""
+
+    index: int
+    anchor: tuple[int, float]  # the anchor and its probability
+    chains: dict[str, Chain]  # what each source proposed
+    plan: Plan  # how many drafts of each chain were checked
+    block: Block | None  # what the backbone ran over (None: a last step, the anchor alone)
+    verdict: Verdict | None  # what verification kept
+    emitted: list[int]  # the anchor and the accepted drafts
+    timings: dict[str, float]  # per-phase wall times (recorded runs only)
+    head_draft: HeadDraft | None  # the head's slots, when it proposed a chain
+    head_rested: bool  # the gated head sat this step out
+
+
 @torch.inference_mode()
 def decode(
     model, prompt: torch.Tensor, settings: GenerationSettings, *, record: bool
-) -> Iterator[StepTrace | None]:
-    """The loop. Yields a StepTrace per step (None when not recording); returns DecodeResult."""
-    device = model.device
+) -> Iterator[StepResult]:
+    """The loop: propose -> plan -> forward -> verify, one step at a time, as speculative
+    decoding loops go (gpt-fast's generate.py). Yields a StepResult per step; returns a
+    DecodeResult."""
     sampler = TokenSampler(
-        temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed, device=device
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        seed=settings.seed,
+        device=model.device,
     )
-    eos_ids = model.config.eos_token_ids
     curve = planning_curve(model, settings)
     start = time.perf_counter()  # a first measurement of the cost curve is not generation time
-    cache = model.new_cache()
-    trunk = model.trunk_forward(prompt, cache=cache)
-    forwards = 1
-    hidden = trunk.hidden[0, -1]  # (H,) h_t of the last prompt token
-    anchor, anchor_prob = choose_token(sampler, trunk.logits[0, -1])
-    tokens = [*prompt[0].tolist(), anchor]  # what the context proposer searches
+    state = prefill(model, prompt, sampler)
     proposers = make_proposers(model, settings, sampler, record=record)
-    tree = sampler.greedy and settings.verify and can_drop_branches(cache)
-    output: list[int] = []
-    step, paused = 0, 0.0
-    while True:
-        clock = _Clock(device, enabled=record)
-        remaining = settings.max_new_tokens - len(output)
-        final = anchor in eos_ids or remaining == 1
-        budget = 0 if final else min(settings.max_parallel_tokens, remaining - 1)
-        chains = propose(proposers, DecodeState(tokens, hidden, anchor), budget=budget, clock=clock)
-        head, context = chains.get(HEAD), chains.get(CONTEXT)
-        plan = plan_step(
-            head,
-            context,
-            curve,
-            rule=settings.block_length,
-            budget=budget,
-            tree=tree,
-            drafting_cost=curve.draft_cost if curve is not None and HEAD in chains else 0.0,
-        )
-        weigh_the_head(proposers, plan, context, curve, budget=budget, tree=tree)
+    head = next((p for p in proposers if p.name == HEAD), None)
+    tree = sampler.greedy and settings.verify and can_drop_branches(state.cache)
+    paused = 0.0
+    for index in itertools.count():
+        clock = _Clock(model.device, enabled=record)
+        last = is_last_step(model, settings, state)
+        budget = 0 if last else min(settings.max_parallel_tokens, remaining(settings, state) - 1)
+        drafting = DecodeState(state.tokens, state.hidden, state.anchor)
+        chains = propose(proposers, drafting, budget=budget, clock=clock)
+        plan = plan_drafts(proposers, chains, curve, settings, budget=budget, tree=tree)
         clock.lap("plan")
-
-        emitted, block, verdict = [anchor], None, None
-        if not final:
-            block = build_block(anchor, head, context, plan)
-            past = cache.get_seq_length()
-            trunk = forward_block(model, block, cache=cache, past=past, padding=plan.padding)
-            forwards += 1
-            clock.lap("forward")
-            verdict = verify_step(model, trunk.logits[0], block, plan, chains, sampler, settings)
-            forwarded = len(block.tokens) + plan.padding
-            keep_nodes(cache, past=past, forwarded=forwarded, keep=[0, *verdict.path])
-            hidden = trunk.hidden[0, verdict.path[-1] if verdict.path else 0]
+        block = verdict = None
+        emitted = [state.anchor]
+        if not last:
+            block, verdict = forward_and_verify(
+                model, state, chains, plan, sampler, settings, clock=clock
+            )
             emitted += [block.tokens[node] for node in verdict.path]
             tell_proposers(proposers, chains, plan, block, verdict)
             clock.lap("verify")
-        output += emitted
+        state.output += emitted
         suspended = time.perf_counter()
-        if record:
-            yield build_step_trace(
-                model,
-                index=step,
-                anchor=(anchor, anchor_prob),
-                proposers=proposers,
-                chains=chains,
-                plan=plan,
-                block=block,
-                verdict=verdict,
-                verified=settings.verify,
-                timings=clock.laps,
-            )
-        else:
-            yield None
+        yield StepResult(
+            index,
+            (state.anchor, state.anchor_prob),
+            chains,
+            plan,
+            block,
+            verdict,
+            emitted,
+            clock.laps,
+            head_draft=head.last if head is not None and HEAD in chains else None,
+            head_rested=bool(head is not None and head.rested),
+        )
         paused += time.perf_counter() - suspended  # the consumer's time is not generation time
-        step += 1
-        if final or any(t in eos_ids for t in emitted) or len(output) >= settings.max_new_tokens:
+        if last or answer_ended(model, settings, state, emitted):
             break
-        anchor, anchor_prob = verdict.next_anchor, verdict.next_anchor_prob
-        tokens += [*emitted[1:], anchor]  # the old anchor is already there
+        state.anchor, state.anchor_prob = verdict.next_anchor, verdict.next_anchor_prob
+        state.tokens += [*emitted[1:], state.anchor]  # the old anchor is already there
     seconds = time.perf_counter() - start - paused
-    return DecodeResult(output, step, forwards, seconds, curve.to_dict() if curve else None)
+    return DecodeResult(
+        state.output, index + 1, state.forwards, seconds, curve.to_dict() if curve else None
+    )
+
+
+def prefill(model, prompt: torch.Tensor, sampler: TokenSampler) -> LoopState:
+    """One backbone pass over the prompt: the cache, h_t of its last token and the first anchor."""
+    cache = model.new_cache()
+    trunk = model.trunk_forward(prompt, cache=cache)
+    anchor, anchor_prob = choose_token(sampler, trunk.logits[0, -1])
+    hidden = trunk.hidden[0, -1]  # (H,) h_t of the last prompt token
+    return LoopState(cache, hidden, anchor, anchor_prob, [*prompt[0].tolist(), anchor])
+
+
+def remaining(settings: GenerationSettings, state: LoopState) -> int:
+    return settings.max_new_tokens - len(state.output)
+
+
+def is_last_step(model, settings: GenerationSettings, state: LoopState) -> bool:
+    """The anchor ends the answer or is the last token wanted: the step emits it and forwards
+    nothing."""
+    return state.anchor in model.config.eos_token_ids or remaining(settings, state) == 1
+
+
+def plan_drafts(proposers, chains, curve, settings, *, budget: int, tree: bool) -> Plan:
+    """How many drafts of each chain to check (planning.py), and what the head's chain added."""
+    head, context = chains.get(HEAD), chains.get(CONTEXT)
+    plan = plan_step(
+        head,
+        context,
+        curve,
+        rule=settings.block_length,
+        budget=budget,
+        tree=tree,
+        drafting_cost=curve.draft_cost if curve is not None and HEAD in chains else 0.0,
+    )
+    weigh_the_head(proposers, plan, context, curve, budget=budget, tree=tree)
+    return plan
+
+
+def forward_and_verify(model, state: LoopState, chains, plan: Plan, sampler, settings, *, clock):
+    """One backbone pass over the anchor and the planned drafts, verification of its outputs,
+    and the cache and h_t moved on to the last accepted token."""
+    block = build_block(state.anchor, chains.get(HEAD), chains.get(CONTEXT), plan)
+    past = state.cache.get_seq_length()
+    trunk = forward_block(model, block, cache=state.cache, past=past, padding=plan.padding)
+    state.forwards += 1
+    clock.lap("forward")
+    verdict = verify_step(model, trunk.logits[0], block, plan, chains, sampler, settings)
+    forwarded = len(block.tokens) + plan.padding
+    keep_nodes(state.cache, past=past, forwarded=forwarded, keep=[0, *verdict.path])
+    state.hidden = trunk.hidden[0, verdict.path[-1] if verdict.path else 0]
+    return block, verdict
+
+
+def answer_ended(model, settings, state: LoopState, emitted: list[int]) -> bool:
+    eos_ids = model.config.eos_token_ids
+    return any(t in eos_ids for t in emitted) or remaining(settings, state) <= 0
 
 
 def choose_token(sampler: TokenSampler, logits: torch.Tensor) -> tuple[int, float]:
@@ -339,35 +406,21 @@ def _special_ids(tokenizer) -> frozenset[int]:
     return cached
 
 
-def build_step_trace(
-    model,
-    *,
-    index: int,
-    anchor: tuple[int, float],
-    proposers,
-    chains: dict[str, Chain],
-    plan: Plan,
-    block: Block | None,
-    verdict: Verdict | None,
-    verified: bool,
-    timings: dict[str, float],
-) -> StepTrace:
+def build_step_trace(model, step: StepResult, *, verified: bool) -> StepTrace:
+    """The record of a step, for those who asked for one (hooks, stream, return_trace)."""
     tok = model.tokenizer
-    path = verdict.path if verdict is not None else []
-    head_proposer = next((p for p in proposers if p.name == HEAD), None)
-    head = chains.get(HEAD)
-    slots = []
-    if head is not None:
-        slots = head_slots(model, head_proposer.last, head, plan, block, path, verified)
-    context = context_trace(model, chains.get(CONTEXT), plan, block, path)
-    emitted = [token_info(tok, anchor[0], anchor[1])]
+    block, plan, draft = step.block, step.plan, step.head_draft
+    path = step.verdict.path if step.verdict is not None else []
+    head = step.chains.get(HEAD)
+    slots = head_slots(model, draft, head, plan, block, path, verified) if head is not None else []
+    context = context_trace(model, step.chains.get(CONTEXT), plan, block, path)
+    emitted = [token_info(tok, *step.anchor)]
     sources = [FROM_ANCHOR]
     for node in path:
         emitted.append(drafted_token_info(block, node, slots, head, context))
         sources.append(block.sources[node])
-    draft = head_proposer.last if head is not None else None
     return StepTrace(
-        index=index,
+        index=step.index,
         anchor=emitted[0],
         slots=slots,
         shuffle_probs=draft.scores.softmax(-1).tolist() if draft is not None else [],
@@ -375,10 +428,10 @@ def build_step_trace(
         block_order=list(draft.block[: plan.head]) if draft is not None else [],
         emitted=emitted,
         forwarded_ids=list(block.tokens) if block is not None else [],
-        timings_ms=timings,
+        timings_ms=step.timings,
         context=context,
-        plan=plan_trace(plan, head_rested=bool(head_proposer and head_proposer.rested))
-        if chains or (head_proposer and head_proposer.rested)
+        plan=plan_trace(plan, head_rested=step.head_rested)
+        if step.chains or step.head_rested
         else None,
         forwarded_parents=list(block.parents) if block is not None else [],
         emitted_sources=sources,
@@ -596,12 +649,13 @@ class GenerationStream:
             except StopIteration as stop:
                 self.result = stop.value
                 break
-            if step is None:  # not recording
+            if not self.record:
                 continue
+            record = build_step_trace(self.model, step, verified=self.settings.verify)
             for hook in self.hooks:
-                hook(step)
-            self.steps.append(step)
-            yield step
+                hook(record)
+            self.steps.append(record)
+            yield record
         if self.record:
             self.trace = trace_of_result(
                 self.model, self.prompt, self.settings, self.steps, self.result
