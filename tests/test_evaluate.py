@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from shuffle_model.bench.evaluate import recorded_answers, teacher_forced
-from shuffle_model.bench.run import MethodRun, PromptRecord
+from shuffle_model.bench.records import MethodRun, PromptRecord
 from shuffle_model.cli.evaluate import main
 from shuffle_model.decoding.shuffle import assign_offsets
 from tests.tiny import char_tokenizer, tiny_backbone, tiny_mixer

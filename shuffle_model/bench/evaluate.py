@@ -60,7 +60,7 @@ def evaluate(model, prompts: list[dict], *, strategy: str, max_new_tokens: int) 
 def recorded_answers(bench_json: Path, tokenizer, questions_path: Path) -> list[dict]:
     """The backbone's greedy answers of a benchmark run, with their chat-templated prompts."""
     from ..model.chat import encode_prompt
-    from .run import PromptRecord
+    from .records import PromptRecord
 
     questions = {
         q["question_id"]: q

@@ -23,7 +23,6 @@ import statistics
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
@@ -33,175 +32,21 @@ from tqdm import tqdm
 from ..decoding.cost import cost_curve, cpu_name
 from ..decoding.lossless import compare, model_bound
 from ..decoding.settings import max_drafts
-from ..model.invariant import HALF
 from ..training.overlap import SPEC_BENCH
+from .methods import DEFAULT_METHODS, METHOD_NAMES, METHODS, Method
+from .records import (
+    Divergence,
+    LosslessnessError,
+    MethodRun,
+    PromptRecord,
+    check_lossless,
+    lossless_reference,
+    lossless_summary,
+    summarise,
+)
+from .report import markdown
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    kind: str  # "autoregressive", "prompt_lookup" or "shuffle"
-    lossless: bool  # must reproduce the baseline's tokens exactly
-    settings: dict = field(default_factory=dict)  # generate() settings for shuffle methods
-    head: str = "default"  # "default" or "fixed"
-    trace: bool = False  # record a full GenerationTrace (to measure its overhead)
-    description: str = ""
-
-
-@dataclass
-class Divergence:
-    """Where a run left the reference's tokens."""
-
-    position: int | None  # the first new token that differs (None: one is a prefix)
-    tokens: list[int] | None  # (this run's token, the reference's) there
-    gap: float | None  # the backbone's top-2 logit gap there; None where it has none
-
-
-@dataclass
-class MethodRun:
-    """One method's generation for one prompt."""
-
-    ids: list[int]  # the new tokens
-    seconds: float  # wall time of the generation
-    passes: int  # backbone forward passes
-    peak_bytes: int  # peak memory during the run
-    divergence: Divergence | None = None  # set when it left the reference's tokens
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        if self.divergence is None:
-            del data["divergence"]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> MethodRun:
-        divergence = data.get("divergence")
-        return cls(
-            ids=list(data["ids"]),
-            seconds=data["seconds"],
-            passes=data["passes"],
-            peak_bytes=data["peak_bytes"],
-            divergence=Divergence(**divergence) if divergence else None,
-        )
-
-
-@dataclass
-class PromptRecord:
-    """Every method's run on one benchmark question (a line of the run's .partial.jsonl)."""
-
-    question_id: int
-    category: str
-    prompt_tokens: int
-    setup: dict | None  # what the run was made with (run_setup); --resume checks it
-    runs: dict[str, MethodRun]  # by method name
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "runs": {name: run.to_dict() for name, run in self.runs.items()}}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> PromptRecord:
-        runs = {name: MethodRun.from_dict(run) for name, run in data["runs"].items()}
-        return cls(
-            data["question_id"], data["category"], data["prompt_tokens"], data.get("setup"), runs
-        )
-
-
-METHODS = [
-    Method("baseline", "autoregressive", True, description="backbone.generate(do_sample=False)"),
-    Method(
-        "prompt_lookup",
-        "prompt_lookup",
-        False,
-        description="Hugging Face prompt lookup decoding, prompt_lookup_num_tokens=10",
-    ),
-    Method(
-        "shufflelm",
-        "shuffle",
-        True,
-        {},
-        description="ShuffleLM's default: head + context drafts, cost-aware block length",
-    ),
-    Method(
-        "head-cost",
-        "shuffle",
-        True,
-        {"draft_source": "head"},
-        description="ShuffleLM, head drafts only, cost-aware block length",
-    ),
-    Method(
-        "context-cost",
-        "shuffle",
-        True,
-        {"draft_source": "context"},
-        description="ShuffleLM, context drafts only (our n-gram lookup), cost-aware block length",
-    ),
-    Method(
-        "shuffle-rotary",
-        "shuffle",
-        True,
-        {"shuffle_strategy": "rotary", "draft_source": "head", "block_length": "fixed"},
-        description="the original ShuffleLM: head drafts only, fixed rule (every kept draft)",
-    ),
-    Method(
-        "ordinary",
-        "shuffle",
-        True,
-        {"max_parallel_tokens": 0},
-        description="ShuffleLM's loop with no drafts (its own ordinary decoding)",
-    ),
-    *[
-        Method(
-            f"shuffle-{s}",
-            "shuffle",
-            True,
-            {"shuffle_strategy": s, "draft_source": "head", "block_length": "fixed"},
-            description=f"original rule, head only, {s} strategy",
-        )
-        for s in ("hungarian", "sinkhorn", "identity")
-    ],
-    *[
-        Method(
-            f"pure@{t}",
-            "shuffle",
-            False,
-            {"verify": False, "keep_threshold": t},
-            description=f"ShuffleLM pure parallel (unverified), keep threshold {t}",
-        )
-        for t in (0.3, 0.5, 0.7)
-    ],
-    Method(
-        "fixed-head",
-        "shuffle",
-        True,
-        {"shuffle_strategy": "identity", "draft_source": "head", "block_length": "fixed"},
-        head="fixed",
-        description="fixed-assignment (Medusa-style) head, verified, original rule",
-    ),
-    Method(
-        "shufflelm+trace",
-        "shuffle",
-        True,
-        {},
-        trace=True,
-        description="the default recording a full trace (hook overhead)",
-    ),
-]
-DEFAULT_METHODS = [
-    "baseline",
-    "prompt_lookup",
-    "shufflelm",
-    "head-cost",
-    "context-cost",
-    "shuffle-rotary",
-    "ordinary",
-]
-METHOD_NAMES = [m.name for m in METHODS]
-
-
-class LosslessnessError(AssertionError):
-    """A verified greedy method produced different tokens from the baseline."""
 
 
 # --- measuring one run -------------------------------------------------------------------------
@@ -336,16 +181,6 @@ def round_robin(questions: list[dict]) -> list[dict]:
     return ordered
 
 
-def lossless_reference(methods: list[Method], dtype: torch.dtype) -> str:
-    """What verified methods must reproduce: the baseline's tokens in float32; in half
-    precision ShuffleLM's own ordinary decoding (when it runs), exactly where passes are
-    row-invariant, else up to near-ties (lossless.py)."""
-    names = {m.name for m in methods}
-    if dtype in HALF and "ordinary" in names:
-        return "ordinary"
-    return "baseline"
-
-
 def mark_divergences(model, prompt_ids, runs: dict, methods: list[Method], reference: str):
     """For every run that leaves the reference's tokens: where, the two tokens and the
     backbone's logit gap there (a half-precision near-tie, or a real difference)."""
@@ -364,122 +199,6 @@ def mark_divergences(model, prompt_ids, runs: dict, methods: list[Method], refer
         )
 
 
-def check_lossless(
-    records: list[PromptRecord],
-    methods: list[Method],
-    *,
-    reference: str = "baseline",
-    bound: float = 0.0,
-) -> list[str]:
-    """Every place where a lossless method's tokens differ from the reference's beyond the
-    guarantee: any difference in float32 (bound 0); in half precision (reference: our own
-    ordinary decoding) one whose logit gap exceeds the model's bound (lossless.model_bound)."""
-    problems = []
-    for record in records:
-        expected = record.runs[reference].ids
-        for method in methods:
-            run = record.runs.get(method.name)
-            if not method.lossless or method.name == reference or not run:
-                continue
-            if method.name == "baseline":  # Hugging Face's own half-precision passes: compared
-                continue  # with ours in the summary, but not ours to guarantee
-            if run.ids == expected:
-                continue
-            gap = run.divergence.gap if run.divergence else None
-            if bound > 0 and gap is not None and gap <= bound:
-                continue  # a near-tie: within the half-precision guarantee
-            first = next(
-                (i for i, (a, b) in enumerate(zip(run.ids, expected, strict=False)) if a != b),
-                min(len(run.ids), len(expected)),
-            )
-            where = f" (logit gap {gap:.3f} > {bound:g})" if bound > 0 and gap is not None else ""
-            problems.append(
-                f"{method.name} differs from {reference} on question "
-                f"{record.question_id} at new token {first}{where}"
-            )
-    return problems
-
-
-def lossless_summary(records, methods, *, reference: str, bound: float) -> dict:
-    """Per method: prompts identical to the reference, near-tie divergences, largest gap."""
-    summary = {"reference": reference, "near_tie_bound": bound, "methods": {}}
-    for method in methods:
-        if method.name == reference or not (method.lossless or method.name == "baseline"):
-            continue
-        runs = [r.runs[method.name] for r in records if method.name in r.runs]
-        expected = [r.runs[reference].ids for r in records if method.name in r.runs]
-        gaps = [
-            run.divergence.gap
-            for run, ids in zip(runs, expected, strict=True)
-            if run.ids != ids and run.divergence is not None and run.divergence.gap is not None
-        ]
-        summary["methods"][method.name] = {
-            "prompts": len(runs),
-            "identical": sum(run.ids == ids for run, ids in zip(runs, expected, strict=True)),
-            "largest_gap": max(gaps) if gaps else None,
-        }
-    return summary
-
-
-def summarise(records: list[PromptRecord], methods: list[Method], tokenizer) -> dict:
-    """Per method, overall and per category."""
-    from rouge_score import rouge_scorer
-    from sacrebleu.metrics import BLEU
-
-    bleu = BLEU(effective_order=True)
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    texts = {}
-    for record in records:
-        for name, run in record.runs.items():
-            texts[(record.question_id, name)] = tokenizer.decode(run.ids, skip_special_tokens=True)
-
-    def stats(subset: list[PromptRecord], method: Method) -> dict:
-        runs = [(r, r.runs[method.name]) for r in subset if method.name in r.runs]
-        if not runs:
-            return {}
-        seconds = sum(run.seconds for _, run in runs)
-        tokens = sum(len(run.ids) for _, run in runs)
-        passes = sum(run.passes for _, run in runs)
-        ratios = [r.runs["baseline"].seconds / run.seconds for r, run in runs]
-        hyps = [texts[(r.question_id, method.name)] for r, _ in runs]
-        refs = [texts[(r.question_id, "baseline")] for r, _ in runs]
-        rouge = [
-            scorer.score(ref, hyp)["rougeL"].fmeasure if ref or hyp else 1.0
-            for ref, hyp in zip(refs, hyps, strict=True)
-        ]
-        return {
-            "prompts": len(runs),
-            "new_tokens": tokens,
-            "seconds": round(seconds, 3),
-            "tokens_per_second": round(tokens / seconds, 2),
-            "speedup_median": round(statistics.median(ratios), 3),
-            "speedup_mean": round(statistics.fmean(ratios), 3),
-            "tokens_per_pass": round(tokens / max(passes, 1), 3),
-            "bleu": round(bleu.corpus_score(hyps, [refs]).score, 2),
-            "rouge_l": round(statistics.fmean(rouge), 4),
-            "peak_memory_mb": round(max(run.peak_bytes for _, run in runs) / 2**20, 1),
-        }
-
-    categories = sorted({r.category for r in records})
-    summary = {}
-    for method in methods:
-        summary[method.name] = {
-            "description": method.description,
-            "overall": stats(records, method),
-            "categories": {
-                c: stats([r for r in records if r.category == c], method) for c in categories
-            },
-        }
-    if "shufflelm" in summary and "shufflelm+trace" in summary:
-        pairs = [
-            r.runs["shufflelm+trace"].seconds / r.runs["shufflelm"].seconds
-            for r in records
-            if {"shufflelm", "shufflelm+trace"} <= set(r.runs)
-        ]
-        summary["trace_overhead_median"] = round(statistics.median(pairs) - 1, 4) if pairs else None
-    return summary
-
-
 def machine_description(device: torch.device) -> dict:
     import transformers
 
@@ -496,121 +215,6 @@ def machine_description(device: torch.device) -> dict:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
-
-
-def markdown(result: dict) -> str:
-    s, m = result["settings"], result["model"]
-    lines = [
-        f"# ShuffleLM benchmark — {result['date']} on {result['machine']['device']}",
-        "",
-        f"Machine: {result['machine'].get('gpu', result['machine']['cpu'])}, "
-        f"{result['machine']['torch_threads']} torch threads, torch {result['machine']['torch']}, "
-        f"transformers {result['machine']['transformers']}.",
-        f"Model: {m['backbone']} + {m['head']} (K={m['num_slots']}), "
-        f"{m['dtype']}. Spec-Bench first turns, chat template, greedy, "
-        f"max {s['max_new_tokens']} new tokens, {result['prompts']} prompts "
-        f"({s['limit']} per category"
-        + (
-            f"; stopped by --max-minutes {s['max_minutes']} after {result['prompts']} of "
-            f"{s['questions_planned']} planned, taken category by category in turn)."
-            if s.get("stopped_early")
-            else ")."
-        )
-        + (
-            f" {s['resumed_prompts']} of them were carried over by --resume from an earlier "
-            "invocation; the pass-cost line below is this invocation's."
-            if s.get("resumed_prompts")
-            else ""
-        ),
-        "",
-        "| method | tokens/s | speed-up (median) | speed-up (mean) | tokens/pass | BLEU "
-        "| ROUGE-L | peak memory |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, entry in result["summary"].items():
-        if not isinstance(entry, dict) or not entry.get("overall"):
-            continue
-        o = entry["overall"]
-        lines.append(
-            f"| {name} | {o['tokens_per_second']:.1f} | {o['speedup_median']:.2f}x | "
-            f"{o['speedup_mean']:.2f}x | {o['tokens_per_pass']:.2f} | {o['bleu']:.1f} | "
-            f"{o['rouge_l']:.3f} | {o['peak_memory_mb']:.0f} MB |"
-        )
-    overhead = result["summary"].get("trace_overhead_median")
-    if overhead is not None:
-        lines += [
-            "",
-            f"Recording a full trace costs {overhead:+.1%} wall time (median per prompt).",
-        ]
-    curve = result.get("cost_curve")
-    if curve:
-        ratios = curve["ratios"]
-        lines += [
-            "",
-            "The machine's cost curve, measured at the start of this invocation (the fast end of "
-            f"{curve['repeats']} interleaved repetitions): a backbone pass over n new tokens costs "
-            + ", ".join(f"n={n} {r:.2f}x" for n, r in enumerate(ratios, 1) if n > 1)
-            + f" a one-token pass ({curve['one_token_ms']:.0f} ms); the head's draft costs "
-            f"{curve['draft_cost']:.2f}x. The cost-aware methods choose their block against it.",
-        ]
-    phases = result.get("step_phases")
-    if phases:
-        lines += [
-            "",
-            "Per step (median of a traced run of the default): "
-            + ", ".join(
-                f"{name} {p['ms']:.2f} ms"
-                + (f" ({p['of_a_pass']:.1%} of a one-token pass)" if p["of_a_pass"] else "")
-                for name, p in phases.items()
-            )
-            + ".",
-        ]
-    main = [
-        m
-        for m in ("baseline", "prompt_lookup", "shufflelm", "head-cost", "context-cost")
-        if m in result["summary"]
-    ]
-    categories = sorted(result["summary"]["baseline"]["categories"])
-    lines += [
-        "",
-        "Per category: tokens per backbone pass / median speed-up over the baseline.",
-        "",
-        "| category | " + " | ".join(main) + " |",
-        "|---|" + "---:|" * len(main),
-    ]
-    for c in categories:
-        cells = []
-        for m in main:
-            entry = result["summary"][m]["categories"].get(c) or {}
-            cells.append(
-                f"{entry.get('tokens_per_pass', 0):.2f} / {entry.get('speedup_median', 0):.2f}x"
-                if entry
-                else "—"
-            )
-        lines.append(f"| {c} | " + " | ".join(cells) + " |")
-    lossless = result.get("lossless")
-    if lossless:
-        counts = ", ".join(
-            f"{name} {m['identical']}/{m['prompts']}"
-            + (f" (largest gap {m['largest_gap']:.3f})" if m["largest_gap"] is not None else "")
-            for name, m in lossless["methods"].items()
-        )
-        rule = (
-            "token for token"
-            if not lossless["near_tie_bound"]
-            else f"up to near-ties (logit gap <= {lossless['near_tie_bound']:g})"
-        )
-        lines += [
-            "",
-            f"Lossless check against {lossless['reference']}, {rule}; prompts identical: {counts}.",
-        ]
-    if result.get("lossless_violations"):
-        lines += [
-            "",
-            "**LOSSLESSNESS VIOLATED:**",
-            *[f"- {p}" for p in result["lossless_violations"]],
-        ]
-    return "\n".join(lines) + "\n"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
