@@ -30,7 +30,7 @@ test: setup chromium  ## run the whole test suite (no Chromium: the browser test
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 bench: setup  ## benchmark vs autoregressive decoding and prompt lookup (Spec-Bench, 10/category)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m shuffle_model.bench.run $(BENCH_ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m shuffle_model.bench $(BENCH_ARGS)
 
 examples: setup  ## regenerate assets/examples/*.json and the viz tests' reference frame
 	HF_HUB_OFFLINE=1 $(BIN)/python -m viz.examples --reference tests/data/first_frame.png

@@ -1,6 +1,6 @@
 """Benchmark: ShuffleLM side by side with autoregressive decoding and prompt lookup decoding.
 
-    python -m shuffle_model.bench.run --limit 10          # every category, 10 questions each
+    python -m shuffle_model.bench --limit 10          # every category, 10 questions each
 
 All methods run in one process on the same Spec-Bench prompts (first turn, chat template),
 interleaved prompt by prompt (method order rotating) after a warm-up, so that machine drift
@@ -219,7 +219,7 @@ def machine_description(device: torch.device) -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m shuffle_model.bench.run",
+        prog="python -m shuffle_model.bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
