@@ -205,7 +205,7 @@ def generation_settings(
     )
     try:
         resolved = raw.resolved(
-            num_slots=config.num_slots, default_keep_threshold=config.keep_threshold
+            num_slots=config.num_slots, default_keep_threshold=config.default_keep_threshold
         )
     except ValueError as error:
         raise UserError(str(error)) from None

@@ -131,7 +131,7 @@ def test_keep_threshold_defaults_to_the_librarys_auto():
     )
     assert settings["max_parallel_tokens"] == 14 and settings["max_new_tokens"] == 24
     # auto: the library fills in the head's own threshold under the fixed rule, 0 under the cost
-    assert settings["keep_threshold"] == CONFIG.keep_threshold
+    assert settings["keep_threshold"] == CONFIG.default_keep_threshold
     cost = app.generation_settings(24, 14, "rotary", 0, 1, "auto", True, 0, "cost", config=CONFIG)
     assert cost["keep_threshold"] == 0.0
     assert app.keep_setting(None) is None and app.keep_setting(" Auto ") is None

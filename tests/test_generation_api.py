@@ -124,7 +124,7 @@ def test_save_and_load_give_identical_generation(tmp_path, tokenizer):
     backbone = tiny_backbone(seed=2)
     backbone.save_pretrained(tmp_path / "backbone")
     tokenizer.save_pretrained(tmp_path / "backbone")
-    model = FasterDecodeMixer.from_backbone(str(tmp_path / "backbone"), max_parallel_tokens=3)
+    model = FasterDecodeMixer.from_backbone(str(tmp_path / "backbone"), num_slots=3)
     with torch.no_grad():
         for p in model.head.parameters():
             p.add_(torch.randn_like(p) * 0.1)
@@ -219,7 +219,7 @@ def test_max_parallel_tokens_zero_is_ordinary_decoding(mixer, backbone):
 
 def test_draft_vocabulary_restricts_drafts_and_stays_lossless(backbone):
     torch.manual_seed(0)
-    model = FasterDecodeMixer.from_backbone(backbone, max_parallel_tokens=3, draft_vocab_size=10)
+    model = FasterDecodeMixer.from_backbone(backbone, num_slots=3, draft_vocab_size=10)
     allowed = torch.arange(20, 30)
     model.set_draft_vocab(allowed)
     ids = torch.tensor([[25, 21, 27]])

@@ -58,7 +58,7 @@ def test_trained_head_drafts_accepted_tokens(memorised_backbone, assignment):
     torch.manual_seed(0)
     model = FasterDecodeMixer.from_backbone(
         memorised_backbone,
-        max_parallel_tokens=K,
+        num_slots=K,
         mixer_token_hidden=16,
         assignment=assignment,
         lambda_prior=0.1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from shuffle_model.model.loss import (
@@ -94,3 +95,17 @@ def test_undraftable_targets_are_matched_but_never_right():
     result = set_prediction_loss(logits, torch.zeros(1, 3, 3), torch.zeros(1, 3), targets)
     assert sorted(result.matched_offsets[0].tolist()) == [0, 1, 2]
     assert result.slot_correct[0].tolist() == [True, False, True]
+
+
+def test_config_names_mean_one_thing_and_old_saved_configs_still_load():
+    """K is num_slots and the head's filter default is default_keep_threshold; generate()'s
+    max_parallel_tokens and keep_threshold are per run. Configs saved under the old names load."""
+    from shuffle_model import ShuffleConfig
+
+    old = ShuffleConfig.from_dict({"max_parallel_tokens": 3, "keep_threshold": 0.3})
+    assert old.num_slots == 3 and old.default_keep_threshold == 0.3
+    saved = old.to_dict()
+    assert "max_parallel_tokens" not in saved and "keep_threshold" not in saved
+    assert ShuffleConfig.from_dict(saved) == old
+    with pytest.raises(ValueError, match="unknown ShuffleConfig fields"):
+        ShuffleConfig.from_dict({"num_slot": 3})

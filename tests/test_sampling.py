@@ -68,7 +68,7 @@ def chi_square_pvalue(counts: np.ndarray, probs: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def models():
     backbone = tiny_backbone(seed=3, vocab_size=VOCAB, eos=None, init_std=0.1)
-    model = tiny_mixer(backbone, seed=7, max_parallel_tokens=2)  # its slots fill offset 1
+    model = tiny_mixer(backbone, seed=7, num_slots=2)  # its slots fill offset 1
     model.cost_curve = CostCurve.from_ratios([1.0] * 16)  # passes cost alike: drafts get checked
     return backbone, model
 

@@ -38,7 +38,7 @@ def tiny_backbone(seed: int = 0, *, dtype=torch.float64, **config) -> LlamaForCa
 
 def tiny_mixer(backbone, *, seed: int = 1, tokenizer=None, **head) -> FasterDecodeMixer:
     torch.manual_seed(seed)
-    head = {"max_parallel_tokens": 4, "mixer_token_hidden": 16, **head}
+    head = {"num_slots": 4, "mixer_token_hidden": 16, **head}
     return FasterDecodeMixer.from_backbone(backbone, tokenizer=tokenizer, **head)
 
 
@@ -50,7 +50,7 @@ def tiny_shuffle_lm(seed: int = 0, *, vocab_size: int = TINY_VOCAB, **overrides)
         num_layers=2,
         num_heads=4,
         max_position_embeddings=256,
-        max_parallel_tokens=4,
+        num_slots=4,
         mixer_token_hidden=16,
         eos_token_id=2,
         tie_word_embeddings=False,

@@ -86,7 +86,7 @@ def teacher_forced(model, answers: list[dict], *, strategy: str) -> dict:
     doc); figures overall ("all") and per category."""
     from ..training.calibration_fit import replay_steps
 
-    k, threshold = model.config.num_slots, model.config.keep_threshold
+    k, threshold = model.config.num_slots, model.config.default_keep_threshold
     thresholds = sorted({threshold, *KEEP_SWEEP})
     at = thresholds.index(threshold)
     rows: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))

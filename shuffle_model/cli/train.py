@@ -113,7 +113,7 @@ def main(argv=None) -> None:
     torch.manual_seed(args.seed)
     backbone, tokenizer = load_backbone(args.backbone, device=accelerator.device, dtype="float32")
     head_config = dict(
-        max_parallel_tokens=args.slots,
+        num_slots=args.slots,
         assignment=args.assignment,
         draft_vocab_size=args.draft_vocab or None,
         head_hidden_size=args.head_width,
@@ -123,7 +123,7 @@ def main(argv=None) -> None:
         lambda_pos=args.lambda_pos,
         lambda_keep=args.lambda_keep,
         lambda_prior=args.lambda_prior,
-        keep_threshold=args.keep_threshold,
+        default_keep_threshold=args.keep_threshold,
     )
     model = FasterDecodeMixer.from_backbone(backbone, tokenizer=tokenizer, **head_config)
     model.config.backbone = args.backbone

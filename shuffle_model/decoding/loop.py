@@ -400,7 +400,7 @@ def _start(model, input_ids, attention_mask, settings: dict):
     if unknown:
         raise ValueError(f"unknown generation settings {unknown}; allowed: {sorted(known)}")
     resolved = GenerationSettings(**settings).resolved(
-        num_slots=model.config.num_slots, default_keep_threshold=model.config.keep_threshold
+        num_slots=model.config.num_slots, default_keep_threshold=model.config.default_keep_threshold
     )
     prompt = prompt_tensor(model, input_ids, attention_mask)
     check_length(model, prompt.shape[1], resolved.max_new_tokens)

@@ -9,6 +9,10 @@ from pathlib import Path
 
 ASSIGNMENTS = ("hungarian", "fixed")
 
+# Fields saved under other names by earlier versions (shipped heads' shuffle_config.json files):
+# one name, one meaning; generate()'s max_parallel_tokens and keep_threshold are per run
+RENAMED = {"max_parallel_tokens": "num_slots", "keep_threshold": "default_keep_threshold"}
+
 
 @dataclass
 class ShuffleConfig:
@@ -27,7 +31,7 @@ class ShuffleConfig:
     pad_token_id: int | None = None  # padding id (ignored by the loss through the attention mask)
 
     # --- shuffle head ---
-    max_parallel_tokens: int = 4  # K: draft slots per step = offsets 1..K after the anchor
+    num_slots: int = 4  # K: draft slots per step = offsets 1..K after the anchor
     rotary_dim: int = 2  # size of the rotary keys r_k and offset queries q_p (even)
     rotary_base: float = 10.0  # frequency ratio between the lowest and highest rotary pair
     shuffle_temperature: float = 1.0  # divides the shuffle scores (lower: sharper positions)
@@ -35,7 +39,8 @@ class ShuffleConfig:
     mixer_depth: int = 2  # MLP-Mixer blocks in the head
     mixer_token_hidden: int = 64  # hidden width of the token-mixing MLP (across the K slots)
     mixer_channel_hidden: int | None = None  # hidden width of the channel MLP; None: 2 * head width
-    keep_threshold: float = 0.5  # default filter: slots with keep prob below this are dropped
+    default_keep_threshold: float = 0.5  # the head's own filter threshold: a run's keep_threshold
+    # when it sets none under the fixed rule (GenerationSettings)
     draft_vocab_size: int | None = None  # drafts pick among N frequent tokens; None: all tokens
     early_layer: int | None = None  # the head also reads trunk block L's output (1..layers-1,
     # RMS-normalised) beside h_t; None: h_t only
@@ -52,8 +57,8 @@ class ShuffleConfig:
     extra: dict = field(default_factory=dict)  # free-form notes (training data, steps, ...)
 
     def __post_init__(self) -> None:
-        if self.max_parallel_tokens < 1:
-            raise ValueError(f"max_parallel_tokens must be >= 1; got {self.max_parallel_tokens}")
+        if self.num_slots < 1:
+            raise ValueError(f"num_slots must be >= 1; got {self.num_slots}")
         if self.rotary_dim < 2 or self.rotary_dim % 2:
             raise ValueError(f"rotary_dim must be an even number >= 2; got {self.rotary_dim}")
         if self.shuffle_temperature <= 0:
@@ -67,12 +72,10 @@ class ShuffleConfig:
                 f"early_layer must be in 1..{self.num_layers - 1} (the trunk's blocks before the "
                 f"last); got {self.early_layer}"
             )
-        if not 0.0 <= self.keep_threshold <= 1.0:
-            raise ValueError(f"keep_threshold must be in [0, 1]; got {self.keep_threshold}")
-
-    @property
-    def num_slots(self) -> int:
-        return self.max_parallel_tokens
+        if not 0.0 <= self.default_keep_threshold <= 1.0:
+            raise ValueError(
+                f"default_keep_threshold must be in [0, 1]; got {self.default_keep_threshold}"
+            )
 
     @property
     def head_width(self) -> int:
@@ -91,6 +94,8 @@ class ShuffleConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ShuffleConfig:
+        """A config from its saved fields; configs saved under the old names still load."""
+        data = {RENAMED.get(key, key): value for key, value in data.items()}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

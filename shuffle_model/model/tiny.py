@@ -68,7 +68,7 @@ def tiny_model(*, seed: int = 0, num_slots: int = 4, context: int = 512) -> Fast
     backbone = LlamaForCausalLM(config).eval()
     backbone.name_or_path = "tiny-random-llama"
     model = FasterDecodeMixer.from_backbone(
-        backbone, tokenizer=char_tokenizer(), max_parallel_tokens=num_slots, mixer_token_hidden=16
+        backbone, tokenizer=char_tokenizer(), num_slots=num_slots, mixer_token_hidden=16
     )
     model.config.backbone = "tiny-random-llama"
     model.config.extra = {"name": "tiny random head"}
