@@ -313,39 +313,14 @@ def step_index(trace, index) -> int:
 # --- handlers -----------------------------------------------------------------------------------
 
 
-def generate(
-    runtime: LazyModel,
-    prompt,
-    chat,
-    max_new_tokens,
-    max_parallel,
-    strategy,
-    temperature,
-    top_p,
-    keep,
-    verify,
-    seed,
-    block_length=COST,
-    draft_source=DRAFT_SOURCES[0],
-):
-    """Stream a generation: a Page per step (at most ~7 a second), then the finished run."""
+def generate(runtime: LazyModel, prompt, chat, *settings):
+    """Stream a generation: a Page per step (at most ~7 a second), then the finished run.
+    `settings` are the page's settings, in generation_settings' order."""
     prompt = check_prompt(prompt)
     if not runtime.loaded:
         yield Page(status="Loading the model (first use only)…")
     lm = loaded_model(runtime)
-    settings = generation_settings(
-        max_new_tokens,
-        max_parallel,
-        strategy,
-        temperature,
-        top_p,
-        keep,
-        verify,
-        seed,
-        block_length,
-        draft_source,
-        config=lm.config,
-    )
+    settings = generation_settings(*settings, config=lm.config)
     if needs_cost_curve(lm, settings):
         most = max_drafts(lm.config.num_slots) + 1
         yield Page(

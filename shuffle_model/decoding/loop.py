@@ -38,15 +38,8 @@ from .proposers import (
 )
 from .sampling import TokenSampler
 from .settings import GenerationSettings
-from .step_records import (
-    build_step_trace,
-    make_trace,
-)
-from .trace import (
-    GenerationTrace,
-    StepTrace,
-    cumulative_passes,
-)
+from .step_records import build_step_trace, make_trace
+from .trace import GenerationTrace, StepTrace, cumulative_passes
 from .tree import Block, build_block, can_drop_branches, keep_nodes, padded, tree_inputs
 from .verify import Verdict, verify_chain, verify_greedy
 
@@ -179,7 +172,7 @@ def decode(
         budget = 0 if last else min(settings.max_parallel_tokens, remaining(settings, state) - 1)
         drafting = DecodeState(state.tokens, state.hidden, state.anchor)
         chains = propose(proposers, drafting, budget=budget, clock=clock)
-        plan = plan_drafts(proposers, chains, curve, settings, budget=budget, tree=tree)
+        plan = plan_drafts(head, chains, curve, settings, budget=budget, tree=tree)
         clock.lap("plan")
         block = verdict = None
         emitted = [state.anchor]
@@ -234,11 +227,12 @@ def is_last_step(model, settings: GenerationSettings, state: LoopState) -> bool:
     return state.anchor in model.config.eos_token_ids or remaining(settings, state) == 1
 
 
-def plan_drafts(proposers, chains, curve, settings, *, budget: int, tree: bool) -> Plan:
-    """How many drafts of each chain to check (planning.py), and what the head's chain added."""
-    head, context = chains.get(HEAD), chains.get(CONTEXT)
+def plan_drafts(head, chains, curve, settings, *, budget: int, tree: bool) -> Plan:
+    """How many drafts of each chain to check (planning.py), and what the head's chain added
+    (`head`: the head proposer, or None)."""
+    context = chains.get(CONTEXT)
     plan = plan_step(
-        head,
+        chains.get(HEAD),
         context,
         curve,
         rule=settings.block_length,
@@ -246,7 +240,7 @@ def plan_drafts(proposers, chains, curve, settings, *, budget: int, tree: bool) 
         tree=tree,
         drafting_cost=curve.draft_cost if curve is not None and HEAD in chains else 0.0,
     )
-    weigh_the_head(proposers, plan, context, curve, budget=budget, tree=tree)
+    weigh_the_head(head, plan, context, curve, budget=budget, tree=tree)
     return plan
 
 
@@ -289,9 +283,9 @@ def propose(proposers, state: DecodeState, *, budget: int, clock=None) -> dict[s
     return chains
 
 
-def weigh_the_head(proposers, plan: Plan, context, curve, *, budget: int, tree: bool) -> None:
-    """Tell a gated head what its chain added to this step's expected rate."""
-    head = next((p for p in proposers if p.name == HEAD), None)
+def weigh_the_head(head, plan: Plan, context, curve, *, budget: int, tree: bool) -> None:
+    """Tell a gated head (the head proposer, or None) what its chain added to this step's
+    expected rate."""
     if head is None or head.gate is None or head.last is None:
         return
     alone = plan_step(None, context, curve, rule=plan.rule, budget=budget, tree=tree)
