@@ -25,7 +25,7 @@ from shuffle_model.decoding.trace import (
 )
 from tests.tiny import char_tokenizer, tiny_backbone, tiny_mixer
 from viz.explain import RESTED
-from viz.gif import Renderer, frames_of
+from viz.gif import DEFAULT_WIDTH, Frame, Renderer, frames_of, plan_frames
 from viz.style import (
     BOTH,
     CONTEXT,
@@ -608,16 +608,16 @@ def test_gif_draws_a_context_row_and_the_decision(rich_trace, monkeypatch):
     layout = renderer.layout
     assert layout.context_row
     step = next(s for s in rich_trace.steps if s.context and ACCEPTED in s.context.statuses)
-    for earlier in rich_trace.steps[: step.index]:
-        renderer.advance(earlier)
     row = (0, layout.row_c, layout.width, layout.row_c + layout.card_h)
-    verify = renderer.frame(step, "verify")
+    verify = renderer.draw(frame_at(rich_trace, step.index, "verify"))
     assert colour_pixels(verify, CONTEXT_COLOR, row) > 500  # accepted: filled with wine
-    assert colour_pixels(renderer.frame(step, "draft"), CONTEXT_COLOR, row) > 100  # outlines
+    draft = renderer.draw(frame_at(rich_trace, step.index, "draft"))
+    assert colour_pixels(draft, CONTEXT_COLOR, row) > 100  # outlines
     band = (0, layout.header + 1, layout.width, layout.row_a - 60)
     drawn = np.asarray(verify.crop(band))
     monkeypatch.setattr(gif, "decision_sentence", lambda step, verified=None: "")
-    blank = np.asarray(gif.Renderer(rich_trace, 800).frame(step, "verify").crop(band))
+    blank = gif.Renderer(rich_trace, 800).draw(frame_at(rich_trace, step.index, "verify"))
+    blank = np.asarray(blank.crop(band))
     assert (blank == 255).all() and (drawn < 128).any()  # the sentence is in that band
 
 
@@ -634,10 +634,44 @@ def test_gif_text_colours_tokens_by_source(rich_trace):
         assert colour_pixels(last, CONTEXT_COLOR) == 0
 
 
-def test_gif_frame_plan_matches_what_is_drawn(rich_trace):
-    renderer = Renderer(rich_trace, 400)
-    for step in rich_trace.steps:
-        assert len(renderer.step_frames(step, 2, 12)) == frames_of(step, 2)
+def every_frame(trace: GenerationTrace) -> list[Frame]:
+    """The plan with every step drawn (three shuffle frames each)."""
+    return plan_frames(trace, max_frames=10**6)
+
+
+def frame_at(trace: GenerationTrace, position: int, phase: str) -> Frame:
+    """The planned frame of the step at `position` in that phase (the shuffle's last)."""
+    return [f for f in every_frame(trace) if f.step == position and f.phase == phase][-1]
+
+
+def test_gif_frame_plan_follows_the_trace(rich_trace):
+    frames = every_frame(rich_trace)
+    for position, step in enumerate(rich_trace.steps):
+        own = [f for f in frames if f.step == position]
+        assert len(own) == frames_of(step, 3)
+        emit = own[-1]
+        assert emit.phase == "emit" and emit.shown - emit.new_from == len(step.emitted)
+        assert all(f.shown == f.new_from == emit.new_from for f in own[:-1])  # nothing new yet
+    last = frames[-1]
+    assert last.shown == sum(len(s.emitted) for s in rich_trace.steps)
+    assert last.passes == 1 + sum(s.passes for s in rich_trace.steps)
+    assert last.duration_ms >= 2500  # the finished text rests
+    thinned = plan_frames(rich_trace, max_frames=20)
+    assert len(thinned) <= 20 and {f.step for f in thinned} >= {0, len(rich_trace.steps) - 1}
+    assert thinned[-1].shown == last.shown and thinned[-1].passes == last.passes
+
+
+def test_gif_frames_depend_on_nothing_but_their_plan(rich_trace):
+    """Drawing a frame needs no earlier frame: drawn backwards, or alone by a fresh renderer,
+    each frame is the image the forward pass drew."""
+    frames = plan_frames(rich_trace, max_frames=40)
+    forward = [np.asarray(image) for image, _ in viz.render_frames(rich_trace, max_frames=40)]
+    renderer = Renderer(rich_trace, DEFAULT_WIDTH)
+    for index in reversed(range(len(frames))):
+        assert (np.asarray(renderer.draw(frames[index])) == forward[index]).all()
+    middle = len(frames) // 2
+    alone = Renderer(rich_trace, DEFAULT_WIDTH).draw(frames[middle])
+    assert (np.asarray(alone) == forward[middle]).all()
 
 
 # --- the end of the answer ----------------------------------------------------------------------
@@ -719,10 +753,7 @@ def test_the_end_of_the_answer_is_a_marker_in_the_gif(rich_trace):
     trace = with_special_tokens(rich_trace, marked=False)
     renderer = Renderer(trace, 800, record=True)
     assert END_LABEL in [label for row in renderer.legend for label, _ in row]
-    for step in trace.steps:
-        renderer.advance(step)
-    last = trace.steps[-1]
-    frame = renderer.frame(last, "emit")
+    frame = renderer.draw(frame_at(trace, len(trace.steps) - 1, "emit"))
     texts = [label.text for label in renderer.labels]
     assert END_LABEL in texts and not any("im_end" in text or "<|" in text for text in texts)
     layout = renderer.layout
@@ -730,7 +761,7 @@ def test_the_end_of_the_answer_is_a_marker_in_the_gif(rich_trace):
     assert colour_pixels(frame, END_COLOR, box) > 20  # the marker's grey box and text
     renderer = Renderer(trace, 800, record=True)
     step = next(s for s in trace.steps if s.slots and s.context is not None)
-    renderer.frame(step, "draft")
+    renderer.draw(frame_at(trace, step.index, "draft"))
     cards = [label.text for label in renderer.labels]
     assert cards.count("■ end") == 2  # the slot's card and the context draft's card
     assert not any("<|" in text for text in cards)
@@ -759,28 +790,24 @@ def overlapping_labels(trace: GenerationTrace, width: int) -> list[str]:
     """Every settled frame of the chosen steps (the shuffle's motion frames move cards across
     each other on purpose): pairs of labels whose boxes overlap, and labels outside their
     room (a card's column, the text area, the frame)."""
-    from viz.gif import inside, overlap, phases
+    from viz.gif import inside, overlap
 
     renderer = Renderer(trace, width, record=True)
     chosen = varied_steps(trace)
     problems = []
-    for step in trace.steps:
-        if step.index not in chosen:
-            renderer.advance(step)
+    for planned in every_frame(trace):
+        if planned.step not in chosen or planned.motion not in (0, 1):
             continue
-        for phase, motion in phases(step, 1):
-            if phase == "emit":
-                renderer.advance(step)
-            frame = renderer.frame(step, phase, motion)
-            labels = renderer.labels
-            where = f"{width}px step {step.index} {phase}"
-            for label in labels:
-                if not inside(label.box, label.room) or not inside(label.box, (0, 0, *frame.size)):
-                    problems.append(f"{where}: {label.text!r} {label.box} outside {label.room}")
-            for i, a in enumerate(labels):
-                for b in labels[i + 1 :]:
-                    if overlap(a.box, b.box):
-                        problems.append(f"{where}: {a.text!r} {a.box} overlaps {b.text!r} {b.box}")
+        frame = renderer.draw(planned)
+        labels = renderer.labels
+        where = f"{width}px step {planned.step} {planned.phase}"
+        for label in labels:
+            if not inside(label.box, label.room) or not inside(label.box, (0, 0, *frame.size)):
+                problems.append(f"{where}: {label.text!r} {label.box} outside {label.room}")
+        for i, a in enumerate(labels):
+            for b in labels[i + 1 :]:
+                if overlap(a.box, b.box):
+                    problems.append(f"{where}: {a.text!r} {a.box} overlaps {b.text!r} {b.box}")
     return problems
 
 
@@ -796,8 +823,7 @@ def test_the_label_check_sees_an_overlap(rich_trace):
     from viz import gif
 
     renderer = Renderer(rich_trace, 800, record=True)
-    step = rich_trace.steps[0]
-    image, draw = renderer.base(step, "draft")
+    image, draw = renderer.base(every_frame(rich_trace)[0])
     big = gif.font(20)
     renderer.write(draw, (100, 100), "? low confidence", big, gif.INK)
     renderer.write(draw, (150, 100), "? low confidence", big, gif.INK)

@@ -11,7 +11,12 @@ decision in a sentence.
 
 Every text is fitted to its room: a card's texts to the card's column (smaller type, then the
 status's symbol, which the legend explains, then an ellipsis), the sentence wrapped to the
-frame. `Renderer(trace, width, record=True)` keeps each frame's texts and their boxes in
+frame.
+
+Two steps: `plan_frames` decides every frame (step, phase, shuffle motion, duration, how much
+of the text shows and the passes so far) from the trace alone; `Renderer.draw` turns one
+`Frame` into an image, depending on nothing but the trace and that frame.
+`Renderer(trace, width, record=True)` keeps the last drawn frame's texts and their boxes in
 `renderer.labels`, so the tests can check that no two overlap at any width.
 """
 
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -394,12 +399,10 @@ class Renderer:
         self.layout = Layout(
             width, columns=self.offsets + 1, context_row=m > 0, legend_rows=len(self.legend)
         )
-        self.pieces: list[tuple[str, str]] = []  # (token text, origin or END) emitted so far
-        self.passes = 1  # the prompt's prefill
-        self.tokens = 0  # tokens emitted so far
+        self.pieces = answer_pieces(trace, self.ends)  # (text, origin or END) per emitted token
         self._static: dict[str, tuple[Image.Image, list[Label]]] = {}
-        # new_from -> the text area and its labels, for the current pieces
-        self._text: dict[int, tuple[Image.Image, list[Label]]] = {}
+        # (shown, new_from) -> the text area and its labels
+        self._text: dict[tuple[int, int], tuple[Image.Image, list[Label]]] = {}
 
     # --- drawing texts --------------------------------------------------------------------
     def write(
@@ -525,13 +528,14 @@ class Renderer:
         text, typeface = fit(draw, text, room, font_sizes(13, 8, s), bold=active)
         self.write(draw, (layout.margin, row - 42 * s), text, typeface, INK if active else MUTED)
 
-    def base(self, step: StepTrace, phase: str) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    def base(self, frame: Frame) -> tuple[Image.Image, ImageDraw.ImageDraw]:
         layout, s = self.layout, self.layout.scale
+        step, phase = self.trace.steps[frame.step], frame.phase
         static, labels = self.static(phase == "draft")
         image = static.copy()
         self.labels = list(labels)
         draw = ImageDraw.Draw(image)
-        ratio = self.tokens / self.passes if self.passes else 0.0
+        ratio = frame.shown / frame.passes
         mode = "verified" if self.verified else "pure parallel"
         title = f"ShuffleLM · step {step.index + 1}/{len(self.trace.steps)}"
         bold = font(round(20 * s), bold=True)
@@ -639,9 +643,11 @@ class Renderer:
         )
 
     # --- frames -------------------------------------------------------------------------------
-    def frame(self, step: StepTrace, phase: str, motion: float = 0.0) -> Image.Image:
+    def draw(self, frame: Frame) -> Image.Image:
+        """The frame's image; it depends on nothing but the trace and the frame."""
         layout = self.layout
-        image, draw = self.base(step, phase)
+        step, phase, motion = self.trace.steps[frame.step], frame.phase, frame.motion
+        image, draw = self.base(frame)
         row_a, row_b = float(layout.row_a), float(layout.row_b)
         if phase == "draft":
             anchor_xy = (layout.x(0), row_a)
@@ -669,10 +675,10 @@ class Renderer:
             for offset, (token, prob, status) in enumerate(drafts, 1):
                 card = self.context_card(offset, token, prob, status, phase)
                 self.draw_card(draw, (layout.x(offset), float(layout.row_c)), card, offset)
-        new_from = len(self.pieces) - (step.num_emitted if phase == "emit" else 0)
-        if new_from not in self._text:
-            self._text[new_from] = text_area(layout, self.pieces, new_from)
-        text, labels = self._text[new_from]
+        key = (frame.shown, frame.new_from)
+        if key not in self._text:
+            self._text = {key: text_area(layout, self.pieces[: frame.shown], frame.new_from)}
+        text, labels = self._text[key]
         image.paste(text, (0, layout.text_top))
         if self.record:
             top = layout.text_top
@@ -682,39 +688,60 @@ class Renderer:
                 self.labels.append(Label(label.text, (x0, y0 + top, x1, y1 + top), room))
         return image
 
-    def advance(self, step: StepTrace) -> None:
-        """Add the step's tokens to the text (the end of the answer as a marker) and count its
-        pass."""
-        self._text.clear()
+
+def answer_pieces(trace: GenerationTrace, ends: frozenset[int]) -> list[tuple[str, str]]:
+    """Every emitted token as (text, origin), the end of the answer as (END_LABEL, END) and
+    other special tokens by their label."""
+    pieces = []
+    for step in trace.steps:
         for token, origin in zip(step.emitted, token_origins(step), strict=True):
-            self.tokens += 1
-            if is_end(token, self.ends):
-                self.pieces.append((END_LABEL, END))
-            elif is_special(token, self.ends):
-                self.pieces.append((token_label(token, limit=40, eos_ids=self.ends), origin))
+            if is_end(token, ends):
+                pieces.append((END_LABEL, END))
+            elif is_special(token, ends):
+                pieces.append((token_label(token, limit=40, eos_ids=ends), origin))
             else:
                 text = token.text if token.text is not None else f"<{token.id}>"
-                self.pieces.append((text, origin))
-        self.passes += step.passes
+                pieces.append((text, origin))
+    return pieces
 
-    def step_frames(self, step: StepTrace, motion_frames: int, fps: int):
-        """(image, duration ms) for every frame of a step."""
-        hold = 1000 // max(fps, 1)
-        frames = []
-        for phase, motion in phases(step, motion_frames):
-            if phase == "emit":
-                self.advance(step)
-            duration = hold if phase == "shuffle" else DURATIONS_MS[phase]
-            frames.append((self.frame(step, phase, motion), duration))
-        return frames
+
+# --- the plan: which frames, decided before any is drawn ------------------------------------
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame of the animation, everything about it but its pixels."""
+
+    step: int  # position of the step in trace.steps
+    phase: str  # draft, shuffle, filter, verify or emit
+    motion: float  # how far the shuffle has moved the cards, 0 to 1
+    duration_ms: int  # how long the frame shows
+    shown: int  # tokens of the answer the text shows
+    new_from: int  # the first of them drawn as new (== shown: none)
+    passes: int  # backbone passes so far, the prompt's prefill included
+
+
+def step_frames(
+    step: StepTrace, position: int, *, shown: int, passes: int, motion: int, fps: int
+) -> list[Frame]:
+    """The frames of the step at `position`, given the text and the passes before it: its
+    tokens join the text, and its passes the count, at the emit frame."""
+    frames = []
+    for phase, fraction in phases(step, motion):
+        new_from = shown
+        if phase == "emit":
+            shown, passes = shown + len(step.emitted), passes + step.passes
+        duration = 1000 // fps if phase == "shuffle" else DURATIONS_MS[phase]
+        frames.append(Frame(position, phase, fraction, duration, shown, new_from, passes))
+    return frames
 
 
 def frames_of(step: StepTrace, motion: int) -> int:
-    """How many frames Renderer.step_frames draws for a step."""
+    """How many frames a step draws with `motion` shuffle frames."""
     return len(phases(step, motion))
 
 
-def plan(trace: GenerationTrace, max_frames: int) -> tuple[list[int], int]:
+def choose_steps(trace: GenerationTrace, max_frames: int) -> tuple[list[int], int]:
     """Which steps get drawn and how many motion frames each, to stay within max_frames."""
     everything = list(range(len(trace.steps)))
     for motion in (3, 2, 1):
@@ -727,6 +754,23 @@ def plan(trace: GenerationTrace, max_frames: int) -> tuple[list[int], int]:
     return chosen, 1
 
 
+def plan_frames(trace: GenerationTrace, *, fps: int = 12, max_frames: int = 360) -> list[Frame]:
+    """Every frame of the animation. Steps left out still add their tokens and passes."""
+    if not trace.steps:
+        raise ValueError("the trace has no steps to animate")
+    chosen, motion = choose_steps(trace, max_frames)
+    drawn = set(chosen)
+    frames, shown, passes = [], 0, 1
+    for position, step in enumerate(trace.steps):
+        if position in drawn:
+            frames += step_frames(
+                step, position, shown=shown, passes=passes, motion=motion, fps=fps
+            )
+        shown, passes = shown + len(step.emitted), passes + step.passes
+    frames[-1] = replace(frames[-1], duration_ms=max(frames[-1].duration_ms, 2500))  # the end
+    return frames
+
+
 def render_frames(
     trace: GenerationTrace,
     *,
@@ -735,23 +779,15 @@ def render_frames(
     width: int = DEFAULT_WIDTH,
     progress: Callable[[float], None] | None = None,
 ):
-    """All frames as (PIL image, duration ms)."""
-    if not trace.steps:
-        raise ValueError("the trace has no steps to animate")
+    """All frames as (PIL image, duration ms): the plan, then each frame drawn."""
+    frames = plan_frames(trace, fps=fps, max_frames=max_frames)
     renderer = Renderer(trace, width)
-    chosen, motion = plan(trace, max_frames)
-    frames = []
-    for n, index in enumerate(range(len(trace.steps))):
-        step = trace.steps[index]
-        if index in chosen:
-            frames += renderer.step_frames(step, motion, fps)
-        else:  # skipped steps still add their tokens to the text
-            renderer.advance(step)
+    images = []
+    for n, frame in enumerate(frames):
+        images.append((renderer.draw(frame), frame.duration_ms))
         if progress:
-            progress((n + 1) / len(trace.steps))
-    last, duration = frames[-1]
-    frames[-1] = (last, max(duration, 2500))  # rest on the finished text
-    return frames
+            progress((n + 1) / len(frames))
+    return images
 
 
 def render_gif(
