@@ -439,16 +439,195 @@ def bound(handler, runtime: LazyModel):
 LAUNCH_OPTIONS = dict(max_file_size="5mb", show_error=True, css=CSS)
 
 
+# --- layout -------------------------------------------------------------------------------------
+# The story first: the prompt, Generate and the live view (the step's text, decision and
+# picture) fit the first screen; settings are folded; the explanation sits beside the pictures
+# it explains. Each part returns its components by name.
+
+
+class Inputs(NamedTuple):
+    """A run's inputs, in generate()'s order (the prompt, then generation_settings')."""
+
+    prompt: gr.Textbox
+    chat: gr.Checkbox
+    max_new_tokens: gr.Slider
+    max_parallel: gr.Slider
+    strategy: gr.Radio
+    temperature: gr.Slider
+    top_p: gr.Slider
+    keep: gr.Dropdown
+    verify: gr.Checkbox
+    seed: gr.Number
+    block_length: gr.Radio
+    draft_source: gr.Radio
+
+
+class Controls(NamedTuple):
+    inputs: Inputs
+    run: gr.Button
+    stop: gr.Button
+
+
+class LiveView(NamedTuple):
+    status: gr.Markdown
+    text: gr.HighlightedText
+    caption: gr.Textbox
+    shuffle: gr.Plot
+    drafts: gr.Plot
+    filter: gr.Plot
+    overview: gr.Plot
+    cost: gr.Plot
+    step: gr.Slider
+    play: gr.Button
+
+
+class ComparePanel(NamedTuple):
+    run: gr.Button
+    table: gr.Markdown
+    fast: gr.Textbox
+    plain: gr.Textbox
+
+
+class ExportPanel(NamedTuple):
+    width: gr.Slider
+    make_gif: gr.Button
+    preview: gr.Image
+    gif_file: gr.File
+    trace_file: gr.File
+    upload: gr.File
+    example: gr.Dropdown
+
+
+def controls(num_slots: int) -> Controls:
+    """The prompt, Generate and Stop, the example prompts and the folded settings."""
+    prompt = gr.Textbox(
+        label="Prompt",
+        lines=1,
+        max_lines=8,
+        elem_id="prompt",
+        placeholder="Ask the model something… (Enter generates; Shift+Enter: a new line)",
+    )
+    with gr.Row():
+        run = gr.Button("Generate", variant="primary", elem_id="generate")
+        stop = gr.Button("Stop", variant="stop", elem_id="stop")
+    gr.Examples(  # its own endpoint renamed: /load_example loads an example trace
+        EXAMPLE_PROMPTS,
+        inputs=[prompt],
+        label="Example prompts",
+        api_name="example_prompt",
+        api_visibility="private",
+    )
+    with gr.Accordion("Settings", open=False, elem_id="settings"):
+        inputs = Inputs(
+            prompt=prompt,
+            chat=gr.Checkbox(
+                value=True, label="Use the chat template (instruct model)", elem_id="chat"
+            ),
+            max_new_tokens=gr.Slider(
+                1,
+                MAX_NEW_TOKENS,
+                value=64,
+                step=1,
+                label="Max new tokens",
+                elem_id="max-new-tokens",
+            ),
+            max_parallel=gr.Slider(**drafts_slider(num_slots, elem_id="max-drafts")),
+            block_length=gr.Radio(
+                BLOCK_LENGTHS, value=COST, label="Block length", elem_id="block-length"
+            ),
+            draft_source=gr.Radio(
+                DRAFT_SOURCE_CHOICES,
+                value=DRAFT_SOURCES[0],
+                label="Draft source",
+                elem_id="draft-source",
+            ),
+            strategy=gr.Radio(list(STRATEGIES), value="rotary", label="Shuffle strategy"),
+            temperature=gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)"),
+            top_p=gr.Slider(0.05, 1, value=1, step=0.05, label="Top-p"),
+            keep=gr.Dropdown(
+                KEEP_CHOICES,
+                value=KEEP_AUTO,
+                allow_custom_value=True,
+                label=KEEP_LABEL,
+                elem_id="keep-threshold",
+            ),
+            verify=gr.Checkbox(value=True, label="Verify with the backbone (lossless)"),
+            seed=gr.Number(value=0, precision=0, label="Seed (sampling)"),
+        )
+    return Controls(inputs, run, stop)
+
+
+PLOT_TABS = [  # (LiveView field, tab label, elem_id), in the tabs' order
+    ("shuffle", "Shuffle", "shuffle-plot"),
+    ("drafts", "Draft candidates", "draft-plot"),
+    ("filter", "Filter and plan", "filter-plot"),
+    ("overview", "Overview", "overview-plot"),
+    ("cost", "Cost curve", "cost-plot"),
+]
+
+
+def live_view() -> LiveView:
+    """Counters, the text coloured by origin, the step's decision, its pictures in tabs and the
+    step slider with Play."""
+    status = gr.Markdown("Ready.", elem_id="status")
+    text = gr.HighlightedText(
+        label="Output, coloured by origin",
+        color_map=SPAN_COLORS,
+        combine_adjacent=False,
+        show_legend=True,
+        elem_id="output-text",
+    )
+    caption = gr.Textbox(
+        label="This step: what was decided, and why", lines=3, interactive=False, elem_id="caption"
+    )
+    plots = {}
+    with gr.Tabs():
+        for name, tab, elem_id in PLOT_TABS:
+            with gr.Tab(tab):
+                plots[name] = gr.Plot(elem_id=elem_id, show_label=False)
+    with gr.Row():
+        step = gr.Slider(0, 1, value=0, step=1, label="Step", elem_id="step-slider")
+        play = gr.Button("▶ Play", elem_id="play", scale=0, min_width=90)
+    return LiveView(status, text, caption, **plots, step=step, play=play)
+
+
+def compare_panel() -> ComparePanel:
+    with gr.Accordion("Compare with ordinary decoding", open=False):
+        run = gr.Button("Run ordinary decoding on the same prompt", elem_id="compare")
+        table = gr.Markdown()
+        with gr.Row():
+            fast = gr.Textbox(label="ShuffleLM", lines=6, interactive=False)
+            plain = gr.Textbox(label="Ordinary decoding", lines=6, interactive=False)
+    return ComparePanel(run, table, fast, plain)
+
+
+def export_panel() -> ExportPanel:
+    """The GIF, the trace's download, and loading a saved or an example trace."""
+    with gr.Accordion("Export and replay", open=True):
+        with gr.Row():
+            width = gr.Slider(320, 1600, value=800, step=40, label="GIF width")
+            make_gif = gr.Button("Make GIF", elem_id="make-gif")
+        preview = gr.Image(label="Animation", type="filepath", elem_id="gif-preview")
+        with gr.Row():
+            gif_file = gr.File(label="GIF download", elem_id="gif-file")
+            trace_file = gr.File(label="Trace (JSON) download", elem_id="trace-file")
+        upload = gr.File(
+            label="Load a saved trace (.json)", file_types=[".json"], elem_id="trace-upload"
+        )
+        example = gr.Dropdown(
+            sorted(p.stem for p in EXAMPLES_DIR.glob("*.json")),
+            label="…or an example trace",
+            value=None,
+            elem_id="example-trace",
+        )
+    return ExportPanel(width, make_gif, preview, gif_file, trace_file, upload, example)
+
+
 def build_demo(model: LazyModel | None = None) -> gr.Blocks:
     """The page for `model` (default: the shipped default model, loaded on first use)."""
     runtime = model or LazyModel()
-
-    # --- layout -----------------------------------------------------------------------------
-    # The story first: the prompt, Generate and the live view (the step's text, decision and
-    # picture) fit the first screen; settings are folded; the explanation sits beside the
-    # pictures it explains.
     with gr.Blocks(title="ShuffleLM — parallel drafting, live") as demo:
-        trace_state = gr.State(None)
+        trace = gr.State(None)
         gr.Markdown(
             "## ShuffleLM — watch a language model write several tokens per step\n"
             "Type a prompt and watch each step draft tokens in parallel, shuffle them "
@@ -457,185 +636,64 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
         )
         with gr.Row(elem_id="story"):
             with gr.Column(scale=2, min_width=320, elem_id="controls"):
-                prompt = gr.Textbox(
-                    label="Prompt",
-                    lines=1,
-                    max_lines=8,
-                    elem_id="prompt",
-                    placeholder="Ask the model something… (Enter generates; Shift+Enter: a new "
-                    "line)",
-                )
-                with gr.Row():
-                    run_button = gr.Button("Generate", variant="primary", elem_id="generate")
-                    stop_button = gr.Button("Stop", variant="stop", elem_id="stop")
-                gr.Examples(  # its own endpoint renamed: /load_example loads an example trace
-                    EXAMPLE_PROMPTS,
-                    inputs=[prompt],
-                    label="Example prompts",
-                    api_name="example_prompt",
-                    api_visibility="private",
-                )
-                with gr.Accordion("Settings", open=False, elem_id="settings"):
-                    chat = gr.Checkbox(
-                        value=True, label="Use the chat template (instruct model)", elem_id="chat"
-                    )
-                    max_new_tokens = gr.Slider(
-                        1,
-                        MAX_NEW_TOKENS,
-                        value=64,
-                        step=1,
-                        label="Max new tokens",
-                        elem_id="max-new-tokens",
-                    )
-                    max_parallel = gr.Slider(
-                        **drafts_slider(runtime.config.num_slots, elem_id="max-drafts")
-                    )
-                    block_length = gr.Radio(
-                        BLOCK_LENGTHS, value=COST, label="Block length", elem_id="block-length"
-                    )
-                    draft_source = gr.Radio(
-                        DRAFT_SOURCE_CHOICES,
-                        value=DRAFT_SOURCES[0],
-                        label="Draft source",
-                        elem_id="draft-source",
-                    )
-                    strategy = gr.Radio(list(STRATEGIES), value="rotary", label="Shuffle strategy")
-                    temperature = gr.Slider(
-                        0, 2, value=0, step=0.05, label="Temperature (0 = greedy)"
-                    )
-                    top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="Top-p")
-                    keep = gr.Dropdown(
-                        KEEP_CHOICES,
-                        value=KEEP_AUTO,
-                        allow_custom_value=True,
-                        label=KEEP_LABEL,
-                        elem_id="keep-threshold",
-                    )
-                    verify = gr.Checkbox(value=True, label="Verify with the backbone (lossless)")
-                    seed = gr.Number(value=0, precision=0, label="Seed (sampling)")
+                control = controls(runtime.config.num_slots)
                 gr.Markdown(HOW_IT_WORKS, elem_id="how-it-works")
             with gr.Column(scale=3, min_width=480, elem_id="live-view"):
-                status = gr.Markdown("Ready.", elem_id="status")
-                text = gr.HighlightedText(
-                    label="Output, coloured by origin",
-                    color_map=SPAN_COLORS,
-                    combine_adjacent=False,
-                    show_legend=True,
-                    elem_id="output-text",
-                )
-                caption = gr.Textbox(
-                    label="This step: what was decided, and why",
-                    lines=3,
-                    interactive=False,
-                    elem_id="caption",
-                )
-                with gr.Tabs():
-                    with gr.Tab("Shuffle"):
-                        shuffle_plot = gr.Plot(elem_id="shuffle-plot", show_label=False)
-                    with gr.Tab("Draft candidates"):
-                        draft_plot = gr.Plot(elem_id="draft-plot", show_label=False)
-                    with gr.Tab("Filter and plan"):
-                        filter_plot = gr.Plot(elem_id="filter-plot", show_label=False)
-                    with gr.Tab("Overview"):
-                        overview_plot = gr.Plot(elem_id="overview-plot", show_label=False)
-                    with gr.Tab("Cost curve"):
-                        cost_plot = gr.Plot(elem_id="cost-plot", show_label=False)
-                with gr.Row():
-                    step_slider = gr.Slider(
-                        0, 1, value=0, step=1, label="Step", elem_id="step-slider"
-                    )
-                    play_button = gr.Button("▶ Play", elem_id="play", scale=0, min_width=90)
-                with gr.Accordion("Compare with ordinary decoding", open=False):
-                    compare_button = gr.Button(
-                        "Run ordinary decoding on the same prompt", elem_id="compare"
-                    )
-                    compare_table = gr.Markdown()
-                    with gr.Row():
-                        fast_text = gr.Textbox(label="ShuffleLM", lines=6, interactive=False)
-                        plain_text = gr.Textbox(
-                            label="Ordinary decoding", lines=6, interactive=False
-                        )
-                with gr.Accordion("Export and replay", open=True):
-                    with gr.Row():
-                        gif_width = gr.Slider(320, 1600, value=800, step=40, label="GIF width")
-                        gif_button = gr.Button("Make GIF", elem_id="make-gif")
-                    gif_preview = gr.Image(
-                        label="Animation", type="filepath", elem_id="gif-preview"
-                    )
-                    with gr.Row():
-                        gif_file = gr.File(label="GIF download", elem_id="gif-file")
-                        trace_file = gr.File(label="Trace (JSON) download", elem_id="trace-file")
-                    upload = gr.File(
-                        label="Load a saved trace (.json)",
-                        file_types=[".json"],
-                        elem_id="trace-upload",
-                    )
-                    example_names = sorted(p.stem for p in EXAMPLES_DIR.glob("*.json"))
-                    example = gr.Dropdown(
-                        example_names,
-                        label="…or an example trace",
-                        value=None,
-                        elem_id="example-trace",
-                    )
-
-        # --- wiring -------------------------------------------------------------------------------
-        page = Page(  # the components a run or a loaded trace updates, by name
-            status=status,
-            text=text,
-            caption=caption,
-            shuffle=shuffle_plot,
-            drafts=draft_plot,
-            filter=filter_plot,
-            step=step_slider,
-            trace=trace_state,
-            trace_file=trace_file,
-            overview=overview_plot,
-            cost=cost_plot,
-        )
-        view = [getattr(page, name) for name in VIEW]
-        settings_inputs = [
-            prompt,
-            chat,
-            max_new_tokens,
-            max_parallel,
-            strategy,
-            temperature,
-            top_p,
-            keep,
-            verify,
-            seed,
-            block_length,
-            draft_source,
-        ]
-        run = bound(generate, runtime)
-        generating = run_button.click(
-            run, settings_inputs, list(page), api_name="generate", concurrency_limit=CONCURRENCY
-        )
-        submitting = prompt.submit(  # Enter in the prompt box
-            run, settings_inputs, list(page), api_name=False, concurrency_limit=CONCURRENCY
-        )
-        stop_button.click(None, None, None, cancels=[generating, submitting], api_name=False)
-        step_slider.input(show_step, [trace_state, step_slider], view, api_name="show_step")
-        play_button.click(play, [trace_state], [step_slider, *view], api_name="play")
-        gif_button.click(
-            export_gif,
-            [trace_state, gif_width],
-            [gif_preview, gif_file],
-            api_name="export_gif",
-            concurrency_limit=CONCURRENCY,
-        )
-        upload.upload(load_trace, [upload], list(page), api_name="load_trace")
-        example.input(load_example, [example], list(page), api_name="load_example")
-        compare_button.click(
-            bound(compare_runs, runtime),
-            [trace_state],
-            [compare_table, fast_text, plain_text],
-            api_name="compare",
-            concurrency_limit=CONCURRENCY,
-        )
-        demo.load(bound(fit_to_model, runtime), None, [status], api_name=False)
+                live = live_view()
+                comparison = compare_panel()
+                export = export_panel()
+        wire(demo, runtime, trace, control, live, comparison, export)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
     return demo
+
+
+# --- wiring --------------------------------------------------------------------------------------
+
+
+def wire(demo, runtime, trace, control, live, comparison, export) -> None:
+    """Every event: the handlers, bound to the app's model where they need it."""
+    page = Page(  # the components a run or a loaded trace updates, by name
+        status=live.status,
+        text=live.text,
+        caption=live.caption,
+        shuffle=live.shuffle,
+        drafts=live.drafts,
+        filter=live.filter,
+        step=live.step,
+        trace=trace,
+        trace_file=export.trace_file,
+        overview=live.overview,
+        cost=live.cost,
+    )
+    view = [getattr(page, name) for name in VIEW]
+    inputs, outputs = list(control.inputs), list(page)
+    run = bound(generate, runtime)
+    generating = control.run.click(
+        run, inputs, outputs, api_name="generate", concurrency_limit=CONCURRENCY
+    )
+    submitting = control.inputs.prompt.submit(  # Enter in the prompt box
+        run, inputs, outputs, api_name=False, concurrency_limit=CONCURRENCY
+    )
+    control.stop.click(None, None, None, cancels=[generating, submitting], api_name=False)
+    live.step.input(show_step, [trace, live.step], view, api_name="show_step")
+    live.play.click(play, [trace], [live.step, *view], api_name="play")
+    export.make_gif.click(
+        export_gif,
+        [trace, export.width],
+        [export.preview, export.gif_file],
+        api_name="export_gif",
+        concurrency_limit=CONCURRENCY,
+    )
+    export.upload.upload(load_trace, [export.upload], outputs, api_name="load_trace")
+    export.example.input(load_example, [export.example], outputs, api_name="load_example")
+    comparison.run.click(
+        bound(compare_runs, runtime),
+        [trace],
+        [comparison.table, comparison.fast, comparison.plain],
+        api_name="compare",
+        concurrency_limit=CONCURRENCY,
+    )
+    demo.load(bound(fit_to_model, runtime), None, [live.status], api_name=False)
 
 
 if __name__ == "__main__":
