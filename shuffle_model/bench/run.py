@@ -340,47 +340,44 @@ def earlier_records(partial: Path, summary: Path) -> list[PromptRecord]:
     return [PromptRecord.from_dict(r) for r in records]
 
 
-def run(args, models: dict) -> dict:
-    from ..model.chat import encode_prompt
-
+def chosen_methods(args) -> list[Method]:
+    """The methods asked for, always with the baseline every speed-up is measured against."""
     names = METHOD_NAMES if "all" in (args.methods or []) else args.methods or DEFAULT_METHODS
-    methods = [m for m in METHODS if m.name in names or m.name == "baseline"]
-    questions = load_questions(args.questions, args.categories, args.limit)
-    model = models["default"]
-    device = model.device
-    stamp = dt.date.today().isoformat()
+    return [m for m in METHODS if m.name in names or m.name == "baseline"]
+
+
+def result_name(args, device: torch.device, stamp: str) -> str:
+    """The result files' name: --name, or the date, the device and --tag."""
+    if args.name:
+        return args.name
     device_name = (
         device.type
         if device.type == "cpu"
         else f"cuda-{torch.cuda.get_device_name(device).split()[-1].lower()}"
     )
-    tag = f"-{args.tag}" if args.tag else ""
-    base_name = args.name or f"{stamp}-{device_name}{tag}"
-    args.out.mkdir(parents=True, exist_ok=True)
-    partial = args.out / f"{base_name}.partial.jsonl"
-    setup = run_setup(args, models, methods)
-    reference = lossless_reference(methods, model.dtype)
-    bound = model_bound(model)
-    records = []
-    if args.resume:
-        records = earlier_records(partial, args.out / f"{base_name}.json")
-        check_same_setup(records, setup, partial)
-    elif partial.exists():
-        partial.unlink()
+    return f"{stamp}-{device_name}" + (f"-{args.tag}" if args.tag else "")
+
+
+def resumed_records(args, partial: Path, summary: Path, setup: dict) -> list[PromptRecord]:
+    """With --resume, the earlier invocation's records (of the same setup); else none, and a
+    fresh partial file."""
+    if not args.resume:
+        partial.unlink(missing_ok=True)
+        return []
+    records = earlier_records(partial, summary)
+    check_same_setup(records, setup, partial)
+    return records
+
+
+def bench_prompts(args, models, methods, questions, records, *, setup, reference, partial) -> bool:
+    """Run every method on each question not yet in `records`, appending each prompt's record
+    to `records` and to the partial file as it lands. Returns whether --max-minutes stopped it."""
+    from ..model.chat import encode_prompt
+
+    model = models["default"]
     done = {r.question_id for r in records}
-
-    warm = encode_prompt(model.tokenizer, "Say hello in one short sentence.")
-    for method in methods:  # warm-up: caches, allocator, kernels
-        run_method(method, models, warm, 16)
-
-    curve = cost_curve(model, max_tokens=max_drafts(model.config.num_slots) + 1, remeasure=True)
-    steps = bookkeeping_cost(
-        model, encode_prompt(model.tokenizer, questions[0]["turns"][0]), max_new_tokens=64
-    )
-
-    started = time.monotonic()
-    stopped_early = False
     remaining = [(i, q) for i, q in enumerate(questions) if q["question_id"] not in done]
+    started = time.monotonic()
     bar = tqdm(
         remaining,
         desc="bench",
@@ -404,15 +401,53 @@ def run(args, models: dict) -> dict:
             time.monotonic() - started > 60 * args.max_minutes
         )
         if out_of_time and position + 1 < len(remaining):
-            stopped_early = True
+            bar.close()
             tqdm.write(f"--max-minutes {args.max_minutes} reached after {len(records)} prompts")
-            break
+            return True
     bar.close()
+    return False
+
+
+def run(args, models: dict) -> dict:
+    """The benchmark: set up, warm up, measure the machine, run the prompts, write the result
+    (JSON and markdown) and check that every lossless method was."""
+    from ..model.chat import encode_prompt
+
+    methods = chosen_methods(args)
+    questions = load_questions(args.questions, args.categories, args.limit)
+    model = models["default"]
+    stamp = dt.date.today().isoformat()
+    base_name = result_name(args, model.device, stamp)
+    args.out.mkdir(parents=True, exist_ok=True)
+    partial = args.out / f"{base_name}.partial.jsonl"
+    setup = run_setup(args, models, methods)
+    reference = lossless_reference(methods, model.dtype)
+    bound = model_bound(model)
+    records = resumed_records(args, partial, args.out / f"{base_name}.json", setup)
+    resumed = len(records)
+
+    warm = encode_prompt(model.tokenizer, "Say hello in one short sentence.")
+    for method in methods:  # warm-up: caches, allocator, kernels
+        run_method(method, models, warm, 16)
+    curve = cost_curve(model, max_tokens=max_drafts(model.config.num_slots) + 1, remeasure=True)
+    steps = bookkeeping_cost(
+        model, encode_prompt(model.tokenizer, questions[0]["turns"][0]), max_new_tokens=64
+    )
+    stopped_early = bench_prompts(
+        args,
+        models,
+        methods,
+        questions,
+        records,
+        setup=setup,
+        reference=reference,
+        partial=partial,
+    )
 
     info = model.model_info()
     result = {
         "date": stamp,
-        "machine": machine_description(device),
+        "machine": machine_description(model.device),
         "settings": {
             "max_new_tokens": args.max_new_tokens,
             "limit": args.limit,
@@ -421,7 +456,7 @@ def run(args, models: dict) -> dict:
             "max_minutes": args.max_minutes,
             "stopped_early": stopped_early,
             "questions_planned": len(questions),
-            "resumed_prompts": len(done),  # records carried over by --resume
+            "resumed_prompts": resumed,  # records carried over by --resume
             "dtype": str(model.backbone.dtype),
         },
         "model": {
