@@ -133,3 +133,25 @@ def test_features_only_passes_skip_the_logits():
     full, features = model.trunk_forward(ids), model.trunk_forward(ids, logits=False)
     assert features.logits is None
     assert torch.equal(full.hidden, features.hidden)
+
+
+def test_train_with_a_draft_vocabulary_keeps_the_most_frequent_targets(tmp_path):
+    """--draft-vocab N: the saved head drafts over N answer tokens, the most frequent; a warm
+    start replaces the vocabulary with its own data's."""
+    from shuffle_model.cli import train
+
+    backbone_dir, data = tiny_training_folder(tmp_path)  # answers: 240 tokens in 3..39
+    common = ["--data", str(data), "--backbone", str(backbone_dir), "--slots", "4"]
+    common += ["--draft-vocab", "16", "--batch-size", "16", "--heldout-every", "4", "--warmup", "1"]
+    common += ["--steps", "2", "--eval-every", "2"]
+    train.main([*common, "--out", str(tmp_path / "a")])
+    head = FasterDecodeMixer.from_pretrained(tmp_path / "a" / "final", device="cpu")
+    vocab = head.head.draft_vocab.tolist()
+    assert len(vocab) == 16 and vocab == sorted(set(vocab))
+    assert all(3 <= token < 40 for token in vocab)  # answer tokens, no filler ids
+    train.main(
+        [*common, "--out", str(tmp_path / "b"), "--init-from", str(tmp_path / "a" / "final")]
+    )
+    again = FasterDecodeMixer.from_pretrained(tmp_path / "b" / "final", device="cpu")
+    assert again.head.draft_vocab.tolist() == vocab  # same data: the same most frequent tokens
+    assert again.config.draft_vocab_size == 16

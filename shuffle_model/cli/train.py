@@ -22,7 +22,7 @@ from ..model.backbone import DEFAULT_BACKBONE, load_backbone
 from ..model.faster_decode_mixer import FasterDecodeMixer
 from ..model.head import warm_start_state
 from ..training.distill import shard_paths
-from ..training.features import MAX_OFFSETS, load_features
+from ..training.features import MAX_OFFSETS, Features, load_features
 from ..training.trainer import frequent_tokens, split, train_head
 
 
@@ -107,12 +107,12 @@ def _jsonable(value):
     return str(value) if isinstance(value, Path) else value
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    accelerator = Accelerator()
-    torch.manual_seed(args.seed)
+def new_model(args, accelerator: Accelerator) -> FasterDecodeMixer:
+    """The backbone with a fresh head of the asked shape (warm-started with --init-from)."""
     backbone, tokenizer = load_backbone(args.backbone, device=accelerator.device, dtype="float32")
-    head_config = dict(
+    model = FasterDecodeMixer.from_backbone(
+        backbone,
+        tokenizer=tokenizer,
         num_slots=args.slots,
         assignment=args.assignment,
         draft_vocab_size=args.draft_vocab or None,
@@ -125,15 +125,34 @@ def main(argv=None) -> None:
         lambda_prior=args.lambda_prior,
         default_keep_threshold=args.keep_threshold,
     )
-    model = FasterDecodeMixer.from_backbone(backbone, tokenizer=tokenizer, **head_config)
     model.config.backbone = args.backbone
-    if args.slots > MAX_OFFSETS:
-        raise SystemExit(f"--slots must be <= {MAX_OFFSETS}")
-
     if args.init_from:
         saved = load_file(str(args.init_from / "head.safetensors"))
         model.head.load_state_dict(warm_start_state(model.head, saved))
         accelerator.print(f"initialised the head from {args.init_from}")
+    return model
+
+
+def choose_draft_vocab(model, train: Features, args, accelerator: Accelerator) -> None:
+    """With --draft-vocab: the most frequent target tokens (a warm start's vocabulary is
+    replaced; the head maps to LM-head rows)."""
+    vocab, coverage = frequent_tokens(train, args.draft_vocab, model.config.vocab_size)
+    if args.init_from:
+        old = set(model.head.draft_vocab.tolist())
+        accelerator.print(f"{len(old & set(vocab.tolist()))} of them were the old vocabulary")
+    model.set_draft_vocab(vocab.to(model.device))
+    accelerator.print(
+        f"draft vocabulary: {args.draft_vocab} tokens cover {coverage:.1%} of targets"
+    )
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.slots > MAX_OFFSETS:
+        raise SystemExit(f"--slots must be <= {MAX_OFFSETS}")
+    accelerator = Accelerator()
+    torch.manual_seed(args.seed)
+    model = new_model(args, accelerator)
     extractor, features_name = feature_extractor(model, args)
     examples, features = load_features(extractor, shard_paths(args.data), features_name)
     del extractor
@@ -141,15 +160,8 @@ def main(argv=None) -> None:
         accelerator.print(f"{len(examples)} examples, {len(features)} positions cached")
         return
     train, heldout = split(features, args.heldout_every)
-    if args.draft_vocab:  # a warm start's vocabulary is replaced: the head maps to LM-head rows
-        vocab, coverage = frequent_tokens(train, args.draft_vocab, model.config.vocab_size)
-        if args.init_from:
-            old = set(model.head.draft_vocab.tolist())
-            accelerator.print(f"{len(old & set(vocab.tolist()))} of them were the old vocabulary")
-        model.set_draft_vocab(vocab.to(model.device))
-        accelerator.print(
-            f"draft vocabulary: {args.draft_vocab} tokens cover {coverage:.1%} of targets"
-        )
+    if args.draft_vocab:
+        choose_draft_vocab(model, train, args, accelerator)
     model.config.extra = {
         "name": args.name or f"shuffle head ({args.assignment}, K={args.slots})",
         "data": {
