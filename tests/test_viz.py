@@ -790,7 +790,7 @@ def overlapping_labels(trace: GenerationTrace, width: int) -> list[str]:
     """Every settled frame of the chosen steps (the shuffle's motion frames move cards across
     each other on purpose): pairs of labels whose boxes overlap, and labels outside their
     room (a card's column, the text area, the frame)."""
-    from viz.gif import inside, overlap
+    from viz.drawing import inside, overlap
 
     renderer = Renderer(trace, width, record=True)
     chosen = varied_steps(trace)
@@ -820,13 +820,13 @@ def test_gif_labels_never_overlap_and_fit_their_columns(width, rich_trace):
 
 def test_the_label_check_sees_an_overlap(rich_trace):
     """The check itself: two labels drawn on top of each other are caught."""
-    from viz import gif
+    from viz import drawing, gif
 
     renderer = Renderer(rich_trace, 800, record=True)
     image, draw = renderer.base(every_frame(rich_trace)[0])
-    big = gif.font(20)
+    big = drawing.font(20)
     renderer.write(draw, (100, 100), "? low confidence", big, gif.INK)
     renderer.write(draw, (150, 100), "? low confidence", big, gif.INK)
     a, b = renderer.labels[-2:]
-    assert gif.overlap(a.box, b.box)
-    assert not gif.inside(a.box, renderer.layout.column_room(0))
+    assert drawing.overlap(a.box, b.box)
+    assert not drawing.inside(a.box, renderer.layout.column_room(0))
