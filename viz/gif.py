@@ -653,25 +653,24 @@ def frames_of(step: StepTrace, motion: int) -> int:
     return len(phases(step, motion))
 
 
-def choose_steps(trace: GenerationTrace, max_frames: int) -> tuple[list[int], int]:
+def choose_steps(trace: GenerationTrace, max_frames: int) -> tuple[set[int], int]:
     """Which steps get drawn and how many motion frames each, to stay within max_frames."""
     everything = list(range(len(trace.steps)))
     for motion in (3, 2, 1):
         if sum(frames_of(s, motion) for s in trace.steps) <= max_frames:
-            return everything, motion
+            return set(everything), motion
     chosen = everything
     while len(chosen) > 2 and sum(frames_of(trace.steps[i], 1) for i in chosen) > max_frames:
         keep = max(2, len(chosen) * 3 // 4)  # thin the steps out evenly; keep first and last
         chosen = sorted({round(i * (len(everything) - 1) / (keep - 1)) for i in range(keep)})
-    return chosen, 1
+    return set(chosen), 1
 
 
 def plan_frames(trace: GenerationTrace, *, fps: int = 12, max_frames: int = 360) -> list[Frame]:
     """Every frame of the animation. Steps left out still add their tokens and passes."""
     if not trace.steps:
         raise ValueError("the trace has no steps to animate")
-    chosen, motion = choose_steps(trace, max_frames)
-    drawn = set(chosen)
+    drawn, motion = choose_steps(trace, max_frames)
     frames, shown, passes = [], 0, 1
     for position, step in enumerate(trace.steps):
         if position in drawn:

@@ -378,33 +378,33 @@ def bench_prompts(args, models, methods, questions, records, *, setup, reference
     done = {r.question_id for r in records}
     remaining = [(i, q) for i, q in enumerate(questions) if q["question_id"] not in done]
     started = time.monotonic()
-    bar = tqdm(
+    with tqdm(
         remaining,
         desc="bench",
         unit="prompt",
         initial=len(questions) - len(remaining),  # a resumed run counts what it keeps
         total=len(questions),
         dynamic_ncols=True,
-    )
-    for position, (index, question) in enumerate(bar):
-        ids = encode_prompt(model.tokenizer, question["turns"][0])
-        order = methods[index % len(methods) :] + methods[: index % len(methods)]  # rotate
-        runs = {m.name: run_method(m, models, ids, args.max_new_tokens) for m in order}
-        mark_divergences(model, ids, runs, methods, reference)
-        record = PromptRecord(question["question_id"], question["category"], len(ids), setup, runs)
-        records.append(record)
-        with partial.open("a") as handle:
-            handle.write(json.dumps(record.to_dict()) + "\n")
-        base = runs["baseline"].seconds
-        bar.set_postfix(speedup=f"{base / runs.get('shufflelm', runs['baseline']).seconds:.2f}x")
-        out_of_time = args.max_minutes is not None and (
-            time.monotonic() - started > 60 * args.max_minutes
-        )
-        if out_of_time and position + 1 < len(remaining):
-            bar.close()
-            tqdm.write(f"--max-minutes {args.max_minutes} reached after {len(records)} prompts")
-            return True
-    bar.close()
+    ) as bar:
+        for position, (index, question) in enumerate(bar):
+            ids = encode_prompt(model.tokenizer, question["turns"][0])
+            order = methods[index % len(methods) :] + methods[: index % len(methods)]  # rotate
+            runs = {m.name: run_method(m, models, ids, args.max_new_tokens) for m in order}
+            mark_divergences(model, ids, runs, methods, reference)
+            record = PromptRecord(
+                question["question_id"], question["category"], len(ids), setup, runs
+            )
+            records.append(record)
+            with partial.open("a") as handle:
+                handle.write(json.dumps(record.to_dict()) + "\n")
+            shufflelm = runs.get("shufflelm", runs["baseline"])
+            bar.set_postfix(speedup=f"{runs['baseline'].seconds / shufflelm.seconds:.2f}x")
+            out_of_time = args.max_minutes is not None and (
+                time.monotonic() - started > 60 * args.max_minutes
+            )
+            if out_of_time and position + 1 < len(remaining):
+                tqdm.write(f"--max-minutes {args.max_minutes} reached after {len(records)} prompts")
+                return True
     return False
 
 
