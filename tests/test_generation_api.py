@@ -174,7 +174,9 @@ def test_forward_outputs_have_the_documented_shapes(tokenizer):
         ({"keep_threshold": -0.1}, ["keep_threshold", "[0, 1]"]),
         ({"top_p": 0.0}, ["top_p", "(0, 1]"]),
         ({"top_p": 1.2}, ["top_p", "(0, 1]"]),
-        ({"max_parallel_tokens": 15}, ["max_parallel_tokens", "[0, 14]"]),  # K + 10 context
+        ({"max_parallel_tokens": -1}, ["max_parallel_tokens", ">= 0"]),
+        ({"max_parallel_tokens": 2.5}, ["max_parallel_tokens", "integer"]),
+        ({"do_sample": "yes"}, ["do_sample"]),
         ({"block_length": "short"}, ["block_length", "cost", "fixed"]),
         ({"draft_source": "oracle"}, ["draft_source", "head+context", "context"]),
         ({"verify": False, "draft_source": "context"}, ["draft_source", "pure parallel"]),
@@ -194,7 +196,8 @@ def test_bad_settings_raise_value_errors_naming_them(mixer, settings, names):
     ("ids", "message"),
     [
         (torch.zeros((1, 0), dtype=torch.long), "empty"),
-        (torch.tensor([[5, 6], [7, 8]]), "batch size must be 1"),
+        (torch.zeros((2, 2, 2), dtype=torch.long), "must have shape (1, T)"),
+        ([[5, 6], [7]], "equal-length lists"),
         (torch.tensor([[5, 640]]), "token ids in [0, 64)"),
         (None, "input_ids must be given"),
     ],

@@ -66,7 +66,7 @@ def prompt_tensor(model, input_ids, attention_mask=None) -> torch.Tensor:
         raise ValueError(f"input_ids must have shape (1, T); got {tuple(ids.shape)}")
     if ids.shape[0] != 1:
         raise ValueError(
-            f"batch size must be 1 (generation decodes one prompt at a time); got {ids.shape[0]}"
+            f"stream() decodes one prompt at a time (generate() takes a batch); got {ids.shape[0]}"
         )
     if attention_mask is not None:
         mask = torch.as_tensor(attention_mask).reshape(ids.shape).bool().cpu()
@@ -372,7 +372,9 @@ class _Clock:
 # --- traces ---------------------------------------------------------------------------------
 
 
-def trace_of_result(model, prompt, settings, steps, result: DecodeResult) -> GenerationTrace:
+def trace_of_result(
+    model, prompt, settings, steps, result: DecodeResult, tokenizer=None
+) -> GenerationTrace:
     return make_trace(
         model,
         prompt,
@@ -382,6 +384,7 @@ def trace_of_result(model, prompt, settings, steps, result: DecodeResult) -> Gen
         backbone_forwards=result.backbone_forwards,
         wall_seconds=result.wall_seconds,
         cost_curve=result.cost_curve,
+        tokenizer=tokenizer,
     )
 
 
@@ -416,18 +419,124 @@ def generate(
     *,
     hooks: Iterable[Hook] = (),
     return_trace: bool = False,
+    pad_token_id: int | None = None,
+    tokenizer=None,
     **settings,
 ):
     """Decode one prompt. Returns the (1, prompt+new) sequence, or (sequence, GenerationTrace).
-    Runs the same GenerationStream as stream(), to its end; hooks see each step as it is made."""
+    Runs the same GenerationStream as stream(), to its end; hooks see each step as it is made;
+    `tokenizer` gives the records' texts (default: the model's).
+    A batch (B, T) with its attention mask decodes row after row (generate_batch)."""
+    if is_batch(input_ids):
+        return generate_batch(
+            model,
+            input_ids,
+            attention_mask,
+            hooks=hooks,
+            return_trace=return_trace,
+            pad_token_id=pad_token_id,
+            tokenizer=tokenizer,
+            **settings,
+        )
     hooks = _check_hooks(hooks)
     prompt, resolved = _start(model, input_ids, attention_mask, settings)
-    run = GenerationStream(model, prompt, resolved, hooks, record=bool(hooks) or return_trace)
+    run = GenerationStream(
+        model, prompt, resolved, hooks, record=bool(hooks) or return_trace, tokenizer=tokenizer
+    )
     for _ in run:
         pass
     new = torch.tensor([run.result.output_ids], dtype=torch.long, device=prompt.device)
     sequence = torch.cat([prompt, new], dim=1)
     return (sequence, run.trace) if return_trace else sequence
+
+
+def is_batch(input_ids) -> bool:
+    """More than one prompt: a (B > 1, T) tensor or a list of B > 1 token lists."""
+    if isinstance(input_ids, torch.Tensor):
+        return input_ids.ndim == 2 and input_ids.shape[0] > 1
+    return (
+        isinstance(input_ids, (list, tuple))
+        and len(input_ids) > 1
+        and all(isinstance(row, (list, tuple, torch.Tensor)) for row in input_ids)
+    )
+
+
+def generate_batch(
+    model,
+    input_ids,
+    attention_mask=None,
+    *,
+    hooks: Iterable[Hook] = (),
+    return_trace: bool = False,
+    pad_token_id: int | None = None,
+    tokenizer=None,
+    **settings,
+):
+    """A batch as transformers returns it: (B, T + new) where each row is its input (padding
+    included; left padding, as decoder-only models expect) followed by its new tokens, rows that
+    end earlier padded with pad_token_id. The rows decode one after another, each exactly as
+    alone. With return_trace, (sequences, [GenerationTrace per row])."""
+    ids = _as_token_matrix(input_ids, "input_ids")
+    mask = (
+        torch.ones_like(ids)
+        if attention_mask is None
+        else _as_token_matrix(attention_mask, "attention_mask")
+    )
+    if mask.shape != ids.shape:
+        raise ValueError(
+            f"attention_mask must have the shape of input_ids {tuple(ids.shape)}; "
+            f"got {tuple(mask.shape)}"
+        )
+    pad = batch_pad_id(model, pad_token_id)
+    news, traces = [], []
+    for row, row_mask in zip(ids, mask, strict=True):
+        sequence, trace = generate(
+            model,
+            row[None],
+            row_mask[None],
+            hooks=hooks,
+            return_trace=True,
+            tokenizer=tokenizer,
+            **settings,
+        )
+        news.append(sequence[0, int(row_mask.bool().sum()) :].cpu())
+        traces.append(trace)
+    width = max(len(new) for new in news)
+    tail = torch.full((len(news), width), pad, dtype=torch.long)
+    for i, new in enumerate(news):
+        tail[i, : len(new)] = new
+    sequences = torch.cat([ids, tail], dim=1).to(model.device)  # (B, T + longest new)
+    return (sequences, traces) if return_trace else sequences
+
+
+def _as_token_matrix(value, name: str) -> torch.Tensor:
+    try:
+        matrix = torch.as_tensor(value, dtype=torch.long).cpu()
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"{name} of a batch must be a (batch, seq) tensor or equal-length lists; pad the "
+            f"prompts and pass the attention_mask ({error})"
+        ) from None
+    if matrix.ndim != 2:
+        raise ValueError(
+            f"{name} of a batch must have shape (batch, seq); got {tuple(matrix.shape)}"
+        )
+    return matrix
+
+
+def batch_pad_id(model, pad_token_id: int | None) -> int:
+    """The id that pads a batch's shorter rows: the one given, the model's or its tokenizer's
+    pad token, else its first end-of-sequence token (as transformers falls back)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    for candidate in (
+        pad_token_id,
+        model.config.pad_token_id,
+        getattr(tokenizer, "pad_token_id", None),
+        *model.config.eos_token_ids,
+    ):
+        if candidate is not None:
+            return int(candidate)
+    return 0
 
 
 class GenerationStream:
@@ -438,10 +547,18 @@ class GenerationStream:
     it yields nothing and keeps no trace)."""
 
     def __init__(
-        self, model, prompt: torch.Tensor, settings: GenerationSettings, hooks, *, record=True
+        self,
+        model,
+        prompt: torch.Tensor,
+        settings: GenerationSettings,
+        hooks,
+        *,
+        record=True,
+        tokenizer=None,
     ):
         self.model, self.prompt, self.settings, self.hooks = model, prompt, settings, hooks
         self.record = record
+        self.tokenizer = tokenizer or model.tokenizer  # gives the records' token texts
         self.trace: GenerationTrace | None = None
         self.result: DecodeResult | None = None
         self.steps: list[StepTrace] = []
@@ -460,14 +577,14 @@ class GenerationStream:
                 break
             if not self.record:
                 continue
-            record = build_step_trace(self.model, step, verified=self.settings.verify)
+            record = build_step_trace(self.tokenizer, step, verified=self.settings.verify)
             for hook in self.hooks:
                 hook(record)
             self.steps.append(record)
             yield record
         if self.record:
             self.trace = trace_of_result(
-                self.model, self.prompt, self.settings, self.steps, self.result
+                self.model, self.prompt, self.settings, self.steps, self.result, self.tokenizer
             )
 
     def snapshot(self) -> GenerationTrace:
@@ -483,6 +600,7 @@ class GenerationStream:
             backbone_forwards=cumulative_passes(self.steps)[-1],
             wall_seconds=elapsed,
             cost_curve=self._curve(),
+            tokenizer=self.tokenizer,
         )
 
     def _curve(self) -> dict | None:
@@ -492,7 +610,15 @@ class GenerationStream:
         return curve.to_dict() if planned and curve is not None and self.steps else None
 
 
-def stream(model, input_ids=None, attention_mask=None, *, hooks: Iterable[Hook] = (), **settings):
+def stream(
+    model,
+    input_ids=None,
+    attention_mask=None,
+    *,
+    hooks: Iterable[Hook] = (),
+    tokenizer=None,
+    **settings,
+):
     hooks = _check_hooks(hooks)
     prompt, resolved = _start(model, input_ids, attention_mask, settings)
-    return GenerationStream(model, prompt, resolved, hooks)
+    return GenerationStream(model, prompt, resolved, hooks, tokenizer=tokenizer)

@@ -11,15 +11,23 @@ from .planning import BLOCK_RULES, COST, FIXED
 from .proposers import CONTEXT, HEAD, MAX_CONTEXT_DRAFTS
 
 STRATEGIES = ("rotary", "hungarian", "sinkhorn", "identity")
+# The original release's strategy names: "fixed" keeps slot k at offset k (our identity);
+# "learned" places the slots by their learned shuffle scores, matched one to one (hungarian)
+STRATEGY_ALIASES = {"fixed": "identity", "learned": "hungarian"}
+SAMPLING_TEMPERATURE = 1.0  # do_sample=True without a temperature samples at 1, as transformers
 DRAFT_SOURCES = (f"{HEAD}+{CONTEXT}", HEAD, CONTEXT)
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
     max_new_tokens: int = 64  # tokens to generate at most (EOS may stop earlier)
-    max_parallel_tokens: int | None = None  # drafts checked per step at most; None: K + 10
-    shuffle_strategy: str = "rotary"  # how slots are ordered: one of STRATEGIES
+    max_parallel_tokens: int | None = None  # drafts checked per step at most (a maximum: more
+    # than the model can draft uses all it can, K + 10); None: all it can
+    shuffle_strategy: str = "rotary"  # how slots are ordered: one of STRATEGIES, or the
+    # original's names in STRATEGY_ALIASES
     temperature: float = 0.0  # 0: greedy; > 0: sampling (speculative sampling when verified)
+    do_sample: bool | None = None  # transformers' meaning: False is greedy whatever the
+    # temperature, True samples (at temperature 1 when none is set); None: the temperature decides
     top_p: float = 1.0  # nucleus sampling mass, in (0, 1]
     keep_threshold: float | None = None  # drop slots whose keep prob is below; None: the
     # head's default under the fixed rule, 0 under the cost rule (which weighs every draft)
@@ -34,11 +42,14 @@ class GenerationSettings:
         _check_int("max_new_tokens", self.max_new_tokens, low=1)
         most = max_drafts(num_slots)
         parallel = most if self.max_parallel_tokens is None else self.max_parallel_tokens
-        _check_int("max_parallel_tokens", parallel, low=0, high=most)
-        _check_choice("shuffle_strategy", self.shuffle_strategy, STRATEGIES)
+        _check_int("max_parallel_tokens", parallel, low=0)
+        strategy = STRATEGY_ALIASES.get(self.shuffle_strategy, self.shuffle_strategy)
+        _check_choice("shuffle_strategy", strategy, STRATEGIES + tuple(STRATEGY_ALIASES))
         _check_choice("block_length", self.block_length, BLOCK_RULES)
         _check_choice("draft_source", self.draft_source, DRAFT_SOURCES)
         _check_number("temperature", self.temperature, "a number >= 0 (0 is greedy)", low=0.0)
+        if self.do_sample is not None and not isinstance(self.do_sample, bool):
+            raise ValueError(f"do_sample must be True, False or None; got {self.do_sample!r}")
         _check_number("top_p", self.top_p, "a number in (0, 1]", low=0.0, high=1.0, open_low=True)
         if not isinstance(self.verify, bool):
             raise ValueError(f"verify must be True or False; got {self.verify!r}")
@@ -55,21 +66,34 @@ class GenerationSettings:
             _check_int("seed", self.seed, low=0, high=2**63 - 1)
         return dataclasses.replace(
             self,
-            max_parallel_tokens=int(parallel),
+            max_parallel_tokens=min(int(parallel), most),
+            shuffle_strategy=strategy,
             keep_threshold=float(keep),
-            temperature=float(self.temperature),
+            temperature=self.sampling_temperature(),
+            do_sample=None,  # folded into the temperature
             top_p=float(self.top_p),
             # pure mode emits the head's filtered block: no costs to weigh, no context
             block_length=self.block_length if self.verify else FIXED,
             draft_source=self.draft_source if self.verify else HEAD,
         )
 
+    def sampling_temperature(self) -> float:
+        """The temperature in effect once do_sample is applied (0 is greedy)."""
+        if self.do_sample is False:
+            return 0.0
+        if self.do_sample and self.temperature == 0:
+            return SAMPLING_TEMPERATURE
+        return float(self.temperature)
+
     @property
     def sources(self) -> tuple[str, ...]:
         return tuple(self.draft_source.split("+"))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        fields = dataclasses.asdict(self)
+        if fields["do_sample"] is None:  # resolved settings: folded into the temperature
+            del fields["do_sample"]
+        return fields
 
 
 def max_drafts(num_slots: int) -> int:

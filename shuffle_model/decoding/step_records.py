@@ -58,14 +58,14 @@ def _special_ids(tokenizer) -> frozenset[int]:
     return cached
 
 
-def build_step_trace(model, step: StepResult, *, verified: bool) -> StepTrace:
-    """The record of a step, for those who asked for one (hooks, stream, return_trace)."""
-    tok = model.tokenizer
+def build_step_trace(tok, step: StepResult, *, verified: bool) -> StepTrace:
+    """The record of a step, for those who asked for one (hooks, stream, return_trace); `tok`
+    (a tokenizer or None) gives the tokens' texts."""
     block, plan, draft = step.block, step.plan, step.head_draft
     path = step.verdict.path if step.verdict is not None else []
     head = step.chains.get(HEAD)
-    slots = head_slots(model, draft, head, plan, block, path, verified) if head is not None else []
-    context = context_trace(model, step.chains.get(CONTEXT), plan, block, path)
+    slots = head_slots(tok, draft, head, plan, block, path, verified) if head is not None else []
+    context = context_trace(tok, step.chains.get(CONTEXT), plan, block, path)
     emitted = [token_info(tok, *step.anchor)]
     sources = [FROM_ANCHOR]
     for node in path:
@@ -90,9 +90,8 @@ def build_step_trace(model, step: StepResult, *, verified: bool) -> StepTrace:
     )
 
 
-def head_slots(model, draft, chain: Chain, plan: Plan, block, path, verified) -> list[SlotTrace]:
+def head_slots(tok, draft, chain: Chain, plan: Plan, block, path, verified) -> list[SlotTrace]:
     """Every slot of the step: its token and candidates, offset, and what became of it."""
-    tok = model.tokenizer
     top_probs, top_ids = draft.probs.float().topk(TRACE_TOP_K, dim=-1)  # (K, top)
     top_probs, top_ids = top_probs.cpu().tolist(), top_ids.cpu().tolist()
     drafted = draft.probs.gather(-1, draft.tokens[:, None].to(draft.probs.device))[:, 0].tolist()
@@ -126,7 +125,7 @@ def head_slots(model, draft, chain: Chain, plan: Plan, block, path, verified) ->
     return slots
 
 
-def context_trace(model, chain: Chain | None, plan: Plan, block, path) -> ContextTrace | None:
+def context_trace(tok, chain: Chain | None, plan: Plan, block, path) -> ContextTrace | None:
     if chain is None:
         return None
     on_path = set(path)
@@ -138,8 +137,7 @@ def context_trace(model, chain: Chain | None, plan: Plan, block, path) -> Contex
             statuses.append(ACCEPTED if block.context_nodes[k] in on_path else REJECTED)
     return ContextTrace(
         tokens=[
-            token_info(model.tokenizer, t, p)
-            for t, p in zip(chain.tokens, chain.accept_probs, strict=True)
+            token_info(tok, t, p) for t, p in zip(chain.tokens, chain.accept_probs, strict=True)
         ],
         accept_probs=list(chain.accept_probs),
         statuses=statuses,
@@ -192,8 +190,10 @@ def make_trace(
     backbone_forwards: int,
     wall_seconds: float,
     cost_curve: dict | None = None,
+    tokenizer=None,
 ) -> GenerationTrace:
-    tok = model.tokenizer
+    """The run's record; texts from `tokenizer`, else the model's own (None: ids only)."""
+    tok = tokenizer or model.tokenizer
     new = len(output_ids)
     return GenerationTrace(
         prompt=None if tok is None else tok.decode(prompt[0].tolist()),

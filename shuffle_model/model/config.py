@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 
 ASSIGNMENTS = ("hungarian", "fixed")
 
-# Fields saved under other names by earlier versions (shipped heads' shuffle_config.json files):
-# one name, one meaning; generate()'s max_parallel_tokens and keep_threshold are per run
+# Fields saved under other names by earlier versions (shipped heads' shuffle_config.json files).
+# max_parallel_tokens is also the original release's constructor argument and attribute for K
+# (ShuffleConfig(max_parallel_tokens=50) == ShuffleConfig(num_slots=50)); generate()'s
+# max_parallel_tokens is per run: the most drafts a step checks.
 RENAMED = {"max_parallel_tokens": "num_slots", "keep_threshold": "default_keep_threshold"}
 
 
@@ -56,7 +58,19 @@ class ShuffleConfig:
     backbone: str | None = None  # FasterDecodeMixer: name or path of the frozen backbone
     extra: dict = field(default_factory=dict)  # free-form notes (training data, steps, ...)
 
-    def __post_init__(self) -> None:
+    # --- the original release's spelling ---
+    max_parallel_tokens: InitVar[int | None] = None  # K, as the original names it: num_slots
+
+    def __post_init__(self, max_parallel_tokens: int | None) -> None:
+        if max_parallel_tokens is not None:
+            if self.num_slots not in (max_parallel_tokens, NUM_SLOTS_DEFAULT):
+                raise ValueError(
+                    f"max_parallel_tokens ({max_parallel_tokens}) and num_slots "
+                    f"({self.num_slots}) both name K; give one"
+                )
+            self.num_slots = max_parallel_tokens
+        if isinstance(self.num_slots, bool) or not isinstance(self.num_slots, int):
+            raise ValueError(f"num_slots must be an integer >= 1; got {self.num_slots!r}")
         if self.num_slots < 1:
             raise ValueError(f"num_slots must be >= 1; got {self.num_slots}")
         if self.rotary_dim < 2 or self.rotary_dim % 2:
@@ -108,3 +122,21 @@ class ShuffleConfig:
     @classmethod
     def load(cls, path: str | Path) -> ShuffleConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+NUM_SLOTS_DEFAULT = ShuffleConfig.__dataclass_fields__["num_slots"].default
+
+
+def _get_max_parallel_tokens(config: ShuffleConfig) -> int:
+    return config.num_slots
+
+
+def _set_max_parallel_tokens(config: ShuffleConfig, value: int) -> None:
+    config.num_slots = value
+
+
+# After the dataclass is made (its __init__ keeps the InitVar's default of None), reading or
+# setting config.max_parallel_tokens reads or sets num_slots, as in the original release.
+ShuffleConfig.max_parallel_tokens = property(
+    _get_max_parallel_tokens, _set_max_parallel_tokens, doc="K, the original's name: num_slots"
+)
