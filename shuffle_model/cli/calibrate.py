@@ -29,8 +29,8 @@ def answered_prompts(model, count: int, *, max_new_tokens: int) -> list[tuple[li
     """Greedy answers to `count` template prompts of a seed no training data used."""
     from ..bench.evaluate import HELDOUT_SEED
     from ..model.chat import encode_prompt
-    from .distill import answer_batch
-    from .prompts import generate_prompts
+    from ..training.distill import answer_batch
+    from ..training.prompts import generate_prompts
 
     prompts = [
         encode_prompt(model.tokenizer, p["text"])

@@ -48,8 +48,8 @@ def main(argv=None) -> int:
             for p in HANDWRITTEN_PROMPTS
         ]
     if args.spec_bench:
+        from ..bench.run import load_questions
         from ..training.overlap import SPEC_BENCH
-        from .run import load_questions
 
         questions = load_questions(SPEC_BENCH, None, args.spec_bench)
         prompts += [
