@@ -1,7 +1,10 @@
 """ShuffleLM: parallel drafting, shuffling, filtering and verification of tokens."""
 
+__version__ = "0.1.0"  # the distribution's version (pyproject.toml reads it from here)
+
 from .decoding.loop import GenerationStream
-from .decoding.settings import STRATEGIES, GenerationSettings
+from .decoding.settings import STRATEGIES, STRATEGY_ALIASES, GenerationSettings
+from .decoding.text import trace_text
 from .decoding.trace import GenerationTrace, SlotTrace, StepTrace, TokenInfo, TraceError
 from .model.backbone import DEFAULT_BACKBONE, BackboneNotFound, load_backbone
 from .model.config import ShuffleConfig
@@ -14,6 +17,7 @@ from .training.step import train_step
 __all__ = [
     "DEFAULT_BACKBONE",
     "STRATEGIES",
+    "STRATEGY_ALIASES",
     "BackboneNotFound",
     "FasterDecodeMixer",
     "GenerationSettings",
@@ -28,5 +32,6 @@ __all__ = [
     "TraceError",
     "load_backbone",
     "set_prediction_loss",
+    "trace_text",
     "train_step",
 ]
