@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -28,6 +30,18 @@ SETTINGS = dict(
     block_length="cost",
     draft_source="head+context",
 )
+API_SETTINGS = [  # /generate's settings, by generate()'s names
+    "max_new_tokens",
+    "max_parallel_tokens",
+    "shuffle_strategy",
+    "temperature",
+    "top_p",
+    "keep_threshold",
+    "verify",
+    "seed",
+    "block_length",
+    "draft_source",
+]
 TINY_SLOTS = 4  # shuffle_model.model.tiny.tiny_model's K
 CONFIG = tiny_model().config
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -65,6 +79,37 @@ def test_build_demo_wires_the_documented_endpoints():
     loaders = [d.fn.__name__ for d in demo.fns.values() if d.api_name == "load_example"]
     assert loaders == ["load_example"]  # the example traces' loader, not gr.Examples' own
     assert demo._queue is not None
+
+
+def readme_predict_call() -> dict:
+    """The keyword arguments of the README's `client.predict(...)` example."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    code = next(block for block in blocks if "client.predict(" in block)
+    call = next(
+        node
+        for node in ast.walk(ast.parse(code))
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "predict"
+    )
+    return {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+
+
+def test_the_api_names_the_settings_as_the_library_does(client):
+    """/generate's parameters carry generate()'s names (not param_2 ... param_11), so a client
+    can pass them by name; the README's call is one such call."""
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    names = [p["parameter_name"] for p in api["/generate"]["parameters"]]
+    assert names == ["prompt", "chat", *API_SETTINGS]
+    assert set(API_SETTINGS) <= {f.name for f in dataclasses.fields(GenerationSettings)}
+    documented = readme_predict_call()
+    assert documented.pop("api_name") == "/generate" and set(documented) <= set(names)
+    assert {"prompt", "max_new_tokens", "draft_source"} <= set(documented)
+    status, *_, trace_file, _, _ = client.predict(
+        **{**documented, "chat": False, "max_new_tokens": 12}, api_name="/generate"
+    )
+    assert status.startswith("done")
+    settings = json.loads(Path(trace_file).read_text())["settings"]
+    assert settings["max_new_tokens"] == 12
+    assert settings["draft_source"] == documented["draft_source"]
 
 
 def test_the_readme_lists_exactly_the_served_endpoints(client):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import threading
@@ -133,6 +134,66 @@ def test_files_go_to_fresh_request_directories(app_url):
     assert Path(first).name == Path(second).name == "shufflelm.gif"
     made = [app.new_request_dir() for _ in range(3)]
     assert len(set(made)) == 3 and all(d.name.startswith("shufflelm-") for d in made)
+
+
+DISK_FAULTS = [  # (the error a full or locked temporary folder raises, what the user reads)
+    (OSError(errno.ENOSPC, "No space left on device"), "temporary folder is full"),
+    (PermissionError(errno.EACCES, "Permission denied"), "temporary folder is not writable"),
+]
+
+
+def failing(error: OSError):
+    def raise_it(*_, **__):
+        raise error
+
+    return raise_it
+
+
+@pytest.mark.parametrize(("error", "words"), DISK_FAULTS, ids=["full", "unwritable"])
+def test_a_gif_the_disk_cannot_take_is_a_sentence_and_the_next_one_works(
+    app_url, monkeypatch, error, words
+):
+    client = Client(app_url, verbose=False)
+    call_generate(client, "a GIF, please")
+    with monkeypatch.context() as patch:
+        patch.setattr(app, "new_request_dir", failing(error))
+        with pytest.raises(Exception, match=f"The GIF could not be made: .*{words}") as failed:
+            client.predict(400, api_name="/export_gif")
+    message = str(failed.value)
+    assert "Traceback" not in message and 'File "' not in message and "Errno" not in message
+    preview, download = client.predict(400, api_name="/export_gif")  # writable again
+    assert Path(download).read_bytes()[:6] == b"GIF89a"
+
+
+def test_a_gif_cut_short_by_the_disk_leaves_no_directory_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(app, "new_request_dir", lambda: tmp_path / "request")
+    (tmp_path / "request").mkdir()
+
+    def half_written(path):
+        path.write_bytes(b"GIF89a")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError):
+        app.request_file("shufflelm.gif", half_written)
+    assert not (tmp_path / "request").exists()
+
+
+@pytest.mark.parametrize(("error", "words"), DISK_FAULTS, ids=["full", "unwritable"])
+def test_a_trace_the_disk_cannot_take_is_a_warning_and_the_run_is_shown(
+    app_url, monkeypatch, error, words
+):
+    client = Client(app_url, verbose=False)
+    example = app.read_trace(sorted(app.EXAMPLES_DIR.glob("*.json"))[0])
+    with monkeypatch.context() as patch:
+        patch.setattr(app, "new_request_dir", failing(error))
+        status, *_, trace_file, _, _ = call_generate(client, "no room for the trace")
+        assert status.startswith("done") and trace_file is None  # the run, without the file
+        # the page's warning, in words (outside a request gr.Warning is a Python warning)
+        with pytest.warns(UserWarning, match=f"could not be saved for download: .*{words}"):
+            page = app.trace_page(example)
+        assert page.trace_file is None and page.trace is example
+    status, *_, trace_file, _, _ = call_generate(client, "room again")  # writable again
+    assert status.startswith("done") and GenerationTrace.load(trace_file).steps
 
 
 def test_eight_users_at_once_each_get_their_own_trace(app_url):

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 from PIL import ImageDraw, ImageFont
 
-FONT_DIR = Path(__file__).resolve().parent.parent / "assets" / "fonts"
+from shuffle_model.resources import ASSETS
+
+FONT_DIR = ASSETS / "fonts"
 Box = tuple[float, float, float, float]  # left, top, right, bottom
 
 

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES_DIR = ROOT / "assets" / "examples"
+from shuffle_model.resources import ASSETS
+
+EXAMPLES_DIR = ASSETS / "examples"
 
 
 @dataclass(frozen=True)

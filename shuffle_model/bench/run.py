@@ -32,6 +32,7 @@ from tqdm import tqdm
 from ..decoding.cost import cost_curve, cpu_name
 from ..decoding.lossless import compare, model_bound
 from ..decoding.settings import max_drafts
+from ..resources import REPOSITORY
 from ..training.overlap import SPEC_BENCH
 from .methods import DEFAULT_METHODS, METHOD_NAMES, METHODS, Method
 from .records import (
@@ -46,7 +47,8 @@ from .records import (
 )
 from .report import markdown
 
-RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
+# in the repository its bench/results; installed, bench/results under the working directory
+RESULTS = (REPOSITORY or Path()) / "bench" / "results"
 
 
 # --- measuring one run -------------------------------------------------------------------------

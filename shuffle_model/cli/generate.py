@@ -1,5 +1,5 @@
-"""Command line: python -m shuffle_model generate "prompt" [options]
-python -m shuffle_model cost [--remeasure]   (this machine's cost curve)"""
+"""Command line: python -m shuffle_model generate "prompt" [options]  (= shufflelm generate)
+python -m shuffle_model cost [--remeasure]   (this machine's cost curve; = shufflelm cost)"""
 
 from __future__ import annotations
 
@@ -9,14 +9,38 @@ import sys
 from ..decoding.planning import BLOCK_RULES
 from ..decoding.settings import DRAFT_SOURCES, STRATEGIES
 
+MODEL_HELP = (
+    "the model: 'default' (the shipped head on its backbone), 'tiny' (a tiny random model: "
+    "nothing to download, meaningless text), a head directory, or a head's hub repository "
+    "(default: 'default')"
+)
+GENERATE_EPILOG = """The original release's spellings work too: `shufflelm generate PROMPT --model M
+--max-tokens N`. There --max-tokens meant the maximum parallel tokens
+(generate(max_parallel_tokens=N)), and so it does here: it is --max-parallel-tokens, the drafts
+checked per step; the answer's length is --max-new-tokens. --model is --head: a spec as above
+(the original release's model sizes are not models here)."""
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m shuffle_model")
+
+def parse_args(argv=None, prog: str = "python -m shuffle_model") -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog)
     commands = parser.add_subparsers(dest="command", required=True)
-    gen = commands.add_parser("generate", help="generate text and print step statistics")
+    gen = commands.add_parser(
+        "generate",
+        help="generate text and print step statistics",
+        epilog=GENERATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     gen.add_argument("prompt")
-    gen.add_argument("--max-new-tokens", type=int, default=128)
-    gen.add_argument("--max-parallel-tokens", type=int, default=None)
+    gen.add_argument("--max-new-tokens", type=int, default=128, help="the answer's length")
+    gen.add_argument(
+        "--max-parallel-tokens",
+        "--max-tokens",
+        dest="max_parallel_tokens",
+        type=int,
+        default=None,
+        help="drafts checked per step (0: ordinary decoding; default: K + 10); "
+        "--max-tokens is the original release's spelling",
+    )
     gen.add_argument("--strategy", choices=STRATEGIES, default="rotary")
     gen.add_argument("--temperature", type=float, default=0.0)
     gen.add_argument("--top-p", type=float, default=1.0)
@@ -24,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     gen.add_argument("--no-verify", action="store_true", help="pure parallel mode")
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     gen.add_argument("--seed", type=int, default=None)
-    gen.add_argument("--head", default=None, help="head directory (default: the shipped head)")
+    gen.add_argument("--model", "--head", dest="model", default=None, help=MODEL_HELP)
     gen.add_argument("--backbone", default=None, help="backbone name or path (default: the head's)")
     gen.add_argument("--device", default="auto")
     gen.add_argument(
@@ -39,7 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "cost", help="show (or measure again) this machine's cost of a pass over n tokens"
     )
     cost.add_argument("--remeasure", action="store_true", help="measure even if cached")
-    cost.add_argument("--head", default=None, help="head directory (default: the shipped head)")
+    cost.add_argument("--model", "--head", dest="model", default=None, help=MODEL_HELP)
     cost.add_argument("--device", default="auto")
     cost.add_argument("--dtype", default="auto")
     return parser.parse_args(argv)
@@ -48,11 +72,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def generate_command(args: argparse.Namespace) -> int:
     from ..model.backbone import BackboneNotFound
     from ..model.chat import encode_prompt
-    from ..model.faster_decode_mixer import FasterDecodeMixer
+    from ..model.runtime import load_model
 
     try:
-        model = FasterDecodeMixer.from_pretrained(
-            args.head,
+        model = load_model(
+            args.model,
             backbone=args.backbone,
             device=args.device,
             status=lambda m: print(m, file=sys.stderr),
@@ -95,13 +119,11 @@ def cost_command(args: argparse.Namespace) -> int:
     from ..decoding.cost import cost_curve, curve_path
     from ..decoding.settings import max_drafts
     from ..model.backbone import BackboneNotFound
-    from ..model.faster_decode_mixer import FasterDecodeMixer
+    from ..model.runtime import load_model
 
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731
     try:
-        model = FasterDecodeMixer.from_pretrained(
-            args.head, device=args.device, dtype=args.dtype, status=say
-        )
+        model = load_model(args.model, device=args.device, dtype=args.dtype, status=say)
     except (ValueError, BackboneNotFound) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -116,8 +138,8 @@ def cost_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog: str = "python -m shuffle_model") -> int:
+    args = parse_args(argv, prog)
     if args.command == "generate":
         return generate_command(args)
     if args.command == "cost":

@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Cache, DynamicCache
 
+from ..resources import ASSETS
 from . import invariant
 from .backbone import BackboneNotFound, load_backbone
 from .calibration import Calibration
@@ -20,7 +21,6 @@ from .shuffle_model_base import ShuffleModelBase
 
 CONFIG_FILE = "shuffle_config.json"
 HEAD_FILE = "head.safetensors"
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
 DEFAULT_HEAD_DIR = ASSETS / "default_head"  # the shipped head (the default model)
 DEFAULT_FIXED_HEAD_DIR = ASSETS / "fixed_head"  # the fixed-assignment ablation, for the benchmark
 

@@ -15,14 +15,19 @@ from .config import ShuffleConfig
 Status = Callable[[str], None]
 
 
-def load_model(spec: str = "default", *, status: Status | None = None):
+def load_model(spec: str | None = "default", *, status: Status | None = None, **options):
+    """The model `spec` names (None: the default); `options` go to
+    FasterDecodeMixer.from_pretrained (backbone, device, dtype, trust_remote_code) and do not
+    apply to the tiny model."""
     if spec == "tiny":
         from .tiny import tiny_model
 
         return tiny_model()
     from .faster_decode_mixer import FasterDecodeMixer
 
-    return FasterDecodeMixer.from_pretrained(None if spec == "default" else spec, status=status)
+    return FasterDecodeMixer.from_pretrained(
+        None if spec in (None, "default") else spec, status=status, **options
+    )
 
 
 def model_config(spec: str = "default") -> ShuffleConfig:

@@ -12,10 +12,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..model.chat import encode_text
+from ..resources import SPEC_BENCH  # noqa: F401 (the CLIs import it from here)
 
 RUN = 8  # tokens in a run that a prompt may not share with a held-out question
-# Spec-Bench's questions, kept in the repo for evaluation only (bench/spec_bench/README.md)
-SPEC_BENCH = Path(__file__).resolve().parents[2] / "bench/spec_bench/question.jsonl"
 
 
 def ngrams(ids: list[int], n: int = RUN) -> set[tuple[int, ...]]:

@@ -1,0 +1,778 @@
+"""ShuffleLM web app: watch a language model draft, shuffle, filter and verify tokens.
+
+    shufflelm app [--model tiny]   # installed: http://127.0.0.1:7860 (GRADIO_SERVER_NAME / _PORT)
+    python app.py                  # in the repository (the Hugging Face Space's app_file)
+
+It lives here, in the wheel, because it imports both shuffle_model and viz (dependencies point
+one way: app -> viz -> shuffle_model); the repository's app.py makes `import app` this module.
+In Gradio's order: the handlers (module-level functions, testable without a server), then
+the layout, then the wiring. The model comes from shuffle_model (loaded lazily on first use;
+`build_demo(LazyModel.from_spec("tiny"))`, or SHUFFLELM_MODEL=tiny for `python app.py`, picks
+a tiny random model), the pictures from viz; the settings are validated by the library.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import argparse
+import errno
+import html
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import NamedTuple
+
+import gradio as gr
+
+import viz
+from shuffle_model import STRATEGIES, GenerationSettings, GenerationTrace, TraceError
+from shuffle_model.decoding.cost import cost_curve
+from shuffle_model.decoding.lossless import compare
+from shuffle_model.decoding.planning import COST, FIXED
+from shuffle_model.decoding.settings import DRAFT_SOURCES, max_drafts
+from shuffle_model.model.backbone import BackboneNotFound
+from shuffle_model.model.chat import encode_prompt
+from shuffle_model.model.runtime import LazyModel
+from shuffle_model.resources import ASSETS
+from viz.replay import SPAN_COLORS, counters, last_drafting_step, step_view
+
+EXAMPLES_DIR = ASSETS / "examples"
+MAX_PROMPT_CHARS = 20_000
+MAX_TRACE_BYTES = 5 * 2**20
+MAX_NEW_TOKENS = 256  # the service's cap on one request's work (the library's is the context)
+QUEUE_SIZE = 16
+CONCURRENCY = 2
+PLAY_DELAY = 0.6  # seconds per step when replaying
+BLOCK_LENGTHS = [
+    ("cost-aware: the drafts worth their time on this machine", COST),
+    ("fixed: every draft the filter keeps (the original rule)", FIXED),
+]
+SOURCE_NAMES = {
+    "head+context": "head + context",
+    "head": "head only (the shuffle head)",
+    "context": "context only (copied from earlier text)",
+}
+DRAFT_SOURCE_CHOICES = [(SOURCE_NAMES.get(source, source), source) for source in DRAFT_SOURCES]
+KEEP_AUTO = "auto"  # the library's default keep threshold (keep_threshold=None)
+KEEP_CHOICES = [(KEEP_AUTO, KEEP_AUTO)] + [(f"{k / 10:.1f}", round(k / 10, 1)) for k in range(11)]
+KEEP_LABEL = (
+    "Keep threshold (auto: 0 under the cost-aware rule, which weighs every draft; the head's "
+    "own default under the fixed rule; or pick or type a number in [0, 1])"
+)
+EXAMPLE_PROMPTS = [
+    "Explain how a rainbow forms, in three sentences.",
+    "Write a short poem about the sea at night.",
+    "Write a Python function that checks whether a number is prime.",
+    "What are three tips for learning a new language?",
+    "Summarize the story of Romeo and Juliet in two sentences.",
+]
+HOW_IT_WORKS = """
+**How it works** — one backbone pass per step, often several tokens out; the pictures show
+one step at a time:
+
+1. **Anchor** — the backbone picks the next token as usual (⚓ blue in the text).
+2. **Draft, from two sources** — the *shuffle head* guesses K more tokens *at once*, as an
+   unordered set of slots (the *draft candidates* heatmap: each slot's best guesses). The
+   *context* looks for the last few tokens earlier in the prompt and the answer; if they
+   appeared before, what followed them there is a second guess (↩ wine in the text).
+3. **Shuffle** — each slot predicts where its token belongs after the anchor (the *shuffle*
+   heatmap; outlined squares are the offsets chosen).
+4. **Filter and plan** — slots with clashing offsets or gaps are dropped, so the head's
+   guesses form a chain. Every guess has an estimated chance of being right, and checking
+   more tokens in one pass takes a little longer (this machine's *cost curve*). The step
+   checks as many guesses as give the most tokens per unit of time — sometimes none, an
+   ordinary step. Guesses that would cost more than they are likely to give are marked ✂
+   (the *filter and plan* chart); the caption says what was decided, and why.
+5. **Verify** — one backbone pass over the anchor and the chosen guesses (both chains side
+   by side, when both are worth it) keeps the longest run it agrees with (✓ green from the
+   head, ↩ wine from the context); the rest is rejected. Verified text is exactly what
+   ordinary decoding writes. Switch *verify* off for pure parallel mode (the head's guesses
+   emitted unchecked, sky blue).
+
+■ *end of answer* marks where the model ended its answer. Under *Settings*: *block length*
+**fixed** checks every guess the filter keeps, as ShuffleLM first did; *draft source* picks the
+head, the context, or both.
+"""
+# The live view stays on the first screen: the output text scrolls instead of growing, and on a
+# narrow screen (a phone) the explanation follows the pictures instead of preceding them.
+CSS = """
+#output-text .textfield { max-height: 7.5em; overflow-y: auto; }
+@media (max-width: 767px) {
+  #story { flex-direction: column; }
+  #controls { display: contents; }
+  #controls > * { order: 0; }
+  #live-view { order: 1; }
+  #how-it-works { order: 2; }
+}
+"""
+
+
+class UserError(gr.Error):
+    """A bad input or setting: shown to the user as a message, never as a traceback."""
+
+
+SKIP = gr.skip()  # leave a component as it is
+
+
+class Page(NamedTuple):
+    """What a run or a loaded trace updates, by name; the event outputs are these components,
+    in this order (build_demo makes the Page of components)."""
+
+    status: object = SKIP  # counters, or what is happening
+    text: object = SKIP  # the output, coloured by origin
+    caption: object = SKIP  # the step's decision, in words
+    shuffle: object = SKIP  # the step's shuffle heatmap
+    drafts: object = SKIP  # the step's draft candidates
+    filter: object = SKIP  # the step's filter-and-plan chart
+    step: object = SKIP  # the step slider
+    trace: object = SKIP  # the GenerationTrace (state)
+    trace_file: object = SKIP  # the trace's JSON, for download
+    overview: object = SKIP  # the whole run
+    cost: object = SKIP  # the machine's cost curve
+
+
+VIEW = ("caption", "shuffle", "drafts", "filter")  # one step's view: scrubbing and playing
+
+
+# --- helpers of the handlers --------------------------------------------------------------------
+
+
+def new_request_dir() -> Path:
+    """A fresh temporary directory per request; file names never come from user input."""
+    return Path(tempfile.mkdtemp(prefix="shufflelm-"))
+
+
+def request_file(name: str, write: Callable[[Path], object]) -> Path:
+    """The file `write(path)` makes in a fresh request directory. On an error (OSError when the
+    disk is full or not writable) the directory goes again, and the error goes on."""
+    directory = new_request_dir()
+    try:
+        write(directory / name)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return directory / name
+
+
+def disk_trouble(error: OSError) -> str:
+    """Why a file for the user could not be written, in words: no path, no traceback."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the server's temporary folder is full"
+    if isinstance(error, PermissionError) or error.errno == errno.EROFS:
+        return "the server's temporary folder is not writable"
+    return f"the server could not write it ({error.strerror or type(error).__name__})"
+
+
+def whole(value):
+    """A slider's or number box's whole number as an int (a float like 24.0 comes through the
+    API); anything else unchanged, for the library to name in its message."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def check_prompt(prompt) -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise UserError("The prompt is empty: type something for the model to answer.")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise UserError(
+            f"The prompt is {len(prompt):,} characters long; the limit is {MAX_PROMPT_CHARS:,}."
+        )
+    # NUL and other controls stay text; lone surrogates become U+FFFD in chat.encode_text
+    return prompt
+
+
+def keep_setting(keep):
+    """The keep-threshold box: None for "auto" (the library's default), a number for a number's
+    text; anything else as it came, for the library to refuse by name."""
+    if keep is None or (isinstance(keep, str) and keep.strip().lower() in ("", KEEP_AUTO)):
+        return None
+    try:
+        return float(keep)
+    except (TypeError, ValueError):
+        return keep
+
+
+def generation_settings(
+    max_new_tokens,
+    max_parallel_tokens,
+    shuffle_strategy,
+    temperature,
+    top_p,
+    keep_threshold,
+    verify,
+    seed,
+    block_length=COST,
+    draft_source=DRAFT_SOURCES[0],
+    *,
+    config,
+) -> dict:
+    """The page's settings (named as generate() names them: the API's names) as generate()
+    settings, checked once, by the library (GenerationSettings.resolved with the model's config:
+    K, the head's keep threshold)."""
+    max_new_tokens = whole(max_new_tokens)
+    if isinstance(max_new_tokens, int) and max_new_tokens > MAX_NEW_TOKENS:
+        raise UserError(f"max new tokens: at most {MAX_NEW_TOKENS} per request here")
+    raw = GenerationSettings(
+        max_new_tokens=max_new_tokens,
+        max_parallel_tokens=whole(max_parallel_tokens),
+        shuffle_strategy=shuffle_strategy,
+        temperature=temperature,
+        top_p=top_p,
+        keep_threshold=keep_setting(keep_threshold),
+        verify=verify,
+        seed=None if seed in (None, "") else whole(seed),
+        block_length=block_length,
+        draft_source=draft_source,
+    )
+    try:
+        resolved = raw.resolved(
+            num_slots=config.num_slots, default_keep_threshold=config.default_keep_threshold
+        )
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    return resolved.to_dict()
+
+
+def drafts_slider(num_slots: int, **extra) -> dict:
+    """The max-drafts slider's range for a head with num_slots."""
+    most = max_drafts(num_slots)
+    label = (
+        f"Max drafts per step (up to {most}: {num_slots} head slots + {most - num_slots} "
+        "context drafts; 0 = ordinary decoding)"
+    )
+    return dict(minimum=0, maximum=most, value=most, step=1, label=label, **extra)
+
+
+def needs_cost_curve(model, settings: dict) -> bool:
+    """Whether this run plans with a cost curve the model has not measured yet."""
+    planned = settings["verify"] and settings["max_parallel_tokens"] > 0
+    return planned and getattr(model, "cost_curve", None) is None
+
+
+def markdown_text(text: str) -> str:
+    """Text (token strings included) shown literally in Markdown: HTML escaped, and Markdown's
+    own punctuation behind backslashes."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", html.escape(text, quote=False))
+
+
+def sameness(lm, trace: GenerationTrace, fast: list[int], plain: list[int]) -> str:
+    """Whether the two outputs agree, in the terms of the guarantee
+    (shuffle_model.decoding.lossless)."""
+    found = compare(lm, trace.prompt_ids, fast, plain)
+    if found.identical:
+        return "The two texts are **identical**."
+    if not trace.settings.get("verify", True):
+        return "The texts differ: pure parallel mode emits drafts unchecked."
+    if trace.settings.get("temperature", 0) > 0:
+        return "The texts differ: sampling draws other tokens (with the same distribution)."
+    note = (
+        " — a near-tie of half precision, within the guarantee"
+        if found.within_guarantee
+        else " — **beyond the guarantee: please report it**"
+    )
+    return f"The texts {markdown_text(found.describe(lm.tokenizer))}{note}."
+
+
+def step_page(trace: GenerationTrace, index: int, *, running: bool) -> Page:
+    """The counters, the text and one step's view of a trace."""
+    view = step_view(trace, index)
+    return Page(
+        status=counters(trace, running=running),
+        text=viz.token_spans(trace),
+        caption=view.caption,
+        shuffle=view.shuffle,
+        drafts=view.drafts,
+        filter=view.filter,
+        step=gr.Slider(minimum=0, maximum=max(len(trace.steps) - 1, 1), value=view.index, step=1),
+    )
+
+
+def trace_download(trace: GenerationTrace) -> str | None:
+    """The trace's JSON file for download; None (no file, a warning on the page) when the server
+    cannot write it: the run is shown all the same, and the next one tries again."""
+    try:
+        return str(request_file("trace.json", trace.save))
+    except OSError as error:
+        gr.Warning(f"The trace could not be saved for download: {disk_trouble(error)}.")
+        return None
+
+
+def trace_page(trace: GenerationTrace, index: int = 0) -> Page:
+    """The whole page for a finished trace: a step, the trace file and the run's charts."""
+    return step_page(trace, index, running=False)._replace(
+        trace=trace,
+        trace_file=trace_download(trace),
+        overview=viz.overview(trace),
+        cost=viz.cost_curve_chart(trace),
+    )
+
+
+def read_trace(path: Path) -> GenerationTrace:
+    size = path.stat().st_size
+    if size > MAX_TRACE_BYTES:
+        raise UserError(
+            f"The trace file is {size / 2**20:.1f} MB; the limit is "
+            f"{MAX_TRACE_BYTES / 2**20:.0f} MB."
+        )
+    try:
+        trace = GenerationTrace.from_json(path.read_bytes())
+    except TraceError as error:
+        raise UserError(f"That file is not a ShuffleLM trace: {error}") from None
+    if not trace.steps:
+        raise UserError("That trace has no steps to show.")
+    return trace
+
+
+def loaded_model(runtime: LazyModel):
+    try:
+        return runtime.get()
+    except BackboneNotFound as error:
+        raise gr.Error(str(error)) from None
+
+
+def step_index(trace, index) -> int:
+    if trace is None:
+        raise UserError("Nothing to show yet: generate something or load a trace.")
+    index = whole(index)
+    if not isinstance(index, int) or index < 0:
+        raise UserError(f"step must be a whole number >= 0; got {index!r}")
+    return index
+
+
+# --- handlers -----------------------------------------------------------------------------------
+
+
+def generate(runtime: LazyModel, prompt, chat, **settings):
+    """Stream a generation: a Page per step (at most ~7 a second), then the finished run.
+    `settings` are the page's settings by generation_settings' names (wire() passes them as
+    keyword inputs, so that the API names them too)."""
+    prompt = check_prompt(prompt)
+    if not runtime.loaded:
+        yield Page(status="Loading the model (first use only)…")
+    lm = loaded_model(runtime)
+    settings = generation_settings(**settings, config=lm.config)
+    if needs_cost_curve(lm, settings):
+        most = max_drafts(lm.config.num_slots) + 1
+        yield Page(
+            status=f"Measuring what a pass over 1..{most} tokens costs on this machine "
+            "(first run only, about 10 s)…"
+        )
+        cost_curve(lm, max_tokens=most)
+    try:
+        ids = encode_prompt(lm.tokenizer, prompt, chat=bool(chat))
+        run = lm.stream([ids], **settings)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    last = 0.0
+    for step in run:
+        now = time.perf_counter()
+        if now - last < 0.15 and len(step.emitted) and step.index > 0:
+            continue  # keep the page responsive: at most ~7 updates a second
+        last = now
+        snapshot = run.snapshot()
+        yield step_page(snapshot, step.index, running=True)._replace(trace=snapshot)
+    yield trace_page(run.trace, last_drafting_step(run.trace))
+
+
+def fit_to_model(runtime: LazyModel):
+    """On page load: load the model (the first visitor waits for it) and say when it is ready."""
+    if not runtime.loaded:
+        yield "Loading the model (first use only)…"
+    try:
+        runtime.get()
+    except BackboneNotFound as error:
+        yield f"The model could not be loaded: {error}"
+        return
+    yield "Ready."
+
+
+def show_step(trace, index):
+    view = step_view(trace, step_index(trace, index))
+    return tuple(getattr(view, name) for name in VIEW)
+
+
+def play(trace):
+    if trace is None:
+        raise UserError("Nothing to replay yet: generate something or load a trace.")
+    for index in range(len(trace.steps)):
+        view = step_view(trace, index)
+        yield index, *(getattr(view, name) for name in VIEW)
+        time.sleep(PLAY_DELAY)
+
+
+def export_gif(trace, width, progress=gr.Progress()):  # noqa: B008 (the Gradio idiom)
+    if trace is None:
+        raise UserError("Nothing to export yet: generate something or load a trace.")
+    progress(0, desc="drawing frames")
+
+    def draw(path: Path) -> None:
+        viz.render_gif(
+            trace, path, width=whole(width), progress=lambda f: progress(f, desc="drawing frames")
+        )
+
+    try:
+        path = str(request_file("shufflelm.gif", draw))
+    except (TypeError, ValueError) as error:
+        raise UserError(f"GIF: {error}") from None
+    except OSError as error:
+        raise UserError(f"The GIF could not be made: {disk_trouble(error)}; try later.") from None
+    return path, path
+
+
+def load_trace(file):
+    if file is None:
+        raise UserError("Choose a trace file (.json) to load.")
+    return trace_page(read_trace(Path(file if isinstance(file, str) else file.name)))
+
+
+def load_example(name):
+    choices = {p.stem: p for p in sorted(EXAMPLES_DIR.glob("*.json"))}
+    if name not in choices:
+        raise UserError(f"Unknown example {name!r}; choose one of {sorted(choices)}")
+    return trace_page(read_trace(choices[name]))
+
+
+def compare_runs(runtime: LazyModel, trace):
+    """Ordinary decoding on the trace's prompt and settings, beside a fresh ShuffleLM run."""
+    if trace is None:
+        raise UserError("Generate something first; the comparison reruns its prompt.")
+    lm = loaded_model(runtime)
+    s = trace.settings
+    ids = trace.prompt_ids
+    if trace.model.get("backbone") != lm.config.backbone:
+        raise UserError("This trace was made with another model; generate with this one.")
+    fast = lm.generate([ids], return_trace=True, **s)[1]
+    plain = lm.generate([ids], return_trace=True, **{**s, "max_parallel_tokens": 0})[1]
+    table = (
+        "| | ShuffleLM | ordinary decoding |\n|---|---:|---:|\n"
+        f"| seconds | {fast.totals.wall_seconds:.2f} | {plain.totals.wall_seconds:.2f} |\n"
+        f"| tokens/s | {fast.totals.tokens_per_second:.1f} | "
+        f"{plain.totals.tokens_per_second:.1f} |\n"
+        f"| backbone passes | {fast.totals.backbone_forwards} | "
+        f"{plain.totals.backbone_forwards} |\n"
+        f"| tokens per pass | {fast.totals.compression_ratio:.2f} | "
+        f"{plain.totals.compression_ratio:.2f} |\n\n"
+        + (
+            f"Speed-up: **{plain.totals.wall_seconds / fast.totals.wall_seconds:.2f}x**. "
+            if fast.totals.wall_seconds > 0
+            else ""
+        )
+        + sameness(lm, trace, fast.output_ids, plain.output_ids)
+    )
+    return table, fast.output_text, plain.output_text
+
+
+def bound(handler, runtime: LazyModel):
+    """The handler with the app's model as its first argument, under the handler's own name."""
+    function = partial(handler, runtime)
+    function.__name__ = handler.__name__
+    return function
+
+
+# Uploads are capped; errors reach the page as their one-line message (never a traceback),
+# including Gradio's own input checks (e.g. a null sent for a slider through the API).
+LAUNCH_OPTIONS = dict(max_file_size="5mb", show_error=True, css=CSS)
+
+
+# --- layout -------------------------------------------------------------------------------------
+# The story first: the prompt, Generate and the live view (the step's text, decision and
+# picture) fit the first screen; settings are folded; the explanation sits beside the pictures
+# it explains. Each part returns its components by name.
+
+
+class Settings(NamedTuple):
+    """A run's settings, named and ordered as generation_settings' parameters: generate() gets
+    them as keyword arguments, and the API (/generate) lists them by these names."""
+
+    max_new_tokens: gr.Slider
+    max_parallel_tokens: gr.Slider
+    shuffle_strategy: gr.Radio
+    temperature: gr.Slider
+    top_p: gr.Slider
+    keep_threshold: gr.Dropdown
+    verify: gr.Checkbox
+    seed: gr.Number
+    block_length: gr.Radio
+    draft_source: gr.Radio
+
+
+class Controls(NamedTuple):
+    prompt: gr.Textbox
+    chat: gr.Checkbox
+    settings: Settings
+    run: gr.Button
+    stop: gr.Button
+
+
+class LiveView(NamedTuple):
+    status: gr.Markdown
+    text: gr.HighlightedText
+    caption: gr.Textbox
+    shuffle: gr.Plot
+    drafts: gr.Plot
+    filter: gr.Plot
+    overview: gr.Plot
+    cost: gr.Plot
+    step: gr.Slider
+    play: gr.Button
+
+
+class ComparePanel(NamedTuple):
+    run: gr.Button
+    table: gr.Markdown
+    fast: gr.Textbox
+    plain: gr.Textbox
+
+
+class ExportPanel(NamedTuple):
+    width: gr.Slider
+    make_gif: gr.Button
+    preview: gr.Image
+    gif_file: gr.File
+    trace_file: gr.File
+    upload: gr.File
+    example: gr.Dropdown
+
+
+def controls(num_slots: int) -> Controls:
+    """The prompt, Generate and Stop, the example prompts and the folded settings."""
+    prompt = gr.Textbox(
+        label="Prompt",
+        lines=1,
+        max_lines=8,
+        elem_id="prompt",
+        placeholder="Ask the model something… (Enter generates; Shift+Enter: a new line)",
+    )
+    with gr.Row():
+        run = gr.Button("Generate", variant="primary", elem_id="generate")
+        stop = gr.Button("Stop", variant="stop", elem_id="stop")
+    gr.Examples(  # its own endpoint renamed: /load_example loads an example trace
+        EXAMPLE_PROMPTS,
+        inputs=[prompt],
+        label="Example prompts",
+        api_name="example_prompt",
+        api_visibility="private",
+    )
+    with gr.Accordion("Settings", open=False, elem_id="settings"):
+        chat = gr.Checkbox(
+            value=True, label="Use the chat template (instruct model)", elem_id="chat"
+        )
+        settings = Settings(  # created in the page's order, named in generate()'s
+            max_new_tokens=gr.Slider(
+                1,
+                MAX_NEW_TOKENS,
+                value=64,
+                step=1,
+                label="Max new tokens",
+                elem_id="max-new-tokens",
+            ),
+            max_parallel_tokens=gr.Slider(**drafts_slider(num_slots, elem_id="max-drafts")),
+            block_length=gr.Radio(
+                BLOCK_LENGTHS, value=COST, label="Block length", elem_id="block-length"
+            ),
+            draft_source=gr.Radio(
+                DRAFT_SOURCE_CHOICES,
+                value=DRAFT_SOURCES[0],
+                label="Draft source",
+                elem_id="draft-source",
+            ),
+            shuffle_strategy=gr.Radio(list(STRATEGIES), value="rotary", label="Shuffle strategy"),
+            temperature=gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)"),
+            top_p=gr.Slider(0.05, 1, value=1, step=0.05, label="Top-p"),
+            keep_threshold=gr.Dropdown(
+                KEEP_CHOICES,
+                value=KEEP_AUTO,
+                allow_custom_value=True,
+                label=KEEP_LABEL,
+                elem_id="keep-threshold",
+            ),
+            verify=gr.Checkbox(value=True, label="Verify with the backbone (lossless)"),
+            seed=gr.Number(value=0, precision=0, label="Seed (sampling)"),
+        )
+    return Controls(prompt, chat, settings, run, stop)
+
+
+PLOT_TABS = [  # (LiveView field, tab label, elem_id), in the tabs' order
+    ("shuffle", "Shuffle", "shuffle-plot"),
+    ("drafts", "Draft candidates", "draft-plot"),
+    ("filter", "Filter and plan", "filter-plot"),
+    ("overview", "Overview", "overview-plot"),
+    ("cost", "Cost curve", "cost-plot"),
+]
+
+
+def live_view() -> LiveView:
+    """Counters, the text coloured by origin, the step's decision, its pictures in tabs and the
+    step slider with Play."""
+    status = gr.Markdown("Ready.", elem_id="status")
+    text = gr.HighlightedText(
+        label="Output, coloured by origin",
+        color_map=SPAN_COLORS,
+        combine_adjacent=False,
+        show_legend=True,
+        elem_id="output-text",
+    )
+    caption = gr.Textbox(
+        label="This step: what was decided, and why", lines=3, interactive=False, elem_id="caption"
+    )
+    plots = {}
+    with gr.Tabs():
+        for name, tab, elem_id in PLOT_TABS:
+            with gr.Tab(tab):
+                plots[name] = gr.Plot(elem_id=elem_id, show_label=False)
+    with gr.Row():
+        step = gr.Slider(0, 1, value=0, step=1, label="Step", elem_id="step-slider")
+        play = gr.Button("▶ Play", elem_id="play", scale=0, min_width=90)
+    return LiveView(status, text, caption, **plots, step=step, play=play)
+
+
+def compare_panel() -> ComparePanel:
+    with gr.Accordion("Compare with ordinary decoding", open=False):
+        run = gr.Button("Run ordinary decoding on the same prompt", elem_id="compare")
+        table = gr.Markdown()
+        with gr.Row():
+            fast = gr.Textbox(label="ShuffleLM", lines=6, interactive=False)
+            plain = gr.Textbox(label="Ordinary decoding", lines=6, interactive=False)
+    return ComparePanel(run, table, fast, plain)
+
+
+def export_panel() -> ExportPanel:
+    """The GIF, the trace's download, and loading a saved or an example trace."""
+    with gr.Accordion("Export and replay", open=True):
+        with gr.Row():
+            width = gr.Slider(320, 1600, value=800, step=40, label="GIF width")
+            make_gif = gr.Button("Make GIF", elem_id="make-gif")
+        preview = gr.Image(label="Animation", type="filepath", elem_id="gif-preview")
+        with gr.Row():
+            gif_file = gr.File(label="GIF download", elem_id="gif-file")
+            trace_file = gr.File(label="Trace (JSON) download", elem_id="trace-file")
+        upload = gr.File(
+            label="Load a saved trace (.json)", file_types=[".json"], elem_id="trace-upload"
+        )
+        example = gr.Dropdown(
+            sorted(p.stem for p in EXAMPLES_DIR.glob("*.json")),
+            label="…or an example trace",
+            value=None,
+            elem_id="example-trace",
+        )
+    return ExportPanel(width, make_gif, preview, gif_file, trace_file, upload, example)
+
+
+def build_demo(model: LazyModel | None = None) -> gr.Blocks:
+    """The page for `model` (default: the shipped default model, loaded on first use)."""
+    runtime = model or LazyModel()
+    with gr.Blocks(title="ShuffleLM — parallel drafting, live") as demo:
+        trace = gr.State(None)
+        gr.Markdown(
+            "## ShuffleLM — watch a language model write several tokens per step\n"
+            "Type a prompt and watch each step draft tokens in parallel, shuffle them "
+            "into place, filter the doubtful ones and verify the rest.",
+            elem_id="intro",
+        )
+        with gr.Row(elem_id="story"):
+            with gr.Column(scale=2, min_width=320, elem_id="controls"):
+                control = controls(runtime.config.num_slots)
+                gr.Markdown(HOW_IT_WORKS, elem_id="how-it-works")
+            with gr.Column(scale=3, min_width=480, elem_id="live-view"):
+                live = live_view()
+                comparison = compare_panel()
+                export = export_panel()
+        wire(demo, runtime, trace, control, live, comparison, export)
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
+    return demo
+
+
+# --- wiring --------------------------------------------------------------------------------------
+
+
+def wire(demo, runtime, trace, control, live, comparison, export) -> None:
+    """Every event: the handlers, bound to the app's model where they need it."""
+    page = Page(  # the components a run or a loaded trace updates, by name
+        status=live.status,
+        text=live.text,
+        caption=live.caption,
+        shuffle=live.shuffle,
+        drafts=live.drafts,
+        filter=live.filter,
+        step=live.step,
+        trace=trace,
+        trace_file=export.trace_file,
+        overview=live.overview,
+        cost=live.cost,
+    )
+    view = [getattr(page, name) for name in VIEW]
+    outputs = list(page)
+    run = dict(  # the prompt and chat positional, the settings by name (the API's names)
+        fn=bound(generate, runtime),
+        inputs=[control.prompt, control.chat],
+        inputs_kwargs=control.settings._asdict(),
+        outputs=outputs,
+        concurrency_limit=CONCURRENCY,
+    )
+    generating = control.run.click(**run, api_name="generate")
+    submitting = control.prompt.submit(**run, api_name=False)  # Enter in the prompt box
+    control.stop.click(None, None, None, cancels=[generating, submitting], api_name=False)
+    live.step.input(show_step, [trace, live.step], view, api_name="show_step")
+    live.play.click(play, [trace], [live.step, *view], api_name="play")
+    export.make_gif.click(
+        export_gif,
+        [trace, export.width],
+        [export.preview, export.gif_file],
+        api_name="export_gif",
+        concurrency_limit=CONCURRENCY,
+    )
+    export.upload.upload(load_trace, [export.upload], outputs, api_name="load_trace")
+    export.example.input(load_example, [export.example], outputs, api_name="load_example")
+    comparison.run.click(
+        bound(compare_runs, runtime),
+        [trace],
+        [comparison.table, comparison.fast, comparison.plain],
+        api_name="compare",
+        concurrency_limit=CONCURRENCY,
+    )
+    demo.load(bound(fit_to_model, runtime), None, [live.status], api_name=False)
+
+
+# --- serving --------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    """`shufflelm app` (and `python app.py`): serve the page until interrupted."""
+    parser = argparse.ArgumentParser(
+        prog="shufflelm app", description="Serve the ShuffleLM web app (Ctrl+C stops it)."
+    )
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("SHUFFLELM_MODEL", "default"),
+        help="'default' (the shipped head on SmolLM2-135M-Instruct), 'tiny' (a tiny random "
+        "model: fast, meaningless text) or a head directory (default: $SHUFFLELM_MODEL, "
+        "else 'default')",
+    )
+    parser.add_argument(
+        "--host", default=None, help="address to serve on (default: $GRADIO_SERVER_NAME or local)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        demo = build_demo(LazyModel.from_spec(args.model))  # reads the head's config
+    except (BackboneNotFound, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    demo.launch(server_name=args.host, server_port=args.port, **LAUNCH_OPTIONS)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
