@@ -18,4 +18,6 @@ DATA_ROOT = PACKAGE if INSTALLED else PACKAGE.parent
 REPOSITORY: Path | None = None if INSTALLED else PACKAGE.parent
 
 ASSETS = DATA_ROOT / "assets"
+DEFAULT_HEAD_DIR = ASSETS / "default_head"  # the shipped head (the default model)
+DEFAULT_FIXED_HEAD_DIR = ASSETS / "fixed_head"  # the fixed-assignment ablation, for the benchmark
 SPEC_BENCH = DATA_ROOT / "bench" / "spec_bench" / "question.jsonl"

@@ -81,8 +81,8 @@ def test_the_shipped_files_are_found_in_the_checkout_and_inside_an_installed_pac
     installed = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(installed)
     assert installed.INSTALLED and installed.REPOSITORY is None
-    assets, questions = installed.ASSETS, installed.SPEC_BENCH
-    assert assets == package / "assets"
+    assets, head, questions = installed.ASSETS, installed.DEFAULT_HEAD_DIR, installed.SPEC_BENCH
+    assert assets == package / "assets" and head == assets / "default_head"
     assert questions == package / "bench" / "spec_bench" / "question.jsonl"
 
 

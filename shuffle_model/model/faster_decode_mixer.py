@@ -9,7 +9,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Cache, DynamicCache
 
-from ..resources import ASSETS
+# ASSETS and the fixed head are re-exported: the benchmark and the tests import them from here
+from ..resources import ASSETS, DEFAULT_FIXED_HEAD_DIR, DEFAULT_HEAD_DIR  # noqa: F401
 from . import invariant
 from .backbone import BackboneNotFound, load_backbone
 from .calibration import Calibration
@@ -21,8 +22,6 @@ from .shuffle_model_base import ShuffleModelBase
 
 CONFIG_FILE = "shuffle_config.json"
 HEAD_FILE = "head.safetensors"
-DEFAULT_HEAD_DIR = ASSETS / "default_head"  # the shipped head (the default model)
-DEFAULT_FIXED_HEAD_DIR = ASSETS / "fixed_head"  # the fixed-assignment ablation, for the benchmark
 
 
 def config_from_backbone(backbone, name: str | None, **head_config) -> ShuffleConfig:
