@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     if (args.trace is None) == (args.prompt is None):
         parser.error("give either a TRACE.json or --prompt")
 
-    from shuffle_model import GenerationTrace, TraceError
+    from shuffle_model import BackboneNotFound, GenerationTrace, TraceError
 
     from .figures import overview
     from .gif import render_gif
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
                 max_frames=args.max_frames,
                 progress=advance,
             )
-    except (OSError, TraceError, ValueError) as error:
+    except (BackboneNotFound, OSError, TraceError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {args.gif} ({args.gif.stat().st_size / 1e6:.2f} MB)")

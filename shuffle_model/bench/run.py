@@ -29,6 +29,7 @@ import psutil
 import torch
 from tqdm import tqdm
 
+from ..cli import one_line_errors
 from ..decoding.cost import cost_curve, cpu_name
 from ..decoding.lossless import compare, model_bound
 from ..decoding.settings import max_drafts
@@ -484,6 +485,7 @@ def run(args, models: dict) -> dict:
     return result
 
 
+@one_line_errors
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..model.calibration import CALIBRATION_FILE
 from ..training.calibration_fit import Outcomes, fit, heldout_examples, replay_example
+from . import one_line_errors
 
 
 def answered_prompts(model, count: int, *, max_new_tokens: int) -> list[tuple[list, list]]:
@@ -52,6 +53,7 @@ def answered_prompts(model, count: int, *, max_new_tokens: int) -> list[tuple[li
     return pairs
 
 
+@one_line_errors
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m shuffle_model.cli.calibrate", description=__doc__

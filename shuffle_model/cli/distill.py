@@ -30,6 +30,7 @@ from ..model.backbone import DEFAULT_BACKBONE, load_backbone
 from ..training.continuous import generate_stream
 from ..training.distill import DEFAULT_MIX, DEFAULT_OUT, Planner, RateMeter, ShardWriter, existing
 from ..training.overlap import SPEC_BENCH, banned_ngrams, question_texts
+from . import one_line_errors
 
 
 def load_banned(tokenizer, args) -> set:
@@ -101,6 +102,7 @@ def user_text(tokenizer, prompt_ids: list[int]) -> str:
     return text.split("<|im_start|>user\n", 1)[-1].split("<|im_end|>", 1)[0]
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     args.tag = args.tag or f"s{args.seed}"
@@ -158,4 +160,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -11,8 +11,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..bench.evaluate import HELDOUT_SEED, evaluate, recorded_answers, teacher_forced
+from . import one_line_errors
 
 
+@one_line_errors
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m shuffle_model.cli.evaluate", description=__doc__

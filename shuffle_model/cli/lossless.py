@@ -4,8 +4,10 @@ verified decoding is identical to ordinary decoding, on held-out prompts."""
 from __future__ import annotations
 
 from ..decoding.lossless import compare, gap_shifts, model_bound
+from . import one_line_errors
 
 
+@one_line_errors
 def main(argv=None) -> int:
     """python -m shuffle_model.cli.lossless --dtype bfloat16: measure the near-tie bound and how
     often verified decoding is identical to ordinary decoding, on held-out prompts."""

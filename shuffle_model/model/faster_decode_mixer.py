@@ -3,8 +3,10 @@ shuffle head. Only the head is trained and saved (safetensors + a config naming 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Cache, DynamicCache
@@ -13,7 +15,7 @@ from transformers import Cache, DynamicCache
 from ..resources import ASSETS, DEFAULT_FIXED_HEAD_DIR, DEFAULT_HEAD_DIR  # noqa: F401
 from . import invariant
 from .backbone import BackboneNotFound, load_backbone
-from .calibration import Calibration
+from .calibration import CALIBRATION_FILE, Calibration
 from .config import ShuffleConfig
 from .devices import resolve_device, resolve_dtype
 from .head import ShuffleHead
@@ -44,6 +46,12 @@ def config_from_backbone(backbone, name: str | None, **head_config) -> ShuffleCo
     )
     fields.update(head_config)
     return ShuffleConfig(**fields)
+
+
+class HeadFolderError(BackboneNotFound, ValueError):
+    """A head folder (or name) that holds no loadable head: one line naming the file and what is
+    wrong with it. A BackboneNotFound, so that whatever reports a model that cannot be loaded (the
+    app, the commands) reports this too, and a ValueError (a bad argument)."""
 
 
 class FasterDecodeMixer(ShuffleModelBase):
@@ -111,7 +119,9 @@ class FasterDecodeMixer(ShuffleModelBase):
         """Load a saved head and the backbone it names (or the one given). No argument: the
         default model shipped in assets/, offline."""
         directory = _head_directory(dir_or_name)
-        config = ShuffleConfig.load(directory / CONFIG_FILE)
+        config = load_head_config(directory)  # the folder is checked before the backbone loads
+        calibration = _load_calibration(directory)
+        _check_weights_file(directory / HEAD_FILE)
         device = resolve_device(device)
         if backbone is None or isinstance(backbone, str):
             name = backbone or config.backbone
@@ -130,8 +140,10 @@ class FasterDecodeMixer(ShuffleModelBase):
         else:
             backbone = backbone.to(device=device, dtype=resolve_dtype(dtype, device))
         model = cls(backbone, config, tokenizer=tokenizer)
-        model.head.load_state_dict(load_file(str(directory / HEAD_FILE), device=str(device)))
-        model.calibration = Calibration.beside(directory)
+        weights = load_file(str(directory / HEAD_FILE), device=str(device))
+        _check_weights_fit(model.head, weights, directory)
+        model.head.load_state_dict(weights)
+        model.calibration = calibration
         model.head_source = str(directory)
         return model.eval()
 
@@ -167,10 +179,23 @@ class FasterDecodeMixer(ShuffleModelBase):
         }
 
 
+# The original release's checkpoint: named in its README, never published on the hub.
+ORIGINAL_RELEASE_IDS = ("thisisthepy/FasterDecodeMixer-Q3-8B",)
+
+
+def shipped_heads() -> str:
+    """One sentence: the heads that ship with ShuffleLM and how to load them."""
+    return (
+        f"The heads shipped with ShuffleLM: the default head in {DEFAULT_HEAD_DIR} "
+        "(FasterDecodeMixer.from_pretrained()) and the fixed-assignment head in "
+        f"{DEFAULT_FIXED_HEAD_DIR} (FasterDecodeMixer.from_pretrained('{DEFAULT_FIXED_HEAD_DIR}'))"
+    )
+
+
 def _head_directory(dir_or_name: str | Path | None) -> Path:
     if dir_or_name is None:
         if not (DEFAULT_HEAD_DIR / HEAD_FILE).is_file():
-            raise BackboneNotFound(
+            raise HeadFolderError(
                 f"The default head is missing from {DEFAULT_HEAD_DIR}; reinstall the project"
             )
         return DEFAULT_HEAD_DIR
@@ -178,13 +203,94 @@ def _head_directory(dir_or_name: str | Path | None) -> Path:
     if path.is_dir():
         return path
     if path.exists() or str(dir_or_name).startswith((".", "/")):
-        raise BackboneNotFound(f"No saved head in {dir_or_name}: expected a directory")
+        raise HeadFolderError(
+            f"No saved head in {dir_or_name}: expected a directory. {shipped_heads()}."
+        )
+    if str(dir_or_name) in ORIGINAL_RELEASE_IDS:
+        raise HeadFolderError(
+            f"{str(dir_or_name)!r} is the original release's checkpoint id; no such checkpoint "
+            f"exists, here or on the hub. {shipped_heads()}."
+        )
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(str(dir_or_name), allow_patterns=[CONFIG_FILE, HEAD_FILE]))
+        files = [CONFIG_FILE, HEAD_FILE, CALIBRATION_FILE]
+        return Path(snapshot_download(str(dir_or_name), allow_patterns=files))
     except Exception as error:  # offline, unknown repo, no access: one clear message
-        raise BackboneNotFound(
-            f"No local head directory {dir_or_name!r}, and the hub could not provide it "
-            f"({type(error).__name__})"
+        raise HeadFolderError(
+            f"No local head directory {str(dir_or_name)!r}, and the hub could not provide it "
+            f"({type(error).__name__}). {shipped_heads()}."
         ) from None
+
+
+def load_head_config(directory: Path) -> ShuffleConfig:
+    """The ShuffleConfig saved in a head folder; HeadFolderError, naming the file, when it is
+    missing or is not one."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise HeadFolderError(
+            f"{path} is missing: a head folder holds {CONFIG_FILE} and {HEAD_FILE} "
+            "(FasterDecodeMixer.save_pretrained writes both)"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:  # unreadable, not UTF-8, not JSON
+        raise HeadFolderError(f"{path} could not be read as JSON: {_one_line(error)}") from None
+    if not isinstance(data, dict):
+        raise HeadFolderError(f"{path} holds {type(data).__name__}, not a ShuffleConfig object")
+    try:
+        return ShuffleConfig.from_dict(data)
+    except (TypeError, ValueError) as error:  # unknown fields, bad values
+        raise HeadFolderError(f"{path} is not a valid ShuffleConfig: {_one_line(error)}") from None
+
+
+def _load_calibration(directory: Path) -> Calibration:
+    path = Path(directory) / CALIBRATION_FILE
+    try:
+        return Calibration.beside(directory)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
+        raise HeadFolderError(
+            f"{path} could not be read ({_one_line(error) or type(error).__name__}): fix or "
+            "delete it (a head without one uses its keep probabilities as they are)"
+        ) from None
+
+
+def _check_weights_file(path: Path) -> None:
+    """The head's weights file exists and is a safetensors file (its header, not the weights)."""
+    if not path.is_file():
+        raise HeadFolderError(
+            f"{path} is missing: a head folder holds {CONFIG_FILE} and {HEAD_FILE} "
+            "(FasterDecodeMixer.save_pretrained writes both)"
+        )
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except (OSError, SafetensorError, ValueError) as error:
+        raise HeadFolderError(
+            f"{path} is not a readable safetensors file: {_one_line(error)}"
+        ) from None
+
+
+def _check_weights_fit(head: nn.Module, weights: dict, directory: Path) -> None:
+    """The saved tensors are exactly the head's, shape for shape, else one line saying where
+    they differ (instead of torch's many-line size-mismatch report)."""
+    expected = {name: tuple(t.shape) for name, t in head.state_dict().items()}
+    saved = {name: tuple(t.shape) for name, t in weights.items()}
+    problems = [f"{name} is missing" for name in expected if name not in saved]
+    problems += [f"{name} is not part of this head" for name in saved if name not in expected]
+    problems += [
+        f"{name} has shape {list(saved[name])}, the config makes {list(shape)}"
+        for name, shape in expected.items()
+        if name in saved and saved[name] != shape
+    ]
+    if problems:
+        more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
+        raise HeadFolderError(
+            f"{directory / HEAD_FILE} does not fit {directory / CONFIG_FILE} and its backbone: "
+            f"{'; '.join(problems[:2])}{more}"
+        )
+
+
+def _one_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

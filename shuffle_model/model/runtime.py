@@ -36,9 +36,9 @@ def model_config(spec: str = "default") -> ShuffleConfig:
         from .tiny import tiny_model
 
         return tiny_model().config
-    from .faster_decode_mixer import CONFIG_FILE, _head_directory
+    from .faster_decode_mixer import _head_directory, load_head_config
 
-    return ShuffleConfig.load(_head_directory(None if spec == "default" else spec) / CONFIG_FILE)
+    return load_head_config(_head_directory(None if spec == "default" else spec))
 
 
 class LazyModel:
