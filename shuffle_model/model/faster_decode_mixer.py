@@ -139,6 +139,7 @@ class FasterDecodeMixer(ShuffleModelBase):
             tokenizer = tokenizer or loaded_tokenizer
         else:
             backbone = backbone.to(device=device, dtype=resolve_dtype(dtype, device))
+        _check_backbone_fits(config, backbone, directory)
         model = cls(backbone, config, tokenizer=tokenizer)
         weights = load_file(str(directory / HEAD_FILE), device=str(device))
         _check_weights_fit(model.head, weights, directory)
@@ -269,6 +270,22 @@ def _check_weights_file(path: Path) -> None:
         raise HeadFolderError(
             f"{path} is not a readable safetensors file: {_one_line(error)}"
         ) from None
+
+
+def _check_backbone_fits(config: ShuffleConfig, backbone: nn.Module, directory: Path) -> None:
+    """The backbone is one of the shape the head was saved for (else its passes would fail
+    later, deep inside a generation)."""
+    found = config_from_backbone(backbone, None)
+    fields = ("hidden_size", "num_layers", "vocab_size")
+    differ = [f for f in fields if getattr(found, f) != getattr(config, f)]
+    if differ:
+        saved = ", ".join(f"{f} {getattr(config, f)}" for f in differ)
+        given = ", ".join(f"{f} {getattr(found, f)}" for f in differ)
+        name = getattr(backbone, "name_or_path", "") or "the backbone given"
+        raise HeadFolderError(
+            f"{directory / CONFIG_FILE} was saved for a backbone with {saved}; {name} has "
+            f"{given}: load the head with the backbone it names ({config.backbone})"
+        )
 
 
 def _check_weights_fit(head: nn.Module, weights: dict, directory: Path) -> None:
