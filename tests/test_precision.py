@@ -119,3 +119,59 @@ def test_concurrent_generations_keep_their_own_float32_logits():
     for t in threads:
         t.join()
     assert all(r == alone[i] for i in range(2) for r in results[i])
+
+
+# --- the certified argmax of greedy decoding ----------------------------------------------------
+
+
+def test_greedy_logits_certify_the_float32_argmax():
+    model = half_model()
+    heads = model.float32_logits
+    assert heads.certifies()  # the bound held on this machine's kernels
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(512, 32, generator=generator) * 4  # (rows, H), as large as hidden states
+    weight = model.backbone.lm_head.weight.float()
+    full = x @ weight.T  # (rows, V)
+    certified = heads.certified(x)
+    assert torch.equal(certified.argmax(-1), full.argmax(-1))
+    best = full.argmax(-1, keepdim=True)
+    torch.testing.assert_close(certified.gather(-1, best), full.gather(-1, best))
+    assert not torch.equal(certified, full)  # the other logits are the half-precision ones
+
+
+def test_a_row_it_cannot_certify_gets_the_whole_float32_product():
+    model = half_model()
+    heads = model.float32_logits
+    with torch.no_grad():
+        model.backbone.lm_head.weight[4] = model.backbone.lm_head.weight[3]  # a tie of two
+    weight = model.backbone.lm_head.weight.float()
+    x = weight[3:4] * 8  # tokens 3 and 4 lead, at the same logit
+    logits = heads.certified(x)
+    assert torch.equal(logits, x @ weight.T)  # no proof: the whole product, bit for bit
+
+
+def test_greedy_decoding_with_the_certified_argmax_writes_what_the_whole_product_does(
+    monkeypatch,
+):
+    from shuffle_model.model.precision import Float32Logits
+
+    model = half_model()
+    calls = []
+    certified = Float32Logits.certified
+    monkeypatch.setattr(
+        Float32Logits, "certified", lambda self, x: calls.append(x.shape) or certified(self, x)
+    )
+    runs = {}
+    for certify in (True, False):
+        monkeypatch.setattr(Float32Logits, "certifies", lambda self, c=certify: c)
+        runs[certify] = [
+            model.generate([prompt], max_new_tokens=24, draft_source=source).tolist()
+            for prompt in PROMPTS
+            for source in ("head+context", "context")
+        ]
+        runs[certify].append(model.generate([PROMPTS[0]], max_new_tokens=24, max_parallel_tokens=0))
+    assert calls  # greedy passes took the certified argmax
+    assert runs[True][:-1] == runs[False][:-1] and runs[True][-1].equal(runs[False][-1])
+    sampled = len(calls)
+    model.generate([PROMPTS[0]], max_new_tokens=8, temperature=1.0, seed=0)
+    assert len(calls) == sampled  # sampling needs every float32 logit: never certified

@@ -211,7 +211,7 @@ def decode(
 def prefill(model, prompt: torch.Tensor, sampler: TokenSampler) -> LoopState:
     """One backbone pass over the prompt: the cache, h_t of its last token and the first anchor."""
     cache = model.new_cache()
-    trunk = model.trunk_forward(prompt, cache=cache)
+    trunk = model.trunk_forward(prompt, cache=cache, argmax_only=sampler.greedy)
     anchor, anchor_prob = choose_token(sampler, trunk.logits[0, -1])
     hidden = trunk.hidden[0, -1]  # (H,) h_t of the last prompt token
     return LoopState(cache, hidden, anchor, anchor_prob, [*prompt[0].tolist(), anchor])
@@ -249,7 +249,14 @@ def forward_and_verify(model, state: LoopState, chains, plan: Plan, sampler, set
     and the cache and h_t moved on to the last accepted token."""
     block = build_block(state.anchor, chains.get(HEAD), chains.get(CONTEXT), plan)
     past = state.cache.get_seq_length()
-    trunk = forward_block(model, block, cache=state.cache, past=past, padding=plan.padding)
+    trunk = forward_block(
+        model,
+        block,
+        cache=state.cache,
+        past=past,
+        padding=plan.padding,
+        argmax_only=sampler.greedy,
+    )
     state.forwards += 1
     clock.lap("forward")
     verdict = verify_step(model, trunk.logits[0], block, plan, chains, sampler, settings)
@@ -292,18 +299,27 @@ def weigh_the_head(head, plan: Plan, context, curve, *, budget: int, tree: bool)
     head.gate.weigh(plan.rate - alone.rate)
 
 
-def forward_block(model, block: Block, *, cache, past: int, padding: int = 0):
+def forward_block(
+    model, block: Block, *, cache, past: int, padding: int = 0, argmax_only: bool = False
+):
     """One backbone pass over the block: a chain as usual, a tree with its own mask. `padding`
     filler tokens follow it (a longer pass this machine runs faster); only the block's own
-    outputs are returned, and the caller drops the filler's cache entries with the rejected."""
+    outputs are returned, and the caller drops the filler's cache entries with the rejected.
+    `argmax_only` (greedy): logits whose argmax is certified (precision.py)."""
     device = model.device
     forwarded = padded(block, padding)
     ids = torch.tensor([forwarded.tokens], device=device)  # (1, n + padding)
     if forwarded.is_chain:
-        trunk = model.trunk_forward(ids, cache=cache)
+        trunk = model.trunk_forward(ids, cache=cache, argmax_only=argmax_only)
     else:
         mask, positions = tree_inputs(forwarded, past=past, dtype=model.dtype, device=device)
-        trunk = model.trunk_forward(ids, cache=cache, attention_mask=mask, position_ids=positions)
+        trunk = model.trunk_forward(
+            ids,
+            cache=cache,
+            attention_mask=mask,
+            position_ids=positions,
+            argmax_only=argmax_only,
+        )
     if padding:
         n = len(block.tokens)
         trunk = replace(trunk, hidden=trunk.hidden[:, :n], logits=trunk.logits[:, :n])
