@@ -41,6 +41,7 @@ from shuffle_model.decoding.planning import COST, FIXED
 from shuffle_model.decoding.settings import DRAFT_SOURCES, max_drafts
 from shuffle_model.model.backbone import BackboneNotFound
 from shuffle_model.model.chat import encode_prompt
+from shuffle_model.model.devices import precision_note
 from shuffle_model.model.runtime import LazyModel
 from shuffle_model.resources import ASSETS
 from viz.replay import SPAN_COLORS, counters, last_drafting_step, step_view
@@ -389,11 +390,11 @@ def fit_to_model(runtime: LazyModel):
     if not runtime.loaded:
         yield "Loading the model (first use only)…"
     try:
-        runtime.get()
+        model = runtime.get()
     except BackboneNotFound as error:
         yield f"The model could not be loaded: {error}"
         return
-    yield "Ready."
+    yield f"Ready: the model runs in {precision_note(model)}."
 
 
 def show_step(trace, index):

@@ -157,8 +157,9 @@ def test_the_drafts_slider_spans_the_models_drafts_before_it_loads():
     assert slider.maximum == slider.value == max_drafts(TINY_SLOTS) == TINY_SLOTS + 10
     assert not loads
     updates = list(app.fit_to_model(runtime))  # the page-load handler loads the model
-    assert updates == ["Loading the model (first use only)…", "Ready."] and loads == [1]
-    assert list(app.fit_to_model(runtime)) == ["Ready."]  # loaded once
+    ready = "Ready: the model runs in float32 (as given)."  # the dtype, and why
+    assert updates == ["Loading the model (first use only)…", ready] and loads == [1]
+    assert list(app.fit_to_model(runtime)) == [ready]  # loaded once
     default = component(app.build_demo(), "max-drafts")  # the shipped head, still not loaded
     assert default.maximum == max_drafts(LazyModel().config.num_slots)
 

@@ -175,3 +175,55 @@ def test_greedy_decoding_with_the_certified_argmax_writes_what_the_whole_product
     sampled = len(calls)
     model.generate([PROMPTS[0]], max_new_tokens=8, temperature=1.0, seed=0)
     assert len(calls) == sampled  # sampling needs every float32 logit: never certified
+
+
+# --- which dtype "auto" means ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "expected", "words"),
+    [
+        ({"amx_bf16": True, "avx512_bf16": True}, torch.bfloat16, "natively (AMX)"),
+        ({"avx512_bf16": True}, torch.bfloat16, "natively (AVX-512 BF16)"),
+        ({"avx512_f": True, "avx2": True}, torch.float32, "no native bfloat16"),
+    ],
+)
+def test_auto_is_bfloat16_where_the_cpu_computes_it(monkeypatch, capabilities, expected, words):
+    from shuffle_model.model.devices import DTYPE_VARIABLE, choose_dtype
+
+    monkeypatch.delenv(DTYPE_VARIABLE, raising=False)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    dtype, reason = choose_dtype("auto", torch.device("cpu"))
+    assert dtype == expected and words in reason
+    assert choose_dtype("auto", torch.device("cuda"))[0] == torch.bfloat16
+    assert choose_dtype("float16", torch.device("cpu")) == (torch.float16, "asked for")
+    monkeypatch.setenv(DTYPE_VARIABLE, "float32")
+    assert choose_dtype("auto", torch.device("cpu")) == (torch.float32, f"set by {DTYPE_VARIABLE}")
+    monkeypatch.setenv(DTYPE_VARIABLE, "fp8")
+    with pytest.raises(ValueError, match=DTYPE_VARIABLE):
+        choose_dtype("auto", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("row_invariant", [True, False])
+def test_auto_falls_back_to_float32_where_bfloat16_passes_cannot_be_row_invariant(
+    tmp_path, monkeypatch, row_invariant
+):
+    from shuffle_model import FasterDecodeMixer
+    from shuffle_model.model.devices import DTYPE_VARIABLE
+    from tests.test_data import saved_tiny_backbone
+
+    backbone_dir, _ = saved_tiny_backbone(tmp_path / "backbone")
+    head = FasterDecodeMixer.from_backbone(str(backbone_dir), dtype="float32", num_slots=3)
+    head.save_pretrained(tmp_path / "head")
+    monkeypatch.delenv(DTYPE_VARIABLE, raising=False)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": True})
+    monkeypatch.setattr(FasterDecodeMixer, "uses_row_invariance", lambda self: row_invariant)
+    said = []
+    model = FasterDecodeMixer.from_pretrained(tmp_path / "head", status=said.append)
+    if row_invariant:
+        assert model.dtype == torch.bfloat16 and "natively (AMX)" in model.dtype_reason
+    else:
+        assert model.dtype == torch.float32 and "cannot be made row-invariant" in model.dtype_reason
+        assert any("loading in float32" in line for line in said)
+    asked = FasterDecodeMixer.from_pretrained(tmp_path / "head", dtype="bfloat16")
+    assert asked.dtype == torch.bfloat16 and asked.dtype_reason == "asked for"  # never overruled

@@ -177,6 +177,8 @@ def model_description(model) -> dict:
         device=str(model.device),
         dtype=str(model.dtype).replace("torch.", ""),
     )
+    if getattr(model, "dtype_reason", None):
+        info["dtype_reason"] = model.dtype_reason
     return info
 
 

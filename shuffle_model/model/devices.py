@@ -1,8 +1,12 @@
-"""Device and dtype choice: CUDA when present, the CPU otherwise."""
+"""Device and dtype choice: CUDA when present, the CPU otherwise; bfloat16 where it is native."""
 
 from __future__ import annotations
 
+import os
+
 import torch
+
+DTYPE_VARIABLE = "SHUFFLELM_DTYPE"  # sets what dtype="auto" means (the tests pin float32)
 
 DTYPES = {
     "float32": torch.float32,
@@ -22,11 +26,46 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """'auto': float32 on the CPU (fast and exact there), bfloat16 on CUDA."""
+    """'auto': bfloat16 on CUDA and on a CPU that computes it natively (AVX-512 BF16 or AMX),
+    float32 on other CPUs (where bfloat16 products are emulated and slower)."""
+    return choose_dtype(dtype, device)[0]
+
+
+def choose_dtype(dtype: str | torch.dtype | None, device: torch.device) -> tuple[torch.dtype, str]:
+    """The dtype to run in, and why, in words a user reads in the app and the CLI."""
     if isinstance(dtype, torch.dtype):
-        return dtype
+        return dtype, "asked for"
+    if (dtype is None or dtype == "auto") and os.environ.get(DTYPE_VARIABLE, "auto") != "auto":
+        return _named(os.environ[DTYPE_VARIABLE], DTYPE_VARIABLE), f"set by {DTYPE_VARIABLE}"
     if dtype is None or dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        if torch.device(device).type == "cuda":
+            return torch.bfloat16, "a GPU computes bfloat16 natively"
+        native = native_bfloat16()
+        if native:
+            return torch.bfloat16, f"this CPU computes bfloat16 natively ({native})"
+        return torch.float32, "this CPU has no native bfloat16 (no AVX-512 BF16 or AMX)"
+    return _named(dtype, "dtype"), "asked for"
+
+
+def _named(dtype: str, setting: str) -> torch.dtype:
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {['auto', *DTYPES]}; got {dtype!r}")
+        raise ValueError(f"{setting} must be one of {['auto', *DTYPES]}; got {dtype!r}")
     return DTYPES[dtype]
+
+
+def native_bfloat16() -> str | None:
+    """The CPU's bfloat16 instructions ('AMX', 'AVX-512 BF16'), or None where it has none."""
+    capabilities = getattr(torch.cpu, "get_capabilities", dict)()
+    if capabilities.get("amx_bf16"):
+        return "AMX"
+    if capabilities.get("avx512_bf16"):
+        return "AVX-512 BF16"
+    return None
+
+
+def precision_note(model) -> str:
+    """The dtype a model runs in and why, e.g. "bfloat16 (this CPU computes bfloat16 natively
+    (AMX))", for the app's status line and the CLI."""
+    dtype = str(model.dtype).replace("torch.", "")
+    reason = getattr(model, "dtype_reason", None)
+    return f"{dtype} ({reason})" if reason else dtype

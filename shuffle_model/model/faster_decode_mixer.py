@@ -17,7 +17,7 @@ from . import invariant
 from .backbone import BackboneNotFound, load_backbone
 from .calibration import CALIBRATION_FILE, Calibration
 from .config import ShuffleConfig
-from .devices import resolve_device, resolve_dtype
+from .devices import choose_dtype, resolve_device
 from .head import ShuffleHead
 from .precision import Float32Logits
 from .shuffle_model_base import ShuffleModelBase
@@ -65,6 +65,7 @@ class FasterDecodeMixer(ShuffleModelBase):
         weight = backbone.get_output_embeddings().weight
         self.head.to(device=weight.device, dtype=weight.dtype)
         self.head_source: str | None = None  # where the head weights came from
+        self.dtype_reason = "as given"  # why the model runs in its dtype (choose_dtype)
         norm = getattr(self.backbone.base_model, "norm", None)
         self.float32_logits = Float32Logits(norm, self.backbone.get_output_embeddings())
         invariant.install(self.backbone)  # plain SDPA outside our own half-precision passes
@@ -83,17 +84,20 @@ class FasterDecodeMixer(ShuffleModelBase):
     ) -> FasterDecodeMixer:
         """A fresh (untrained) head on a backbone given as a model or a name/path.
         trust_remote_code=True lets a hub backbone run its own Python code: opt in only."""
+        reason = "as given"
         if isinstance(model_or_name, str):
+            chosen, reason = choose_dtype(dtype, resolve_device(device))
             backbone, loaded_tokenizer = load_backbone(
-                model_or_name, device=device, dtype=dtype, trust_remote_code=trust_remote_code
+                model_or_name, device=device, dtype=chosen, trust_remote_code=trust_remote_code
             )
             tokenizer = tokenizer or loaded_tokenizer
             name = model_or_name
         else:
             backbone, name = model_or_name, getattr(model_or_name, "name_or_path", None) or None
-        return cls(
+        model = cls(
             backbone, config_from_backbone(backbone, name, **head_config), tokenizer=tokenizer
         )
+        return model._because(reason)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the head weights (safetensors) and its config; the backbone is named, not saved."""
@@ -123,7 +127,9 @@ class FasterDecodeMixer(ShuffleModelBase):
         calibration = _load_calibration(directory)
         _check_weights_file(directory / HEAD_FILE)
         device = resolve_device(device)
-        if backbone is None or isinstance(backbone, str):
+        chosen, reason = choose_dtype(dtype, device)
+        loaded = backbone is None or isinstance(backbone, str)  # by name, here
+        if loaded:
             name = backbone or config.backbone
             if not name:
                 raise BackboneNotFound(
@@ -132,13 +138,15 @@ class FasterDecodeMixer(ShuffleModelBase):
             backbone, loaded_tokenizer = load_backbone(
                 name,
                 device=device,
-                dtype=dtype,
+                dtype=chosen,
                 status=status,
                 trust_remote_code=trust_remote_code,
             )
             tokenizer = tokenizer or loaded_tokenizer
-        else:
-            backbone = backbone.to(device=device, dtype=resolve_dtype(dtype, device))
+        else:  # a module: "auto" keeps its own dtype
+            if reason != "asked for":
+                chosen, reason = backbone.dtype, "the given backbone's own"
+            backbone = backbone.to(device=device, dtype=chosen)
         _check_backbone_fits(config, backbone, directory)
         model = cls(backbone, config, tokenizer=tokenizer)
         weights = load_file(str(directory / HEAD_FILE), device=str(device))
@@ -146,7 +154,32 @@ class FasterDecodeMixer(ShuffleModelBase):
         model.head.load_state_dict(weights)
         model.calibration = calibration
         model.head_source = str(directory)
+        model.dtype_reason = reason
+        detected = reason.startswith("this CPU")  # "auto" chose by the CPU's instructions
+        if loaded and detected and not model.exact_in_its_dtype():
+            if status is not None:
+                status(f"{chosen} passes cannot be made row-invariant here: loading in float32")
+            return cls.from_pretrained(
+                dir_or_name,
+                backbone=name,
+                tokenizer=tokenizer,
+                device=device,
+                dtype="float32",
+                status=status,
+                trust_remote_code=trust_remote_code,
+            )._because(f"{reason}, but its passes cannot be made row-invariant here")
         return model.eval()
+
+    def exact_in_its_dtype(self) -> bool:
+        """Whether verified decoding is token for token ordinary decoding in this dtype: in
+        float32, or in half precision with row-invariant passes (invariant.py)."""
+        return self.dtype.is_floating_point and (
+            self.dtype.itemsize >= 4 or self.uses_row_invariance()
+        )
+
+    def _because(self, reason: str) -> FasterDecodeMixer:
+        self.dtype_reason = reason
+        return self
 
     # --- the trunk is the frozen backbone -------------------------------------------------
     def train(self, mode: bool = True) -> FasterDecodeMixer:
