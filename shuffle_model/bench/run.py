@@ -229,7 +229,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=10, help="questions per category")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", help="auto: float32 on CPU, bfloat16 on CUDA")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto: bfloat16 on CUDA and on CPUs with native bfloat16 (AMX, AVX-512 BF16), "
+        "float32 elsewhere",
+    )
     p.add_argument("--categories", nargs="*", default=None)
     p.add_argument(
         "--methods",

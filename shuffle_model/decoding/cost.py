@@ -22,6 +22,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -136,6 +137,8 @@ def curve_key(model) -> dict:
         key["gpu"] = torch.cuda.get_device_name(device)
     if model.uses_row_invariance():  # passes cost more row by row (invariant.py)
         key["row_invariant"] = True
+    if model.dtype in (torch.bfloat16, torch.float16):  # greedy passes: a certified argmax
+        key["logits"] = "certified argmax"
     return key
 
 
@@ -246,6 +249,9 @@ def measure(
     cache = model.new_cache()
     model.trunk_forward(prompt, cache=cache)
     sizes = sizes_to_measure(max_tokens)
+    # the passes of greedy decoding, the common case (in half precision their logits are a
+    # certified argmax, precision.py; sampled passes pay the whole float32 LM head)
+    forward = partial(model.trunk_forward, cache=cache, argmax_only=True)
     times: dict[int, list[float]] = {n: [] for n in sizes}
     drafts: list[float] = []
     hidden = torch.zeros(model.head.feature_size, device=device, dtype=model.dtype)  # h_t [; g_t]
@@ -255,7 +261,7 @@ def measure(
     for round_ in range(repeats + 1):  # round 0 warms up and is dropped
         for n in sizes:
             block = prompt[:, -n:]  # (1, n)
-            seconds = _timed(lambda block=block: model.trunk_forward(block, cache=cache), device)
+            seconds = _timed(lambda block=block: forward(block), device)
             cache.crop(-n)
             if round_:
                 times[n].append(seconds)
