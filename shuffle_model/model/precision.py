@@ -21,6 +21,7 @@ Sampling and training always get the whole float32 product.
 from __future__ import annotations
 
 import threading
+import time
 
 import torch
 import torch.nn.functional as F
@@ -72,13 +73,16 @@ class Float32Logits:
 
     # --- the certified argmax -------------------------------------------------------------
     def certifies(self) -> bool:
-        """Whether a certified argmax is possible: no bias, and the bound held on the probe
-        (once per weight: a kernel that accumulates in half precision would break it)."""
+        """Whether greedy passes take the certified argmax: no bias, the bound held on the
+        probe (a kernel that accumulates in half precision would break it), and it is faster
+        here than the float32 product (not where float32 products are as fast as half ones,
+        e.g. some CPUs with AMX). On a CPU; decided once per weight and thread count."""
         weights = self._float_weights()
-        if weights[3] is not None:
+        if weights[3] is not None or weights[2].device.type != "cpu":
             return False
-        if getattr(self, "_certifies", (None,))[0] != weights[0]:
-            self._certifies = (weights[0], self._bound_holds())
+        key = (weights[0], torch.get_num_threads())
+        if getattr(self, "_certifies", (None,))[0] != key:
+            self._certifies = (key, self._bound_holds() and self._pays())
         return self._certifies[1]
 
     def certified(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,6 +138,17 @@ class Float32Logits:
         reach = self._upper_bounds(flat, approx) - approx  # (N, V) the bound's width
         return bool(((exact - approx).abs() <= reach).all())
 
+    @torch.no_grad()
+    def _pays(self, repeats: int = 7) -> bool:
+        """Whether a lone row's certified argmax takes less time than its float32 product
+        (the fastest of a few runs of each, after a warm-up)."""
+        weight = self._float_weights()[2]
+        row = torch.randn(1, weight.shape[1], generator=torch.Generator().manual_seed(1))
+        row = row.to(weight.device)
+        return _fastest(lambda: self.certified(row), repeats) < _fastest(
+            lambda: F.linear(row, weight), repeats
+        )
+
     def _float_weights(self):
         weight, bias = self.lm_head.weight, getattr(self.lm_head, "bias", None)
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
@@ -152,6 +167,16 @@ def candidate_logits(flat: torch.Tensor, weight: torch.Tensor, ids: torch.Tensor
     """flat (N, H) float32, ids (N, k) -> (N, k) float32 logits of those tokens: products and
     one reduction per logit, the same bits for a row whatever else shares the pass."""
     return (weight[ids] * flat[:, None, :]).sum(-1)  # (N, k, H) -> (N, k)
+
+
+def _fastest(run, repeats: int) -> float:
+    run()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def _accumulation(terms: int) -> float:
