@@ -158,7 +158,8 @@ class FasterDecodeMixer(ShuffleModelBase):
         detected = reason.startswith("this CPU")  # "auto" chose by the CPU's instructions
         if loaded and detected and not model.exact_in_its_dtype():
             if status is not None:
-                status(f"{chosen} passes cannot be made row-invariant here: loading in float32")
+                dtype_name = str(chosen).replace("torch.", "")
+                status(f"{dtype_name} passes cannot be made row-invariant here: loading in float32")
             return cls.from_pretrained(
                 dir_or_name,
                 backbone=name,
