@@ -7,10 +7,18 @@ import itertools
 import pytest
 import torch
 
-from shuffle_model import STRATEGIES
+from shuffle_model import STRATEGIES, GenerationTrace
 from shuffle_model.decoding.cost import CostCurve
 from shuffle_model.decoding.planning import plan_step
-from shuffle_model.decoding.proposers import CONTEXT, HEAD, Chain, ContextProposer, DecodeState
+from shuffle_model.decoding.proposers import (
+    CONTEXT,
+    HEAD,
+    ContextProposer,
+    DecodeState,
+    DraftSource,
+    DraftTree,
+    Outcome,
+)
 from shuffle_model.decoding.settings import DRAFT_SOURCES
 from shuffle_model.decoding.tree import build_block, keep_nodes, tree_inputs
 from shuffle_model.model.calibration import Calibration
@@ -30,26 +38,27 @@ def state(tokens):
 def test_context_drafts_are_found_in_a_prompt_that_repeats_itself():
     proposer = ContextProposer(Calibration())
     chain = proposer.propose(state([1, 2, 3, 4, 5, 6, 1, 2, 3]), budget=5)
-    assert chain.tokens == [4, 5, 6, 1, 2] and chain.match_length == 3 and chain.match_end == 3
+    assert chain.tokens == [4, 5, 6, 1, 2]
+    assert chain.details.match_length == 3 and chain.details.match_end == 3
     # one proposer per generation: it indexes the sequence as it grows
     assert ContextProposer(Calibration()).propose(state([1, 2, 3, 4]), budget=5) is None
     # the most recent occurrence wins, and the budget caps the chain
     chain = ContextProposer(Calibration()).propose(state([9, 1, 7, 1, 8, 1]), budget=1)
-    assert chain.tokens == [8] and chain.match_length == 1
+    assert chain.tokens == [8] and chain.details.match_length == 1
 
 
 def test_context_estimates_follow_what_was_accepted():
     proposer = ContextProposer(Calibration())
     tokens = [1, 2, 3, 4, 5, 1, 2, 3]
-    chain = proposer.propose(state(tokens), budget=4)
+    chain = proposer.propose(state(tokens), budget=4, branching=False)
     before = list(chain.accept_probs)
     for _ in range(5):
-        proposer.observe(chain, checked=4, accepted=4)
-    after = proposer.propose(state(tokens), budget=4).accept_probs
+        proposer.observe(chain, Outcome(checked=[0, 1, 2, 3], accepted=[0, 1, 2, 3]))
+    after = proposer.propose(state(tokens), budget=4, branching=False).accept_probs
     assert all(a > b for a, b in zip(after, before, strict=True))
     for _ in range(20):
-        proposer.observe(chain, checked=4, accepted=0)
-    assert proposer.propose(state(tokens), budget=4).accept_probs[0] < before[0]
+        proposer.observe(chain, Outcome(checked=[0, 1, 2, 3], accepted=[]))
+    assert proposer.propose(state(tokens), budget=4, branching=False).accept_probs[0] < before[0]
 
 
 def forward_path(backbone_mixer, prefix, path_tokens):
@@ -62,10 +71,10 @@ def forward_path(backbone_mixer, prefix, path_tokens):
 @pytest.mark.parametrize("branch", [HEAD, CONTEXT])
 def test_a_tree_step_keeps_the_cache_identical_to_plain_decodings(mixer, branch):
     prefix = [5, 6, 7, 8]
-    head = Chain(HEAD, [20, 21, 22], [0.9, 0.5, 0.5])
-    context = Chain(CONTEXT, [20, 30, 31, 32], [0.9, 0.4, 0.4, 0.4])
-    plan = plan_step(head, context, FLAT, rule="cost", budget=10, tree=True)
-    block = build_block(9, head, context, plan)
+    head = DraftTree(HEAD, [20, 21, 22], [0.9, 0.5, 0.5])
+    context = DraftTree(CONTEXT, [20, 30, 31, 32], [0.9, 0.4, 0.4, 0.4])
+    plan = plan_step([head, context], FLAT, rule="cost", budget=10, tree=True)
+    block = build_block(9, plan)
     assert not block.is_chain and block.sources[1] == "head+context"
     cache = mixer.new_cache()
     mixer.trunk_forward(torch.tensor([prefix]), cache=cache)
@@ -74,7 +83,8 @@ def test_a_tree_step_keeps_the_cache_identical_to_plain_decodings(mixer, branch)
     tree = mixer.trunk_forward(
         torch.tensor([block.tokens]), cache=cache, attention_mask=mask, position_ids=positions
     )
-    nodes = block.head_nodes if branch == HEAD else block.context_nodes
+    at = block.nodes_from(branch)  # the branch's chain node -> block node
+    nodes = [at[k] for k in sorted(at)]
     chosen = head if branch == HEAD else context
     keep_nodes(cache, past=past, forwarded=len(block.tokens), keep=[0, *nodes])
     plain, plain_cache = forward_path(mixer, prefix, [9, *chosen.tokens])
@@ -177,3 +187,83 @@ def test_drafts_projected_in_bfloat16_stay_lossless():
     torch.testing.assert_close(fast, plain, atol=0.05, rtol=0.05)
     for source in DRAFT_SOURCES:
         assert model.generate(ids, max_new_tokens=20, draft_source=source).tolist() == expected
+
+
+class FixedChainSource(DraftSource):
+    """A third draft source, defined here and nowhere else: it always proposes 7, 8, 9 with
+    a high chance, and counts what it hears back."""
+
+    name = "fixed-chain"
+
+    def __init__(self):
+        self.checked = self.accepted = 0
+
+    def propose(self, state, *, budget, branching):
+        return DraftTree(self.name, [7, 8, 9][:budget], [0.9, 0.9, 0.9][:budget])
+
+    def observe(self, tree, outcome):
+        self.checked += len(outcome.checked)
+        self.accepted += len(outcome.accepted)
+
+
+def test_a_third_source_passed_in_keeps_greedy_decoding_identical():
+    made = []
+
+    def fixed_chain():
+        made.append(FixedChainSource())
+        return made[-1]
+
+    for seed, prompt in enumerate(REPEATING):
+        backbone = tiny_backbone(seed=seed)
+        model = tiny_mixer(backbone, seed=seed + 10)
+        model.cost_curve = FLAT
+        ids = torch.tensor([prompt])
+        expected = backbone.generate(ids, max_new_tokens=24, do_sample=False).tolist()
+        for source in DRAFT_SOURCES:
+            out, trace = model.generate(
+                ids,
+                max_new_tokens=24,
+                draft_source=source,
+                extra_sources=[fixed_chain],
+                return_trace=True,
+            )
+            assert out.tolist() == expected, source
+            forwarded = {s for step in trace.steps for s in step.forwarded_sources}
+            assert "fixed-chain" in forwarded and source.split("+")[0] in forwarded
+            assert GenerationTrace.from_json(trace.to_json()).steps[1].forwarded_sources
+        # sampling checks one chain (whichever source's is best): it runs with the third too
+        model.generate(ids, max_new_tokens=8, do_sample=True, seed=1, extra_sources=[fixed_chain])
+    assert all(source.checked > 0 for source in made)  # each generation got a fresh one
+    assert sum(source.accepted for source in made) > 0  # 7, 8, 9 do occur in these answers
+    with pytest.raises(ValueError, match="distinct"):
+        model.generate(ids, max_new_tokens=4, extra_sources=[FixedChainSource, FixedChainSource])
+
+
+def test_records_name_each_forwarded_node_and_the_accepted_path():
+    """Trees with the head's alternatives: each forwarded node's parent, sources, rank and
+    path chance are recorded, and the accepted path gives the emitted drafts; the trace
+    round-trips through JSON."""
+    alternatives = accepted_alternatives = 0
+    for seed, prompt in enumerate(REPEATING):
+        model = tiny_mixer(tiny_backbone(seed=seed), seed=seed + 10)
+        model.cost_curve = FLAT
+        _, trace = model.generate(torch.tensor([prompt]), max_new_tokens=24, return_trace=True)
+        trace = GenerationTrace.from_json(trace.to_json())
+        for step in trace.steps:
+            n = len(step.forwarded_ids)
+            assert len(step.forwarded_sources) == len(step.forwarded_ranks) == n
+            assert len(step.forwarded_chances) == n
+            path = step.accepted_path
+            assert [step.forwarded_ids[k] for k in path] == [t.id for t in step.emitted[1:]]
+            assert [step.forwarded_sources[k] for k in path] == step.emitted_sources[1:]
+            parents = [step.forwarded_parents[k] for k in path]
+            assert parents == [0, *path][: len(path)]  # a path from the anchor down
+            alternatives += sum(1 for rank in step.forwarded_ranks if rank > 0)
+            accepted_alternatives += sum(1 for k in path if step.forwarded_ranks[k] > 0)
+            if step.plan is not None and n > 1:
+                assert (
+                    step.plan.drafts
+                    == n - 1
+                    == sum(step.plan.source_drafts.values()) - (step.plan.shared)
+                )
+    assert alternatives > 0 and accepted_alternatives > 0

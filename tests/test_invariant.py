@@ -142,8 +142,6 @@ def test_a_tree_pass_gives_each_branch_the_bits_of_one_token_passes_and_keeps_it
         tokens=[11, 12, 13, 14, 15, 16],
         parents=[-1, 0, 1, 0, 3, 4],
         sources=["anchor", "head", "head", "context", "context", "context"],
-        head_nodes=[1, 2],
-        context_nodes=[3, 4, 5],
     )
     past = len(PROMPT)
     cache = prefilled(model)

@@ -2,15 +2,16 @@
 
 One decoding step (propose -> plan -> forward -> verify):
  1. anchor  - the backbone's own next token at h_t (chosen at the end of the previous step)
- 2. propose - each draft source proposes a chain for the offsets after the anchor, with its
-              estimated acceptance (proposers.py): the shuffle head (draft K slots, shuffle
-              them into offsets, filter) and the context (an n-gram match in prompt + output)
- 3. plan    - how many drafts of each chain to check: the choice that maximises expected
+ 2. propose - each draft source proposes a small tree of drafts after the anchor, with
+              their estimated chances (proposers.py): the shuffle head (draft K slots,
+              shuffle them into offsets, filter; alternatives beside its chain), the context
+              (an n-gram match in prompt + output), and any source passed in
+ 3. plan    - which drafts to check: the most likely nodes, as many as maximise expected
               tokens per unit of time on this machine's cost curve (planning.py, cost.py)
  4. forward - the backbone runs once over the anchor and the chosen drafts, a chain or a
               small tree (tree.py), with its key/value cache
  5. verify  - keep the longest run the backbone agrees with; keep only that branch in the
-              cache (verify.py); tell the proposers what was accepted
+              cache (verify.py); tell the sources what was accepted
  6. record  - the loop yields what it did (StepResult); only the GenerationStream of someone
               who asked for steps (hooks, stream, return_trace) builds a StepTrace from it
 """
@@ -25,17 +26,8 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .cost import cost_curve
-from .planning import COST, Plan, plan_step
-from .proposers import (
-    CONTEXT,
-    HEAD,
-    Chain,
-    ContextProposer,
-    DecodeState,
-    HeadDraft,
-    HeadGate,
-    HeadProposer,
-)
+from .planning import Plan, plan_step
+from .proposers import DecodeState, DraftSource, DraftTree, Outcome, make_sources
 from .sampling import TokenSampler
 from .settings import GenerationSettings
 from .step_records import build_step_trace, make_trace
@@ -88,27 +80,6 @@ def check_length(model, prompt_length: int, max_new_tokens: int) -> None:
         )
 
 
-def make_proposers(model, settings: GenerationSettings, sampler: TokenSampler, *, record: bool):
-    """The draft sources the settings ask for, fresh for one generation."""
-    calibration = model.calibration
-    proposers = []
-    if HEAD in settings.sources:
-        proposers.append(
-            HeadProposer(
-                model,
-                sampler=sampler,
-                strategy=settings.shuffle_strategy,
-                keep_threshold=settings.keep_threshold,
-                calibration=calibration,
-                full_probs=record or not sampler.greedy,
-                gate=HeadGate() if settings.block_length == COST else None,
-            )
-        )
-    if CONTEXT in settings.sources:
-        proposers.append(ContextProposer(calibration))
-    return proposers
-
-
 def planning_curve(model, settings: GenerationSettings):
     """The machine's cost curve (measured once per machine and cached), for verified decoding."""
     if not settings.verify or settings.max_parallel_tokens == 0:
@@ -136,23 +107,23 @@ class StepResult:
 
     index: int
     anchor: tuple[int, float]  # the anchor and its probability
-    chains: dict[str, Chain]  # what each source proposed
-    plan: Plan  # how many drafts of each chain were checked
+    proposals: dict[str, DraftTree]  # what each source proposed, by source name
+    plan: Plan  # which drafts were checked
     block: Block | None  # what the backbone ran over (None: a last step, the anchor alone)
     verdict: Verdict | None  # what verification kept
     emitted: list[int]  # the anchor and the accepted drafts
     timings: dict[str, float]  # per-phase wall times (recorded runs only)
-    head_draft: HeadDraft | None  # the head's slots, when it proposed a chain
-    head_rested: bool  # the gated head sat this step out
+    rested: tuple[str, ...] = ()  # gated sources that sat this step out
 
 
 @torch.inference_mode()
 def decode(
-    model, prompt: torch.Tensor, settings: GenerationSettings, *, record: bool
+    model, prompt: torch.Tensor, settings: GenerationSettings, *, record: bool, extra_sources=()
 ) -> Iterator[StepResult]:
     """The loop: propose -> plan -> forward -> verify, one step at a time, as speculative
     decoding loops go (gpt-fast's generate.py). Yields a StepResult per step; returns a
-    DecodeResult."""
+    DecodeResult. `extra_sources`: draft sources (classes or factories) beside those
+    `settings.draft_source` names."""
     sampler = TokenSampler(
         temperature=settings.temperature,
         top_p=settings.top_p,
@@ -162,8 +133,7 @@ def decode(
     curve = planning_curve(model, settings)
     start = time.perf_counter()  # a first measurement of the cost curve is not generation time
     state = prefill(model, prompt, sampler)
-    proposers = make_proposers(model, settings, sampler, record=record)
-    head = next((p for p in proposers if p.name == HEAD), None)
+    sources = make_sources(model, settings, sampler, record=record, extra=extra_sources)
     tree = sampler.greedy and settings.verify and can_drop_branches(state.cache)
     paused = 0.0
     for index in itertools.count():
@@ -171,31 +141,30 @@ def decode(
         last = is_last_step(model, settings, state)
         budget = 0 if last else min(settings.max_parallel_tokens, remaining(settings, state) - 1)
         drafting = DecodeState(state.tokens, state.hidden, state.anchor)
-        chains = propose(proposers, drafting, budget=budget, clock=clock)
-        plan = plan_drafts(head, chains, curve, settings, budget=budget, tree=tree)
+        proposals = propose(sources, drafting, budget=budget, tree=tree, clock=clock)
+        plan = plan_drafts(sources, proposals, curve, settings, budget=budget, tree=tree)
         clock.lap("plan")
         block = verdict = None
         emitted = [state.anchor]
         if not last:
             block, verdict = forward_and_verify(
-                model, state, chains, plan, sampler, settings, clock=clock
+                model, state, proposals, plan, sampler, settings, clock=clock
             )
             emitted += [block.tokens[node] for node in verdict.path]
-            tell_proposers(proposers, chains, plan, block, verdict)
+            tell_sources(sources, proposals, block, verdict)
             clock.lap("verify")
         state.output += emitted
         suspended = time.perf_counter()
         yield StepResult(
             index,
             (state.anchor, state.anchor_prob),
-            chains,
+            proposals,
             plan,
             block,
             verdict,
             emitted,
             clock.laps,
-            head_draft=head.last if head is not None and HEAD in chains else None,
-            head_rested=bool(head is not None and head.rested),
+            rested=tuple(source.name for source in sources if source.rested),
         )
         paused += time.perf_counter() - suspended  # the consumer's time is not generation time
         if last or answer_ended(model, settings, state, emitted):
@@ -227,27 +196,32 @@ def is_last_step(model, settings: GenerationSettings, state: LoopState) -> bool:
     return state.anchor in model.config.eos_token_ids or remaining(settings, state) == 1
 
 
-def plan_drafts(head, chains, curve, settings, *, budget: int, tree: bool) -> Plan:
-    """How many drafts of each chain to check (planning.py), and what the head's chain added
-    (`head`: the head proposer, or None)."""
-    context = chains.get(CONTEXT)
+def plan_drafts(sources, proposals, curve, settings, *, budget: int, tree: bool) -> Plan:
+    """Which of the proposed drafts to check (planning.py); gated sources hear what their
+    proposal added."""
     plan = plan_step(
-        chains.get(HEAD),
-        context,
+        list(proposals.values()),
         curve,
         rule=settings.block_length,
         budget=budget,
         tree=tree,
-        drafting_cost=curve.draft_cost if curve is not None and HEAD in chains else 0.0,
+        drafting_cost=drafting_cost(sources, proposals, curve),
     )
-    weigh_the_head(head, plan, context, curve, budget=budget, tree=tree)
+    weigh_gated_sources(sources, proposals, plan, curve, budget=budget, tree=tree)
     return plan
 
 
-def forward_and_verify(model, state: LoopState, chains, plan: Plan, sampler, settings, *, clock):
+def drafting_cost(sources, proposals, curve) -> float:
+    """What this step's proposing cost, in one-token passes: the sources that proposed."""
+    if curve is None:
+        return 0.0
+    return sum(source.drafting_cost(curve) for source in sources if source.name in proposals)
+
+
+def forward_and_verify(model, state: LoopState, proposals, plan: Plan, sampler, settings, *, clock):
     """One backbone pass over the anchor and the planned drafts, verification of its outputs,
     and the cache and h_t moved on to the last accepted token."""
-    block = build_block(state.anchor, chains.get(HEAD), chains.get(CONTEXT), plan)
+    block = build_block(state.anchor, plan)
     past = state.cache.get_seq_length()
     trunk = forward_block(
         model,
@@ -259,7 +233,7 @@ def forward_and_verify(model, state: LoopState, chains, plan: Plan, sampler, set
     )
     state.forwards += 1
     clock.lap("forward")
-    verdict = verify_step(model, trunk.logits[0], block, plan, chains, sampler, settings)
+    verdict = verify_step(model, trunk.logits[0], block, proposals, sampler, settings)
     forwarded = len(block.tokens) + plan.padding
     keep_nodes(state.cache, past=past, forwarded=forwarded, keep=[0, *verdict.path])
     state.hidden = trunk.hidden[0, verdict.path[-1] if verdict.path else 0]
@@ -278,25 +252,36 @@ def choose_token(sampler: TokenSampler, logits: torch.Tensor) -> tuple[int, floa
     return token, float(probs[token])
 
 
-def propose(proposers, state: DecodeState, *, budget: int, clock=None) -> dict[str, Chain]:
-    """Each source's chain (sources with nothing to propose are left out)."""
-    chains = {}
-    for proposer in proposers if budget > 0 else ():
-        chain = proposer.propose(state, budget=budget)
-        if chain is not None:
-            chains[proposer.name] = chain
+def propose(
+    sources: list[DraftSource], state: DecodeState, *, budget: int, tree: bool, clock=None
+) -> dict[str, DraftTree]:
+    """Each source's proposal, by name (sources with nothing to propose are left out)."""
+    proposals = {}
+    for source in sources if budget > 0 else ():
+        proposal = source.propose(state, budget=budget, branching=tree)
+        if proposal is not None:
+            proposals[source.name] = proposal
         if clock is not None:
-            clock.lap(proposer.name)
-    return chains
+            clock.lap(source.name)
+    return proposals
 
 
-def weigh_the_head(head, plan: Plan, context, curve, *, budget: int, tree: bool) -> None:
-    """Tell a gated head (the head proposer, or None) what its chain added to this step's
-    expected rate."""
-    if head is None or head.gate is None or head.last is None:
-        return
-    alone = plan_step(None, context, curve, rule=plan.rule, budget=budget, tree=tree)
-    head.gate.weigh(plan.rate - alone.rate)
+def weigh_gated_sources(sources, proposals, plan: Plan, curve, *, budget: int, tree: bool):
+    """Tell each gated source that proposed what its proposal added to this step's expected
+    rate: the plan against the best plan without it."""
+    for source in sources:
+        if source.gate is None or source.name not in proposals:
+            continue
+        others = {name: p for name, p in proposals.items() if name != source.name}
+        alone = plan_step(
+            list(others.values()),
+            curve,
+            rule=plan.rule,
+            budget=budget,
+            tree=tree,
+            drafting_cost=drafting_cost(sources, others, curve),
+        )
+        source.gate.weigh(plan.rate - alone.rate)
 
 
 def forward_block(
@@ -326,15 +311,13 @@ def forward_block(
     return trunk
 
 
-def verify_step(model, logits, block: Block, plan: Plan, chains, sampler, settings) -> Verdict:
+def verify_step(model, logits, block: Block, proposals, sampler, settings) -> Verdict:
     eos_ids = model.config.eos_token_ids
     if sampler.greedy and settings.verify:
         return verify_greedy(target_logits=logits, block=block, eos_ids=eos_ids)
-    chain = chains.get(HEAD) if plan.head else chains.get(CONTEXT) if plan.context else None
-    drafts = len(block.tokens) - 1
     probs = None
-    if chain is not None and not sampler.greedy:
-        probs = chain.one_hot_probs(model.config.vocab_size, logits.device)[:drafts]
+    if not sampler.greedy:
+        probs = draft_distributions(block, proposals, model.config.vocab_size, logits.device)
     return verify_chain(
         target_logits=logits,
         block_tokens=torch.tensor(block.tokens[1:], dtype=torch.long, device=logits.device),
@@ -345,23 +328,31 @@ def verify_step(model, logits, block: Block, plan: Plan, chains, sampler, settin
     )
 
 
-def accepted_along(nodes: list[int], path: list[int]) -> int:
-    """How many of a chain's nodes (in order) lie on the accepted path."""
-    kept = 0
-    for node, on_path in zip(nodes, path, strict=False):
-        if node != on_path:
-            break
-        kept += 1
-    return kept
+def draft_distributions(block: Block, proposals, vocab_size: int, device) -> torch.Tensor:
+    """(m, V) what each draft of a chain block was drawn from: its source's distribution, or
+    all of the mass on the token where the source chose it."""
+    rows = torch.zeros(len(block.tokens) - 1, vocab_size, device=device)
+    for node in range(1, len(block.tokens)):
+        source, k = block.origins[node][0]
+        drawn = proposals[source].draft_probs
+        if drawn is None:
+            rows[node - 1, block.tokens[node]] = 1.0
+        else:
+            rows[node - 1] = drawn[k]
+    return rows
 
 
-def tell_proposers(proposers, chains, plan: Plan, block: Block, verdict: Verdict) -> None:
-    checked = {HEAD: (plan.head, block.head_nodes), CONTEXT: (plan.context, block.context_nodes)}
-    for proposer in proposers:
-        chain = chains.get(proposer.name)
-        count, nodes = checked[proposer.name]
-        if chain is not None and count:
-            proposer.observe(chain, checked=count, accepted=accepted_along(nodes, verdict.path))
+def tell_sources(sources, proposals, block: Block, verdict: Verdict) -> None:
+    """Each source hears which of its nodes were checked and which were accepted."""
+    on_path = set(verdict.path)
+    for source in sources:
+        tree = proposals.get(source.name)
+        checked = block.nodes_from(source.name)  # its node -> block node
+        if tree is None or not checked:
+            continue
+        nodes = sorted(checked)
+        accepted = [k for k in nodes if checked[k] in on_path]
+        source.observe(tree, Outcome(checked=nodes, accepted=accepted))
 
 
 class _Clock:
@@ -437,11 +428,14 @@ def generate(
     return_trace: bool = False,
     pad_token_id: int | None = None,
     tokenizer=None,
+    extra_sources: Iterable[Callable] = (),
     **settings,
 ):
     """Decode one prompt. Returns the (1, prompt+new) sequence, or (sequence, GenerationTrace).
     Runs the same GenerationStream as stream(), to its end; hooks see each step as it is made;
-    `tokenizer` gives the records' texts (default: the model's).
+    `tokenizer` gives the records' texts (default: the model's); `extra_sources`: draft
+    sources beside those `draft_source` names (each a DraftSource class, or a factory called
+    with no arguments, made fresh per prompt).
     A batch (B, T) with its attention mask decodes row after row (generate_batch)."""
     if is_batch(input_ids):
         return generate_batch(
@@ -452,12 +446,19 @@ def generate(
             return_trace=return_trace,
             pad_token_id=pad_token_id,
             tokenizer=tokenizer,
+            extra_sources=extra_sources,
             **settings,
         )
     hooks = _check_hooks(hooks)
     prompt, resolved = _start(model, input_ids, attention_mask, settings)
     run = GenerationStream(
-        model, prompt, resolved, hooks, record=bool(hooks) or return_trace, tokenizer=tokenizer
+        model,
+        prompt,
+        resolved,
+        hooks,
+        record=bool(hooks) or return_trace,
+        tokenizer=tokenizer,
+        extra_sources=extra_sources,
     )
     for _ in run:
         pass
@@ -486,6 +487,7 @@ def generate_batch(
     return_trace: bool = False,
     pad_token_id: int | None = None,
     tokenizer=None,
+    extra_sources: Iterable[Callable] = (),
     **settings,
 ):
     """A batch as transformers returns it: (B, T + new) where each row is its input (padding
@@ -513,6 +515,7 @@ def generate_batch(
             hooks=hooks,
             return_trace=True,
             tokenizer=tokenizer,
+            extra_sources=extra_sources,
             **settings,
         )
         news.append(sequence[0, int(row_mask.bool().sum()) :].cpu())
@@ -571,9 +574,11 @@ class GenerationStream:
         *,
         record=True,
         tokenizer=None,
+        extra_sources: Iterable[Callable] = (),
     ):
         self.model, self.prompt, self.settings, self.hooks = model, prompt, settings, hooks
         self.record = record
+        self.extra_sources = list(extra_sources)
         self.tokenizer = tokenizer or model.tokenizer  # gives the records' token texts
         self.trace: GenerationTrace | None = None
         self.result: DecodeResult | None = None
@@ -584,7 +589,13 @@ class GenerationStream:
         if self._started is not None:
             raise RuntimeError("a GenerationStream can be iterated once")
         self._started = time.perf_counter()
-        loop = decode(self.model, self.prompt, self.settings, record=self.record)
+        loop = decode(
+            self.model,
+            self.prompt,
+            self.settings,
+            record=self.record,
+            extra_sources=self.extra_sources,
+        )
         while True:
             try:
                 step = next(loop)
@@ -633,8 +644,11 @@ def stream(
     *,
     hooks: Iterable[Hook] = (),
     tokenizer=None,
+    extra_sources: Iterable[Callable] = (),
     **settings,
 ):
     hooks = _check_hooks(hooks)
     prompt, resolved = _start(model, input_ids, attention_mask, settings)
-    return GenerationStream(model, prompt, resolved, hooks, tokenizer=tokenizer)
+    return GenerationStream(
+        model, prompt, resolved, hooks, tokenizer=tokenizer, extra_sources=extra_sources
+    )

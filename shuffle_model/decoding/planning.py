@@ -1,37 +1,40 @@
-"""How many drafts a step verifies: the block that maximises expected tokens per unit of time.
+"""Which drafts a step verifies: the nodes that maximise expected tokens per unit of time.
 
-Verifying drafts d_1..d_m costs one backbone pass over m + 1 tokens, c(m + 1) one-token passes
-on this machine (cost.py), plus the step's drafting. It is expected to emit
+Every source proposes a small tree of drafts (proposers.py). Where trees are allowed they are
+merged into one: a token two sources propose under the same parent is one node, as likely as
+the more confident source says, and siblings, being mutually exclusive, are scaled down where
+their chances add up to more than one. A node's value is its *path chance*, the product of
+the conditional chances from the anchor down to it: the chance that greedy verification
+accepts it. A set of nodes closed under parents is expected to emit
 
-    E(m) = 1 + sum_{j <= m} prod_{i <= j} p_i
+    E = 1 + sum of the nodes' path chances
 
-tokens (the anchor always, d_j when d_1..d_j are all accepted). The "cost" rule verifies the m
-that maximises E(m) / (c(m + 1) + drafting); m = 0, an ordinary step, is always a candidate,
-so a step is never expected to give less than it costs. With two chains (head and context)
-the candidates are every pair of prefixes: where they share leading tokens those are forwarded
-once, and where they part the two branches form a small tree verified in the same pass
-(greedy decoding only: see tree.py). The "fixed" rule verifies every draft it is given, as
-ShuffleLM did before it knew its costs.
+tokens (the anchor always), and verifying n of them costs one backbone pass over n + 1
+tokens, c(n + 1) one-token passes on this machine (cost.py), plus the step's drafting. The
+"cost" rule takes the n nodes of highest path chance (best first from the anchor, so always
+a set closed under parents, as EAGLE-2's dynamic tree and Sequoia pick theirs) for the n that
+maximises E / (c(n + 1) + drafting); n = 0, an ordinary step, is always a candidate, so a step
+is never expected to give less than it costs.
 
 Where this machine runs a longer pass faster than a shorter one (CPU matrix kernels are often
-slower at 2-3 rows than at 4-5), the cost rule pays for the cheapest pass that covers the block,
-c*(n) = min over m >= n of c(m) (cost.py's `cheapest`, at least 5 % cheaper): the drafts are
-forwarded with filler tokens after them, whose results and cache entries are thrown away
-(`Plan.padding`). With equal costs the planner prefers real drafts over filler.
+slower at 2-3 rows than at 4-5), the pass for n nodes is the cheapest that covers them,
+c*(n + 1) = min over m >= n + 1 of c(m) (cost.py's `cheapest`, at least 5 % cheaper), and its
+extra rows take the next-best nodes; only when no node is left are they filled with filler
+tokens, whose results and cache entries are thrown away (`Plan.padding`).
 
-Why this rule: EAGLE-2 ranks tree nodes by confidence but sizes the tree by hand; SpecDec++
-stops a chain when the chance of a rejection passes a threshold tuned per setting; Sequoia
-searches the tree shape against the hardware's measured cost. With at most two chains of a
-few drafts, the exact search over prefix pairs is a few dozen products, so it uses the
-measured cost directly, as Sequoia does, with no threshold to tune per machine.
+Where trees are not allowed (sampling, pure mode, caches that cannot drop a branch) each
+source's own chain is a candidate on its own, and the best one is verified. The "fixed" rule
+verifies every draft of every source's own chain (the filter's block and the context's
+match; no alternatives), as ShuffleLM did before it knew its costs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import heapq
+from dataclasses import dataclass, field
 
 from .cost import CostCurve
-from .proposers import Chain
+from .proposers import DraftTree
 
 COST = "cost"
 FIXED = "fixed"
@@ -39,81 +42,140 @@ BLOCK_RULES = (COST, FIXED)
 
 
 @dataclass
+class DraftNode:
+    """A draft on offer this step, merged across the sources that proposed it."""
+
+    token: int
+    parent: int  # index of its parent among the step's DraftNodes; -1: the anchor
+    chance: float  # P(accepted | parent accepted), estimated
+    depth: int  # 1: right after the anchor
+    origins: list[tuple[str, int]] = field(default_factory=list)  # (source, node in its tree)
+    ranks: list[int] = field(default_factory=list)  # its rank among siblings, per origin
+    first_choice: bool = False  # on some source's own chain (rank 0 from the anchor down)
+    path_chance: float = 0.0  # product of chances from the anchor: the node's value
+
+    @property
+    def source(self) -> str:
+        """Its sources' names joined by '+', in the order the sources proposed."""
+        return "+".join(source for source, _ in self.origins)
+
+
+@dataclass
 class Plan:
     """What one step verifies, and why."""
 
     rule: str  # COST or FIXED
-    head: int  # drafts taken from the head chain (its first `head`)
-    context: int  # drafts taken from the context chain (its first `context`)
-    shared: int  # leading drafts the two share, forwarded once
+    offered: list[DraftNode]  # the drafts on offer (merged where trees are allowed)
+    nodes: list[int]  # the offered nodes forwarded, parents before children, best first
     expected_tokens: float  # E: tokens the step is expected to emit, the anchor included
-    cost: float  # c(drafts + 1) + drafting, in one-token passes
+    cost: float  # c(drafts + 1 + padding) + drafting, in one-token passes
     ordinary_rate: float  # what an ordinary step gives per unit of time: 1 / (1 + drafting)
     next_rate: float | None  # the best rate with one draft more (None: no draft left)
     padding: int = 0  # filler tokens forwarded after the drafts: that longer pass is cheaper
 
     @property
     def drafts(self) -> int:
-        return self.head + self.context - self.shared
+        return len(self.nodes)
 
     @property
     def rate(self) -> float:
         return self.expected_tokens / self.cost
 
     @property
+    def chosen(self) -> list[DraftNode]:
+        return [self.offered[i] for i in self.nodes]
+
+    @property
     def is_tree(self) -> bool:
-        return self.head > self.shared and self.context > self.shared
+        """Two forwarded nodes share a parent."""
+        parents = [node.parent for node in self.chosen]
+        return len(set(parents)) < len(parents)
+
+    @property
+    def shared(self) -> int:
+        """Forwarded drafts that more than one source proposed."""
+        return sum(1 for node in self.chosen if len(node.origins) > 1)
+
+    def drafts_from(self, source: str) -> int:
+        """Forwarded drafts that `source` proposed (alone or with others)."""
+        return sum(1 for node in self.chosen if any(s == source for s, _ in node.origins))
+
+    def drafts_by_source(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for node in self.chosen:
+            for source, _ in node.origins:
+                counts[source] = counts.get(source, 0) + 1
+        return counts
 
 
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    while n < len(a) and n < len(b) and a[n] == b[n]:
-        n += 1
-    return n
+# --- the drafts on offer ---------------------------------------------------------------------
 
 
-class _Trie:
-    """Path probabilities of the two chains merged where they agree: a shared draft is as
-    likely as the more confident source says; siblings that part are mutually exclusive."""
-
-    def __init__(self, head: Chain | None, context: Chain | None, *, tree: bool):
-        a = list(head.accept_probs) if head else []
-        c = list(context.accept_probs) if context else []
-        self.tree = tree  # False: one chain only, and no merging (see plan_step)
-        self.shared = common_prefix(head.tokens, context.tokens) if tree and head and context else 0
-        for k in range(self.shared):
-            a[k] = c[k] = max(a[k], c[k])
-        self.a, self.c = a, c
-        self.cum_a = _path_sums(a)  # cum_a[i]: expected accepted drafts of head[:i]
-        self.cum_c = _path_sums(c)
-
-    def expected(self, i: int, j: int) -> tuple[float, int, int] | None:
-        """(E, drafts forwarded, shared) for head[:i] with context[:j]; None where they would
-        form a tree and trees are ruled out."""
-        s = self.shared
-        if j <= min(i, s):
-            return 1 + self.cum_a[i], i, j
-        if i <= min(j, s):
-            return 1 + self.cum_c[j], j, i
-        if self.tree:  # i > s and j > s: the branches part after s shared drafts
-            scale = min(1.0, 1.0 / max(self.a[s] + self.c[s], 1e-12))
-            branches = self.cum_a[i] - self.cum_a[s] + self.cum_c[j] - self.cum_c[s]
-            return 1 + self.cum_a[s] + scale * branches, i + j - s, s
-        return None
+def merge_proposals(proposals: list[DraftTree], *, first_choice_only=False) -> list[DraftNode]:
+    """The proposals' nodes as one tree: a token proposed under the same parent by several
+    sources is one node with the higher chance. Parents come before children."""
+    offered: list[DraftNode] = []
+    where: dict[tuple[int, int], int] = {}  # (parent, token) -> node
+    for tree in proposals:
+        first = tree.on_first_choice()
+        placed: dict[int, int] = {}  # the tree's node -> offered node
+        for k, token in enumerate(tree.tokens):
+            if first_choice_only and not first[k]:
+                continue
+            parent = placed[tree.parents[k]] if tree.parents[k] >= 0 else -1
+            key = (parent, token)
+            if key not in where:
+                depth = offered[parent].depth + 1 if parent >= 0 else 1
+                where[key] = len(offered)
+                offered.append(DraftNode(token, parent, 0.0, depth))
+            node = offered[where[key]]
+            node.chance = max(node.chance, float(tree.accept_probs[k]))
+            node.origins.append((tree.source, k))
+            node.ranks.append(tree.ranks[k])
+            node.first_choice = node.first_choice or first[k]
+            placed[k] = where[key]
+    return with_path_chances(offered)
 
 
-def _path_sums(probs: list[float]) -> list[float]:
-    sums, path, total = [0.0], 1.0, 0.0
-    for p in probs:
-        path *= p
-        total += path
-        sums.append(total)
-    return sums
+def with_path_chances(offered: list[DraftNode]) -> list[DraftNode]:
+    """Siblings are mutually exclusive: where their chances add up to more than one they are
+    scaled to one. Then each node's path chance, the product from the anchor down."""
+    siblings: dict[int, float] = {}
+    for node in offered:
+        siblings[node.parent] = siblings.get(node.parent, 0.0) + node.chance
+    for node in offered:
+        node.chance /= max(1.0, siblings[node.parent])
+        above = offered[node.parent].path_chance if node.parent >= 0 else 1.0
+        node.path_chance = above * node.chance
+    return offered
+
+
+def best_first(offered: list[DraftNode], limit: int) -> list[int]:
+    """Up to `limit` nodes, most likely first, each after its parent: a node is taken only
+    from the frontier of those taken, so every prefix is closed under parents."""
+    children: dict[int, list[int]] = {}
+    for i, node in enumerate(offered):
+        children.setdefault(node.parent, []).append(i)
+
+    def entry(i: int) -> tuple[float, int, int]:
+        return (-offered[i].path_chance, offered[i].depth, i)
+
+    frontier = [entry(i) for i in children.get(-1, [])]
+    heapq.heapify(frontier)
+    order: list[int] = []
+    while frontier and len(order) < limit:
+        _, _, i = heapq.heappop(frontier)
+        order.append(i)
+        for child in children.get(i, []):
+            heapq.heappush(frontier, entry(child))
+    return order
+
+
+# --- the rules -------------------------------------------------------------------------------
 
 
 def plan_step(
-    head: Chain | None,
-    context: Chain | None,
+    proposals: list[DraftTree],
     curve: CostCurve | None,
     *,
     rule: str,
@@ -121,53 +183,65 @@ def plan_step(
     tree: bool,
     drafting_cost: float = 0.0,
 ) -> Plan:
-    """Choose the prefixes of the two chains to verify this step (at most `budget` drafts).
-    `tree=False` (sampling, pure mode, caches that cannot drop a branch) allows one chain."""
+    """Choose the drafts to verify this step (at most `budget` of them). `tree=False`
+    (sampling, pure mode, caches that cannot drop a branch) verifies one source's chain."""
     curve = curve or CostCurve.from_ratios([1.0])
-    trie = _Trie(head, context, tree=tree)
-    n_head, n_context = len(head.tokens) if head else 0, len(context.tokens) if context else 0
-
-    # forwarded length per draft count: the cost rule pads to a cheaper, longer pass
-    lengths = [curve.cheapest(d + 1)[1] if rule == COST else d + 1 for d in range(budget + 1)]
-
-    def cost(drafts: int) -> float:
-        return curve(lengths[drafts]) + drafting_cost
-
-    candidates = []  # (rate, -drafts, i, j, E, drafts, shared)
-    for i in range(n_head + 1):
-        for j in range(n_context + 1):
-            value = trie.expected(i, j)
-            if value is None or value[1] > budget:
-                continue
-            expected, drafts, shared = value
-            candidates.append((expected / cost(drafts), -drafts, i, j, expected, drafts, shared))
-    if rule == FIXED:
-        chosen = _fixed_choice(candidates, n_head, n_context, tree)
+    proposals = [p for p in proposals if len(p)]
+    if tree:
+        offers = [merge_proposals(proposals)]
     else:
-        chosen = max(candidates)
-    _, _, i, j, expected, drafts, shared = chosen
-    longer = [c[0] for c in candidates if c[5] == drafts + 1]
+        offers = [merge_proposals([p], first_choice_only=True) for p in proposals] or [[]]
+    if rule == FIXED:
+        offered = next((o for o in offers if o), offers[0])
+        first = [i for i, node in enumerate(offered) if node.first_choice][:budget]
+        return fixed_plan(offered, first, curve, drafting_cost)
+    plans = [cost_plan(o, curve, budget=budget, drafting_cost=drafting_cost) for o in offers]
+    return max(plans, key=lambda plan: plan.rate)  # ties: the first source's
+
+
+def sizes_of(order, offered, curve: CostCurve, drafting_cost: float) -> list[tuple]:
+    """Per node count n = 0..len(order): (rate, forwarded nodes m >= n, pass length, cost, E) of
+    the best-first n nodes, the pass being the cheapest that covers n + 1 tokens, its extra
+    rows taken by the next-best nodes (filler only where none is left)."""
+    gains = [0.0]  # gains[m]: expected accepted drafts of the best-first m nodes
+    for i in order:
+        gains.append(gains[-1] + offered[i].path_chance)
+    sizes = []
+    for n in range(len(order) + 1):
+        cost, length = curve.cheapest(n + 1)
+        m = min(length - 1, len(order))
+        cost += drafting_cost
+        sizes.append(((1.0 + gains[m]) / cost, m, length, cost, 1.0 + gains[m]))
+    return sizes
+
+
+def cost_plan(offered, curve: CostCurve, *, budget: int, drafting_cost: float) -> Plan:
+    """The node count that maximises expected tokens per unit of time (the fewest on ties)."""
+    order = best_first(offered, budget)
+    sizes = sizes_of(order, offered, curve, drafting_cost)
+    _, m, length, cost, expected = max(sizes, key=lambda size: size[0])
     return Plan(
-        rule=rule,
-        head=i if drafts else 0,
-        context=j if drafts else 0,
-        shared=shared if drafts else 0,
+        rule=COST,
+        offered=offered,
+        nodes=order[:m],
         expected_tokens=expected,
-        cost=cost(drafts),
-        ordinary_rate=1.0 / cost(0),
-        next_rate=max(longer) if longer else None,
-        padding=lengths[drafts] - (drafts + 1),
+        cost=cost,
+        ordinary_rate=1.0 / (curve(1) + drafting_cost),
+        next_rate=sizes[m + 1][0] if m + 1 < len(sizes) else None,
+        padding=length - 1 - m,
     )
 
 
-def _fixed_choice(candidates, n_head: int, n_context: int, tree: bool):
-    """Every draft given (within the budget): both chains where a tree is allowed, else the
-    head's chain, or the context's where the head has none."""
-
-    def preference(c):
-        _, minus_drafts, i, j, *_ = c
-        if tree:
-            return (-minus_drafts, i, j)
-        return (i, j if i == 0 else -j, -minus_drafts)
-
-    return max(candidates, key=preference)
+def fixed_plan(offered, nodes: list[int], curve: CostCurve, drafting_cost: float) -> Plan:
+    """Every node given, whatever it costs, never padded."""
+    cost = curve(len(nodes) + 1) + drafting_cost
+    return Plan(
+        rule=FIXED,
+        offered=offered,
+        nodes=nodes,
+        expected_tokens=1.0 + sum(offered[i].path_chance for i in nodes),
+        cost=cost,
+        ordinary_rate=1.0 / (curve(1) + drafting_cost),
+        next_rate=None,
+        padding=0,
+    )

@@ -1,21 +1,30 @@
 """Draft sources behind one small interface, as transformers' candidate generators are.
 
-A proposer looks at the decoding state and proposes a chain of drafts for the offsets after
-the anchor, each with p_i, its estimated chance of being accepted given that the drafts
-before it were; after verification it hears how many of the drafts it proposed were checked
-and how many were accepted, and corrects its estimates for the rest of the generation.
+A draft source looks at the decoding state and proposes a small tree of drafts after the
+anchor (`DraftTree`; a chain is a tree): each node has a token, a parent (the anchor or an
+earlier node), its rank among its siblings from this source, and its estimated chance of
+being accepted given that its parent was. After verification the source hears which of its
+nodes were checked and which were accepted (`Outcome`), and corrects its estimates for the
+rest of the generation. The loop, the planner, the tree builder and the records handle every
+source alike: they never ask which one it is.
 
-- HeadProposer: the shuffle head's K slots, shuffled into offsets and filtered; p_i is the
-  slot's keep probability, calibrated per offset (calibration.py) and corrected online.
+- HeadProposer: the shuffle head's K slots, shuffled into offsets and filtered (its chain,
+  calibrated per offset); where trees are allowed, beside it the next-best tokens of the slots
+  at offsets 1 and 2, each followed by the chain's next draft (Medusa's sparse trees).
 - ContextProposer: the last tokens looked up in the prompt and the output so far (an n-gram
-  match, as prompt lookup decoding does); the draft is what followed the match, and p_i comes
-  from the match length and what context drafts had accepted so far.
+  match, as prompt lookup decoding does); the draft is what followed the match, and its
+  chances come from the match length and what context drafts had accepted so far.
+
+A new source is one class: subclass `DraftSource`, give it a `name`, `propose` and
+(optionally) `observe`, and pass it to generate() as `extra_sources=[TheClass]`; or give it a
+name in `SOURCE_CLASSES` and `settings.DRAFT_SOURCES` to make it a `draft_source` setting.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,6 +33,8 @@ from ..model.calibration import MAX_MATCH, Calibration
 from .filtering import filter_slots
 from .sampling import TokenSampler
 from .shuffle import assign_offsets
+from .source_records import context_record, slot_records
+from .trace import COST_CUT
 
 HEAD = "head"
 CONTEXT = "context"
@@ -32,6 +43,8 @@ MAX_NGRAM = 4  # longest suffix looked up in the context
 MAX_CONTEXT_DRAFTS = 10  # longest context chain (Hugging Face's prompt lookup default)
 PRIOR_WEIGHT = 4.0  # pseudo-observations behind a prior acceptance estimate
 MAX_ACCEPT_PROB = 0.98  # no estimate is ever certain
+HEAD_TOP_K = 3  # the head's alternatives: its slots' 2nd and 3rd tokens ...
+ALTERNATIVE_OFFSETS = 2  # ... at offsets 1 and 2
 
 
 @dataclass
@@ -44,37 +57,88 @@ class DecodeState:
 
 
 @dataclass
-class Chain:
-    """One source's drafts for offsets 1..m after the anchor."""
+class DraftTree:
+    """One source's proposal for this step: n nodes after the anchor, parents before
+    children. A chain (parents None) has node i at offset i + 1, each after the one before."""
 
-    source: str  # HEAD or CONTEXT
-    tokens: list[int]  # d_1..d_m
-    accept_probs: list[float]  # p_i = P(d_i accepted | d_1..d_(i-1) accepted), estimated
-    draft_probs: torch.Tensor | None = None  # (m, V) what each draft was drawn from; None: chosen
-    slots: list[int] = field(default_factory=list)  # HEAD: the slot behind each draft
-    match_length: int = 0  # CONTEXT: tokens of the suffix that matched
-    match_end: int = -1  # CONTEXT: where the matched tokens end in the sequence (exclusive)
+    source: str  # the proposing source's name
+    tokens: list[int]  # (n,) a token per node
+    accept_probs: list[float]  # (n,) P(node accepted | its parent was), estimated
+    parents: list[int] | None = None  # (n,) -1: the anchor, else an earlier node
+    ranks: list[int] | None = None  # (n,) rank among its siblings from this source (0: first)
+    draft_probs: torch.Tensor | None = None  # (n, V) what each node was sampled from; None:
+    # chosen (speculative sampling then puts all of q on the token itself)
+    token_probs: list[float] | None = None  # (n,) the source's own probability of each token
+    details: object | None = None  # what the source records of its step (see source_records)
+
+    def __post_init__(self) -> None:
+        n = len(self.tokens)
+        if self.parents is None:
+            self.parents = list(range(-1, n - 1))
+        if self.ranks is None:
+            self.ranks = [0] * n
+        if not n == len(self.accept_probs) == len(self.parents) == len(self.ranks):
+            raise ValueError("a DraftTree needs a token, a chance, a parent and a rank per node")
+        if any(not -1 <= p < node for node, p in enumerate(self.parents)):
+            raise ValueError(f"a node's parent must come before it; got parents {self.parents}")
 
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def one_hot_probs(self, vocab_size: int, device) -> torch.Tensor:
-        """(m, V) draft distributions; a chosen (not sampled) draft has all its mass on itself."""
-        if self.draft_probs is not None:
-            return self.draft_probs
-        probs = torch.zeros(len(self.tokens), vocab_size, device=device)
-        probs[torch.arange(len(self.tokens)), torch.tensor(self.tokens)] = 1.0
-        return probs
+    def add(self, token: int, parent: int, accept_prob: float, rank: int, token_prob=None) -> int:
+        """Append a node; returns its index."""
+        self.tokens.append(int(token))
+        self.parents.append(parent)
+        self.accept_probs.append(float(accept_prob))
+        self.ranks.append(rank)
+        if self.token_probs is not None:
+            self.token_probs.append(float(token_prob))
+        return len(self.tokens) - 1
+
+    def on_first_choice(self) -> list[bool]:
+        """Per node: on the source's own chain (rank 0 at every node from the anchor down)."""
+        main: list[bool] = []
+        for node, parent in enumerate(self.parents):
+            main.append(self.ranks[node] == 0 and (parent < 0 or main[parent]))
+        return main
 
 
-class Proposer(Protocol):
-    name: str  # HEAD or CONTEXT
+Chain = DraftTree  # a chain is a tree: DraftTree(source, tokens, accept_probs)
 
-    def propose(self, state: DecodeState, *, budget: int) -> Chain | None:
-        """Drafts for offsets 1..budget at most (None or empty: nothing to propose)."""
 
-    def observe(self, chain: Chain, *, checked: int, accepted: int) -> None:
-        """The backbone checked the first `checked` drafts of `chain` and accepted `accepted`."""
+@dataclass
+class Outcome:
+    """What verification made of one proposal: its nodes forwarded, and those accepted."""
+
+    checked: list[int]  # proposal nodes the backbone checked, in order
+    accepted: list[int]  # proposal nodes on the accepted path, root to leaf
+
+    def trials(self, tree: DraftTree) -> list[int]:
+        """The checked nodes that were a fair trial of their chance: parent accepted (or the
+        anchor); a node whose parent was rejected tells nothing."""
+        accepted = set(self.accepted)
+        return [n for n in self.checked if tree.parents[n] < 0 or tree.parents[n] in accepted]
+
+
+class DraftSource:
+    """The interface of a draft source. Override `propose` (and `observe` to learn from the
+    outcomes); the rest has defaults. A source is made fresh for each generation."""
+
+    name: str = ""  # unique among a generation's sources; names its nodes in the records
+    gate = None  # a HeadGate that lets the source rest while it does not pay, or None
+    rested = False  # the gate kept the source from proposing this step
+
+    def propose(self, state: DecodeState, *, budget: int, branching: bool) -> DraftTree | None:
+        """Nodes at depth 1..budget at most (None or empty: nothing to propose); siblings only
+        where `branching` (greedy decoding on a cache that can drop branches)."""
+        raise NotImplementedError
+
+    def observe(self, tree: DraftTree, outcome: Outcome) -> None:
+        """The backbone checked `outcome.checked` of the tree's nodes and accepted some."""
+
+    def drafting_cost(self, curve) -> float:
+        """What proposing costs per step, in one-token passes (the cost curve's units)."""
+        return 0.0
 
 
 # --- online correction -------------------------------------------------------------------------
@@ -102,19 +166,14 @@ class OnlineCorrection:
         self.accepted += accepted
 
 
-def checked_trials(checked: int, accepted: int) -> int:
-    """Drafts that were a fair trial of p_i: those whose predecessors were all accepted."""
-    return min(accepted + 1, checked)
-
-
 # --- the shuffle head --------------------------------------------------------------------------
 
 
 class HeadGate:
-    """The head drafts only while it pays for itself. After each step it drafted, `weigh` hears
-    what its chain added to the step's expected rate (the plan against the best plan without
-    it, the head's own cost included); while that running gain is below zero the head rests,
-    for 2, 4, 8 ... 32 steps, then drafts once to look again."""
+    """A source drafts only while it pays for itself. After each step it drafted, `weigh` hears
+    what its proposal added to the step's expected rate (the plan against the best plan
+    without it, its own cost included); while that running gain is below zero the source
+    rests, for 2, 4, 8 ... 32 steps, then drafts once to look again. The head has one."""
 
     def __init__(self, *, longest_rest: int = 32):
         self.gain: float | None = None  # running expected gain, tokens per one-token pass
@@ -149,9 +208,23 @@ class HeadDraft:
     sinkhorn: object  # (K, K) doubly-stochastic matrix (sinkhorn strategy) or None
     statuses: list[str | None]  # the filter's verdict per slot (None: in the block)
     block: list[int]  # slots forming the contiguous block, in offset order 1..m
+    top_tokens: torch.Tensor | None = None  # (K, k) each slot's k best tokens (alternatives)
+    top_logits: torch.Tensor | None = None  # (K, k) their logits, float32, on the CPU
+
+    def trace_fields(self, tok, tree: DraftTree, statuses: list[str]) -> dict:
+        """The StepTrace fields of the head: its slots, shuffle, block order. The tree's
+        first len(block) nodes are the chain, slot block[i] at offset i + 1."""
+        m = len(self.block)
+        checked = [slot for slot, s in zip(self.block, statuses[:m], strict=True) if s != COST_CUT]
+        return {
+            "slots": slot_records(tok, self, tree.accept_probs[:m], statuses[:m]),
+            "shuffle_probs": self.scores.softmax(-1).tolist(),
+            "sinkhorn": None if self.sinkhorn is None else self.sinkhorn.tolist(),
+            "block_order": checked,
+        }
 
 
-class HeadProposer:
+class HeadProposer(DraftSource):
     name = HEAD
 
     def __init__(
@@ -173,19 +246,46 @@ class HeadProposer:
         self.keep_threshold = keep_threshold
         self.calibration = calibration
         self.full_probs = full_probs  # build (K, V) draft distributions (sampling, traces)
-        self.correction = OnlineCorrection()
+        self.correction = OnlineCorrection()  # for the chain's calibrated chances
+        self.alternatives = OnlineCorrection()  # for the estimated chances of the rest
         self.last: HeadDraft | None = None  # the latest step's slots, for its trace
-        self._calibrated: list[float] = []
+        self._estimates: list[float] = []  # uncorrected chance per node of the latest tree
+        self._chain = 0  # nodes of the latest tree that are its chain
 
-    def propose(self, state: DecodeState, *, budget: int) -> Chain | None:
+    @classmethod
+    def from_settings(cls, model, settings, sampler: TokenSampler, *, record: bool):
+        return cls(
+            model,
+            sampler=sampler,
+            strategy=settings.shuffle_strategy,
+            keep_threshold=settings.keep_threshold,
+            calibration=model.calibration,
+            full_probs=record or not sampler.greedy,
+            gate=HeadGate() if settings.block_length == "cost" else None,  # planning.COST
+        )
+
+    def drafting_cost(self, curve) -> float:
+        return curve.draft_cost if curve is not None else 0.0
+
+    def propose(self, state: DecodeState, *, budget: int, branching: bool = False):
         self.last = None
         self.rested = self.gate is not None and not self.gate.open()
         if self.rested:
             return None  # the head has not paid for itself lately
-        draft = draft_slots(self.model, state.hidden, state.anchor, self.sampler, self.full_probs)
-        assignment = assign_offsets(
-            self.strategy, draft.scores.numpy(), np.asarray(draft.keep_probs)
+        top_k = HEAD_TOP_K if branching else 0
+        draft = draft_slots(
+            self.model, state.hidden, state.anchor, self.sampler, self.full_probs, top_k=top_k
         )
+        self.last = self.place_slots(draft, budget)
+        tree = self.chain_of(draft)
+        if branching:
+            self._estimates += add_alternatives(tree, draft, self._estimates, self.alternatives)
+        return tree
+
+    def place_slots(self, draft: HeadDraft, budget: int) -> HeadDraft:
+        """The shuffle gives each slot an offset; the filter keeps the run 1..m (m <= budget)."""
+        keep = np.asarray(draft.keep_probs)
+        assignment = assign_offsets(self.strategy, draft.scores.numpy(), keep)
         kept = filter_slots(
             assignment.offsets,
             draft.keep_probs,
@@ -194,27 +294,82 @@ class HeadProposer:
         )
         draft.offsets, draft.sinkhorn = assignment.offsets, assignment.sinkhorn
         draft.statuses, draft.block = kept.statuses, kept.block
-        self.last = draft
-        block = kept.block
+        return draft
+
+    def chain_of(self, draft: HeadDraft) -> DraftTree:
+        """The filter's block as a chain: p_i the slot's keep probability, calibrated for
+        offset i and corrected by this generation's outcomes."""
+        block = draft.block
         raw = [draft.keep_probs[slot] for slot in block]
-        self._calibrated = self.calibration.head_probs(raw, range(1, len(block) + 1))
-        return Chain(
+        self._estimates = self.calibration.head_probs(raw, range(1, len(block) + 1))
+        self._chain = len(block)
+        return DraftTree(
             source=HEAD,
             tokens=draft.tokens[block].tolist(),
-            accept_probs=self.correction.apply(self._calibrated),
-            draft_probs=None if draft.probs is None else draft.probs[block],
-            slots=list(block),
+            accept_probs=self.correction.apply(self._estimates),
+            draft_probs=None if draft.probs is None or self.sampler.greedy else draft.probs[block],
+            token_probs=None if draft.probs is None else slot_probs(draft, block),
+            details=draft,
         )
 
-    def observe(self, chain: Chain, *, checked: int, accepted: int) -> None:
-        trials = checked_trials(checked, accepted)
-        self.correction.update(self._calibrated[:trials], accepted)
+    def observe(self, tree: DraftTree, outcome: Outcome) -> None:
+        accepted = set(outcome.accepted)
+        trials = outcome.trials(tree)
+        for correction, nodes in (
+            (self.correction, [n for n in trials if n < self._chain]),
+            (self.alternatives, [n for n in trials if n >= self._chain]),
+        ):
+            hits = sum(1 for n in nodes if n in accepted)
+            correction.update([self._estimates[n] for n in nodes], hits)
+
+
+def slot_probs(draft: HeadDraft, slots: list[int], tokens=None) -> list[float]:
+    """Each slot's probability of its token (default: the token it drafted)."""
+    tokens = draft.tokens[slots] if tokens is None else torch.as_tensor(tokens)
+    rows = draft.probs[slots]  # (n, V)
+    return rows.gather(-1, tokens[:, None].to(rows.device))[:, 0].float().tolist()
+
+
+def add_alternatives(tree: DraftTree, draft: HeadDraft, chain: list[float], correction) -> list:
+    """Beside the chain, the next-best tokens of the slots at offsets 1..ALTERNATIVE_OFFSETS
+    as siblings of the chain's node there, each followed by the chain's next token: the head
+    drafts every slot at once from h_t, so its guess for offset i + 1 does not depend on which
+    token wins at offset i (Medusa's sparse trees do the same). `chain`: the chain's
+    calibrated chances. Returns the uncorrected chance of each node added."""
+    estimates = []
+    m = len(draft.block)
+    for offset in range(1, min(m, ALTERNATIVE_OFFSETS) + 1):
+        slot = draft.block[offset - 1]
+        for rank, token, ratio in runners_up(draft, slot, tree.tokens[offset - 1]):
+            # An estimate until calibration covers ranks: the slot's probability of this token
+            # relative to its top token, times the calibrated chance of the top token
+            chance = chain[offset - 1] * ratio
+            prob = None if draft.probs is None else float(draft.probs[slot, token])
+            node = tree.add(token, offset - 2, correction.apply([chance])[0], rank, prob)
+            estimates.append(chance)
+            if offset < m:  # the chain's next token after the alternative (same estimate)
+                follow = None if tree.token_probs is None else tree.token_probs[offset]
+                nxt = correction.apply([chain[offset]])[0]
+                tree.add(tree.tokens[offset], node, nxt, 0, follow)
+                estimates.append(chain[offset])
+    return estimates
+
+
+def runners_up(draft: HeadDraft, slot: int, chosen: int) -> list[tuple[int, int, float]]:
+    """(rank, token, p(token) / p(top token)) of the slot's next-best tokens."""
+    top = draft.top_logits[slot]  # (k,)
+    return [
+        (rank, int(token), math.exp(float(top[rank] - top[0])))
+        for rank, token in enumerate(draft.top_tokens[slot].tolist())
+        if rank > 0 and token != chosen
+    ]
 
 
 def draft_slots(
-    model, hidden: torch.Tensor, anchor: int, sampler: TokenSampler, full_probs: bool
+    model, hidden: torch.Tensor, anchor: int, sampler: TokenSampler, full_probs: bool, top_k=0
 ) -> HeadDraft:
-    """The head's K slots at h_t: a token per slot (greedy or sampled), keep probs, scores."""
+    """The head's K slots at h_t: a token per slot (greedy or sampled), keep probs, scores;
+    with `top_k`, each slot's top_k tokens and their logits (the alternatives)."""
     anchor_ids = torch.tensor(anchor, device=hidden.device)
     out = model.draft(hidden, anchor_ids)  # logits (K, N), scores (K, K), keep (K,)
     if sampler.greedy and not full_probs:
@@ -222,8 +377,10 @@ def draft_slots(
     else:
         probs = sampler.probs(out.logits)  # (K, N)
         tokens = sampler.choose(out.logits, probs)
+    top_logits, top_tokens = out.logits.float().topk(top_k, dim=-1) if top_k else (None, None)
     if out.vocab is not None:  # back to token ids, and distributions over the whole vocabulary
         tokens = out.vocab[tokens]
+        top_tokens = None if top_tokens is None else out.vocab[top_tokens]
         if probs is not None:
             full = probs.new_zeros(probs.shape[0], model.config.vocab_size)
             probs = full.scatter_(1, out.vocab.expand(probs.shape[0], -1), probs)
@@ -236,13 +393,26 @@ def draft_slots(
         sinkhorn=None,
         statuses=[],
         block=[],
+        top_tokens=None if top_tokens is None else top_tokens.cpu(),
+        top_logits=None if top_logits is None else top_logits.cpu(),
     )
 
 
 # --- the context -------------------------------------------------------------------------------
 
 
-class ContextProposer:
+@dataclass
+class ContextMatch:
+    """Where the context's chain came from: what it records in the step's trace."""
+
+    match_length: int  # tokens of the suffix that matched
+    match_end: int  # where the matched tokens end in the sequence (exclusive)
+
+    def trace_fields(self, tok, tree: DraftTree, statuses: list[str]) -> dict:
+        return {"context": context_record(tok, tree, self, statuses)}
+
+
+class ContextProposer(DraftSource):
     """n-gram lookup in the prompt and the output so far, with an index kept up to date."""
 
     name = CONTEXT
@@ -261,7 +431,11 @@ class ContextProposer:
         self.indexed = 0  # n-grams ending (exclusive) at 1..indexed are in `latest`
         self.counts: dict[tuple[int, bool], list[float]] = {}  # (match, first) -> [accepted, n]
 
-    def propose(self, state: DecodeState, *, budget: int) -> Chain | None:
+    @classmethod
+    def from_settings(cls, model, settings, sampler: TokenSampler, *, record: bool):
+        return cls(model.calibration)
+
+    def propose(self, state: DecodeState, *, budget: int, branching: bool = False):
         tokens = state.tokens
         self._index(tokens, until=len(tokens) - 1)  # every earlier n-gram with a continuation
         match = self._longest_match(tokens)
@@ -271,12 +445,11 @@ class ContextProposer:
         drafts = tokens[end : end + min(budget, self.max_drafts)]
         if not drafts:
             return None
-        return Chain(
+        return DraftTree(
             source=CONTEXT,
             tokens=drafts,
             accept_probs=[self.estimate(length, depth) for depth in range(1, len(drafts) + 1)],
-            match_length=length,
-            match_end=end,
+            details=ContextMatch(length, end),
         )
 
     def estimate(self, match_length: int, depth: int) -> float:
@@ -287,11 +460,12 @@ class ContextProposer:
         estimate = (accepted + PRIOR_WEIGHT * prior) / (trials + PRIOR_WEIGHT)
         return min(estimate, MAX_ACCEPT_PROB)
 
-    def observe(self, chain: Chain, *, checked: int, accepted: int) -> None:
-        for depth in range(1, checked_trials(checked, accepted) + 1):
-            key = (min(chain.match_length, MAX_MATCH), depth == 1)
+    def observe(self, tree: DraftTree, outcome: Outcome) -> None:
+        accepted = set(outcome.accepted)
+        for node in outcome.trials(tree):  # a chain: node k is at depth k + 1
+            key = (min(tree.details.match_length, MAX_MATCH), node == 0)
             counts = self.counts.setdefault(key, [0.0, 0.0])
-            counts[0] += depth <= accepted
+            counts[0] += node in accepted
             counts[1] += 1
 
     def _index(self, tokens: list[int], *, until: int) -> None:
@@ -307,3 +481,24 @@ class ContextProposer:
             if end is not None:
                 return n, end
         return None
+
+
+# --- the sources of a generation ---------------------------------------------------------------
+
+SOURCE_CLASSES = {HEAD: HeadProposer, CONTEXT: ContextProposer}  # draft_source's names
+
+
+def make_sources(
+    model, settings, sampler: TokenSampler, *, record: bool, extra: Iterable[Callable] = ()
+) -> list[DraftSource]:
+    """The sources `settings.draft_source` names, then one from each of `extra` (a class or
+    a factory called with no arguments), fresh for one generation."""
+    sources = [
+        SOURCE_CLASSES[name].from_settings(model, settings, sampler, record=record)
+        for name in settings.sources
+    ]
+    sources += [make() for make in extra]
+    names = [source.name for source in sources]
+    if len(set(names)) != len(names) or not all(names):
+        raise ValueError(f"draft sources need distinct, non-empty names; got {names}")
+    return sources

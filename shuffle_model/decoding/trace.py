@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 TRACE_FORMAT = "shufflelm-trace"
-TRACE_VERSION = 2  # 2 adds draft sources, the step's plan and the cost curve; 1 still reads
-READABLE_VERSIONS = (1, 2)
+TRACE_VERSION = 3  # 2 adds draft sources, the step's plan and the cost curve; 3 adds each
+# forwarded node's sources, rank and path chance and the accepted path; 1 and 2 still read
+READABLE_VERSIONS = (1, 2, 3)
 
 ACCEPTED = "accepted"  # drafted, verified by the backbone, emitted
 EMITTED = "emitted"  # drafted and emitted unverified (pure parallel mode)
@@ -35,9 +36,11 @@ SLOT_STATUSES = (
     COST_CUT,
 )
 CONTEXT_STATUSES = (ACCEPTED, REJECTED, COST_CUT)
-# Where an emitted token came from
+# Where an emitted token came from: the anchor, or the names of the sources that proposed it
+# joined by '+' (the built-in ones below; a source passed in records its own name)
 FROM_ANCHOR, FROM_HEAD, FROM_CONTEXT, FROM_BOTH = "anchor", "head", "context", "head+context"
 TOKEN_SOURCES = (FROM_ANCHOR, FROM_HEAD, FROM_CONTEXT, FROM_BOTH)
+FROM_FILLER = "filler"  # forwarded only because a longer pass was cheaper
 
 
 class TraceError(ValueError):
@@ -79,15 +82,17 @@ class PlanTrace:
     """What the step chose to verify, and the numbers that chose it (planning.py)."""
 
     rule: str  # "cost" (expected tokens per unit of time) or "fixed" (every draft given)
-    head_drafts: int  # drafts checked from the head's chain
-    context_drafts: int  # drafts checked from the context's chain
-    shared: int  # drafts both chains proposed (forwarded once)
+    head_drafts: int  # drafts checked that the head proposed (its chain and alternatives)
+    context_drafts: int  # drafts checked that the context proposed
+    shared: int  # drafts checked that more than one source proposed (forwarded once)
     expected_tokens: float  # tokens the step was expected to emit, the anchor included
     cost: float  # the pass plus drafting, in one-token passes (the cost curve's units)
     ordinary_rate: float  # expected tokens per unit of time of an ordinary step
     next_rate: float | None  # the best rate with one draft more (None: no more drafts)
     head_rested: bool = False  # the head did not draft: it had not paid for itself lately
     padding: int = 0  # filler tokens forwarded after the drafts (a longer pass was cheaper)
+    draft_nodes: int | None = None  # drafts checked, every source's (None: version 1-2)
+    source_drafts: dict[str, int] = field(default_factory=dict)  # drafts checked per source
 
     @property
     def rate(self) -> float:
@@ -95,6 +100,8 @@ class PlanTrace:
 
     @property
     def drafts(self) -> int:
+        if self.draft_nodes is not None:
+            return self.draft_nodes
         return self.head_drafts + self.context_drafts - self.shared
 
 
@@ -112,8 +119,16 @@ class StepTrace:
     context: ContextTrace | None = None  # the context draft, when there was one
     plan: PlanTrace | None = None  # the step's decision (None: nothing was drafted)
     forwarded_parents: list[int] = field(default_factory=list)  # parent node of each forwarded
-    # token (-1: the anchor); a tree when two chains part, else each node's predecessor
-    emitted_sources: list[str] = field(default_factory=list)  # TOKEN_SOURCES, per emitted token
+    # token (-1: the anchor); a tree where drafts share a parent, else each node's predecessor
+    emitted_sources: list[str] = field(default_factory=list)  # per emitted token: FROM_ANCHOR or
+    # the names of the sources that proposed it, joined by '+' (TOKEN_SOURCES for built-in ones)
+    forwarded_sources: list[str] = field(default_factory=list)  # per forwarded token, as above
+    forwarded_ranks: list[int] = field(default_factory=list)  # per forwarded token: its rank
+    # among its siblings from its source (0: the source's first choice; the best of several)
+    forwarded_chances: list[float] = field(default_factory=list)  # per forwarded token: its
+    # path chance, the estimated chance that it is accepted (the anchor: 1)
+    accepted_path: list[int] = field(default_factory=list)  # forwarded nodes accepted, root to
+    # leaf (the anchor, node 0, not included)
 
     @property
     def num_emitted(self) -> int:
@@ -358,7 +373,15 @@ def _plan_from_dict(data, where: str) -> PlanTrace:
         next_rate=_optional_number(data, "next_rate", where),
         head_rested=bool(_expect(data.get("head_rested", False), bool, f"{where}.head_rested")),
         padding=_count(data.get("padding", 0), f"{where}.padding"),
+        draft_nodes=None
+        if data.get("draft_nodes") is None
+        else _count(data["draft_nodes"], f"{where}.draft_nodes"),
+        source_drafts=_counts(data.get("source_drafts", {}), f"{where}.source_drafts"),
     )
+
+
+def _counts(value, where: str) -> dict[str, int]:
+    return {str(k): _count(v, f"{where}.{k}") for k, v in _expect(value, dict, where).items()}
 
 
 def _step_from_dict(data, where: str) -> StepTrace:
@@ -391,12 +414,32 @@ def _step_from_dict(data, where: str) -> StepTrace:
             f"{where}.forwarded_parents",
         ),
         emitted_sources=_sources(data.get("emitted_sources", []), f"{where}.emitted_sources"),
+        forwarded_sources=_sources(data.get("forwarded_sources", []), f"{where}.forwarded_sources"),
+        forwarded_ranks=_ints(
+            _expect(data.get("forwarded_ranks", []), list, f"{where}.forwarded_ranks"),
+            f"{where}.forwarded_ranks",
+        ),
+        forwarded_chances=_numbers(data.get("forwarded_chances", []), f"{where}.forwarded_chances"),
+        accepted_path=_ints(
+            _expect(data.get("accepted_path", []), list, f"{where}.accepted_path"),
+            f"{where}.accepted_path",
+        ),
     )
 
 
 def _sources(values, where: str) -> list[str]:
+    """Source names: the anchor, filler, or draft sources' names joined by '+'."""
     values = _expect(values, list, where)
     for i, value in enumerate(values):
-        if value not in TOKEN_SOURCES:
-            raise TraceError(f"{where}[{i}] must be one of {list(TOKEN_SOURCES)}; got {value!r}")
+        _expect(value, str, f"{where}[{i}]")
+        if not all(part and not part.isspace() for part in value.split("+")):
+            raise TraceError(
+                f"{where}[{i}] must name sources joined by '+' (as {list(TOKEN_SOURCES)}); "
+                f"got {value!r}"
+            )
     return list(values)
+
+
+def _numbers(values, where: str) -> list[float]:
+    values = _expect(values, list, where)
+    return [float(_expect(v, (int, float), f"{where}[{i}]")) for i, v in enumerate(values)]

@@ -1,32 +1,33 @@
-"""The block a step forwards: the anchor and its drafts, as a chain or a small tree.
+"""The block a step forwards: the anchor and the chosen drafts, as a chain or a small tree.
 
-Two chains that part after s shared drafts are forwarded in one pass as a tree: each node
-sits at position (past + depth) and attends to the cache and to its own ancestors only (a 4D
-attention mask). After verification only the accepted branch stays in the key/value cache,
-so the cache is exactly what ordinary decoding would have built.
+Nodes that share a parent are forwarded in one pass as a tree: each node sits at position
+(past + depth) and attends to the cache and to its own ancestors only (a 4D attention mask).
+After verification only the accepted branch stays in the key/value cache, so the cache is
+exactly what ordinary decoding would have built.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from .planning import Plan
-from .proposers import CONTEXT, HEAD, Chain
 
 ANCHOR = "anchor"
-BOTH = "head+context"
+BOTH = "head+context"  # the source of a draft both the head and the context proposed
 FILLER = "filler"  # padding forwarded only because a longer pass is cheaper (planning.py)
 
 
 @dataclass
 class Block:
-    tokens: list[int]  # forwarded: the anchor, then the drafts
-    parents: list[int]  # index of each node's parent in `tokens`; -1 for the anchor
-    sources: list[str]  # ANCHOR, HEAD, CONTEXT or BOTH (a draft both chains proposed)
-    head_nodes: list[int]  # node of the head chain's k-th verified draft
-    context_nodes: list[int]  # node of the context chain's k-th verified draft
+    tokens: list[int]  # (n,) forwarded: the anchor, then the drafts
+    parents: list[int]  # (n,) index of each node's parent in `tokens`; -1 for the anchor
+    sources: list[str]  # (n,) ANCHOR, FILLER, or the proposing sources joined by '+'
+    origins: list[list[tuple[str, int]]] = field(default_factory=list)  # (n,) per node: (source,
+    # node in that source's DraftTree) for each source that proposed it; [] for the anchor
+    ranks: list[int] = field(default_factory=list)  # (n,) best rank among its siblings
+    chances: list[float] = field(default_factory=list)  # (n,) path chance (anchor: 1)
 
     @property
     def is_chain(self) -> bool:
@@ -38,31 +39,30 @@ class Block:
             depths.append(0 if parent < 0 else depths[parent] + 1)
         return depths
 
+    def nodes_from(self, source: str) -> dict[int, int]:
+        """The nodes `source` proposed that were forwarded: its tree's node -> block node."""
+        return {
+            k: node
+            for node, origins in enumerate(self.origins)
+            for name, k in origins
+            if name == source
+        }
 
-def build_block(anchor: int, head: Chain | None, context: Chain | None, plan: Plan) -> Block:
-    """Shared drafts first, then the rest of the head's prefix, then the rest of the context's."""
-    tokens, parents, sources = [anchor], [-1], [ANCHOR]
-    head_nodes: list[int] = []
-    context_nodes: list[int] = []
-    shared = plan.shared
 
-    def extend(chain: Chain, start: int, stop: int, source: str, nodes: list[int]) -> None:
-        parent = nodes[-1] if nodes else 0
-        for k in range(start, stop):
-            tokens.append(chain.tokens[k])
-            parents.append(parent)
-            sources.append(source)
-            parent = len(tokens) - 1
-            nodes.append(parent)
-
-    if shared:  # leading drafts both chains proposed, forwarded once
-        extend(head, 0, shared, BOTH, head_nodes)
-        context_nodes += head_nodes
-    if plan.head > shared:
-        extend(head, shared, plan.head, HEAD, head_nodes)
-    if plan.context > shared:
-        extend(context, shared, plan.context, CONTEXT, context_nodes)
-    return Block(tokens, parents, sources, head_nodes, context_nodes)
+def build_block(anchor: int, plan: Plan) -> Block:
+    """The anchor, then the plan's nodes in its order (each after its parent)."""
+    block = Block([anchor], [-1], [ANCHOR], [[]], [0], [1.0])
+    placed = {-1: 0}  # offered node -> block node
+    for i in plan.nodes:
+        node = plan.offered[i]
+        placed[i] = len(block.tokens)
+        block.tokens.append(node.token)
+        block.parents.append(placed[node.parent])
+        block.sources.append(node.source)
+        block.origins.append(list(node.origins))
+        block.ranks.append(min(node.ranks))
+        block.chances.append(node.path_chance)
+    return block
 
 
 def padded(block: Block, padding: int) -> Block:
@@ -71,13 +71,13 @@ def padded(block: Block, padding: int) -> Block:
     if not padding:
         return block
     last = len(block.tokens) - 1
-    parents = [last + k for k in range(padding)]  # each filler after the one before
     return Block(
         tokens=block.tokens + [block.tokens[0]] * padding,
-        parents=block.parents + parents,
+        parents=block.parents + [last + k for k in range(padding)],  # each after the one before
         sources=block.sources + [FILLER] * padding,
-        head_nodes=block.head_nodes,
-        context_nodes=block.context_nodes,
+        origins=block.origins + [[] for _ in range(padding)],
+        ranks=block.ranks + [0] * padding,
+        chances=block.chances + [0.0] * padding,
     )
 
 

@@ -95,7 +95,8 @@ def replay_context(sequence: list[int], start: int, *, example: int, into: Outco
             continue
         for depth, token in enumerate(chain.tokens, start=1):
             accepted = token == sequence[t + 1 + depth]
-            into.context.append((example, min(chain.match_length, MAX_MATCH), depth, accepted))
+            match = chain.details.match_length
+            into.context.append((example, min(match, MAX_MATCH), depth, accepted))
             if not accepted:
                 break
 
