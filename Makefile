@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup chromium app test lint bench examples clean
+.PHONY: setup chromium app test lint bench examples readme-media clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,12 @@ test: setup chromium  ## run the whole test suite (no Chromium: the browser test
 bench: setup  ## benchmark vs autoregressive decoding and prompt lookup (Spec-Bench, 10/category)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m shuffle_model.bench $(BENCH_ARGS)
 
-examples: setup  ## regenerate assets/examples/*.json and the viz tests' reference frame
+examples: setup chromium  ## regenerate assets/examples/*.json, the viz tests' reference frame and the README's GIF and screenshot
 	HF_HUB_OFFLINE=1 $(BIN)/python -m viz.examples --reference tests/data/first_frame.png
+	HF_HUB_OFFLINE=1 $(BIN)/python docs/media.py
+
+readme-media: setup chromium  ## the README's GIF and screenshot, from the example traces as they are
+	HF_HUB_OFFLINE=1 $(BIN)/python docs/media.py
 
 lint: setup
 	$(BIN)/ruff check .

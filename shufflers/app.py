@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -44,7 +45,15 @@ from shuffle_model.model.chat import encode_prompt
 from shuffle_model.model.devices import precision_note
 from shuffle_model.model.runtime import LazyModel
 from shuffle_model.resources import ASSETS
-from viz.replay import SPAN_COLORS, counters, last_drafting_step, step_view
+from viz.replay import (
+    SPAN_COLORS,
+    STEP_FIGURES,
+    counters,
+    last_drafting_step,
+    step_caption,
+    step_figure,
+    step_view,
+)
 
 EXAMPLES_DIR = ASSETS / "examples"
 MAX_PROMPT_CHARS = 20_000
@@ -53,6 +62,9 @@ MAX_NEW_TOKENS = 256  # the service's cap on one request's work (the library's i
 QUEUE_SIZE = 16
 CONCURRENCY = 2
 PLAY_DELAY = 0.6  # seconds per step when replaying
+# While a run streams, the page is updated at the pace a person follows, not at the model's:
+TEXT_EVERY = 0.2  # seconds between updates of the text, counters and step (under 250 ms late)
+PICTURE_EVERY = 1.0  # seconds between updates of the open tab's picture (the others: at the end)
 BLOCK_LENGTHS = [
     ("cost-aware: the drafts worth their time on this machine", COST),
     ("fixed: every draft the filter keeps (the original rule)", FIXED),
@@ -142,6 +154,34 @@ class Page(NamedTuple):
 
 
 VIEW = ("caption", "shuffle", "drafts", "filter")  # one step's view: scrubbing and playing
+
+
+@dataclass
+class Watching:
+    """What one visitor's page is showing, shared by a streaming run and the tab events (a
+    gr.State, passed by reference): the open picture tab, and the running step."""
+
+    tab: str = STEP_FIGURES[0]  # the open picture tab (PLOT_TABS' names)
+    running: bool = False  # a run is streaming
+    step: object = None  # its latest StepTrace
+    settings: dict = field(default_factory=dict)  # its settings (the filter chart reads them)
+
+
+class Pacer:
+    """Which updates are due while a run streams: the text at most every TEXT_EVERY seconds,
+    the open tab's picture at most every PICTURE_EVERY (the first step gets both)."""
+
+    def __init__(self):
+        self.text_at = self.picture_at = -float("inf")
+        self.updates = 0  # pages sent while streaming
+        self.seconds = 0.0  # the server's time spent making them
+
+    def due(self, now: float) -> tuple[bool, bool]:
+        text = now - self.text_at >= TEXT_EVERY
+        picture = text and now - self.picture_at >= PICTURE_EVERY
+        self.text_at = now if text else self.text_at
+        self.picture_at = now if picture else self.picture_at
+        return text, picture
 
 
 # --- helpers of the handlers --------------------------------------------------------------------
@@ -353,10 +393,11 @@ def step_index(trace, index) -> int:
 # --- handlers -----------------------------------------------------------------------------------
 
 
-def generate(runtime: LazyModel, prompt, chat, **settings):
-    """Stream a generation: a Page per step (at most ~7 a second), then the finished run.
-    `settings` are the page's settings by generation_settings' names (wire() passes them as
-    keyword inputs, so that the API names them too)."""
+def generate(runtime: LazyModel, watching: Watching, prompt, chat, **settings):
+    """Stream a generation: paced pages while it runs (Pacer: the text, counters and step
+    within TEXT_EVERY, the open tab's picture every PICTURE_EVERY), then the finished run with
+    every step and picture. `settings` are the page's settings by generation_settings' names
+    (wire() passes them as keyword inputs, so that the API names them too)."""
     prompt = check_prompt(prompt)
     if not runtime.loaded:
         yield Page(status="Loading the model (first use only)…")
@@ -374,15 +415,54 @@ def generate(runtime: LazyModel, prompt, chat, **settings):
         run = lm.stream([ids], **settings)
     except ValueError as error:
         raise UserError(str(error)) from None
-    last = 0.0
-    for step in run:
-        now = time.perf_counter()
-        if now - last < 0.15 and len(step.emitted) and step.index > 0:
-            continue  # keep the page responsive: at most ~7 updates a second
-        last = now
-        snapshot = run.snapshot()
-        yield step_page(snapshot, step.index, running=True)._replace(trace=snapshot)
-    yield trace_page(run.trace, last_drafting_step(run.trace))
+    pacer = Pacer()
+    watching.running, watching.settings = True, run.settings.to_dict()
+    try:
+        for step in run:
+            watching.step = step
+            text, picture = pacer.due(time.perf_counter())
+            if text:
+                yield streaming_page(run, step, watching, picture=picture, pacer=pacer)
+    finally:
+        watching.running = False
+    page = trace_page(run.trace, last_drafting_step(run.trace))
+    yield page._replace(status=f"{page.status}  \n{page_cost(pacer)}")
+
+
+def streaming_page(run, step, watching: Watching, *, picture: bool, pacer: Pacer) -> Page:
+    """What changed: the counters, the text, the step's decision and slider, and (when due)
+    the open tab's picture of this step; the trace lands at the end."""
+    started = time.perf_counter()
+    snapshot = run.snapshot()
+    page = Page(
+        status=counters(snapshot, running=True),
+        text=viz.token_spans(snapshot),
+        caption=step_caption(snapshot, step.index),
+        step=gr.Slider(minimum=0, maximum=max(step.index, 1), value=step.index, step=1),
+    )
+    if picture and watching.tab in STEP_FIGURES:
+        figure = step_figure(step, watching.tab, settings=snapshot.settings)
+        page = page._replace(**{watching.tab: figure})
+    pacer.updates += 1
+    pacer.seconds += time.perf_counter() - started
+    return page
+
+
+def page_cost(pacer: Pacer) -> str:
+    """What watching cost the server, apart from the model's own time."""
+    return (
+        f"watching it: {pacer.updates} page updates while generating, "
+        f"{pacer.seconds * 1000:.0f} ms of the server's time"
+    )
+
+
+def open_tab(watching: Watching, name: str):
+    """A picture tab was opened: a running generation updates that tab from now on, and shows
+    it for its latest step at once; otherwise the picture is already there."""
+    watching.tab = name
+    if watching.running and watching.step is not None and name in STEP_FIGURES:
+        return step_figure(watching.step, name, settings=watching.settings)
+    return SKIP
 
 
 def fit_to_model(runtime: LazyModel):
@@ -457,7 +537,7 @@ def compare_runs(runtime: LazyModel, trace):
     table = (
         "| | ShuffleLM | ordinary decoding |\n|---|---:|---:|\n"
         f"| seconds | {fast.totals.wall_seconds:.2f} | {plain.totals.wall_seconds:.2f} |\n"
-        f"| tokens/s | {fast.totals.tokens_per_second:.1f} | "
+        f"| tokens/s of generation | {fast.totals.tokens_per_second:.1f} | "
         f"{plain.totals.tokens_per_second:.1f} |\n"
         f"| backbone passes | {fast.totals.backbone_forwards} | "
         f"{plain.totals.backbone_forwards} |\n"
@@ -471,6 +551,13 @@ def compare_runs(runtime: LazyModel, trace):
         + sameness(lm, trace, fast.output_ids, plain.output_ids)
     )
     return table, fast.output_text, plain.output_text
+
+
+def tab_opener(name: str):
+    """open_tab for the tab `name`, under a name of its own."""
+    function = partial(open_tab, name=name)
+    function.__name__ = f"open_{name}_tab"
+    return function
 
 
 def bound(handler, runtime: LazyModel):
@@ -526,6 +613,7 @@ class LiveView(NamedTuple):
     cost: gr.Plot
     step: gr.Slider
     play: gr.Button
+    tabs: dict  # PLOT_TABS' name -> its gr.Tab (opening one tells a running generation)
 
 
 class ComparePanel(NamedTuple):
@@ -626,15 +714,15 @@ def live_view() -> LiveView:
     caption = gr.Textbox(
         label="This step: what was decided, and why", lines=3, interactive=False, elem_id="caption"
     )
-    plots = {}
+    plots, tabs = {}, {}
     with gr.Tabs():
-        for name, tab, elem_id in PLOT_TABS:
-            with gr.Tab(tab):
+        for name, label, elem_id in PLOT_TABS:
+            with gr.Tab(label, elem_id=f"{elem_id}-tab") as tabs[name]:
                 plots[name] = gr.Plot(elem_id=elem_id, show_label=False)
     with gr.Row():
         step = gr.Slider(0, 1, value=0, step=1, label="Step", elem_id="step-slider")
         play = gr.Button("▶ Play", elem_id="play", scale=0, min_width=90)
-    return LiveView(status, text, caption, **plots, step=step, play=play)
+    return LiveView(status, text, caption, **plots, step=step, play=play, tabs=tabs)
 
 
 def compare_panel() -> ComparePanel:
@@ -674,6 +762,7 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
     runtime = model or LazyModel()
     with gr.Blocks(title="ShuffleLM — parallel drafting, live") as demo:
         trace = gr.State(None)
+        watching = gr.State(Watching())
         gr.Markdown(
             "## ShuffleLM — watch a language model write several tokens per step\n"
             "Type a prompt and watch each step draft tokens in parallel, shuffle them "
@@ -688,7 +777,7 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
                 live = live_view()
                 comparison = compare_panel()
                 export = export_panel()
-        wire(demo, runtime, trace, control, live, comparison, export)
+        wire(demo, runtime, trace, watching, control, live, comparison, export)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
     return demo
 
@@ -696,7 +785,7 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
 # --- wiring --------------------------------------------------------------------------------------
 
 
-def wire(demo, runtime, trace, control, live, comparison, export) -> None:
+def wire(demo, runtime, trace, watching, control, live, comparison, export) -> None:
     """Every event: the handlers, bound to the app's model where they need it."""
     page = Page(  # the components a run or a loaded trace updates, by name
         status=live.status,
@@ -715,7 +804,7 @@ def wire(demo, runtime, trace, control, live, comparison, export) -> None:
     outputs = list(page)
     run = dict(  # the prompt and chat positional, the settings by name (the API's names)
         fn=bound(generate, runtime),
-        inputs=[control.prompt, control.chat],
+        inputs=[watching, control.prompt, control.chat],  # the state is not in the API
         inputs_kwargs=control.settings._asdict(),
         outputs=outputs,
         concurrency_limit=CONCURRENCY,
@@ -723,6 +812,8 @@ def wire(demo, runtime, trace, control, live, comparison, export) -> None:
     generating = control.run.click(**run, api_name="generate")
     submitting = control.prompt.submit(**run, api_name=False)  # Enter in the prompt box
     control.stop.click(None, None, None, cancels=[generating, submitting], api_name=False)
+    for name, tab in live.tabs.items():  # a running generation updates the open tab only
+        tab.select(tab_opener(name), [watching], [getattr(live, name)], api_name=False)
     live.step.input(show_step, [trace, live.step], view, api_name="show_step")
     live.play.click(play, [trace], [live.step, *view], api_name="play")
     export.make_gif.click(

@@ -363,3 +363,84 @@ def test_generate_on_the_default_model():
         trace = json.loads(Path(trace_file).read_text())
         assert "Paris" in "".join(t["text"] for s in trace["steps"] for t in s["emitted"])
         assert trace["totals"]["compression_ratio"] > 1.0
+
+
+# --- watching a run: updates at a person's pace, the open tab's picture only ---------------------
+
+
+def test_the_pacer_spaces_text_and_picture_updates():
+    import app
+
+    pacer = app.Pacer()
+    t, p = app.TEXT_EVERY, app.PICTURE_EVERY
+    assert pacer.due(0.0) == (True, True)  # the first step: everything
+    assert pacer.due(t / 2) == (False, False)  # too soon for anything
+    assert pacer.due(t) == (True, False)  # the text again, not yet the picture
+    assert pacer.due(p) == (True, True)
+
+
+def streamed(monkeypatch, *, text_every: float, picture_every: float, watching=None, steer=None):
+    """The pages app.generate yields on the tiny model with these paces; `steer(i, watching)`
+    acts between pages (a visitor opening another tab)."""
+    import app
+    from shuffle_model.decoding.cost import CostCurve
+    from shuffle_model.model.runtime import LazyModel
+
+    monkeypatch.setattr(app, "TEXT_EVERY", text_every)
+    monkeypatch.setattr(app, "PICTURE_EVERY", picture_every)
+    runtime = LazyModel.from_spec("tiny")
+    runtime.get().cost_curve = CostCurve.from_ratios([1.0] * 16)  # no measuring here
+    watching = watching or app.Watching()
+    settings = dict(
+        zip(
+            API_SETTINGS,
+            [40, 14, "rotary", 0.0, 1.0, "auto", True, 0, "cost", "head+context"],
+            strict=True,
+        )
+    )
+    pages = []
+    for page in app.generate(runtime, watching, "abcabcabc abcabc", False, **settings):
+        pages.append(page)
+        if steer:
+            steer(len(pages), watching)
+    return pages, watching
+
+
+def test_a_watched_run_sends_what_changed_and_lands_every_step_at_the_end(monkeypatch):
+    import app
+
+    pages, watching = streamed(monkeypatch, text_every=0.0, picture_every=1e9)
+    *running, final = pages
+    trace = final.trace
+    assert len(running) == len(trace.steps) >= 3  # text paced at 0 s: one page per step
+    for page in running:
+        assert page.trace is app.SKIP and page.overview is app.SKIP and page.cost is app.SKIP
+        assert page.drafts is app.SKIP and page.filter is app.SKIP  # closed tabs: untouched
+        assert page.status.startswith("generating") and page.text and page.caption
+    pictured = [page for page in running if page.shuffle is not app.SKIP]
+    assert pictured == running[:1]  # the open tab's picture: once a second at most (here: once)
+    assert final.overview is not app.SKIP and final.cost is not app.SKIP
+    assert final.status.startswith("done") and "page updates while generating" in final.status
+    assert "tokens/s of generation" in final.status
+    assert not watching.running
+
+
+def test_a_paced_run_skips_updates_but_not_steps(monkeypatch):
+    pages, _ = streamed(monkeypatch, text_every=1e9, picture_every=1e9)
+    *running, final = pages
+    assert len(running) == 1 < len(final.trace.steps)  # only the first step was sent...
+    assert final.step.maximum == len(final.trace.steps) - 1  # ...every step lands at the end
+
+
+def test_the_open_tab_gets_the_running_pictures(monkeypatch):
+    import app
+
+    def open_filter(count, watching):
+        if count == 2:
+            assert app.open_tab(watching, "filter") is not app.SKIP  # drawn at once, mid-run
+
+    pages, watching = streamed(monkeypatch, text_every=0.0, picture_every=0.0, steer=open_filter)
+    *running, _ = pages
+    assert all(page.shuffle is not app.SKIP and page.filter is app.SKIP for page in running[:2])
+    assert all(page.filter is not app.SKIP and page.shuffle is app.SKIP for page in running[2:])
+    assert watching.tab == "filter" and app.open_tab(watching, "drafts") is app.SKIP  # idle now

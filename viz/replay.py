@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import plotly.graph_objects as go
 
-from shuffle_model.decoding.trace import GenerationTrace, cumulative_passes
+from shuffle_model.decoding.trace import GenerationTrace, StepTrace, cumulative_passes
 
 from .explain import (
     cost_sentence,
@@ -40,7 +40,8 @@ def counters(trace: GenerationTrace, *, running: bool = False) -> str:
     tokens = sum(s.num_emitted for s in trace.steps)
     passes = cumulative_passes(trace.steps)[-1]
     seconds = trace.totals.wall_seconds
-    rate = f" · **{tokens / seconds:.1f}** tokens/s" if seconds > 0 else ""
+    # the model's own time: the steps' time, without the time the page held each step
+    rate = f" · **{tokens / seconds:.1f}** tokens/s of generation" if seconds > 0 else ""
     state = "generating…" if running else "done"
     line = (
         f"{state} · **{steps}** steps · **{tokens}** tokens · **{passes}** backbone passes · "
@@ -77,16 +78,29 @@ def step_caption(trace: GenerationTrace, index: int) -> str:
     )
 
 
+STEP_FIGURES = ("shuffle", "drafts", "filter")  # the pictures of one step, StepView's names
+
+
+def step_figure(step: StepTrace, name: str, *, settings: dict) -> go.Figure:
+    """One of a step's pictures (STEP_FIGURES), given its run's settings."""
+    if name == "shuffle":
+        return shuffle_heatmap(step)
+    if name == "drafts":
+        return draft_heatmap(step)
+    if name == "filter":
+        verified = settings.get("verify")
+        return filter_chart(
+            step,
+            keep_threshold=settings.get("keep_threshold"),
+            verified=None if verified is None else bool(verified),
+        )
+    raise ValueError(f"a step's pictures are {list(STEP_FIGURES)}; got {name!r}")
+
+
 def step_view(trace: GenerationTrace, index: int) -> StepView:
     if not trace.steps:
         raise ValueError("the trace has no steps")
     index = max(0, min(int(index), len(trace.steps) - 1))
     step = trace.steps[index]
-    threshold = trace.settings.get("keep_threshold")
-    return StepView(
-        index,
-        shuffle_heatmap(step),
-        draft_heatmap(step),
-        filter_chart(step, keep_threshold=threshold, verified=verified_setting(trace)),
-        step_caption(trace, index),
-    )
+    figures = {name: step_figure(step, name, settings=trace.settings) for name in STEP_FIGURES}
+    return StepView(index, **figures, caption=step_caption(trace, index))

@@ -1,0 +1,106 @@
+"""What watching a generation costs: the same run through the API (gradio_client, no page)
+and watched in Chromium on the same machine, on the default model.
+
+It records, and asserts nothing about time (timings belong in reports, not in unit tests):
+the watched run's wall time against the API's (best of RUNS each), and the CPU the browser
+spent per step; it writes them to ci-artifacts/watching.json (SHUFFLELM_ARTIFACTS) and prints
+them. It asserts what must hold however fast the machine is: the page shows the same text as
+the API, and every step of the run lands in the scrubber."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from gradio_client import Client
+
+from tests.appserver import running_app
+from tests.conftest import missing_chromium_reason, on_ci
+from tests.test_browser import ARGS, STATUS
+
+pytestmark = [pytest.mark.browser, pytest.mark.default_model]
+if missing_chromium_reason() and not on_ci():
+    pytest.skip(missing_chromium_reason(), allow_module_level=True)
+
+PROMPT = "Explain how a rainbow forms, in three sentences."
+TOKENS = 64
+RUNS = 3
+VIEWPORT = {"width": 1440, "height": 900}
+ARTIFACTS = Path(os.environ.get("SHUFFLELM_ARTIFACTS", "ci-artifacts"))
+
+
+def browser_cpu_seconds() -> float:
+    """CPU time (user + system) of every Chromium process this test started."""
+    total = 0.0
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if "chrom" in process.name().lower():
+                times = process.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+        except psutil.Error:
+            continue
+    return total
+
+
+def api_run(client: Client) -> tuple[float, list]:
+    started = time.perf_counter()
+    result = client.predict(prompt=PROMPT, chat=True, max_new_tokens=TOKENS, api_name="/generate")
+    return time.perf_counter() - started, result
+
+
+def watched_run(page) -> tuple[float, float]:
+    """(wall seconds from the click to 'done', Chromium's CPU seconds meanwhile)."""
+    page.fill("#prompt textarea", PROMPT)
+    cpu = browser_cpu_seconds()
+    started = time.perf_counter()
+    page.click("#generate")
+    page.wait_for_function(f"({STATUS}).startsWith('generating')", timeout=120_000)
+    page.wait_for_function(f"({STATUS}).startsWith('done')", timeout=300_000)
+    return time.perf_counter() - started, browser_cpu_seconds() - cpu
+
+
+def test_watching_a_run_costs_little_and_shows_every_step(chromium):
+    from playwright.sync_api import sync_playwright
+
+    with running_app("default") as (url, _), sync_playwright() as p:
+        client = Client(url, verbose=False)
+        api_run(client)  # loads the model and measures the cost curve, untimed
+        api = [api_run(client) for _ in range(RUNS)]
+        trace = json.loads(Path(api[-1][1][7]).read_text())
+        steps = len(trace["steps"])
+        browser = p.chromium.launch(executable_path=chromium, args=ARGS)
+        page = browser.new_page(viewport=VIEWPORT)
+        page.goto(url)
+        page.wait_for_function(f"({STATUS}).startsWith('Ready')", timeout=120_000)
+        page.locator("#settings").get_by_text("Settings", exact=True).click()
+        page.fill("#max-new-tokens input[type=number]", str(TOKENS))
+        watched = [watched_run(page) for _ in range(RUNS)]
+        text = page.text_content("#output-text")
+        scrubber = page.get_attribute("#step-slider input[type=range]", "max")
+        browser.close()
+
+    spans = api[-1][1][1]
+    spans = spans["value"] if isinstance(spans, dict) else spans
+    expected = "".join(span["token"] for span in spans if "end of answer" not in span["token"])
+    assert expected.strip()[:40] in text  # the page shows the run the API gave
+    assert int(scrubber) == steps - 1  # every step can be scrubbed to afterwards
+    best_api = min(seconds for seconds, _ in api)
+    best_watched = min(seconds for seconds, _ in watched)
+    report = {
+        "prompt": PROMPT,
+        "max_new_tokens": TOKENS,
+        "new_tokens": len(trace["output_ids"]),
+        "steps": steps,
+        "api_seconds": [round(s, 2) for s, _ in api],
+        "watched_seconds": [round(s, 2) for s, _ in watched],
+        "watched_over_api_best_of_3": round(best_watched / best_api, 2),
+        "browser_cpu_ms_per_step": [round(cpu * 1000 / steps, 1) for _, cpu in watched],
+        "cpu": psutil.cpu_count(),
+    }
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "watching.json").write_text(json.dumps(report, indent=2) + "\n")
+    print("\nwatching:", json.dumps(report))
