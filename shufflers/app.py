@@ -808,6 +808,7 @@ def wire(demo, runtime, trace, watching, control, live, comparison, export) -> N
         inputs_kwargs=control.settings._asdict(),
         outputs=outputs,
         concurrency_limit=CONCURRENCY,
+        show_progress="hidden",  # the counters say it: no animated overlay on every output
     )
     generating = control.run.click(**run, api_name="generate")
     submitting = control.prompt.submit(**run, api_name=False)  # Enter in the prompt box
