@@ -237,6 +237,8 @@ def test_a_third_source_passed_in_keeps_greedy_decoding_identical():
     assert sum(source.accepted for source in made) > 0  # 7, 8, 9 do occur in these answers
     with pytest.raises(ValueError, match="distinct"):
         model.generate(ids, max_new_tokens=4, extra_sources=[FixedChainSource, FixedChainSource])
+    with pytest.raises(ValueError, match="verify=True"):  # pure mode emits the head's, unchecked
+        model.generate(ids, max_new_tokens=4, verify=False, extra_sources=[FixedChainSource])
 
 
 def test_records_name_each_forwarded_node_and_the_accepted_path():

@@ -493,6 +493,12 @@ def make_sources(
 ) -> list[DraftSource]:
     """The sources `settings.draft_source` names, then one from each of `extra` (a class or
     a factory called with no arguments), fresh for one generation."""
+    extra = list(extra)
+    if extra and not settings.verify:
+        raise ValueError(
+            "pure parallel mode (verify=False) emits the head's drafts unchecked: "
+            "extra_sources need verify=True"
+        )
     sources = [
         SOURCE_CLASSES[name].from_settings(model, settings, sampler, record=record)
         for name in settings.sources
