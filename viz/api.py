@@ -60,6 +60,19 @@ def _text(token) -> str:
     return token.text if token.text is not None else str(token.id)
 
 
+def run_numbers(trace: GenerationTrace) -> dict:
+    """New tokens, steps, and tokens per backbone pass after the prompt's prefill (the
+    benchmark's and the app's definition)."""
+    totals = trace.totals
+    passes = totals.backbone_forwards - 1  # after the prompt's prefill
+    return {
+        "new_tokens": totals.new_tokens,
+        "steps": totals.steps,
+        "backbone_passes": passes,
+        "tokens_per_pass": totals.new_tokens / passes if passes > 0 else None,
+    }
+
+
 @dataclass
 class ShuffleVisualization:
     """A generation's trace with what the original's visualisation offered: `steps`,
@@ -119,8 +132,6 @@ class ShuffleVisualization:
 
     def get_statistics(self) -> dict:
         """Totals of the run, and per step type: steps, tokens written, mean keep probability."""
-        totals = self.trace.totals
-        passes = totals.backbone_forwards - 1  # after the prompt's prefill
         by_type: dict[str, dict] = {}
         for step in self.steps:
             entry = by_type.setdefault(step.step_type, {"steps": 0, "tokens": 0, "scores": []})
@@ -131,11 +142,8 @@ class ShuffleVisualization:
             scores = entry.pop("scores")
             entry["avg_score"] = sum(scores) / len(scores) if scores else None
         return {
-            "new_tokens": totals.new_tokens,
-            "steps": totals.steps,
-            "backbone_passes": passes,
-            "tokens_per_pass": totals.new_tokens / passes if passes > 0 else None,
-            "tokens_per_second": totals.tokens_per_second,
+            **run_numbers(self.trace),
+            "tokens_per_second": self.trace.totals.tokens_per_second,
             "drafts_accepted": sum(s.num_accepted for s in self.trace.steps),
             "step_types": by_type,
         }

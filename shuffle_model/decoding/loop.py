@@ -199,16 +199,23 @@ def is_last_step(model, settings: GenerationSettings, state: LoopState) -> bool:
 def plan_drafts(sources, proposals, curve, settings, *, budget: int, tree: bool) -> Plan:
     """Which of the proposed drafts to check (planning.py); gated sources hear what their
     proposal added."""
-    plan = plan_step(
+    plan = plan_over(
+        sources, proposals, curve, rule=settings.block_length, budget=budget, tree=tree
+    )
+    weigh_gated_sources(sources, proposals, plan, curve, budget=budget, tree=tree)
+    return plan
+
+
+def plan_over(sources, proposals, curve, *, rule: str, budget: int, tree: bool) -> Plan:
+    """The plan over these proposals, their sources' drafting paid for."""
+    return plan_step(
         list(proposals.values()),
         curve,
-        rule=settings.block_length,
+        rule=rule,
         budget=budget,
         tree=tree,
         drafting_cost=drafting_cost(sources, proposals, curve),
     )
-    weigh_gated_sources(sources, proposals, plan, curve, budget=budget, tree=tree)
-    return plan
 
 
 def drafting_cost(sources, proposals, curve) -> float:
@@ -273,14 +280,7 @@ def weigh_gated_sources(sources, proposals, plan: Plan, curve, *, budget: int, t
         if source.gate is None or source.name not in proposals:
             continue
         others = {name: p for name, p in proposals.items() if name != source.name}
-        alone = plan_step(
-            list(others.values()),
-            curve,
-            rule=plan.rule,
-            budget=budget,
-            tree=tree,
-            drafting_cost=drafting_cost(sources, others, curve),
-        )
+        alone = plan_over(sources, others, curve, rule=plan.rule, budget=budget, tree=tree)
         source.gate.weigh(plan.rate - alone.rate)
 
 

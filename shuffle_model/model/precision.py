@@ -91,11 +91,13 @@ class Float32Logits:
         has them; rows it cannot certify get the whole float32 product."""
         _, _, weight, _ = self._float_weights()
         flat = x.reshape(-1, x.shape[-1])  # (N, H)
-        approx = self._half_product(flat)  # (N, V)
+        half = flat.to(self.lm_head.weight.dtype)  # (N, H) the rounded input
+        approx = self._half_product(half)  # (N, V)
         candidates = approx.topk(CANDIDATES, dim=-1).indices  # (N, k)
         exact = candidate_logits(flat, weight, candidates)  # (N, k)
         first, second = exact.topk(2, dim=-1).values.unbind(-1)  # (N,) each
-        rest = self._upper_bounds(flat, approx).scatter(-1, candidates, -torch.inf).amax(-1)
+        upper = self._upper_bounds(flat, half, approx)  # (N, V)
+        rest = upper.scatter(-1, candidates, -torch.inf).amax(-1)
         slack = _accumulation(flat.shape[-1]) * self._row_norms().max() * flat.norm(dim=-1)
         # the whole float32 product's logits lie within 2 slack of the real ones, and so do
         # the candidates' sums: its argmax is the best candidate when these gaps hold
@@ -105,16 +107,15 @@ class Float32Logits:
             logits[row] = F.linear(flat[row : row + 1], weight)[0]
         return logits.reshape(*x.shape[:-1], -1)
 
-    def _half_product(self, flat: torch.Tensor) -> torch.Tensor:
+    def _half_product(self, half: torch.Tensor) -> torch.Tensor:
         """The half-precision LM head on the rounded input, as float32: (N, H) -> (N, V)."""
-        half_weight = self.lm_head.weight
-        return F.linear(flat.to(half_weight.dtype), half_weight).float()
+        return F.linear(half, self.lm_head.weight).float()
 
-    def _upper_bounds(self, flat: torch.Tensor, approx: torch.Tensor) -> torch.Tensor:
+    def _upper_bounds(self, flat, half: torch.Tensor, approx: torch.Tensor) -> torch.Tensor:
         """(N, V): no exact logit exceeds its bound. The half-precision product differs from
         the exact one by its output rounding, by the input's rounding (|w_v| |x - half(x)|,
         Cauchy-Schwarz) and by its float32 accumulation (gamma_H |w_v| |half(x)|)."""
-        half = flat.to(self.lm_head.weight.dtype).float()
+        half = half.float()
         rounded_away = (flat - half).norm(dim=-1)  # (N,)
         reach = rounded_away + _accumulation(flat.shape[-1]) * half.norm(dim=-1)  # (N,)
         return approx + HALF_ROUNDING * approx.abs() + reach[:, None] * self._row_norms()
@@ -133,9 +134,10 @@ class Float32Logits:
         weight = self._float_weights()[2]
         generator = torch.Generator().manual_seed(0)
         flat = torch.randn(PROBE_ROWS, weight.shape[1], generator=generator).to(weight.device)
-        approx = self._half_product(flat)
+        half = flat.to(self.lm_head.weight.dtype)
+        approx = self._half_product(half)
         exact = F.linear(flat, weight)
-        reach = self._upper_bounds(flat, approx) - approx  # (N, V) the bound's width
+        reach = self._upper_bounds(flat, half, approx) - approx  # (N, V) the bound's width
         return bool(((exact - approx).abs() <= reach).all())
 
     @torch.no_grad()

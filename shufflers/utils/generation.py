@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from shuffle_model.decoding.text import trace_text
+from viz.api import run_numbers
 
 from .config import ShuffleGenerationConfig
 
@@ -34,15 +35,11 @@ def generate_with_shuffle(
         "config": config,
     }
     if config.return_shuffle_info:
-        totals = trace.totals
-        passes = totals.backbone_forwards - 1  # after the prompt's prefill
         result["shuffle_info"] = {
             "original_length": len(trace.prompt_ids),
-            "generated_length": totals.new_tokens,
+            "generated_length": trace.totals.new_tokens,
             "shuffle_strategy": trace.settings["shuffle_strategy"],
-            "steps": totals.steps,
-            "backbone_passes": passes,
-            "tokens_per_pass": totals.new_tokens / passes if passes > 0 else None,
+            **run_numbers(trace),
             "trace": trace,
         }
     return result
