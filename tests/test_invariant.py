@@ -3,9 +3,10 @@ gives every token the very bits a one-token pass gives it, chain or tree, so ver
 ordinary decoding choose from the same numbers.
 
 The attention tests hold on any machine. The whole-model tests need the machine's matrix
-products to be row-invariant too, which the model probes before it relies on it: where the
-probe fails (none of the CPUs measured so far), the model falls back to plain attention and
-the near-tie guarantee (test_precision.py), and those tests check that fallback instead."""
+products and attention kernel to give a row the same bits in a fixed-size block as alone,
+which the model probes before it relies on it (the 2-core Xeon with AMX passes); where the
+probe fails, the model falls back to plain attention and the near-tie guarantee
+(test_precision.py), and those tests check that fallback instead."""
 
 from __future__ import annotations
 
@@ -33,8 +34,10 @@ def relies_on_rows(model) -> bool:
     machine's matrix products failed the probe."""
     if model.uses_row_invariance():
         return True
-    layers = invariant.probe_layers(model.trunk_module())
-    assert not all(invariant.min_rows(layer.weight) for layer in layers)
+    trunk = model.trunk_module()
+    layers, shape = invariant.probe_layers(trunk), invariant.attention_shape(trunk)
+    products = all(invariant.blocks_agree(layer.weight) for layer in layers)
+    assert not (products and invariant.attention_agrees(*shape, dtype=model.dtype))
     return False
 
 
@@ -58,14 +61,8 @@ def attend(query, key, value, mask=None):
         return invariant.attention(Attention(), query, key, value, mask, scaling=0.25)[0]
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_each_row_of_a_block_attends_as_a_one_token_pass(dtype):
-    torch.manual_seed(0)
-    past, n = 37, 6
-    query = torch.randn(1, 4, n, 16, dtype=dtype)  # (B, H, q, D)
-    key, value = (torch.randn(1, 2, past + n, 16, dtype=dtype) for _ in range(2))
-    chain = attend(query, key, value)  # causal: row i sees past + i + 1 keys
-    parents = [-1, 0, 1, 0, 3, 3]  # a tree: row i sees the cache and its ancestors
+def tree_mask(parents, past):
+    n = len(parents)
     allowed = torch.zeros(n, past + n, dtype=torch.bool)
     allowed[:, :past] = True
     for node in range(n):
@@ -73,6 +70,25 @@ def test_each_row_of_a_block_attends_as_a_one_token_pass(dtype):
         while ancestor >= 0:
             allowed[node, past + ancestor] = True
             ancestor = parents[ancestor]
+    return allowed
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(
+    "parents",
+    [
+        [-1, 0, 1, 0, 3, 3],  # a tree: row i sees the cache and its ancestors
+        [-1, *range(19)],  # a chain longer than one block of ROWS rows
+        [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 4, 5, 6, 7, 8, 9, 10, 11],  # 21 nodes
+    ],
+)
+def test_each_row_of_a_block_attends_as_a_one_token_pass(dtype, parents):
+    torch.manual_seed(0)
+    past, n = 37, len(parents)
+    query = torch.randn(1, 4, n, 16, dtype=dtype)  # (B, H, q, D)
+    key, value = (torch.randn(1, 2, past + n, 16, dtype=dtype) for _ in range(2))
+    chain = attend(query, key, value)  # causal: row i sees past + i + 1 keys
+    allowed = tree_mask(parents, past)
     tree = attend(query, key, value, allowed[None, None])
     for i in range(n):
         seen = slice(0, past + i + 1)  # what the cache holds when this token runs alone
@@ -83,43 +99,72 @@ def test_each_row_of_a_block_attends_as_a_one_token_pass(dtype):
         assert torch.equal(tree[:, i : i + 1], alone), f"tree row {i}"
 
 
-def test_padded_products_give_each_row_the_bits_of_any_other_row_count():
-    """A linear layer whose kernel rounds a lone row differently gets its input padded to
-    min_rows (probed) in a row-invariant pass: a row alone then gets the bits it gets among
-    others; outside such a pass the layer computes as before."""
+def test_rows_share_a_key_layout_with_their_ancestors_only():
+    """A chain attends over the keys as cached; each further path of a tree needs a layout of
+    its own (its ancestors in sequence order), shared by the nodes on it."""
+    past = 5
+    chain = invariant.layouts(invariant.allowed_keys(None, rows=4, keys=past + 4), keys=past + 4)
+    assert chain.orders == [None] and chain.in_order and chain.key_slots == invariant.KEY_BLOCK
+    parents = [-1, 0, 1, 0, 3, 0]  # paths 0-1-2, 0-3-4 and 0-5
+    allowed = invariant.allowed_keys(tree_mask(parents, past)[None, None], rows=6, keys=past + 6)
+    found = invariant.layouts(allowed, keys=past + 6)
+    assert len(found.orders) == 3 and not found.in_order
+    home = {row: layout for layout, rows, _ in found.calls for row in rows}
+    assert home[0] == home[1] == home[2] == 0  # the first path: the keys as cached
+    assert home[3] == home[4] != home[5] != 0
+    assert found.orders[home[4]].tolist() == [*range(past), past, past + 3, past + 4]
+
+
+def test_blocked_products_give_each_row_the_bits_of_any_other_row_count():
+    """A linear layer computes over blocks of ROWS rows in a row-invariant pass: a row alone
+    then gets the bits it gets among others (beyond one block too); outside such a pass the
+    layer computes as before."""
     torch.manual_seed(0)
     for dtype in (torch.bfloat16, torch.float32):
         for shape in ((576, 1536), (1536, 576)):
             layer = torch.nn.Linear(shape[1], shape[0], bias=False).to(dtype)
             holder = torch.nn.Sequential(layer)
             invariant.pad_linear_layers(holder)
-            x = torch.randn(1, 17, shape[1], dtype=dtype)
+            x = torch.randn(1, 21, shape[1], dtype=dtype)
             with torch.no_grad():
                 plain = torch.nn.functional.linear(x[:, :1], layer.weight)
                 assert torch.equal(layer(x[:, :1]), plain)  # outside a row-invariant pass
-                if invariant.min_rows(layer.weight) is None:  # padding cannot help here
+                if not invariant.blocks_agree(layer.weight):  # blocks cannot help here
                     continue
                 with invariant.row_invariant(True):
                     block = layer(x)
-                    alone = [layer(x[:, i : i + 1]) for i in range(17)]
-            for i in range(17):
+                    alone = [layer(x[:, i : i + 1]) for i in range(21)]
+            for i in range(21):
                 assert alone[i].shape == (1, 1, shape[0])
                 assert torch.equal(block[:, i : i + 1], alone[i]), (dtype, shape, i)
 
 
-def test_the_probe_finds_the_layers_and_refuses_a_product_that_never_agrees(monkeypatch):
+def test_the_probe_finds_the_layers_and_refuses_kernels_that_mix_rows(monkeypatch):
     model = half_model(torch.bfloat16, hidden=48)
     layers = invariant.probe_layers(model.trunk_module())
     assert len(layers) >= 3 and all(isinstance(m, torch.nn.Linear) for m in layers)
-    assert not invariant.wanted(torch.float32, torch.device("cpu"), layers)
+    shape = invariant.attention_shape(model.trunk_module())
+    assert len(shape) == 3 and shape[0] % shape[1] == 0
+    assert not invariant.wanted(torch.float32, torch.device("cpu"), layers, shape)
+    plain = torch.nn.functional
 
-    def counts_rows(x, weight, bias=None):  # a kernel whose rows depend on how many there are
-        return torch.nn.functional.linear(x, weight, bias) + 1e-2 * x.shape[-2]
+    def mixes_rows(x, weight, bias=None):  # a product whose rows depend on the others
+        return plain.linear(x, weight, bias) + 1e-2 * x.mean()
 
-    monkeypatch.setattr(invariant, "F", SimpleNamespace(linear=counts_rows))
+    def mixes_queries(query, *args, **kwargs):  # an attention whose rows depend on the others
+        return plain.scaled_dot_product_attention(query, *args, **kwargs) + 1e-2 * query.mean()
+
+    monkeypatch.setattr(invariant, "F", SimpleNamespace(linear=mixes_rows, pad=plain.pad))
     monkeypatch.setattr(invariant, "_probed", {})
-    assert invariant.min_rows(layers[0].weight) is None
-    assert not invariant.wanted(torch.bfloat16, torch.device("cpu"), layers)
+    assert not invariant.blocks_agree(layers[0].weight)
+    assert not invariant.wanted(torch.bfloat16, torch.device("cpu"), layers, shape)
+    kernels = SimpleNamespace(
+        linear=plain.linear, pad=plain.pad, scaled_dot_product_attention=mixes_queries
+    )
+    monkeypatch.setattr(invariant, "F", kernels)
+    monkeypatch.setattr(invariant, "_probed", {})
+    assert not invariant.attention_agrees(*shape, dtype=torch.bfloat16)
+    assert not invariant.wanted(torch.bfloat16, torch.device("cpu"), layers, shape)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

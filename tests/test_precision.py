@@ -163,7 +163,7 @@ def test_greedy_decoding_with_the_certified_argmax_writes_what_the_whole_product
     )
     runs = {}
     for certify in (True, False):
-        monkeypatch.setattr(Float32Logits, "certifies", lambda self, c=certify: c)
+        monkeypatch.setattr(Float32Logits, "certifies", lambda self, rows=1, c=certify: c)
         runs[certify] = [
             model.generate([prompt], max_new_tokens=24, draft_source=source).tolist()
             for prompt in PROMPTS

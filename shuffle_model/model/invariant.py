@@ -3,36 +3,36 @@
 Why: in half precision, verified decoding runs the backbone over a block of drafts, ordinary
 decoding over one token at a time. For the two to choose the same tokens, the hidden state
 of a token must not depend on how many tokens shared its pass. Per-token operations (norms,
-rotary, activations) never depend on it. Two things do, measured on a 2-core AMD EPYC:
+rotary, activations) never depend on it. Two things do:
 
-- Attention: transformers' SDPA path packs the query heads of one token against each key
-  head (pack_gqa) but repeats the key heads for a block, and the two kernels round
-  differently. Here each query row of a pass attends in a computation of its own (float32),
-  over exactly the keys it may see (its cache, its ancestors in the block, itself) in cache
-  order: the same computation, on the same numbers, that a one-token pass over that token
-  makes once it is accepted.
-- Matrix products: one row goes through a matrix-vector kernel, several rows through a
-  matrix-matrix kernel, and the two round a few elements differently (bfloat16 down
-  projection: 2-6 rows in 64). Every number of rows from `min_rows` up (probed on this
-  machine per weight shape) agrees with every other, so a pass over fewer rows is padded
-  with zero rows, whose outputs are dropped: next to free for a weight-bound product.
+- Matrix products: kernels are chosen by the number of rows, and a product over 1 row rounds
+  differently from one over 5 or 16 (on a 2-core Xeon with AMX, bfloat16: every count below
+  64 differs from a 256-row product somewhere). With a fixed count they do not: a product over
+  exactly ROWS rows gives each row the same bits whatever the other rows hold. So in a
+  row-invariant pass every product runs over blocks of exactly ROWS rows, zero-padded
+  (a lone row too), and the padding's outputs are dropped. In bfloat16 a 16-row product costs
+  what a 1-row product does on such CPUs (the weights are read once either way).
+- Attention: the same holds for `F.scaled_dot_product_attention` once its shapes are fixed:
+  query rows padded to ROWS, keys padded (masked) to a multiple of KEY_BLOCK. Each row then
+  attends over keys laid out as a one-token pass lays them out, the sequence in order: a
+  chain's rows share the cache's own layout; a tree row whose ancestors are not the block's
+  first nodes gets a layout of its own (its cache, then its ancestors in order), and the
+  layouts of a pass are batched into one call.
 
-The float32 LM head (precision.py) is left unpadded: padding its one-token product costs
-80 % more than the product itself, and its rows differ at float32 rounding (about 1e-5 in a
-logit), which can only reorder two tokens that tie to that precision (lossless.py).
-
-While a pass runs inside `row_invariant(True)` both apply; passes over more than MAX_ROWS
-tokens (prompts) run as one batch, as ordinary and verified decoding both run them. The
-default is on in half precision on a CPU whose products pass the probe (`wanted`), off in
-float32 (whose rounding never moved a choice in our measurements) and on GPUs (unmeasured).
-Outside our passes (the benchmark's Hugging Face baselines on the same backbone) the
-backbone computes exactly as before.
+`wanted()` probes both on the machine (per weight shape, and attention in the model's shape)
+before a model relies on them; a model whose probe fails runs in float32 by default
+(faster_decode_mixer.py). While a pass runs inside `row_invariant(True)` both apply; passes
+over more than MAX_ROWS tokens (prompts) run as one batch, as ordinary and verified decoding
+both run them. Off in float32 (whose rounding never moved a choice in our measurements) and
+on GPUs (unmeasured). Outside our passes (the benchmark's Hugging Face baselines on the same
+backbone) the backbone computes exactly as before.
 """
 
 from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -42,10 +42,11 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 NAME = "shufflelm_row_invariant_sdpa"  # the attention implementation a backbone is given
+ROWS = 16  # every product and attention call of a row-invariant pass covers this many rows
+KEY_BLOCK = 64  # keys are padded (masked) to a multiple of this many
 MAX_ROWS = 32  # longer passes (prompts) run as one batch: ordinary and verified alike
-PROBE_ROWS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 17, 20, 24, 32)  # row counts probed
-PROBE_SAMPLE = 256  # random rows probed: a kernel may round as few as 1 row in 50 otherwise
-MAX_PADDING = 8  # a product that needs more rows than this to agree is not used row-invariant
+PROBE_SAMPLE = 128  # random rows probed per weight shape
+PROBE_PASSES = 12  # random chain and tree passes probed against one-token passes
 HALF = (torch.bfloat16, torch.float16)
 
 _state = threading.local()  # per thread: whether the running pass is row-invariant
@@ -88,24 +89,52 @@ def installed(backbone: nn.Module) -> bool:
 
 
 def pad_linear_layers(backbone: nn.Module) -> None:
-    """Hook the backbone's linear layers that need it (min_rows > 1) so that, in a
-    row-invariant pass, their input is padded to min_rows. Done once, when a model first
-    runs row-invariant (float32 models never carry the hooks)."""
+    """Make the backbone's linear layers compute in blocks of ROWS rows inside a row-invariant
+    pass (`blocked_linear`), as before outside one. Done once, when a model first runs
+    row-invariant (float32 models never carry it)."""
     if getattr(backbone, "_shufflelm_padded", False):
         return
     for layer in backbone.modules():
-        if isinstance(layer, nn.Linear) and (min_rows(layer.weight) or 1) > 1:
-            layer.register_forward_pre_hook(_pad_input)
-            layer.register_forward_hook(_drop_padding)
+        if isinstance(layer, nn.Linear):
+            layer.forward = _BlockedForward(layer)
     backbone._shufflelm_padded = True
 
 
-def wanted(dtype: torch.dtype, device: torch.device, layers=()) -> bool:
-    """The default: on in half precision on a CPU whose matrix products (`layers`, probed)
-    agree across row counts once padded to a few rows."""
+class _BlockedForward:
+    """A linear layer's forward: `blocked_linear` in a row-invariant pass, F.linear outside."""
+
+    def __init__(self, layer: nn.Linear):
+        self.layer = layer
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.layer.weight, self.layer.bias
+        if not active() or (x.dim() > 2 and x.shape[0] != 1) or _rows(x) > MAX_ROWS:
+            return F.linear(x, weight, bias)
+        return blocked_linear(x, weight, bias)
+
+
+def blocked_linear(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:
+    """x (..., n, in) @ weight.T as products over exactly ROWS rows each (the last one padded
+    with zero rows, whose outputs are dropped): each row gets the same bits whatever else
+    shares its pass. -> (..., n, out)"""
+    lead, n = x.shape[:-2], _rows(x)
+    flat = F.pad(x.reshape(n, x.shape[-1]), (0, 0, 0, -n % ROWS))  # (ROWS k, in)
+    if len(flat) == ROWS:
+        out = F.linear(flat, weight, bias)[:n]  # (n, out)
+    else:
+        out = torch.cat([F.linear(flat[i : i + ROWS], weight, bias) for i in range(0, len(flat), ROWS)])[:n]
+    return out.reshape(*lead, n, weight.shape[0]) if x.dim() > 1 else out[0]
+
+
+def wanted(dtype: torch.dtype, device: torch.device, layers=(), attention_shape=None) -> bool:
+    """The default: on in half precision on a CPU whose matrix products (`layers`, probed) and
+    attention (in `attention_shape`, probed) give a row the same bits in a block of ROWS
+    rows as alone."""
     if dtype not in HALF or torch.device(device).type != "cpu":
         return False
-    return all(min_rows(layer.weight) is not None for layer in layers)
+    if not all(blocks_agree(layer.weight) for layer in layers):
+        return False
+    return attention_shape is None or attention_agrees(*attention_shape, dtype=dtype)
 
 
 def probe_layers(model: nn.Module) -> list[nn.Module]:
@@ -118,70 +147,43 @@ def probe_layers(model: nn.Module) -> list[nn.Module]:
     return list(shapes.values())
 
 
+def attention_shape(model: nn.Module) -> tuple[int, int, int] | None:
+    """(query heads, key heads, head size) of a Hugging Face backbone's attention."""
+    config = getattr(model, "config", None)
+    heads = getattr(config, "num_attention_heads", None)
+    if heads is None:
+        return None
+    key_heads = getattr(config, "num_key_value_heads", None) or heads
+    size = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return heads, key_heads, size
+
+
 # --- matrix products --------------------------------------------------------------------------
 
-_probed: dict = {}  # (shape, dtype, device, threads) -> min_rows
+_probed: dict = {}  # (shape, dtype, device, threads) -> whether ROWS-row blocks agree
 
 
 @torch.no_grad()
-def min_rows(weight: torch.Tensor) -> int | None:
-    """The fewest rows from which x @ weight.T gives every row the same bits whatever the
-    number of rows (all probed counts up to MAX_ROWS); None if no count up to MAX_PADDING
-    does. Probed once per shape, dtype, device and thread count (kernels are chosen by them)."""
+def blocks_agree(weight: torch.Tensor) -> bool:
+    """Whether x @ weight.T in blocks of ROWS rows gives every row the same bits wherever it
+    sits in its block and whatever the other rows are (zero padding included). Probed once
+    per shape, dtype, device and thread count (kernels are chosen by them)."""
     key = (tuple(weight.shape), weight.dtype, weight.device, torch.get_num_threads())
     if key not in _probed:
         generator = torch.Generator().manual_seed(0)
         x = torch.randn(PROBE_SAMPLE, weight.shape[1], generator=generator)
         x = x.to(device=weight.device, dtype=weight.dtype)
-        reference = F.linear(x, weight)  # (rows, out)
-        agree = [_agrees(x, weight, reference, n) for n in PROBE_ROWS]
-        first = next((i for i in range(len(agree)) if all(agree[i:])), None)
-        rows = None if first is None else PROBE_ROWS[first]
-        _probed[key] = rows if rows is not None and rows <= MAX_PADDING else None
+        reference = blocked_linear(x, weight)  # (rows, out)
+        order = torch.randperm(PROBE_SAMPLE, generator=generator)
+        shuffled = torch.equal(blocked_linear(x[order], weight), reference[order])
+        alone = all(torch.equal(blocked_linear(x[i : i + 1], weight), reference[i : i + 1])
+                    for i in range(0, PROBE_SAMPLE, 7))
+        _probed[key] = shuffled and alone
     return _probed[key]
-
-
-def _agrees(x, weight, reference, n: int) -> bool:
-    """Whether products over n rows at a time reproduce the reference rows, on every row of
-    the sample (lone rows, the commonest pass) or on windows over its first quarter."""
-    cover = len(x) if n == 1 else len(x) // 4
-    starts = range(0, cover - n + 1, n)
-    return all(torch.equal(F.linear(x[j : j + n], weight), reference[j : j + n]) for j in starts)
 
 
 def _rows(x: torch.Tensor) -> int:
     return x.shape[-2] if x.dim() > 1 else 1
-
-
-def _padding(x: torch.Tensor, weight: torch.Tensor) -> int:
-    """Zero rows to add to x (B, T, in) before the product; 0 outside a row-invariant pass."""
-    if not active() or (x.dim() > 2 and x.shape[0] != 1):
-        return 0
-    needed = min_rows(weight) or 1
-    return max(0, needed - _rows(x))
-
-
-def _padded(x: torch.Tensor, padding: int) -> torch.Tensor:
-    x = x if x.dim() > 1 else x[None]
-    zeros = x.new_zeros(*x.shape[:-2], padding, x.shape[-1])
-    return torch.cat([x, zeros], dim=-2)  # (..., rows + padding, in)
-
-
-def _pad_input(layer: nn.Linear, args):
-    padding = _padding(args[0], layer.weight)
-    if padding:
-        pads = getattr(_state, "pads", None) or {}
-        pads[id(layer)] = _rows(args[0])
-        _state.pads = pads
-        return (_padded(args[0], padding), *args[1:])
-    return None
-
-
-def _drop_padding(layer: nn.Linear, args, output):
-    pads = getattr(_state, "pads", None)
-    if pads and id(layer) in pads:
-        return output[..., : pads.pop(id(layer)), :]
-    return None
 
 
 # --- attention ---------------------------------------------------------------------------------
@@ -191,41 +193,170 @@ def attention(module, query, key, value, attention_mask, **kwargs):
     """An AttentionInterface function: query (B, H, q, D), key/value (B, KVH, kv, D), mask
     None (causal) or (B, 1, q, kv) bool / additive. Returns ((B, q, H, D), None)."""
     rows = query.shape[2]
-    if not active() or rows > MAX_ROWS or query.shape[0] != 1 or kwargs.get("dropout"):
+    plain = rows > MAX_ROWS or query.shape[0] != 1 or kwargs.get("dropout")
+    if not active() or plain or kwargs.get("sliding_window"):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    allowed = _allowed_for_pass(attention_mask, rows=rows, keys=key.shape[2])
-    if allowed is None:  # a mask we cannot read as allowed / not allowed: plain SDPA
+    layouts = _layouts_for_pass(attention_mask, rows=rows, keys=key.shape[2])
+    if layouts is None:  # a mask we cannot read as allowed / not allowed: plain SDPA
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     scale = kwargs.get("scaling") or query.shape[-1] ** -0.5
-    keys, values = key[0].float(), value[0].float()  # (KVH, kv, D), once per layer
-    groups = keys.shape[0]
-    queries = query[0].float() * scale  # (H, q, D)
-    outputs = [
-        one_row(queries[:, i].reshape(groups, -1, queries.shape[-1]), keys, values, allowed[i])
-        for i in range(rows)
-    ]  # each (KVH, H / KVH, D)
-    out = torch.stack(outputs).reshape(1, rows, query.shape[1], query.shape[-1])
-    return out.to(query.dtype), None  # (B, q, H, D)
+    return layouts.attend(query, key, value, scale=scale), None
 
 
-def one_row(query, keys, values, allowed: torch.Tensor | int) -> torch.Tensor:
-    """Attention of one token's query heads, grouped by key head (KVH, H / KVH, D), over the
-    keys it may see, in float32: those keys only, in cache order, no mask; a one-token pass
-    makes the same call once the token is accepted. -> (KVH, H / KVH, D)."""
-    if isinstance(allowed, int):  # the first `allowed` keys
-        keys, values = keys[:, :allowed], values[:, :allowed]
-    else:  # (n,) key indices: a tree row sees its cache and its ancestors only
-        keys, values = keys.index_select(1, allowed), values.index_select(1, allowed)
-    weights = torch.softmax(torch.bmm(query, keys.transpose(1, 2)), dim=-1)  # (KVH, r, n)
-    return torch.bmm(weights, values)
+@dataclass
+class Layouts:
+    """How the rows of one pass attend, worked out once per pass (every layer gets the same
+    mask): the key orders (`orders`, None for the cache's own), and per call of ROWS rows
+    (`calls`) which layout, which pass rows and how many keys each row sees."""
+
+    orders: list  # per layout: None (keys as cached) or (kv',) key indices in sequence order
+    calls: list  # per call: (layout, [pass rows], [keys seen per row])
+    key_slots: int  # keys padded to this (a multiple of KEY_BLOCK)
+    _mask: torch.Tensor | None = None  # (C, 1, ROWS, L), built by the first layer
+
+    def attend(self, query, key, value, *, scale: float) -> torch.Tensor:
+        """One SDPA call over every (layout, ROWS rows) pair, batched. -> (1, q, H, D)"""
+        out = F.scaled_dot_product_attention(
+            self.gathered(query),  # (C, H, ROWS, D)
+            self.laid_out(key),  # (C, KVH, L, D)
+            self.laid_out(value),
+            attn_mask=self.mask(query.device),
+            scale=scale,
+            enable_gqa=True,
+        )  # (C, H, ROWS, D)
+        if self.in_order:
+            return out[:, :, : query.shape[2]].transpose(1, 2)  # (1, q, H, D)
+        result = query.new_empty(1, query.shape[2], *query.shape[1::2])  # (1, q, H, D)
+        for c, (_, rows, _) in enumerate(self.calls):
+            result[0, rows] = out[c, :, : len(rows)].transpose(0, 1)
+        return result
+
+    @property
+    def in_order(self) -> bool:
+        """A chain of at most ROWS rows: one call, the cache's own layout, rows in order."""
+        return len(self.calls) == 1 and self.orders[0] is None and self.calls[0][1] == list(
+            range(len(self.calls[0][1]))
+        )
+
+    def gathered(self, query: torch.Tensor) -> torch.Tensor:
+        """(1, H, q, D) -> (C, H, ROWS, D): per call, its rows, then zero rows."""
+        if self.in_order:
+            return F.pad(query, (0, 0, 0, ROWS - query.shape[2]))
+        queries = query.new_zeros(len(self.calls), query.shape[1], ROWS, query.shape[-1])
+        for c, (_, rows, _) in enumerate(self.calls):
+            queries[c, :, : len(rows)] = query[0, :, rows]
+        return queries
+
+    def laid_out(self, key: torch.Tensor) -> torch.Tensor:
+        """(1, KVH, kv, D) as cached -> (C, KVH, L, D): per call, its layout's keys in order,
+        zeros after them (masked)."""
+        if self.in_order:
+            return F.pad(key, (0, 0, 0, self.key_slots - key.shape[2]))
+        laid = key.new_zeros(len(self.calls), key.shape[1], self.key_slots, key.shape[-1])
+        for c, (layout, _, _) in enumerate(self.calls):
+            order = self.orders[layout]
+            keys = key[0] if order is None else key[0].index_select(1, order)  # (KVH, kv', D)
+            laid[c, :, : keys.shape[1]] = keys
+        return laid
+
+    def mask(self, device) -> torch.Tensor:
+        """(C, 1, ROWS, L) bool: row j of call c sees its first seen[j] keys; padding rows
+        see the first key only (a row that sees nothing would be NaN). Built once per pass."""
+        if self._mask is None:
+            seen = [counts + [1] * (ROWS - len(counts)) for _, _, counts in self.calls]
+            seen = torch.tensor(seen, device=device)  # (C, ROWS)
+            slots = torch.arange(self.key_slots, device=device)  # (L,)
+            self._mask = (slots[None, None, :] < seen[:, :, None])[:, None]
+        return self._mask
 
 
-def _allowed_for_pass(mask, *, rows: int, keys: int):
-    """allowed_keys, read once per pass: every layer of a pass gets the same mask tensor."""
-    memo = getattr(_state, "memo", None)  # (mask, rows, keys, allowed), reset by row_invariant
+def _layouts_for_pass(mask, *, rows: int, keys: int) -> Layouts | None:
+    """Layouts, read once per pass: every layer of a pass gets the same mask tensor."""
+    memo = getattr(_state, "memo", None)  # (mask, rows, keys, layouts), reset by row_invariant
     if memo is None or memo[0] is not mask or memo[1:3] != (rows, keys):
-        memo = _state.memo = (mask, rows, keys, allowed_keys(mask, rows=rows, keys=keys))
+        allowed = allowed_keys(mask, rows=rows, keys=keys)
+        found = None if allowed is None else layouts(allowed, keys=keys)
+        memo = _state.memo = (mask, rows, keys, found)
     return memo[3]
+
+
+def layouts(allowed: list, *, keys: int) -> Layouts:
+    """Group the rows of a pass by the order their keys must be laid out in: rows that see a
+    prefix of the keys as cached share the cache's own layout; a tree row that sees other
+    keys (its ancestors) needs them in sequence order, and shares that order with the rows
+    whose keys are a prefix of it (its ancestors)."""
+    orders: list = [None]
+    members: list[list[tuple[int, int]]] = [[]]  # per layout: (row, keys seen)
+    lists = [(i, a) for i, a in enumerate(allowed) if not isinstance(a, int)]
+    for i, a in enumerate(allowed):
+        if isinstance(a, int):
+            members[0].append((i, a))
+    for i, order in sorted(lists, key=lambda item: -item[1].numel()):
+        home = next(
+            (
+                k
+                for k, other in enumerate(orders)
+                if other is not None
+                and other.numel() >= order.numel()
+                and torch.equal(other[: order.numel()], order)
+            ),
+            None,
+        )
+        if home is None:
+            orders.append(order)
+            members.append([])
+            home = len(orders) - 1
+        members[home].append((i, order.numel()))
+    calls = []
+    for layout, rows in enumerate(members):
+        rows.sort()
+        for start in range(0, len(rows), ROWS):
+            chunk = rows[start : start + ROWS]
+            calls.append((layout, [r for r, _ in chunk], [n for _, n in chunk]))
+    slots = -(-keys // KEY_BLOCK) * KEY_BLOCK
+    return Layouts(orders, calls, slots)
+
+
+@torch.no_grad()
+def attention_agrees(heads: int, key_heads: int, size: int, *, dtype: torch.dtype) -> bool:
+    """Whether, in this shape and dtype, each row of random chain and tree passes attends with
+    the bits of a one-token pass over the same keys in sequence order."""
+    generator = torch.Generator().manual_seed(0)
+    module = type("Probe", (), {"num_key_value_groups": heads // key_heads})()
+
+    def attend(query, key, value, mask=None):
+        with row_invariant(True):
+            return attention(module, query, key, value, mask, scaling=size**-0.5)[0]
+
+    for trial in range(PROBE_PASSES):
+        past = int(torch.randint(3, 3 * KEY_BLOCK // 2, (), generator=generator))
+        n = int(torch.randint(2, ROWS + 1, (), generator=generator))
+        query = torch.randn(1, heads, n, size, generator=generator).to(dtype)
+        key, value = (torch.randn(1, key_heads, past + n, size, generator=generator).to(dtype)
+                      for _ in range(2))
+        parents = [-1] + [int(torch.randint(0, i, (), generator=generator)) if trial % 2
+                          else i - 1 for i in range(1, n)]
+        allowed = _tree_mask(parents, past)
+        block = attend(query, key, value, allowed[None, None])
+        for i in range(n):
+            seen = allowed[i].nonzero()[:, 0]
+            alone = attend(query[:, :, i : i + 1], key[:, :, seen], value[:, :, seen])
+            if not torch.equal(block[:, i : i + 1], alone):
+                return False
+    return True
+
+
+def _tree_mask(parents: list[int], past: int) -> torch.Tensor:
+    """(n, past + n) bool: each node sees the cache, its ancestors and itself."""
+    n = len(parents)
+    allowed = torch.zeros(n, past + n, dtype=torch.bool)
+    allowed[:, :past] = True
+    for node in range(n):
+        ancestor = node
+        while ancestor >= 0:
+            allowed[node, past + ancestor] = True
+            ancestor = parents[ancestor]
+    return allowed
 
 
 def allowed_keys(mask: torch.Tensor | None, *, rows: int, keys: int) -> list | None:

@@ -55,7 +55,7 @@ class Float32Logits:
         if exact or torch.is_grad_enabled():  # training: the LM head's own, differentiable
             return self.lm_head(hidden).float()
         x = self._float_input(hidden)
-        if argmax_only and self.certifies():
+        if argmax_only and self.certifies(rows=x[..., 0].numel()):
             return self.certified(x)
         _, _, weight, bias = self._float_weights()
         return F.linear(x, weight, bias)
@@ -72,18 +72,23 @@ class Float32Logits:
         return norm_weight * x
 
     # --- the certified argmax -------------------------------------------------------------
-    def certifies(self) -> bool:
-        """Whether greedy passes take the certified argmax: no bias, the bound held on the
-        probe (a kernel that accumulates in half precision would break it), and it is faster
-        here than the float32 product (not where float32 products are as fast as half ones,
-        e.g. some CPUs with AMX). On a CPU; decided once per weight and thread count."""
+    def certifies(self, rows: int = 1) -> bool:
+        """Whether a greedy pass over `rows` tokens takes the certified argmax: no bias, the
+        bound held on the probe (a kernel that accumulates in half precision would break it),
+        and it is faster here than the float32 product for that many rows (on a Xeon with AMX
+        the float32 product of a lone row is as fast as the half one, of 8 rows 3x slower).
+        On a CPU; decided once per weight, thread count and size class of the pass."""
         weights = self._float_weights()
         if weights[3] is not None or weights[2].device.type != "cpu":
             return False
         key = (weights[0], torch.get_num_threads())
         if getattr(self, "_certifies", (None,))[0] != key:
-            self._certifies = (key, self._bound_holds() and self._pays())
-        return self._certifies[1]
+            self._certifies = (key, {"bound": self._bound_holds()})
+        decided = self._certifies[1]
+        size = _size_class(rows)
+        if size not in decided:
+            decided[size] = decided["bound"] and self._pays(size)
+        return decided[size]
 
     def certified(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., H) float32 -> (..., V) float32 logits whose argmax is the float32 product's:
@@ -93,12 +98,12 @@ class Float32Logits:
         flat = x.reshape(-1, x.shape[-1])  # (N, H)
         half = flat.to(self.lm_head.weight.dtype)  # (N, H) the rounded input
         approx = self._half_product(half)  # (N, V)
-        candidates = approx.topk(CANDIDATES, dim=-1).indices  # (N, k)
+        leading = approx.topk(CANDIDATES + 1, dim=-1)  # the candidates and the best of the rest
+        candidates = leading.indices[:, :CANDIDATES]  # (N, k)
         exact = candidate_logits(flat, weight, candidates)  # (N, k)
         first, second = exact.topk(2, dim=-1).values.unbind(-1)  # (N,) each
-        upper = self._upper_bounds(flat, half, approx)  # (N, V)
-        rest = upper.scatter(-1, candidates, -torch.inf).amax(-1)
-        slack = _accumulation(flat.shape[-1]) * self._row_norms().max() * flat.norm(dim=-1)
+        rest = self._rest_bound(flat, half, leading.values[:, CANDIDATES])  # (N,)
+        slack = _accumulation(flat.shape[-1]) * self._largest_row_norm() * flat.norm(dim=-1)
         # the whole float32 product's logits lie within 2 slack of the real ones, and so do
         # the candidates' sums: its argmax is the best candidate when these gaps hold
         certain = (first - 3 * slack > rest) & (first - second > 4 * slack)  # (N,)
@@ -111,6 +116,16 @@ class Float32Logits:
         """The half-precision LM head on the rounded input, as float32: (N, H) -> (N, V)."""
         return F.linear(half, self.lm_head.weight).float()
 
+    def _rest_bound(self, flat, half: torch.Tensor, best_rest: torch.Tensor) -> torch.Tensor:
+        """(N,): no exact logit outside the candidates exceeds it. `_upper_bounds` grows with
+        a token's half-precision logit and with |w_v|, so the best non-candidate's logit
+        (`best_rest`) and the largest |w_v| bound them all, without a pass over V."""
+        half = half.float()
+        rounded_away = (flat - half).norm(dim=-1)  # (N,)
+        reach = rounded_away + _accumulation(flat.shape[-1]) * half.norm(dim=-1)  # (N,)
+        top = best_rest + HALF_ROUNDING * best_rest.abs()
+        return top + reach * self._largest_row_norm()
+
     def _upper_bounds(self, flat, half: torch.Tensor, approx: torch.Tensor) -> torch.Tensor:
         """(N, V): no exact logit exceeds its bound. The half-precision product differs from
         the exact one by its output rounding, by the input's rounding (|w_v| |x - half(x)|,
@@ -119,6 +134,13 @@ class Float32Logits:
         rounded_away = (flat - half).norm(dim=-1)  # (N,)
         reach = rounded_away + _accumulation(flat.shape[-1]) * half.norm(dim=-1)  # (N,)
         return approx + HALF_ROUNDING * approx.abs() + reach[:, None] * self._row_norms()
+
+    def _largest_row_norm(self) -> float:
+        """max |w_v| over the LM head's rows, once per weight."""
+        weights = self._float_weights()
+        if getattr(self, "_largest", (None,))[0] != weights[0]:
+            self._largest = (weights[0], float(self._row_norms().max()))
+        return self._largest[1]
 
     def _row_norms(self) -> torch.Tensor:
         """|w_v| of every row of the float32 LM head, (V,), once per weight."""
@@ -141,14 +163,14 @@ class Float32Logits:
         return bool(((exact - approx).abs() <= reach).all())
 
     @torch.no_grad()
-    def _pays(self, repeats: int = 7) -> bool:
-        """Whether a lone row's certified argmax takes less time than its float32 product
-        (the fastest of a few runs of each, after a warm-up)."""
+    def _pays(self, rows: int, repeats: int = 7) -> bool:
+        """Whether the certified argmax of `rows` rows takes less time than their float32
+        product (the fastest of a few runs of each, after a warm-up)."""
         weight = self._float_weights()[2]
-        row = torch.randn(1, weight.shape[1], generator=torch.Generator().manual_seed(1))
-        row = row.to(weight.device)
-        return _fastest(lambda: self.certified(row), repeats) < _fastest(
-            lambda: F.linear(row, weight), repeats
+        block = torch.randn(rows, weight.shape[1], generator=torch.Generator().manual_seed(1))
+        block = block.to(weight.device)
+        return _fastest(lambda: self.certified(block), repeats) < _fastest(
+            lambda: F.linear(block, weight), repeats
         )
 
     def _float_weights(self):
@@ -169,6 +191,14 @@ def candidate_logits(flat: torch.Tensor, weight: torch.Tensor, ids: torch.Tensor
     """flat (N, H) float32, ids (N, k) -> (N, k) float32 logits of those tokens: products and
     one reduction per logit, the same bits for a row whatever else shares the pass."""
     return (weight[ids] * flat[:, None, :]).sum(-1)  # (N, k, H) -> (N, k)
+
+
+SIZE_CLASSES = (1, 2, 4, 8, 16, 32)  # pass sizes timed for the certificate (larger: as 32)
+
+
+def _size_class(rows: int) -> int:
+    """The smallest timed size that holds `rows`."""
+    return next((size for size in SIZE_CLASSES if rows <= size), SIZE_CLASSES[-1])
 
 
 def _fastest(run, repeats: int) -> float:

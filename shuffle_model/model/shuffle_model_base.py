@@ -114,15 +114,17 @@ class ShuffleModelBase(nn.Module):
 
     def uses_row_invariance(self) -> bool:
         """Whether trunk passes run row-invariant: as set, or by default in half precision on
-        a CPU whose matrix products agree across row counts once padded (probed once)."""
+        a CPU whose matrix products and attention give a row the same bits in a block of
+        invariant.ROWS rows as alone (probed once)."""
         if not invariant.installed(self.trunk_module()):  # attention other than SDPA
             return False
         if self.row_invariant_passes is not None:
             return self.row_invariant_passes
         key = (self.dtype, self.device)
         if getattr(self, "_row_invariance", (None,))[0] != key:
-            layers = invariant.probe_layers(self.trunk_module())
-            self._row_invariance = (key, invariant.wanted(*key, layers))
+            trunk = self.trunk_module()
+            layers, shape = invariant.probe_layers(trunk), invariant.attention_shape(trunk)
+            self._row_invariance = (key, invariant.wanted(*key, layers, shape))
         return self._row_invariance[1]
 
     @property
