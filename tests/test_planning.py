@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shuffle_model.decoding.cost import CostCurve
-from shuffle_model.decoding.planning import COST, FIXED, plan_step
+from shuffle_model.decoding.planning import COST, FIXED, DraftNode, paths_of, plan_step
 from shuffle_model.decoding.proposers import CONTEXT, HEAD, DraftTree
 
 
@@ -278,3 +278,25 @@ def test_sources_merge_shared_nodes_and_the_fixed_rule_and_chains_ignore_alterna
     assert [alone.offered[i].token for i in alone.nodes] == [5, 6]  # the filter's chain only
     chain = plan_step([tree], flat, rule=COST, budget=8, tree=False)
     assert [chain.offered[i].token for i in chain.nodes] == [5, 6] and not chain.is_tree
+
+
+def test_each_further_path_of_a_tree_costs_what_the_curve_says():
+    """Row-invariant passes attend once per path of a tree (invariant.py): the planner pays
+    the measured branch cost per path beyond the first, and leaves a branch out where that
+    costs more than its chance brings."""
+    main = chain(HEAD, [5, 6, 7], [0.9, 0.8, 0.7])
+    branch = chain(CONTEXT, [9, 10], [0.3, 0.3])  # a sibling of 5 under the anchor
+    flat = CostCurve.from_ratios([1.0] * 8)
+    free = plan_step([main, branch], flat, rule=COST, budget=8, tree=True)
+    assert free.drafts == 5 and free.is_tree
+    dear = CostCurve(ratios=[1.0] * 8, branch_cost=0.2)
+    plan = plan_step([main, branch], dear, rule=COST, budget=8, tree=True)
+    assert plan.drafts == 3 and not plan.is_tree
+    assert plan.cost == pytest.approx(1.0)
+    assert free.cost == pytest.approx(1.0)  # no branch cost measured: paths are free
+
+
+def test_paths_of_counts_the_leaves_of_each_prefix():
+    parents = [-1, 0, -1, 2, 2]  # a, a's child, b (sibling of a), two children of b
+    offered = [DraftNode(token=t, parent=p, chance=0.5, depth=1) for t, p in enumerate(parents)]
+    assert paths_of([0, 1, 2, 3, 4], offered) == [1, 1, 1, 2, 2, 3]

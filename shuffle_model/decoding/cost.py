@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from ..model.backbone import cache_root
+from ..model.invariant import tree_mask
 
 CONTEXT_TOKENS = 256  # cache length the passes are measured on (a typical prompt + answer)
 REPEATS = 5  # interleaved repetitions per size; the fastest 40 % are averaged
@@ -46,6 +47,8 @@ class CostCurve:
     ratios: list[float]  # ratios[n - 1] = c(n): a pass over n tokens / a pass over 1 token
     one_token_ms: float = 0.0  # wall time of a one-token pass (0: not measured)
     draft_cost: float = 0.0  # the head's draft (forward + shuffle + filter), in one-token passes
+    branch_cost: float = 0.0  # what each path of a tree beyond the first adds to a pass, in
+    # one-token passes (row-invariant passes attend once per path: invariant.py)
     draft_dtype: str = ""  # dtype of the drafts' vocabulary projection ("": the model's own)
     key: dict = field(default_factory=dict)  # machine, device, dtype, backbone it was measured on
     measured: str = "given"  # ISO time of the measurement, or "given" for a hand-made curve
@@ -93,6 +96,7 @@ class CostCurve:
             ratios=[float(r) for r in data["ratios"]],
             one_token_ms=float(data.get("one_token_ms", 0.0)),
             draft_cost=float(data.get("draft_cost", 0.0)),
+            branch_cost=float(data.get("branch_cost", 0.0)),
             draft_dtype=str(data.get("draft_dtype", "")),
             key=dict(data.get("key", {})),
             measured=str(data.get("measured", "given")),
@@ -102,7 +106,12 @@ class CostCurve:
     def describe(self) -> str:
         points = ", ".join(f"c({n})={r:.2f}" for n, r in enumerate(self.ratios, 1) if n > 1)
         where = f" ({self.one_token_ms:.0f} ms for one token)" if self.one_token_ms else ""
-        return f"{points}{where}; drafting costs {self.draft_cost:.2f} of a one-token pass"
+        branches = (
+            f", each further path of a tree {self.branch_cost:.2f}" if self.branch_cost else ""
+        )
+        return (
+            f"{points}{where}; drafting costs {self.draft_cost:.2f} of a one-token pass{branches}"
+        )
 
 
 # --- where a curve belongs ---------------------------------------------------------------------
@@ -124,6 +133,7 @@ def curve_key(model) -> dict:
     device = model.device
     cfg = model.config
     key = {
+        "curve": 2,  # what is measured: 2 adds the cost of a tree's paths
         "cpu": cpu_name(),
         "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
@@ -254,6 +264,10 @@ def measure(
     forward = partial(model.trunk_forward, cache=cache, argmax_only=True)
     times: dict[int, list[float]] = {n: [] for n in sizes}
     drafts: list[float] = []
+    tree_pass = partial(forward, prompt[:, -len(TREE_PARENTS) :], **tree_arguments(context, model))
+    chain_pass = partial(forward, prompt[:, -len(TREE_PARENTS) :])
+    trees: list[float] = []
+    chains: list[float] = []
     hidden = torch.zeros(model.head.feature_size, device=device, dtype=model.dtype)  # h_t [; g_t]
     anchor = torch.tensor(prompt[0, -1].item(), device=device)
     started = time.perf_counter()
@@ -268,6 +282,11 @@ def measure(
         seconds = _timed(lambda: model.draft(hidden, anchor), device)
         if round_:
             drafts.append(seconds)
+        for timed, run in ((trees, tree_pass), (chains, chain_pass)):  # as many tokens
+            seconds = _timed(run, device)
+            cache.crop(-len(TREE_PARENTS))
+            if round_:
+                timed.append(seconds)
         bar.update(1)
         if round_ >= 3 and time.perf_counter() - started > time_budget_s:
             break
@@ -281,6 +300,7 @@ def measure(
         ratios=[round(r, 4) for r in ratios],
         one_token_ms=round(one * 1000, 3),
         draft_cost=round(undisturbed(drafts) / one, 4),
+        branch_cost=round(branch_cost(undisturbed(trees), undisturbed(chains), one), 4),
         draft_dtype=draft_dtype,
         key=key or curve_key(model),
         measured=dt.datetime.now().isoformat(timespec="seconds"),
@@ -288,6 +308,29 @@ def measure(
     )
     say(f"Cost curve: {curve.describe()} ({time.perf_counter() - started:.1f} s)")
     return curve
+
+
+TREE_PARENTS = [-1, 0, 1, 0, 3, 0, 5, 0]  # 8 tokens in 4 paths: 0-1-2, 0-3-4, 0-5-6, 0-7
+
+
+def tree_arguments(past: int, model) -> dict:
+    """The 4D mask and positions of a pass over TREE_PARENTS after `past` cached tokens."""
+    allowed = tree_mask(TREE_PARENTS, past)[None, None]  # (1, 1, n, past + n)
+    mask = torch.zeros(allowed.shape, dtype=model.dtype).masked_fill_(
+        ~allowed, torch.finfo(model.dtype).min
+    )
+    depths = [0]
+    for parent in TREE_PARENTS[1:]:
+        depths.append(depths[parent] + 1)
+    positions = torch.tensor([[past + d for d in depths]])  # (1, n)
+    return {"attention_mask": mask.to(model.device), "position_ids": positions.to(model.device)}
+
+
+def branch_cost(tree_s: float, chain_s: float, one_s: float) -> float:
+    """What each path beyond the first added to the tree pass against a chain of as many
+    tokens, in one-token passes (never below zero: noise)."""
+    paths = sum(1 for node in range(len(TREE_PARENTS)) if node not in TREE_PARENTS)
+    return max(0.0, tree_s - chain_s) / (paths - 1) / one_s
 
 
 def undisturbed(times: list[float]) -> float:

@@ -206,13 +206,26 @@ def sizes_of(order, offered, curve: CostCurve, drafting_cost: float) -> list[tup
     gains = [0.0]  # gains[m]: expected accepted drafts of the best-first m nodes
     for i in order:
         gains.append(gains[-1] + offered[i].path_chance)
+    paths = paths_of(order, offered)
     sizes = []
     for n in range(len(order) + 1):
         cost, length = curve.cheapest(n + 1)
         m = min(length - 1, len(order))
-        cost += drafting_cost
+        cost += drafting_cost + curve.branch_cost * (paths[m] - 1)
         sizes.append(((1.0 + gains[m]) / cost, m, length, cost, 1.0 + gains[m]))
     return sizes
+
+
+def paths_of(order: list[int], offered: list[DraftNode]) -> list[int]:
+    """paths[m]: the root-to-leaf paths of the tree of the anchor and the first m nodes of
+    `order` (closed under parents). A node under a leaf extends its path; a node under a
+    parent that already has a child starts a new one."""
+    paths, has_child = [1], set()
+    for i in order:
+        parent = offered[i].parent  # -1: the anchor
+        paths.append(paths[-1] + (parent in has_child))
+        has_child.add(parent)
+    return paths
 
 
 def cost_plan(offered, curve: CostCurve, *, budget: int, drafting_cost: float) -> Plan:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..model.invariant import tree_mask
 from .planning import Plan
 
 ANCHOR = "anchor"
@@ -86,13 +87,7 @@ def tree_inputs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(4D additive attention mask (1, 1, n, past + n), position ids (1, n)) for a tree block."""
     n = len(block.tokens)
-    allowed = torch.zeros(n, past + n, dtype=torch.bool)
-    allowed[:, :past] = True
-    for node in range(n):
-        ancestor = node
-        while ancestor >= 0:  # itself and its ancestors
-            allowed[node, past + ancestor] = True
-            ancestor = block.parents[ancestor]
+    allowed = tree_mask(block.parents, past)  # (n, past + n): the cache, ancestors, itself
     mask = torch.zeros(n, past + n, dtype=dtype)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     positions = torch.tensor([[past + d for d in block.depths()]], device=device)

@@ -122,7 +122,9 @@ def blocked_linear(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Te
     if len(flat) == ROWS:
         out = F.linear(flat, weight, bias)[:n]  # (n, out)
     else:
-        out = torch.cat([F.linear(flat[i : i + ROWS], weight, bias) for i in range(0, len(flat), ROWS)])[:n]
+        out = torch.cat(
+            [F.linear(flat[i : i + ROWS], weight, bias) for i in range(0, len(flat), ROWS)]
+        )[:n]
     return out.reshape(*lead, n, weight.shape[0]) if x.dim() > 1 else out[0]
 
 
@@ -176,8 +178,10 @@ def blocks_agree(weight: torch.Tensor) -> bool:
         reference = blocked_linear(x, weight)  # (rows, out)
         order = torch.randperm(PROBE_SAMPLE, generator=generator)
         shuffled = torch.equal(blocked_linear(x[order], weight), reference[order])
-        alone = all(torch.equal(blocked_linear(x[i : i + 1], weight), reference[i : i + 1])
-                    for i in range(0, PROBE_SAMPLE, 7))
+        alone = all(
+            torch.equal(blocked_linear(x[i : i + 1], weight), reference[i : i + 1])
+            for i in range(0, PROBE_SAMPLE, 7)
+        )
         _probed[key] = shuffled and alone
     return _probed[key]
 
@@ -211,8 +215,19 @@ class Layouts:
 
     orders: list  # per layout: None (keys as cached) or (kv',) key indices in sequence order
     calls: list  # per call: (layout, [pass rows], [keys seen per row])
+    keys: int  # keys cached for this pass (kv)
     key_slots: int  # keys padded to this (a multiple of KEY_BLOCK)
-    _mask: torch.Tensor | None = None  # (C, 1, ROWS, L), built by the first layer
+    in_order: bool = False  # a chain of at most ROWS rows: one call, the keys as cached
+    _indices: tuple | None = None  # (query, key, output) gather indices, built on first use
+    _mask: torch.Tensor | None = None  # (C, 1, ROWS, L), built on first use
+
+    def __post_init__(self) -> None:
+        first = self.calls[0] if len(self.calls) == 1 else None
+        self.in_order = (
+            first is not None
+            and self.orders[first[0]] is None
+            and first[1] == list(range(len(first[1])))
+        )
 
     def attend(self, query, key, value, *, scale: float) -> torch.Tensor:
         """One SDPA call over every (layout, ROWS rows) pair, batched. -> (1, q, H, D)"""
@@ -226,42 +241,43 @@ class Layouts:
         )  # (C, H, ROWS, D)
         if self.in_order:
             return out[:, :, : query.shape[2]].transpose(1, 2)  # (1, q, H, D)
-        result = query.new_empty(1, query.shape[2], *query.shape[1::2])  # (1, q, H, D)
-        for c, (_, rows, _) in enumerate(self.calls):
-            result[0, rows] = out[c, :, : len(rows)].transpose(0, 1)
-        return result
-
-    @property
-    def in_order(self) -> bool:
-        """A chain of at most ROWS rows: one call, the cache's own layout, rows in order."""
-        return len(self.calls) == 1 and self.orders[0] is None and self.calls[0][1] == list(
-            range(len(self.calls[0][1]))
-        )
+        flat = out.transpose(1, 2).reshape(-1, *out.shape[1::2])  # (C ROWS, H, D)
+        return flat.index_select(0, self.indices(query.device)[2])[None]  # (1, q, H, D)
 
     def gathered(self, query: torch.Tensor) -> torch.Tensor:
-        """(1, H, q, D) -> (C, H, ROWS, D): per call, its rows, then zero rows."""
+        """(1, H, q, D) -> (C, H, ROWS, D): per call, its rows, then padding rows."""
         if self.in_order:
             return F.pad(query, (0, 0, 0, ROWS - query.shape[2]))
-        queries = query.new_zeros(len(self.calls), query.shape[1], ROWS, query.shape[-1])
-        for c, (_, rows, _) in enumerate(self.calls):
-            queries[c, :, : len(rows)] = query[0, :, rows]
-        return queries
+        rows = query[0].index_select(1, self.indices(query.device)[0])  # (H, C ROWS, D)
+        return rows.view(rows.shape[0], -1, ROWS, rows.shape[-1]).transpose(0, 1)
 
     def laid_out(self, key: torch.Tensor) -> torch.Tensor:
         """(1, KVH, kv, D) as cached -> (C, KVH, L, D): per call, its layout's keys in order,
-        zeros after them (masked)."""
+        then padding (masked)."""
         if self.in_order:
             return F.pad(key, (0, 0, 0, self.key_slots - key.shape[2]))
-        laid = key.new_zeros(len(self.calls), key.shape[1], self.key_slots, key.shape[-1])
-        for c, (layout, _, _) in enumerate(self.calls):
-            order = self.orders[layout]
-            keys = key[0] if order is None else key[0].index_select(1, order)  # (KVH, kv', D)
-            laid[c, :, : keys.shape[1]] = keys
-        return laid
+        keys = key[0].index_select(1, self.indices(key.device)[1])  # (KVH, C L, D)
+        return keys.view(keys.shape[0], -1, self.key_slots, keys.shape[-1]).transpose(0, 1)
+
+    def indices(self, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Gather indices: query rows per call (C ROWS,), keys per call (C L,) and, per pass
+        row, its place in the calls' output (q,). Padding points at row / key 0: masked keys
+        and padding rows never reach a real row's result."""
+        if self._indices is None:
+            queries, keys, places = [], [], {}
+            for c, (layout, rows, _) in enumerate(self.calls):
+                queries += rows + [0] * (ROWS - len(rows))
+                order = self.orders[layout]
+                laid = list(range(self.keys)) if order is None else order.tolist()
+                keys += laid + [0] * (self.key_slots - len(laid))
+                places.update({row: c * ROWS + j for j, row in enumerate(rows)})
+            output = [places[row] for row in range(len(places))]
+            self._indices = tuple(torch.tensor(i, device=device) for i in (queries, keys, output))
+        return self._indices
 
     def mask(self, device) -> torch.Tensor:
         """(C, 1, ROWS, L) bool: row j of call c sees its first seen[j] keys; padding rows
-        see the first key only (a row that sees nothing would be NaN). Built once per pass."""
+        see the first key only (a row that sees nothing would be NaN)."""
         if self._mask is None:
             seen = [counts + [1] * (ROWS - len(counts)) for _, _, counts in self.calls]
             seen = torch.tensor(seen, device=device)  # (C, ROWS)
@@ -314,7 +330,7 @@ def layouts(allowed: list, *, keys: int) -> Layouts:
             chunk = rows[start : start + ROWS]
             calls.append((layout, [r for r, _ in chunk], [n for _, n in chunk]))
     slots = -(-keys // KEY_BLOCK) * KEY_BLOCK
-    return Layouts(orders, calls, slots)
+    return Layouts(orders, calls, keys, slots)
 
 
 @torch.no_grad()
@@ -332,11 +348,15 @@ def attention_agrees(heads: int, key_heads: int, size: int, *, dtype: torch.dtyp
         past = int(torch.randint(3, 3 * KEY_BLOCK // 2, (), generator=generator))
         n = int(torch.randint(2, ROWS + 1, (), generator=generator))
         query = torch.randn(1, heads, n, size, generator=generator).to(dtype)
-        key, value = (torch.randn(1, key_heads, past + n, size, generator=generator).to(dtype)
-                      for _ in range(2))
-        parents = [-1] + [int(torch.randint(0, i, (), generator=generator)) if trial % 2
-                          else i - 1 for i in range(1, n)]
-        allowed = _tree_mask(parents, past)
+        key, value = (
+            torch.randn(1, key_heads, past + n, size, generator=generator).to(dtype)
+            for _ in range(2)
+        )
+        parents = [-1] + [
+            int(torch.randint(0, i, (), generator=generator)) if trial % 2 else i - 1
+            for i in range(1, n)
+        ]
+        allowed = tree_mask(parents, past)
         block = attend(query, key, value, allowed[None, None])
         for i in range(n):
             seen = allowed[i].nonzero()[:, 0]
@@ -346,8 +366,9 @@ def attention_agrees(heads: int, key_heads: int, size: int, *, dtype: torch.dtyp
     return True
 
 
-def _tree_mask(parents: list[int], past: int) -> torch.Tensor:
-    """(n, past + n) bool: each node sees the cache, its ancestors and itself."""
+def tree_mask(parents: list[int], past: int) -> torch.Tensor:
+    """(n, past + n) bool: each node of a tree block (parents: -1 for the root, else an
+    earlier node) sees the cache, its ancestors and itself."""
     n = len(parents)
     allowed = torch.zeros(n, past + n, dtype=torch.bool)
     allowed[:, :past] = True
