@@ -85,8 +85,15 @@ def cost_curve(curve: dict | None) -> str:
         "The machine's cost curve, measured at the start of this invocation (the fast end of "
         f"{curve['repeats']} interleaved repetitions): a backbone pass over n new tokens costs "
         f"{ratios} a one-token pass ({curve['one_token_ms']:.0f} ms); the head's draft costs "
-        f"{curve['draft_cost']:.2f}x. The cost-aware methods choose their block against it."
+        f"{curve['draft_cost']:.2f}x{branches(curve)}. The cost-aware methods choose their "
+        "block against it."
     )
+
+
+def branches(curve: dict) -> str:
+    """What each further path of a tree adds to a pass, where it was measured."""
+    cost = curve.get("branch_cost") or 0.0
+    return f", each path of a tree beyond the first {cost:.2f}x" if "branch_cost" in curve else ""
 
 
 def step_phases(phases: dict | None) -> str:
