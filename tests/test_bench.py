@@ -191,3 +191,30 @@ def test_resume_continues_a_named_run_and_refuses_another_head(models, questions
     other = dict(models, default=models["fixed"])  # a different head under the same name
     with pytest.raises(bench.ResumeError, match="different head"):
         run_bench(other, questions, out, "--methods", "shuffle-rotary", "--name", "run", "--resume")
+
+
+def test_dtypes_compares_one_methods_answers_between_two_runs():
+    """bench.dtypes: identical answers, where different ones part, ROUGE-L, per category."""
+    from shuffle_model.bench import dtypes
+    from shuffle_model.bench.records import MethodRun, speedup
+
+    def result(answers, dtype):
+        records = [
+            {"question_id": qid, "category": cat, "runs": {"ordinary": {"ids": ids}}}
+            for qid, (cat, ids) in answers.items()
+        ]
+        model = {"dtype": dtype}
+        return {"date": "today", "model": model, "prompts": len(records), "records": records}
+
+    bf16 = result({1: ("qa", [5, 6, 7, 8]), 2: ("qa", [5, 6]), 3: ("math", [9, 9])}, "bf16")
+    fp32 = result({1: ("qa", [5, 6, 7, 8]), 2: ("qa", [5, 7]), 4: ("math", [1])}, "fp32")
+    comparison = dtypes.compare(bf16, fp32, method="ordinary", tokenizer=char_tokenizer())
+    assert comparison["overall"]["prompts"] == 2  # only the prompts both answered
+    assert comparison["overall"]["identical"] == 1
+    assert comparison["overall"]["first_difference_median"] == 1
+    assert comparison["categories"]["qa"]["rouge_l"] < 1.0
+    assert dtypes.first_difference([1, 2], [1, 2, 3]) == 2  # a shorter answer parts where it ends
+    assert "| all (2) | 1 | 1 |" in dtypes.markdown(comparison)
+    # the benchmark's speed-up compares tokens per second: texts of other lengths stay fair
+    base, fast = MethodRun([1] * 100, 10.0, 100, 0), MethodRun([1] * 50, 2.5, 20, 0)
+    assert speedup(base, fast) == pytest.approx(2.0)

@@ -5,7 +5,8 @@
 All methods run in one process on the same Spec-Bench prompts (first turn, chat template),
 interleaved prompt by prompt (method order rotating) after a warm-up, so that machine drift
 hits them alike. Per method, overall and per category: tokens/s, speed-up over the baseline
-(median and mean of per-prompt time ratios), tokens per backbone pass, BLEU and ROUGE-L against
+(median and mean of per-prompt ratios of tokens per second: of times where the texts are the
+same length), tokens per backbone pass, BLEU and ROUGE-L against
 the baseline's text, peak memory, and the cost of recording a full trace. Verified greedy
 methods must reproduce the baseline token for token; the run fails loudly if one does not.
 Per-prompt records are appended to a JSONL file as they land, and --resume continues a run.
