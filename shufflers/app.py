@@ -104,7 +104,10 @@ one step at a time:
    more tokens in one pass takes a little longer (this machine's *cost curve*). The step
    checks as many guesses as give the most tokens per unit of time — sometimes none, an
    ordinary step. Guesses that would cost more than they are likely to give are marked ✂
-   (the *filter and plan* chart); the caption says what was decided, and why.
+   (the *filter and plan* chart); the caption says what was decided, and why. Beside the
+   head's chain come its 2nd and 3rd choices for the first offsets: the guesses form a
+   *tree*, all of its branches checked in the same pass (the *draft tree*: the bold path is
+   what the backbone accepted, ◆ an alternative).
 5. **Verify** — one backbone pass over the anchor and the chosen guesses (both chains side
    by side, when both are worth it) keeps the longest run it agrees with (✓ green from the
    head, ↩ wine from the context); the rest is rejected. Verified text is exactly what
@@ -146,6 +149,7 @@ class Page(NamedTuple):
     shuffle: object = SKIP  # the step's shuffle heatmap
     drafts: object = SKIP  # the step's draft candidates
     filter: object = SKIP  # the step's filter-and-plan chart
+    tree: object = SKIP  # the tree of drafts the step checked
     step: object = SKIP  # the step slider
     trace: object = SKIP  # the GenerationTrace (state)
     trace_file: object = SKIP  # the trace's JSON, for download
@@ -153,7 +157,7 @@ class Page(NamedTuple):
     cost: object = SKIP  # the machine's cost curve
 
 
-VIEW = ("caption", "shuffle", "drafts", "filter")  # one step's view: scrubbing and playing
+VIEW = ("caption", "shuffle", "drafts", "filter", "tree")  # one step's view: scrubbing and playing
 
 
 @dataclass
@@ -334,6 +338,7 @@ def step_page(trace: GenerationTrace, index: int, *, running: bool) -> Page:
         shuffle=view.shuffle,
         drafts=view.drafts,
         filter=view.filter,
+        tree=view.tree,
         step=gr.Slider(minimum=0, maximum=max(len(trace.steps) - 1, 1), value=view.index, step=1),
     )
 
@@ -609,6 +614,7 @@ class LiveView(NamedTuple):
     shuffle: gr.Plot
     drafts: gr.Plot
     filter: gr.Plot
+    tree: gr.Plot
     overview: gr.Plot
     cost: gr.Plot
     step: gr.Slider
@@ -695,6 +701,7 @@ PLOT_TABS = [  # (LiveView field, tab label, elem_id), in the tabs' order
     ("shuffle", "Shuffle", "shuffle-plot"),
     ("drafts", "Draft candidates", "draft-plot"),
     ("filter", "Filter and plan", "filter-plot"),
+    ("tree", "Draft tree", "tree-plot"),
     ("overview", "Overview", "overview-plot"),
     ("cost", "Cost curve", "cost-plot"),
 ]
@@ -794,6 +801,7 @@ def wire(demo, runtime, trace, watching, control, live, comparison, export) -> N
         shuffle=live.shuffle,
         drafts=live.drafts,
         filter=live.filter,
+        tree=live.tree,
         step=live.step,
         trace=trace,
         trace_file=export.trace_file,

@@ -45,6 +45,7 @@ API_SETTINGS = [  # /generate's settings, by generate()'s names
 TINY_SLOTS = 4  # shuffle_model.model.tiny.tiny_model's K
 CONFIG = tiny_model().config
 README = Path(__file__).resolve().parent.parent / "README.md"
+TRACE_FILE = 8  # /generate's outputs: status, text, caption, 4 plots, step, then the trace file
 
 
 def generate(client: Client, prompt: str, **overrides):
@@ -203,7 +204,8 @@ def test_the_cost_curve_is_measured_before_a_planned_run_only():
 def test_generate_streams_steps_and_returns_a_trace(client):
     job = client.submit("hello world", *SETTINGS.values(), api_name="/generate")
     updates = list(job)
-    status, spans, caption, shuffle, drafts, filt, slider, trace_file, overview, cost = job.result()
+    result = job.result()
+    status, spans, caption, shuffle, drafts, filt, tree, slider, trace_file, overview, cost = result
     assert len(updates) >= 2  # streamed: several updates before the last
     assert status.startswith("done")
     assert "this machine: a pass over" in status  # the cost curve the run planned with
@@ -226,7 +228,7 @@ def test_the_caption_gives_the_steps_decision_and_the_text_its_sources(client):
     from viz.replay import SPAN_COLORS, last_drafting_step, step_caption
 
     result = generate(client, "abcabcabcabc abcabcabc", max_new_tokens=40)
-    caption, trace_file = result[2], result[7]
+    caption, trace_file = result[2], result[TRACE_FILE]
     trace = GenerationTrace.load(trace_file)
     index = last_drafting_step(trace)
     assert caption == step_caption(trace, index)
@@ -240,27 +242,27 @@ def test_the_caption_gives_the_steps_decision_and_the_text_its_sources(client):
 
 def test_new_settings_reach_the_library(client):
     result = generate(client, "fixed rule please", block_length="fixed", draft_source="head")
-    settings = json.loads(Path(result[7]).read_text())["settings"]
+    settings = json.loads(Path(result[TRACE_FILE]).read_text())["settings"]
     assert settings["block_length"] == "fixed" and settings["draft_source"] == "head"
     assert settings["max_parallel_tokens"] == 4
     resolved = GenerationSettings(block_length="fixed").resolved(
         num_slots=TINY_SLOTS, default_keep_threshold=0.5
     )
     auto = generate(client, "auto keep", keep="auto", block_length="fixed", draft_source="head")
-    assert json.loads(Path(auto[7]).read_text())["settings"]["keep_threshold"] == (
+    assert json.loads(Path(auto[TRACE_FILE]).read_text())["settings"]["keep_threshold"] == (
         resolved.keep_threshold
     )
     context = generate(client, "abab abab abab", draft_source="context", max_new_tokens=12)
     sources = {
         source
-        for step in json.loads(Path(context[7]).read_text())["steps"]
+        for step in json.loads(Path(context[TRACE_FILE]).read_text())["steps"]
         for source in step["emitted_sources"]
     }
     assert sources <= {"anchor", "context"}
 
 
 def test_export_gif_and_replay_the_trace(client):
-    trace_file = generate(client, "abc")[7]
+    trace_file = generate(client, "abc")[TRACE_FILE]
     preview, download = client.predict(480, api_name="/export_gif")
     assert Path(download).read_bytes()[:6] == b"GIF89a"
     assert Path(preview).read_bytes()[:6] == b"GIF89a"
@@ -294,9 +296,9 @@ def test_the_end_of_the_answer_is_a_marker_not_a_special_token(client):
     spans = result[1]["value"] if isinstance(result[1], dict) else result[1]
     assert (spans[-1]["token"], spans[-1]["class_or_confidence"]) == (END_LABEL, END_LABEL)
     assert not any("<|" in span["token"] or "</s>" in span["token"] for span in spans)
-    caption, shuffle, drafts, plan = client.predict(last, api_name="/show_step")
+    caption, shuffle, drafts, plan, tree = client.predict(last, api_name="/show_step")
     assert "■ end of answer" in caption and "<|" not in caption
-    for plot in (shuffle, drafts, plan):
+    for plot in (shuffle, drafts, plan, tree):
         assert "<|" not in plot["plot"] and "&lt;|" not in plot["plot"]
 
 
@@ -416,6 +418,7 @@ def test_a_watched_run_sends_what_changed_and_lands_every_step_at_the_end(monkey
     for page in running:
         assert page.trace is app.SKIP and page.overview is app.SKIP and page.cost is app.SKIP
         assert page.drafts is app.SKIP and page.filter is app.SKIP  # closed tabs: untouched
+        assert page.tree is app.SKIP
         assert page.status.startswith("generating") and page.text and page.caption
     pictured = [page for page in running if page.shuffle is not app.SKIP]
     assert pictured == running[:1]  # the open tab's picture: once a second at most (here: once)
@@ -444,3 +447,28 @@ def test_the_open_tab_gets_the_running_pictures(monkeypatch):
     assert all(page.shuffle is not app.SKIP and page.filter is app.SKIP for page in running[:2])
     assert all(page.filter is not app.SKIP and page.shuffle is app.SKIP for page in running[2:])
     assert watching.tab == "filter" and app.open_tab(watching, "drafts") is app.SKIP  # idle now
+
+
+def test_the_draft_tree_tab_follows_a_run_and_the_scrubber(monkeypatch):
+    import app
+    from viz.replay import STEP_FIGURES, step_view
+
+    assert "tree" in STEP_FIGURES and "tree" in app.VIEW
+    assert "tree" in [name for name, _, _ in app.PLOT_TABS]
+
+    def open_tree(count, watching):
+        if count == 2:
+            assert app.open_tab(watching, "tree") is not app.SKIP  # drawn at once, mid-run
+
+    pages, watching = streamed(monkeypatch, text_every=0.0, picture_every=0.0, steer=open_tree)
+    *running, final = pages
+    assert all(page.tree is not app.SKIP and page.shuffle is app.SKIP for page in running[2:])
+    assert watching.tab == "tree" and final.tree is not app.SKIP
+    trace = final.trace
+    index = next(i for i, s in enumerate(trace.steps) if len(s.forwarded_ids) > 1)
+    shown = dict(zip(app.VIEW, app.show_step(trace, index), strict=True))
+    assert shown["tree"].to_dict() == step_view(trace, index).tree.to_dict()
+    nodes = [t for t in shown["tree"].data if t.mode == "markers+text"]
+    assert sum(len(t.x) for t in nodes) == len(trace.steps[index].forwarded_ids) - (
+        trace.steps[index].plan.padding if trace.steps[index].plan else 0
+    )

@@ -25,7 +25,17 @@ from shuffle_model.decoding.trace import (
 )
 from tests.tiny import char_tokenizer, tiny_backbone, tiny_mixer
 from viz.explain import RESTED
-from viz.gif import DEFAULT_WIDTH, Frame, Renderer, frames_of, plan_frames
+from viz.gif import (
+    DEFAULT_WIDTH,
+    ORDINARY,
+    ORDINARY_MOST_MS,
+    Frame,
+    Renderer,
+    frames_of,
+    is_ordinary,
+    plan_frames,
+    step_units,
+)
 from viz.style import (
     BOTH,
     CONTEXT,
@@ -646,18 +656,27 @@ def frame_at(trace: GenerationTrace, position: int, phase: str) -> Frame:
 
 def test_gif_frame_plan_follows_the_trace(rich_trace):
     frames = every_frame(rich_trace)
-    for position, step in enumerate(rich_trace.steps):
+    for position, count in step_units(rich_trace):
+        steps = rich_trace.steps[position : position + count]
         own = [f for f in frames if f.step == position]
-        assert len(own) == frames_of(step, 3)
+        assert len(own) == frames_of(steps[0], 3)
         emit = own[-1]
-        assert emit.phase == "emit" and emit.shown - emit.new_from == len(step.emitted)
+        if is_ordinary(steps[0]):  # a run of ordinary steps: one frame for all of them
+            assert len(own) == 1 and emit.phase == ORDINARY and emit.run == count
+        else:
+            assert count == 1 and emit.phase == "emit"
+        assert emit.shown - emit.new_from == sum(len(s.emitted) for s in steps)
         assert all(f.shown == f.new_from == emit.new_from for f in own[:-1])  # nothing new yet
+    ends = [f for f in frames if f.phase in ("emit", ORDINARY)]
+    covered = [p for f in ends for p in range(f.step, f.step + f.run)]
+    assert covered == list(range(len(rich_trace.steps)))  # every step, once, in order
     last = frames[-1]
     assert last.shown == sum(len(s.emitted) for s in rich_trace.steps)
     assert last.passes == 1 + sum(s.passes for s in rich_trace.steps)
     assert last.duration_ms >= 2500  # the finished text rests
     thinned = plan_frames(rich_trace, max_frames=20)
-    assert len(thinned) <= 20 and {f.step for f in thinned} >= {0, len(rich_trace.steps) - 1}
+    last_unit = step_units(rich_trace)[-1][0]
+    assert len(thinned) <= 20 and {f.step for f in thinned} >= {0, last_unit}
     assert thinned[-1].shown == last.shown and thinned[-1].passes == last.passes
 
 
@@ -753,7 +772,7 @@ def test_the_end_of_the_answer_is_a_marker_in_the_gif(rich_trace):
     trace = with_special_tokens(rich_trace, marked=False)
     renderer = Renderer(trace, 800, record=True)
     assert END_LABEL in [label for row in renderer.legend for label, _ in row]
-    frame = renderer.draw(frame_at(trace, len(trace.steps) - 1, "emit"))
+    frame = renderer.draw(every_frame(trace)[-1])  # the last step's (or run's) frame
     texts = [label.text for label in renderer.labels]
     assert END_LABEL in texts and not any("im_end" in text or "<|" in text for text in texts)
     layout = renderer.layout
@@ -830,3 +849,172 @@ def test_the_label_check_sees_an_overlap(rich_trace):
     a, b = renderer.labels[-2:]
     assert drawing.overlap(a.box, b.box)
     assert not drawing.inside(a.box, renderer.layout.column_room(0))
+
+
+# --- the tree of drafts a step checked ----------------------------------------------------------
+
+
+def tree_nodes_drawn(fig: go.Figure) -> list[dict]:
+    """Every node the tree figure draws: its index, symbol, opacity, outline and label."""
+    nodes = []
+    for trace in fig.data:
+        if trace.mode != "markers+text":
+            continue
+        marker = trace.marker
+        for i, (index, hover) in enumerate(trace.customdata):
+            nodes.append(
+                dict(
+                    index=index,
+                    hover=hover,
+                    text=trace.text[i],
+                    symbol=marker.symbol[i],
+                    opacity=marker.opacity[i],
+                    outline=marker.line.width[i],
+                    color=marker.color,
+                    name=trace.name,
+                )
+            )
+    return nodes
+
+
+def test_the_draft_tree_draws_every_forwarded_node_and_the_accepted_path(rich_trace):
+    from viz.style import source_style
+
+    trees = [s for s in rich_trace.steps if any(s.forwarded_ranks) and s.accepted_path]
+    assert trees, "the rich trace has no tree with an accepted draft"
+    for step in trees:
+        fig = viz.draft_tree(step)
+        nodes = tree_nodes_drawn(fig)
+        assert sorted(n["index"] for n in nodes) == list(range(len(step.forwarded_ids)))
+        on_path = {0, *step.accepted_path}
+        for node in nodes:
+            i = node["index"]
+            assert node["color"] == source_style(step.forwarded_sources[i]).color
+            if i in on_path:  # highlighted: opaque and outlined
+                assert node["opacity"] == 1.0 and node["outline"] == 3
+            else:  # rejected: faded
+                assert node["opacity"] < 0.5 and node["outline"] < 1
+            rank = step.forwarded_ranks[i]
+            assert (node["symbol"] == "diamond") == (rank > 0)
+            assert (f"{rank + 1}nd" in node["text"] or f"{rank + 1}rd" in node["text"]) == (
+                rank > 0
+            )
+            if i:
+                assert f"path chance {step.forwarded_chances[i]:.3f}" in node["hover"]
+        path = [t for t in fig.data if t.mode == "lines" and t.line.width == 5]
+        assert len(path) == 1 and len(path[0].x) == 3 * len(step.accepted_path)  # one per edge
+        others = [t for t in fig.data if t.mode == "lines" and t.line.width != 5]
+        rejected = len(step.forwarded_ids) - 1 - len(step.accepted_path)
+        assert sum(len(t.x) for t in others) == 3 * rejected
+        assert f"accepted {len(step.accepted_path)}" in fig.layout.title.subtitle.text
+
+
+def hand_made_tree(hostile: str) -> StepTrace:
+    """anchor -> a -> c (accepted), anchor -> b (the head's 2nd choice) -> d (the context's)."""
+    anchor = TokenInfo(1, hostile, 0.9)
+    step = made_step(made_plan(2, 2, 0, expected=1.8, cost=1.3, nxt=0.9), drafts=4, emitted=3)
+    step.anchor = anchor
+    step.emitted = [anchor, TokenInfo(10, "a", 0.5), TokenInfo(12, "c", 0.5)]
+    step.emitted_sources = ["anchor", "head", "head"]
+    step.context = ContextTrace([TokenInfo(13, hostile, 0.3)], [0.3], ["rejected"], 2, 5)
+    step.forwarded_ids = [1, 10, 11, 12, 13]
+    step.forwarded_parents = [-1, 0, 0, 1, 2]
+    step.forwarded_sources = ["anchor", "head", "head", "head", "context"]
+    step.forwarded_ranks = [0, 0, 1, 0, 0]
+    step.forwarded_chances = [1.0, 0.6, 0.3, 0.4, 0.1]
+    step.accepted_path = [1, 3]
+    return step
+
+
+def test_the_draft_tree_escapes_token_text_and_names_unknown_tokens():
+    hostile = "<img src=x onerror=alert(1)>"
+    step = hand_made_tree(hostile)
+    fig = viz.draft_tree(step)
+    payload = json.dumps(fig.to_dict())
+    assert "<img" not in payload and "&lt;img" in payload
+    nodes = {n["index"]: n for n in tree_nodes_drawn(fig)}
+    assert nodes[2]["text"].startswith("&lt;11&gt;")  # no text recorded: its id, escaped
+    assert "2nd" in nodes[2]["text"] and "its 2nd choice" in nodes[2]["hover"]
+    assert nodes[4]["color"] == CONTEXT_COLOR and "from context" in nodes[4]["hover"]
+    assert [n["opacity"] for _, n in sorted(nodes.items())] == [1.0, 1.0, 0.35, 1.0, 0.35]
+    sentence = viz.decision_sentence(step)
+    assert sentence.startswith(
+        "Checked 4 drafts (2 from the head, 2 from the context) in 2 branches "
+        "(1 alternative of the head):"
+    )
+    assert "the 2 branches are checked side by side in one pass" in sentence
+
+
+def test_a_step_without_drafts_gets_an_empty_tree_with_a_message(rich_trace):
+    for step in (made_step(made_plan(nxt=0.5)), rich_trace.steps[-1]):
+        fig = viz.draft_tree(step)
+        assert not fig.data
+        assert fig.layout.annotations[0].text.startswith("no drafts were checked in this step")
+
+
+def test_older_traces_draw_their_blocks_as_trees():
+    """Version 1 records no parents: a chain. Version 2 records parents (the head's and the
+    context's chains side by side) but no sources, ranks or accepted path: inferred."""
+    for trace in [*v1_traces(), *example_traces()]:
+        for step in trace.steps:
+            fig = viz.draft_tree(step, verified=trace.settings["verify"])
+            if is_ordinary(step):
+                assert not fig.data
+                continue
+            nodes = tree_nodes_drawn(fig)
+            padding = step.plan.padding if step.plan is not None else 0
+            assert len(nodes) == len(step.forwarded_ids) - padding
+            bold = [n for n in nodes if n["opacity"] == 1.0]
+            assert len(bold) == step.num_emitted  # the anchor and the accepted drafts
+            if not step.forwarded_parents:  # version 1: a chain, one node per depth
+                depths = [x for t in fig.data if t.mode == "markers+text" for x in t.x]
+                assert sorted(depths) == list(range(len(nodes)))
+
+
+def test_the_decision_sentence_counts_the_branches_of_a_tree(rich_trace):
+    from viz.tree import forwarded_tree
+
+    counted = 0
+    for step in rich_trace.steps:
+        tree = forwarded_tree(step)
+        sentence = viz.decision_sentence(step)
+        alternatives = sum(tree.alternatives().values())
+        if alternatives:
+            counted += 1
+            words = "alternative" if alternatives == 1 else "alternatives"
+            assert f" in {tree.branches} branches ({alternatives} {words} of the head)" in sentence
+        elif tree.branches <= 2:
+            assert "branches" not in sentence  # chains read as before
+    assert counted
+
+
+# --- ordinary steps in the GIF -------------------------------------------------------------------
+
+
+def old_frames_of(step: StepTrace, motion: int = 3) -> int:
+    """Frames a step drew before ordinary steps were merged: draft, the shuffle's motion,
+    filter, verify and emit, as far as the step had them."""
+    drafted = bool(step.slots) or step.context is not None
+    checked = len(step.forwarded_ids) > 1
+    return 1 + motion * bool(step.slots) + drafted + (drafted and checked) + 1
+
+
+def test_a_run_of_ordinary_steps_is_one_short_frame_with_a_caption():
+    trace = next(t for t in example_traces() if t.steps and is_ordinary(t.steps[0]))
+    run = next(count for position, count in step_units(trace) if position == 0)
+    assert run >= 3
+    frames = every_frame(trace)
+    first = frames[0]
+    assert first.phase == ORDINARY and first.run == run and first.step == 0
+    assert first.duration_ms <= ORDINARY_MOST_MS
+    assert first.shown - first.new_from == sum(s.num_emitted for s in trace.steps[:run])
+    before = sum(old_frames_of(step) for step in trace.steps[:run])
+    assert before >= 2 * run  # every ordinary step drew at least draft and emit
+    assert len(frames) < sum(old_frames_of(step) for step in trace.steps)
+    renderer = Renderer(trace, 800, record=True)
+    renderer.draw(first)
+    drawn = " ".join(label.text for label in renderer.labels)
+    assert f"{run} ordinary steps: nothing worth checking" in drawn
+    assert f"steps 1–{run}/" in drawn
+    steps = [label.text for label in renderer.labels if label.text.startswith("step ")]
+    assert steps == [f"step {i + 1}" for i in range(run)][-renderer.layout.columns :]

@@ -5,6 +5,7 @@ from .explain import decision_sentence, outcome_sentence, token_origins
 from .figures import (
     cost_curve_chart,
     draft_heatmap,
+    draft_tree,
     filter_chart,
     overview,
     shuffle_heatmap,
@@ -31,6 +32,7 @@ __all__ = [
     "cost_curve_chart",
     "decision_sentence",
     "draft_heatmap",
+    "draft_tree",
     "filter_chart",
     "html_text",
     "outcome_sentence",

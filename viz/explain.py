@@ -15,6 +15,7 @@ from shuffle_model.decoding.planning import FIXED
 from shuffle_model.decoding.trace import EMITTED, PlanTrace, StepTrace
 
 from .style import ANCHOR, BOTH, CONTEXT, HEAD, ORIGIN_SYMBOLS, token_label
+from .tree import ForwardedTree, forwarded_tree
 
 SOURCE_ORIGINS = {"anchor": ANCHOR, "head": HEAD, "context": CONTEXT, "head+context": BOTH}
 SAME_RATE = 1e-9  # rates closer than this are a tie
@@ -76,7 +77,7 @@ def decision_sentence(step: StepTrace, *, verified: bool | None = None) -> str:
     elif plan.rule == FIXED:
         sentence = _fixed_choice(step, plan)
     else:
-        sentence = _cost_choice(plan)
+        sentence = _cost_choice(plan, forwarded_tree(step))
     return f"{RESTED} {sentence}" if plan.head_rested else sentence
 
 
@@ -146,13 +147,17 @@ def _fixed_choice(step: StepTrace, plan: PlanTrace) -> str:
     return f"Fixed rule: {what}{tail}."
 
 
-def _cost_choice(plan: PlanTrace) -> str:
+def _cost_choice(plan: PlanTrace, tree: ForwardedTree) -> str:
     n = plan.drafts
+    branched = is_branched(tree)
     parts = [
-        f"Checked {n} draft{_plural(n)} {_plan_split(plan)}",
+        f"Checked {n} draft{_plural(n)} {_plan_split(plan)}"
+        + (f" in {_branches_phrase(tree)}" if branched else ""),
         f"expected {plan.expected_tokens:.2f} tokens for {plan.cost:.2f} passes' time",
     ]
-    if plan.head_drafts > plan.shared and plan.context_drafts > plan.shared:
+    if branched:
+        parts.append(f"the {tree.branches} branches are checked side by side in one pass")
+    elif plan.head_drafts > plan.shared and plan.context_drafts > plan.shared:
         if plan.shared:
             parts.append(
                 f"the two chains part after {plan.shared} shared draft{_plural(plan.shared)} "
@@ -169,10 +174,72 @@ def _cost_choice(plan: PlanTrace) -> str:
     if plan.next_rate is None:
         parts.append("no other draft was on offer")
     elif plan.next_rate < plan.rate - SAME_RATE:
-        parts.append(f"a {_ordinal(n + 1)} would cost more than it is likely to give")
+        parts.append(f"a {ordinal(n + 1)} would cost more than it is likely to give")
     else:
-        parts.append(f"a {_ordinal(n + 1)} would give no more per unit of time")
+        parts.append(f"a {ordinal(n + 1)} would give no more per unit of time")
     return f"{parts[0]}: {'; '.join(parts[1:])}."
+
+
+# --- trees of drafts --------------------------------------------------------------------------
+
+SOURCE_NAMES = {HEAD: "the head", CONTEXT: "the context", BOTH: "both"}
+
+
+def is_branched(tree: ForwardedTree) -> bool:
+    """Whether a block is more than a chain or the head's and the context's chains side by
+    side: it holds alternatives (a source's 2nd or 3rd choice), or more than two branches."""
+    return bool(tree.alternatives()) or tree.branches > 2
+
+
+def _branches_phrase(tree: ForwardedTree) -> str:
+    """'5 branches (4 alternatives of the head)', '3 branches' (no alternatives)."""
+    b = tree.branches
+    words = f"{b} branch{'es' * (b != 1)}"
+    alternatives = tree.alternatives()
+    total = sum(alternatives.values())
+    if not total:
+        return words
+    names = {SOURCE_NAMES.get(source, source): count for source, count in alternatives.items()}
+    if len(names) == 1:
+        return f"{words} ({total} alternative{_plural(total)} of {next(iter(names))})"
+    split = ", ".join(f"{count} of {name}" for name, count in names.items())
+    return f"{words} ({total} alternatives: {split})"
+
+
+def tree_sentence(step: StepTrace, *, verified: bool | None = None) -> str:
+    """The forwarded block in words: 'One pass over 9 tokens: the anchor and 8 drafts in 5
+    branches (4 alternatives of the head). The backbone accepted 2 (the bold path); the other
+    6 were rejected.' ('' when nothing was forwarded)."""
+    tree = forwarded_tree(step)
+    n = tree.drafts
+    if not n:
+        return ""
+    size = len(tree.nodes) + tree.filler
+    filler = f" and {tree.filler} filler token{_plural(tree.filler)}" if tree.filler else ""
+    shape = f" in {_branches_phrase(tree)}" if tree.branches > 1 or tree.alternatives() else ""
+    opening = f"One pass over {size} tokens: the anchor and {n} draft{_plural(n)}{shape}{filler}."
+    accepted = len(tree.accepted_path)
+    pure = is_pure(step) if verified is None else not verified
+    if pure:
+        return f"{opening} The bold path was emitted unchecked (pure parallel mode)."
+    if not accepted:
+        return f"{opening} The backbone accepted none of them: the anchor alone was written."
+    rest = n - accepted
+    other = f"; the other {rest} {'was' if rest == 1 else 'were'} rejected" if rest else ""
+    return f"{opening} The backbone accepted {accepted} (the bold path){other}."
+
+
+def ordinary_run_sentence(steps: list[StepTrace], *, verified: bool = True) -> str:
+    """A run of ordinary steps, for the GIF: '5 ordinary steps: nothing worth checking, so 5
+    tokens in 5 backbone passes.' (in pure parallel mode: the filter kept no draft)."""
+    n = len(steps)
+    why = "nothing worth checking" if verified else "the filter kept no draft"
+    tokens = sum(step.num_emitted for step in steps)
+    passes = sum(step.passes for step in steps)
+    return (
+        f"{n} ordinary step{_plural(n)}: {why}, so {tokens} "
+        f"token{_plural(tokens)} in {passes} backbone pass{'es' * (passes != 1)}."
+    )
 
 
 def _plan_split(plan: PlanTrace) -> str:
@@ -212,7 +279,7 @@ def _plural(n: int) -> str:
     return "" if n == 1 else "s"
 
 
-def _ordinal(n: int) -> str:
+def ordinal(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
 

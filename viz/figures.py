@@ -1,5 +1,5 @@
-"""Plotly figures of a trace: shuffle heatmap, draft heatmap, filter-and-plan chart, overview,
-and the machine's cost curve.
+"""Plotly figures of a trace: shuffle heatmap, draft heatmap, filter-and-plan chart, the tree of
+drafts a step checked, overview, and the machine's cost curve.
 
 Figures are built from plain dicts with Plotly's validation off: validating every attribute
 made each figure cost 0.2-0.5 s, too slow to redraw at every streamed step.
@@ -22,7 +22,15 @@ from shuffle_model.decoding.trace import (
     cumulative_passes,
 )
 
-from .explain import accepted_by_origin, cost_sentence, decision_sentence, token_origins
+from .explain import (
+    accepted_by_origin,
+    cost_sentence,
+    decision_sentence,
+    is_pure,
+    ordinal,
+    token_origins,
+    tree_sentence,
+)
 from .style import (
     ANCHOR,
     BOTH,
@@ -45,10 +53,13 @@ from .style import (
     html_token,
     is_end,
     is_special,
+    source_style,
     token_label,
 )
+from .tree import ForwardedTree, Node, forwarded_tree
 
 GRID = "#e5e5e5"
+INK_TEXT = "#222"
 BLUES = [[0.0, "#f7fbff"], [0.5, "#6baed6"], [1.0, "#08306b"]]  # light (0) to dark (1)
 GREENS = [[0.0, "#f7fcf5"], [0.5, "#74c476"], [1.0, "#00441b"]]
 AXIS = dict(gridcolor=GRID, zerolinecolor=GRID, automargin=True)
@@ -698,3 +709,174 @@ def token_spans(trace: GenerationTrace, *, by: str = "origin") -> list[tuple[str
             else:
                 spans.append((text, label))
     return spans
+
+
+# --- the tree of drafts a step checked -----------------------------------------------------------
+
+FIRST_CHOICE, ALTERNATIVE = "circle", "diamond"  # marker symbols: a source's 1st choice, others
+PATH_INK = "#222222"  # the accepted path's edges and its nodes' outlines
+EDGE_GREY = "#BBBBBB"
+FADED_TEXT = "#9A9A9A"
+DIM = 0.35  # opacity of the nodes off the accepted path
+
+
+def _tree_positions(tree: ForwardedTree) -> dict[int, tuple[float, float]]:
+    """Node -> (depth, row): leaves on consecutive rows in depth-first order (first choices
+    first), each parent midway between its first and its last child."""
+    positions: dict[int, tuple[float, float]] = {}
+    leaves = 0
+
+    def place(node: Node) -> float:
+        nonlocal leaves
+        rows = [place(child) for child in tree.children(node.index)]
+        if rows:
+            row = (rows[0] + rows[-1]) / 2
+        else:
+            row, leaves = float(leaves), leaves + 1
+        positions[node.index] = (float(node.depth), row)
+        return row
+
+    place(tree.nodes[0])
+    return positions
+
+
+def _tree_edges(tree: ForwardedTree, positions: dict, *, pure: bool) -> list[dict]:
+    """Parent -> child lines: thin and grey, thick and dark along the accepted path."""
+    lines: dict[bool, tuple[list, list]] = {False: ([], []), True: ([], [])}
+    for node in tree.nodes[1:]:
+        xs, ys = lines[node.accepted]
+        (x0, y0), (x1, y1) = positions[node.parent], positions[node.index]
+        xs += [x0, x1, None]
+        ys += [y0, y1, None]
+    path = "the emitted path (unchecked)" if pure else "━ the accepted path"
+    return [
+        dict(
+            type="scatter",
+            x=xs,
+            y=ys,
+            mode="lines",
+            name=path if accepted else "a checked branch",
+            showlegend=accepted,
+            hoverinfo="skip",
+            line=dict(color=PATH_INK if accepted else EDGE_GREY, width=5 if accepted else 1.5),
+        )
+        for accepted, (xs, ys) in lines.items()
+        if xs
+    ]
+
+
+def _node_label(node: Node) -> str:
+    """The token on the chart (escaped); an alternative says which choice it was ('2nd')."""
+    text = html_token(node.token, limit=10)
+    return f"{text} <i>{ordinal(node.rank + 1)}</i>" if node.rank else text
+
+
+def _node_hover(node: Node, *, pure: bool) -> str:
+    """Source, rank, path chance and verdict of a node (escaped)."""
+    token = html_token(node.token, limit=24)
+    if node.index == 0:
+        return f"anchor <b>{token}</b>: the backbone's own token, where every branch starts"
+    source = html.escape(source_style(node.source).label)
+    choice = "its first choice" if not node.rank else f"its {ordinal(node.rank + 1)} choice"
+    if node.chance is None:
+        chance = "path chance not recorded (an older trace)"
+    else:
+        chance = f"path chance {node.chance:.3f} (the chance it is accepted)"
+    if pure:
+        verdict = "emitted unchecked" if node.accepted else "not emitted"
+    else:
+        verdict = "✓ accepted" if node.accepted else "✗ rejected"
+    return (
+        f"node {node.index}, +{node.depth}: <b>{token}</b><br>from {source}, {choice}"
+        f"<br>{chance}<br>{verdict}"
+    )
+
+
+def _tree_nodes(tree: ForwardedTree, positions: dict, *, pure: bool) -> list[dict]:
+    """One trace per source, in its colour: accepted nodes large, outlined and opaque, the
+    others faded; a source's 2nd or 3rd choice a diamond, labelled so."""
+    data = []
+    for source in dict.fromkeys(node.source for node in tree.nodes):
+        nodes = [node for node in tree.nodes if node.source == source]
+        style = source_style(source)
+        data.append(
+            dict(
+                type="scatter",
+                mode="markers+text",
+                x=[positions[n.index][0] for n in nodes],
+                y=[positions[n.index][1] for n in nodes],
+                name=f"{style.symbol} {html.escape(style.label)}",
+                text=[_node_label(n) for n in nodes],
+                textposition="top center",
+                textfont=dict(color=[INK_TEXT if n.accepted else FADED_TEXT for n in nodes]),
+                customdata=[[n.index, _node_hover(n, pure=pure)] for n in nodes],
+                hovertemplate="%{customdata[1]}<extra></extra>",
+                marker=dict(
+                    color=style.color,
+                    symbol=[ALTERNATIVE if n.rank else FIRST_CHOICE for n in nodes],
+                    size=[20 if n.accepted else 14 for n in nodes],
+                    opacity=[1.0 if n.accepted else DIM for n in nodes],
+                    line=dict(color=PATH_INK, width=[3 if n.accepted else 0.5 for n in nodes]),
+                ),
+            )
+        )
+    return data
+
+
+def _tree_key(tree: ForwardedTree, *, pure: bool) -> list[dict]:
+    """Legend entries for the marks that are not a source: alternatives, faded nodes."""
+    keys = []
+    if tree.alternatives():
+        keys.append(("◆ a source's 2nd or 3rd choice (an alternative)", ALTERNATIVE, 1.0))
+    if any(not node.accepted for node in tree.nodes):
+        keys.append(("faded: not emitted" if pure else "faded: rejected", FIRST_CHOICE, DIM))
+    return [
+        dict(
+            type="scatter",
+            x=[None],
+            y=[None],
+            mode="markers",
+            name=name,
+            marker=dict(symbol=symbol, size=12, color="#777777", opacity=opacity),
+        )
+        for name, symbol, opacity in keys
+    ]
+
+
+def _tree_layout(positions: dict, title: dict) -> dict:
+    depth = round(max(x for x, _ in positions.values()))
+    rows = max(y for _, y in positions.values()) + 1
+    ticks = ["anchor", *(f"+{d}" for d in range(1, depth + 1))]
+    return dict(
+        title=title,
+        height=max(320, top_margin(title) + 110 + 46 * rows),
+        margin=dict(l=10, r=10, t=top_margin(title), b=10),
+        xaxis=dict(
+            title=dict(text="tokens after the anchor"),
+            tickmode="array",
+            tickvals=list(range(depth + 1)),
+            ticktext=ticks,
+            range=[-0.5, depth + 0.5],
+            **AXIS,
+        ),
+        yaxis=dict(visible=False, range=[rows - 0.4, -0.9]),  # row 0 on top, room for labels
+        legend=dict(orientation="h", y=-0.15, yanchor="top"),
+        showlegend=True,
+    )
+
+
+def draft_tree(step: StepTrace, *, verified: bool | None = None) -> go.Figure:
+    """The block the step forwarded, as a tree: the anchor at the left, each draft at its depth
+    after its parent, coloured by its source; the accepted path bold, the rest faded; a
+    source's 2nd or 3rd choice a diamond. Hover: source, rank and path chance. Traces before
+    version 3 draw what they recorded (a chain, or two chains side by side)."""
+    title = f"Step {step.index}: the tree of drafts it checked"
+    tree = forwarded_tree(step)
+    if not tree.drafts:
+        return _empty(title, "no drafts were checked in this step: an ordinary step (1 token)")
+    pure = is_pure(step) if verified is None else not verified
+    heading = titled(title, tree_sentence(step, verified=verified))
+    positions = _tree_positions(tree)
+    data = _tree_edges(tree, positions, pure=pure)
+    data += _tree_nodes(tree, positions, pure=pure) + _tree_key(tree, pure=pure)
+    return figure(data, _tree_layout(positions, heading))

@@ -7,7 +7,9 @@ offset stays where it was drafted); filtered cards fade with their reason, and s
 plan found not worth checking; checked cards turn green (or the context's wine) or red; the
 emitted tokens join the growing text, coloured by origin, and the end of the answer shows as a
 marker. A header shows the step, tokens per pass so far and the settings; below it, the step's
-decision in a sentence.
+decision in a sentence. A run of ordinary steps (nothing checked: the anchor alone, one token
+per pass) is one short frame, its anchors in a row and a caption that says so, so the
+animation spends its time on the steps that checked drafts.
 
 Every text is fitted to its room: a card's texts to the card's column (smaller type, then the
 status's symbol, which the legend explains, then an ellipsis), the sentence wrapped to the
@@ -54,7 +56,7 @@ from .drawing import (
     rgb,
     wrap,
 )
-from .explain import decision_sentence, token_origins
+from .explain import decision_sentence, ordinary_run_sentence, token_origins
 from .style import (
     ANCHOR,
     BOTH,
@@ -88,6 +90,8 @@ DECISION_LINES = 2
 CHECKED = (ACCEPTED, REJECTED, EMITTED)  # statuses of drafts that went into the block
 CARD_TEXT = 10  # characters of a token on a card
 DURATIONS_MS = {"draft": 700, "filter": 1000, "verify": 800, "emit": 600}
+ORDINARY = "ordinary"  # the phase of a frame that stands for a run of ordinary steps
+ORDINARY_MS, ORDINARY_STEP_MS, ORDINARY_MOST_MS = 400, 150, 1200  # its duration: base + per step
 
 
 @dataclass
@@ -279,8 +283,15 @@ def is_checked(step: StepTrace) -> bool:
     return any(s.status in CHECKED for s in step.slots) or any(s in CHECKED for s in context)
 
 
+def is_ordinary(step: StepTrace) -> bool:
+    """Whether the step forwarded no draft: the anchor alone (or nothing, the last step)."""
+    return len(step.forwarded_ids) <= 1
+
+
 def phases(step: StepTrace, motion: int) -> list[tuple[str, float]]:
-    """(phase, motion fraction) of every frame a step draws."""
+    """(phase, motion fraction) of every frame a step draws; an ordinary step one frame."""
+    if is_ordinary(step):
+        return [(ORDINARY, 0.0)]
     out = [("draft", 0.0)]
     if step.slots:
         out += [("shuffle", i / motion) for i in range(1, motion + 1)]
@@ -443,13 +454,15 @@ class Renderer:
     def base(self, frame: Frame) -> tuple[Image.Image, ImageDraw.ImageDraw]:
         layout, s = self.layout, self.layout.scale
         step, phase = self.trace.steps[frame.step], frame.phase
+        run = self.trace.steps[frame.step : frame.step + frame.run]
         static, labels = self.static(phase == "draft")
         image = static.copy()
         self.labels = list(labels)
         draw = ImageDraw.Draw(image)
         ratio = frame.shown / frame.passes
         mode = "verified" if self.verified else "pure parallel"
-        title = f"ShuffleLM · step {step.index + 1}/{len(self.trace.steps)}"
+        steps = f" {step.index + 1}" if len(run) == 1 else f"s {step.index + 1}–{run[-1].index + 1}"
+        title = f"ShuffleLM · step{steps}/{len(self.trace.steps)}"
         bold = font(round(20 * s), bold=True)
         self.write(draw, (layout.margin, layout.header / 2), title, bold, INK, anchor="lm")
         settings = [f"{ratio:.2f} tokens/pass", self.strategy, mode]
@@ -468,14 +481,17 @@ class Renderer:
             INK,
             anchor="rm",
         )
-        self.draw_decision(draw, step, decided=phase not in ("draft", "shuffle"))
+        if phase == ORDINARY:
+            sentence = ordinary_run_sentence(run, verified=bool(self.verified))
+        else:
+            sentence = decision_sentence(step, verified=self.verified)
+        self.draw_decision(draw, sentence, decided=phase not in ("draft", "shuffle"))
         return image, draw
 
-    def draw_decision(self, draw: ImageDraw.ImageDraw, step: StepTrace, decided: bool) -> None:
+    def draw_decision(self, draw: ImageDraw.ImageDraw, sentence: str, decided: bool) -> None:
         """The step's decision in a sentence (muted until the plan is made)."""
         layout, s = self.layout, self.layout.scale
         small = font(round(13 * s))
-        sentence = decision_sentence(step, verified=self.verified)
         lines = wrap(draw, sentence, small, layout.width - 2 * layout.margin, DECISION_LINES)
         for i, line in enumerate(lines):
             self.write(
@@ -559,6 +575,8 @@ class Renderer:
         """The frame's image; it depends on nothing but the trace and the frame."""
         layout = self.layout
         step, phase, motion = self.trace.steps[frame.step], frame.phase, frame.motion
+        if phase == ORDINARY:
+            return self.draw_run(frame)
         image, draw = self.base(frame)
         row_a, row_b = float(layout.row_a), float(layout.row_b)
         if phase == "draft":
@@ -587,6 +605,24 @@ class Renderer:
             for offset, (token, prob, status) in enumerate(drafts, 1):
                 card = self.context_card(offset, token, prob, status, phase)
                 self.draw_card(draw, (layout.x(offset), float(layout.row_c)), card, offset)
+        self.paste_text(image, frame)
+        return image
+
+    def draw_run(self, frame: Frame) -> Image.Image:
+        """A run of ordinary steps in one frame: their anchors in a row (the last ones where
+        there are more than columns), the caption above, their tokens new in the text."""
+        layout = self.layout
+        image, draw = self.base(frame)
+        run = self.trace.steps[frame.step : frame.step + frame.run]
+        for column, step in enumerate(run[-layout.columns :]):
+            card = replace(self.anchor_card(step), caption=f"step {step.index + 1}")
+            self.draw_card(draw, (layout.x(column), float(layout.row_a)), card, column)
+        self.paste_text(image, frame)
+        return image
+
+    def paste_text(self, image: Image.Image, frame: Frame) -> None:
+        """The answer so far below the cards (the newest tokens underlined)."""
+        layout = self.layout
         key = (frame.shown, frame.new_from)
         if key not in self._text:
             self._text = {key: text_area(layout, self.pieces[: frame.shown], frame.new_from)}
@@ -598,7 +634,6 @@ class Renderer:
             for label in labels:
                 x0, y0, x1, y1 = label.box
                 self.labels.append(Label(label.text, (x0, y0 + top, x1, y1 + top), room))
-        return image
 
 
 def answer_pieces(trace: GenerationTrace, ends: frozenset[int]) -> list[tuple[str, str]]:
@@ -631,6 +666,7 @@ class Frame:
     shown: int  # tokens of the answer the text shows
     new_from: int  # the first of them drawn as new (== shown: none)
     passes: int  # backbone passes so far, the prompt's prefill included
+    run: int = 1  # steps the frame stands for, from `step` (a run of ordinary steps: several)
 
 
 def step_frames(
@@ -649,21 +685,51 @@ def step_frames(
 
 
 def frames_of(step: StepTrace, motion: int) -> int:
-    """How many frames a step draws with `motion` shuffle frames."""
+    """How many frames a step draws with `motion` shuffle frames (an ordinary step: 1)."""
     return len(phases(step, motion))
 
 
+def step_units(trace: GenerationTrace) -> list[tuple[int, int]]:
+    """(first position, steps) of what the animation draws as one: a step that checked
+    drafts alone, a run of consecutive ordinary steps together."""
+    units: list[tuple[int, int]] = []
+    for position, step in enumerate(trace.steps):
+        if units and is_ordinary(step) and is_ordinary(trace.steps[units[-1][0]]):
+            units[-1] = (units[-1][0], units[-1][1] + 1)
+        else:
+            units.append((position, 1))
+    return units
+
+
+def unit_frames(trace: GenerationTrace, unit: tuple[int, int], motion: int) -> int:
+    """Frames a unit draws: a run of ordinary steps one, a step its phases."""
+    return frames_of(trace.steps[unit[0]], motion)
+
+
 def choose_steps(trace: GenerationTrace, max_frames: int) -> tuple[set[int], int]:
-    """Which steps get drawn and how many motion frames each, to stay within max_frames."""
-    everything = list(range(len(trace.steps)))
+    """Which units get drawn (by their first step's position) and how many motion frames
+    each, to stay within max_frames."""
+    units = step_units(trace)
     for motion in (3, 2, 1):
-        if sum(frames_of(s, motion) for s in trace.steps) <= max_frames:
-            return set(everything), motion
-    chosen = everything
-    while len(chosen) > 2 and sum(frames_of(trace.steps[i], 1) for i in chosen) > max_frames:
-        keep = max(2, len(chosen) * 3 // 4)  # thin the steps out evenly; keep first and last
-        chosen = sorted({round(i * (len(everything) - 1) / (keep - 1)) for i in range(keep)})
-    return set(chosen), 1
+        if sum(unit_frames(trace, u, motion) for u in units) <= max_frames:
+            return {u[0] for u in units}, motion
+    chosen = units
+    while len(chosen) > 2 and sum(unit_frames(trace, u, 1) for u in chosen) > max_frames:
+        keep = max(2, len(chosen) * 3 // 4)  # thin the units out evenly; keep first and last
+        picks = sorted({round(i * (len(units) - 1) / (keep - 1)) for i in range(keep)})
+        chosen = [units[i] for i in picks]
+    return {u[0] for u in chosen}, 1
+
+
+def run_frame(steps: list[StepTrace], position: int, *, shown: int, passes: int) -> Frame:
+    """The one frame of a run of ordinary steps: their tokens join the text, and their
+    passes the count; short, a little longer for a longer run."""
+    duration = min(ORDINARY_MS + ORDINARY_STEP_MS * len(steps), ORDINARY_MOST_MS)
+    tokens = sum(len(step.emitted) for step in steps)
+    more = sum(step.passes for step in steps)
+    return Frame(
+        position, ORDINARY, 0.0, duration, shown + tokens, shown, passes + more, run=len(steps)
+    )
 
 
 def plan_frames(trace: GenerationTrace, *, fps: int = 12, max_frames: int = 360) -> list[Frame]:
@@ -672,12 +738,16 @@ def plan_frames(trace: GenerationTrace, *, fps: int = 12, max_frames: int = 360)
         raise ValueError("the trace has no steps to animate")
     drawn, motion = choose_steps(trace, max_frames)
     frames, shown, passes = [], 0, 1
-    for position, step in enumerate(trace.steps):
-        if position in drawn:
+    for position, count in step_units(trace):
+        steps = trace.steps[position : position + count]
+        if position in drawn and is_ordinary(steps[0]):
+            frames.append(run_frame(steps, position, shown=shown, passes=passes))
+        elif position in drawn:
             frames += step_frames(
-                step, position, shown=shown, passes=passes, motion=motion, fps=fps
+                steps[0], position, shown=shown, passes=passes, motion=motion, fps=fps
             )
-        shown, passes = shown + len(step.emitted), passes + step.passes
+        shown += sum(len(step.emitted) for step in steps)
+        passes += sum(step.passes for step in steps)
     frames[-1] = replace(frames[-1], duration_ms=max(frames[-1].duration_ms, 2500))  # the end
     return frames
 

@@ -16,7 +16,7 @@ from .explain import (
     outcome_sentence,
     typical_pass,
 )
-from .figures import accepted_summary, draft_heatmap, filter_chart, shuffle_heatmap
+from .figures import accepted_summary, draft_heatmap, draft_tree, filter_chart, shuffle_heatmap
 from .style import END_COLOR, END_LABEL, ORIGIN_COLORS, ORIGIN_LABELS, end_ids
 
 # the output text's labels (HighlightedText) and their colours; the end of the answer a marker
@@ -30,6 +30,7 @@ class StepView:
     shuffle: go.Figure
     drafts: go.Figure
     filter: go.Figure  # the filter-and-plan chart
+    tree: go.Figure  # the tree of drafts the step checked
     caption: str
 
 
@@ -78,22 +79,21 @@ def step_caption(trace: GenerationTrace, index: int) -> str:
     )
 
 
-STEP_FIGURES = ("shuffle", "drafts", "filter")  # the pictures of one step, StepView's names
+STEP_FIGURES = ("shuffle", "drafts", "filter", "tree")  # the pictures of one step (StepView)
 
 
 def step_figure(step: StepTrace, name: str, *, settings: dict) -> go.Figure:
     """One of a step's pictures (STEP_FIGURES), given its run's settings."""
+    verified = settings.get("verify")
+    verified = None if verified is None else bool(verified)
     if name == "shuffle":
         return shuffle_heatmap(step)
     if name == "drafts":
         return draft_heatmap(step)
     if name == "filter":
-        verified = settings.get("verify")
-        return filter_chart(
-            step,
-            keep_threshold=settings.get("keep_threshold"),
-            verified=None if verified is None else bool(verified),
-        )
+        return filter_chart(step, keep_threshold=settings.get("keep_threshold"), verified=verified)
+    if name == "tree":
+        return draft_tree(step, verified=verified)
     raise ValueError(f"a step's pictures are {list(STEP_FIGURES)}; got {name!r}")
 
 

@@ -173,3 +173,17 @@ def end_ids(trace) -> frozenset[int]:
     """The trace's end-of-answer token ids (traces before version 2 record none)."""
     ids = (getattr(trace, "model", None) or {}).get("eos_token_ids") or ()
     return frozenset(i for i in ids if isinstance(i, int) and not isinstance(i, bool))
+
+
+# A draft source by name (a forwarded node's sources joined by '+'): the built-in ones in their
+# origin's colour and symbol; a source passed to generate() by name in a neutral grey
+OTHER_SOURCE = Style("#777777", "another source", "other", "•")
+SOURCE_WORDS = {ANCHOR: "anchor", HEAD: "head", CONTEXT: "context", BOTH: "head and context"}
+
+
+def source_style(source: str) -> Style:
+    """The colour, words and symbol of a draft source (anchor, head, context, head+context, or
+    any other name, which is its own label)."""
+    if source in SOURCE_WORDS:
+        return replace(ORIGIN_STYLES[source], label=SOURCE_WORDS[source])
+    return replace(OTHER_SOURCE, label=source, short=source)
