@@ -81,7 +81,7 @@ def test_watching_a_run_costs_little_and_shows_every_step(chromium):
         client = Client(url, verbose=False)
         api_run(client)  # loads the model and measures the cost curve, untimed
         api = [api_run(client) for _ in range(RUNS)]
-        trace = json.loads(Path(api[-1][1][7]).read_text())
+        trace = json.loads(Path(api[-1][1][8]).read_text())
         steps = len(trace["steps"])
         browser = p.chromium.launch(executable_path=chromium, args=ARGS)
         page = browser.new_page(viewport=VIEWPORT)
