@@ -183,6 +183,15 @@ SMALL: dict[str, dict | None] = {
         "--threads": "1",
         "--max-minutes": "10",
     },
+    "python -m shuffle_model.bench.curves --dtype bfloat16": {
+        "--dtype": "float32",
+        "--rounds": "1",
+    },
+    "python -m shuffle_model.bench.dtypes bench/results/2026-12-05-cpu-bf16.json "
+    "bench/results/2026-12-05-cpu-fp32.json": {
+        "--method": "ordinary",
+        "--out": "{tmp}/dtypes.json",
+    },
     "python -m shuffle_model.cli.calibrate": None,
     "python -m shuffle_model.cli.calibrate --head DIR --data data/distill": {
         "--heldout-every": "1",
@@ -280,6 +289,8 @@ ORDER = [
     "shuffle_model",
     "shuffle_model.cli.calibrate",
     "shuffle_model.bench",
+    "shuffle_model.bench.curves",
+    "shuffle_model.bench.dtypes",
     "shuffle_model.cli.evaluate",
     "shuffle_model.cli.lossless",
     "viz",

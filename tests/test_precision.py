@@ -204,26 +204,45 @@ def test_auto_is_bfloat16_where_the_cpu_computes_it(monkeypatch, capabilities, e
         choose_dtype("auto", torch.device("cpu"))
 
 
-@pytest.mark.parametrize("row_invariant", [True, False])
-def test_auto_falls_back_to_float32_where_bfloat16_passes_cannot_be_row_invariant(
-    tmp_path, monkeypatch, row_invariant
+@pytest.mark.parametrize(
+    "row_invariant, faster", [(True, "bfloat16"), (True, "float32"), (False, None)]
+)
+def test_auto_takes_the_faster_exact_dtype_on_a_cpu_with_native_bfloat16(
+    tmp_path, monkeypatch, row_invariant, faster
 ):
+    """Native bfloat16 is a candidate, not a verdict: where its passes cannot be made
+    row-invariant the model loads in float32; where they can, the faster of the two dtypes
+    (timed once, then cached per machine) is kept."""
     from shuffle_model import FasterDecodeMixer
+    from shuffle_model.model import dtype_choice
     from shuffle_model.model.devices import DTYPE_VARIABLE
     from tests.test_data import saved_tiny_backbone
 
     backbone_dir, _ = saved_tiny_backbone(tmp_path / "backbone")
     head = FasterDecodeMixer.from_backbone(str(backbone_dir), dtype="float32", num_slots=3)
     head.save_pretrained(tmp_path / "head")
+    monkeypatch.setenv("SHUFFLELM_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv(DTYPE_VARIABLE, raising=False)
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": True})
     monkeypatch.setattr(FasterDecodeMixer, "uses_row_invariance", lambda self: row_invariant)
+    timed = []
+
+    def pass_ms(model):  # stands in for the timing: the dtype `faster` wins
+        timed.append(model.dtype)
+        return 10.0 if str(model.dtype) == f"torch.{faster}" else 20.0
+
+    monkeypatch.setattr(dtype_choice, "pass_ms", pass_ms)
     said = []
     model = FasterDecodeMixer.from_pretrained(tmp_path / "head", status=said.append)
-    if row_invariant:
-        assert model.dtype == torch.bfloat16 and "natively (AMX)" in model.dtype_reason
-    else:
+    if not row_invariant:
         assert model.dtype == torch.float32 and "cannot be made row-invariant" in model.dtype_reason
-        assert any("loading in float32" in line for line in said)
+        assert any("loading in float32" in line for line in said) and not timed
+    else:
+        assert str(model.dtype) == f"torch.{faster}" and "10 ms in " + faster in model.dtype_reason
+        assert timed == [torch.bfloat16, torch.float32]
+        again = FasterDecodeMixer.from_pretrained(tmp_path / "head")  # the cached choice
+        assert again.dtype == model.dtype and len(timed) == 2
+        if faster == "bfloat16":
+            assert "natively (AMX)" in model.dtype_reason
     asked = FasterDecodeMixer.from_pretrained(tmp_path / "head", dtype="bfloat16")
     assert asked.dtype == torch.bfloat16 and asked.dtype_reason == "asked for"  # never overruled

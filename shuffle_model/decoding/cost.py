@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 
 from ..model.backbone import cache_root
+from ..model.devices import cpu_name
 from ..model.invariant import tree_mask
 
 CONTEXT_TOKENS = 256  # cache length the passes are measured on (a typical prompt + answer)
@@ -115,16 +115,6 @@ class CostCurve:
 
 
 # --- where a curve belongs ---------------------------------------------------------------------
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def curve_key(model) -> dict:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
 
 import torch
 
@@ -69,3 +71,14 @@ def precision_note(model) -> str:
     dtype = str(model.dtype).replace("torch.", "")
     reason = getattr(model, "dtype_reason", None)
     return f"{dtype} ({reason})" if reason else dtype
+
+
+def cpu_name() -> str:
+    """The CPU's model name (what costs and dtype choices are cached by)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -18,6 +18,7 @@ from .backbone import BackboneNotFound, load_backbone
 from .calibration import CALIBRATION_FILE, Calibration
 from .config import ShuffleConfig
 from .devices import choose_dtype, resolve_device
+from .dtype_choice import faster_of
 from .head import ShuffleHead
 from .precision import Float32Logits
 from .shuffle_model_base import ShuffleModelBase
@@ -156,10 +157,10 @@ class FasterDecodeMixer(ShuffleModelBase):
         model.head_source = str(directory)
         model.dtype_reason = reason
         detected = reason.startswith("this CPU")  # "auto" chose by the CPU's instructions
-        if loaded and detected and not model.exact_in_its_dtype():
-            if status is not None:
-                dtype_name = str(chosen).replace("torch.", "")
-                status(f"{dtype_name} passes cannot be made row-invariant here: loading in float32")
+        if not (loaded and detected):
+            return model.eval()
+
+        def in_float32() -> FasterDecodeMixer:
             return cls.from_pretrained(
                 dir_or_name,
                 backbone=name,
@@ -168,8 +169,19 @@ class FasterDecodeMixer(ShuffleModelBase):
                 dtype="float32",
                 status=status,
                 trust_remote_code=trust_remote_code,
-            )._because(f"{reason}, but its passes cannot be made row-invariant here")
-        return model.eval()
+            )
+
+        if not model.exact_in_its_dtype():
+            if status is not None:
+                dtype_name = str(chosen).replace("torch.", "")
+                status(f"{dtype_name} passes cannot be made row-invariant here: loading in float32")
+            return in_float32()._because(
+                f"{reason}, but its passes cannot be made row-invariant here"
+            )
+        faster, timing = faster_of(model.eval(), in_float32, status=status)
+        if faster is model:
+            return model._because(f"{reason}; faster here ({timing})")
+        return faster._because(f"float32 is faster here than bfloat16 ({timing})")
 
     def exact_in_its_dtype(self) -> bool:
         """Whether verified decoding is token for token ordinary decoding in this dtype: in
