@@ -847,10 +847,12 @@ def _tree_layout(positions: dict, title: dict) -> dict:
     depth = round(max(x for x, _ in positions.values()))
     rows = max(y for _, y in positions.values()) + 1
     ticks = ["anchor", *(f"+{d}" for d in range(1, depth + 1))]
+    height = max(360, top_margin(title) + 150 + 46 * rows)
+    plot = height - top_margin(title) - LEGEND_ROOM  # the plot area's height in pixels
     return dict(
         title=title,
-        height=max(320, top_margin(title) + 110 + 46 * rows),
-        margin=dict(l=10, r=10, t=top_margin(title), b=10),
+        height=height,
+        margin=dict(l=10, r=10, t=top_margin(title), b=LEGEND_ROOM),
         xaxis=dict(
             title=dict(text="tokens after the anchor"),
             tickmode="array",
@@ -860,9 +862,12 @@ def _tree_layout(positions: dict, title: dict) -> dict:
             **AXIS,
         ),
         yaxis=dict(visible=False, range=[rows - 0.4, -0.9]),  # row 0 on top, room for labels
-        legend=dict(orientation="h", y=-0.15, yanchor="top"),
+        legend=dict(orientation="h", y=-56 / plot, yanchor="top"),  # below the axis title
         showlegend=True,
     )
+
+
+LEGEND_ROOM = 90  # pixels under the tree's plot area: tick labels, axis title, legend
 
 
 def draft_tree(step: StepTrace, *, verified: bool | None = None) -> go.Figure:
