@@ -61,18 +61,6 @@ def attend(query, key, value, mask=None):
         return invariant.attention(Attention(), query, key, value, mask, scaling=0.25)[0]
 
 
-def tree_mask(parents, past):
-    n = len(parents)
-    allowed = torch.zeros(n, past + n, dtype=torch.bool)
-    allowed[:, :past] = True
-    for node in range(n):
-        ancestor = node
-        while ancestor >= 0:
-            allowed[node, past + ancestor] = True
-            ancestor = parents[ancestor]
-    return allowed
-
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize(
     "parents",
@@ -88,7 +76,7 @@ def test_each_row_of_a_block_attends_as_a_one_token_pass(dtype, parents):
     query = torch.randn(1, 4, n, 16, dtype=dtype)  # (B, H, q, D)
     key, value = (torch.randn(1, 2, past + n, 16, dtype=dtype) for _ in range(2))
     chain = attend(query, key, value)  # causal: row i sees past + i + 1 keys
-    allowed = tree_mask(parents, past)
+    allowed = invariant.tree_mask(parents, past)
     tree = attend(query, key, value, allowed[None, None])
     for i in range(n):
         seen = slice(0, past + i + 1)  # what the cache holds when this token runs alone
@@ -106,7 +94,9 @@ def test_rows_share_a_key_layout_with_their_ancestors_only():
     chain = invariant.layouts(invariant.allowed_keys(None, rows=4, keys=past + 4), keys=past + 4)
     assert chain.orders == [None] and chain.in_order and chain.key_slots == invariant.KEY_BLOCK
     parents = [-1, 0, 1, 0, 3, 0]  # paths 0-1-2, 0-3-4 and 0-5
-    allowed = invariant.allowed_keys(tree_mask(parents, past)[None, None], rows=6, keys=past + 6)
+    allowed = invariant.allowed_keys(
+        invariant.tree_mask(parents, past)[None, None], rows=6, keys=past + 6
+    )
     found = invariant.layouts(allowed, keys=past + 6)
     assert len(found.orders) == 3 and not found.in_order
     home = {row: layout for layout, rows, _ in found.calls for row in rows}

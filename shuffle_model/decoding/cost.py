@@ -28,7 +28,7 @@ import torch
 
 from ..model.backbone import cache_root
 from ..model.devices import cpu_name
-from ..model.invariant import tree_mask
+from .tree import Block, tree_inputs
 
 CONTEXT_TOKENS = 256  # cache length the passes are measured on (a typical prompt + answer)
 REPEATS = 5  # interleaved repetitions per size; the fastest 40 % are averaged
@@ -305,15 +305,9 @@ TREE_PARENTS = [-1, 0, 1, 0, 3, 0, 5, 0]  # 8 tokens in 4 paths: 0-1-2, 0-3-4, 0
 
 def tree_arguments(past: int, model) -> dict:
     """The 4D mask and positions of a pass over TREE_PARENTS after `past` cached tokens."""
-    allowed = tree_mask(TREE_PARENTS, past)[None, None]  # (1, 1, n, past + n)
-    mask = torch.zeros(allowed.shape, dtype=model.dtype).masked_fill_(
-        ~allowed, torch.finfo(model.dtype).min
-    )
-    depths = [0]
-    for parent in TREE_PARENTS[1:]:
-        depths.append(depths[parent] + 1)
-    positions = torch.tensor([[past + d for d in depths]])  # (1, n)
-    return {"attention_mask": mask.to(model.device), "position_ids": positions.to(model.device)}
+    block = Block([0] * len(TREE_PARENTS), TREE_PARENTS, ["tree"] * len(TREE_PARENTS))
+    mask, positions = tree_inputs(block, past=past, dtype=model.dtype, device=model.device)
+    return {"attention_mask": mask, "position_ids": positions}
 
 
 def branch_cost(tree_s: float, chain_s: float, one_s: float) -> float:

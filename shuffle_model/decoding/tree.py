@@ -9,11 +9,14 @@ exactly what ordinary decoding would have built.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..model.invariant import tree_mask
-from .planning import Plan
+
+if TYPE_CHECKING:  # planning imports cost, which builds tree blocks to time them
+    from .planning import Plan
 
 ANCHOR = "anchor"
 BOTH = "head+context"  # the source of a draft both the head and the context proposed

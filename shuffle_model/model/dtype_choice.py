@@ -28,15 +28,16 @@ SIZES = (1, 4)  # tokens per timed pass
 CONTEXT = 64  # cached tokens the passes attend to
 
 
-def choice_key(model) -> dict:
-    """What the choice depends on: the machine, the torch build and the backbone."""
+def choice_key(config) -> dict:
+    """What the choice depends on: the machine, the torch build and the backbone (a
+    ShuffleConfig: known before the backbone loads)."""
     return {
         "cpu": cpu_name(),
         "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "backbone": model.config.backbone,
-        "shape": [model.config.vocab_size, model.config.hidden_size, model.config.num_layers],
+        "backbone": config.backbone,
+        "shape": [config.vocab_size, config.hidden_size, config.num_layers],
     }
 
 
@@ -84,24 +85,27 @@ def pass_ms(model) -> float:
 
 def faster_of(half_model, load_float32: Callable[[], object], *, status=None):
     """`half_model` (bfloat16, exact in its dtype) or the float32 model `load_float32()` loads,
-    whichever runs greedy passes faster here; measured once per machine, then cached."""
+    whichever runs greedy passes faster here, and the timings (ms per dtype); measured once
+    per machine, then cached (a loader that finds float32 cached loads it directly)."""
     say = status or (lambda message: None)
-    key = choice_key(half_model)
+    key = choice_key(half_model.config)
     known = cached_choice(key)
-    if known is None:
-        say("Timing bfloat16 against float32 passes on this machine (once) ...")
-        half_ms = pass_ms(half_model)
-        full = load_float32()
-        full_ms = pass_ms(full)
-        dtype = "bfloat16" if half_ms <= full_ms else "float32"
-        known = {
-            "dtype": dtype,
-            "ms": {"bfloat16": round(half_ms, 2), "float32": round(full_ms, 2)},
-        }
-        save_choice(key, dtype, known["ms"])
-        chosen = half_model if dtype == "bfloat16" else full
-    else:
-        chosen = half_model if known["dtype"] == "bfloat16" else load_float32()
-    ms = known["ms"]
-    timing = f"greedy passes {ms['bfloat16']:.0f} ms in bfloat16, {ms['float32']:.0f} ms in float32"
-    return chosen, timing
+    if known is not None and known["dtype"] == "bfloat16":
+        return half_model, known["ms"]
+    say("Timing bfloat16 against float32 passes on this machine (once) ...")
+    half_ms = pass_ms(half_model)
+    full = load_float32()
+    full_ms = pass_ms(full)
+    dtype = "bfloat16" if half_ms <= full_ms else "float32"
+    ms = {"bfloat16": round(half_ms, 2), "float32": round(full_ms, 2)}
+    save_choice(key, dtype, ms)
+    return (half_model if dtype == "bfloat16" else full), ms
+
+
+def timing(ms: dict) -> str:
+    """The measurement in words, for `dtype_reason`."""
+    return f"greedy passes {ms['bfloat16']:.0f} ms in bfloat16, {ms['float32']:.0f} ms in float32"
+
+
+def float32_reason(ms: dict) -> str:
+    return f"float32 is faster here than bfloat16 ({timing(ms)})"

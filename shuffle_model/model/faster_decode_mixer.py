@@ -18,7 +18,7 @@ from .backbone import BackboneNotFound, load_backbone
 from .calibration import CALIBRATION_FILE, Calibration
 from .config import ShuffleConfig
 from .devices import choose_dtype, resolve_device
-from .dtype_choice import faster_of
+from .dtype_choice import cached_choice, choice_key, faster_of, float32_reason, timing
 from .head import ShuffleHead
 from .precision import Float32Logits
 from .shuffle_model_base import ShuffleModelBase
@@ -130,6 +130,18 @@ class FasterDecodeMixer(ShuffleModelBase):
         device = resolve_device(device)
         chosen, reason = choose_dtype(dtype, device)
         loaded = backbone is None or isinstance(backbone, str)  # by name, here
+        detected = reason.startswith("this CPU")  # "auto" chose by the CPU's instructions
+        known = cached_choice(choice_key(config)) if loaded and detected else None
+        if known is not None and known["dtype"] == "float32":  # measured here before
+            return cls.from_pretrained(
+                dir_or_name,
+                backbone=backbone,
+                tokenizer=tokenizer,
+                device=device,
+                dtype="float32",
+                status=status,
+                trust_remote_code=trust_remote_code,
+            )._because(float32_reason(known["ms"]))
         if loaded:
             name = backbone or config.backbone
             if not name:
@@ -156,7 +168,6 @@ class FasterDecodeMixer(ShuffleModelBase):
         model.calibration = calibration
         model.head_source = str(directory)
         model.dtype_reason = reason
-        detected = reason.startswith("this CPU")  # "auto" chose by the CPU's instructions
         if not (loaded and detected):
             return model.eval()
 
@@ -178,10 +189,10 @@ class FasterDecodeMixer(ShuffleModelBase):
             return in_float32()._because(
                 f"{reason}, but its passes cannot be made row-invariant here"
             )
-        faster, timing = faster_of(model.eval(), in_float32, status=status)
+        faster, ms = faster_of(model.eval(), in_float32, status=status)
         if faster is model:
-            return model._because(f"{reason}; faster here ({timing})")
-        return faster._because(f"float32 is faster here than bfloat16 ({timing})")
+            return model._because(f"{reason}; faster here ({timing(ms)})")
+        return faster._because(float32_reason(ms))
 
     def exact_in_its_dtype(self) -> bool:
         """Whether verified decoding is token for token ordinary decoding in this dtype: in

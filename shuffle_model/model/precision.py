@@ -120,19 +120,14 @@ class Float32Logits:
         """(N,): no exact logit outside the candidates exceeds it. `_upper_bounds` grows with
         a token's half-precision logit and with |w_v|, so the best non-candidate's logit
         (`best_rest`) and the largest |w_v| bound them all, without a pass over V."""
-        half = half.float()
-        rounded_away = (flat - half).norm(dim=-1)  # (N,)
-        reach = rounded_away + _accumulation(flat.shape[-1]) * half.norm(dim=-1)  # (N,)
         top = best_rest + HALF_ROUNDING * best_rest.abs()
-        return top + reach * self._largest_row_norm()
+        return top + _reach(flat, half) * self._largest_row_norm()
 
     def _upper_bounds(self, flat, half: torch.Tensor, approx: torch.Tensor) -> torch.Tensor:
         """(N, V): no exact logit exceeds its bound. The half-precision product differs from
         the exact one by its output rounding, by the input's rounding (|w_v| |x - half(x)|,
         Cauchy-Schwarz) and by its float32 accumulation (gamma_H |w_v| |half(x)|)."""
-        half = half.float()
-        rounded_away = (flat - half).norm(dim=-1)  # (N,)
-        reach = rounded_away + _accumulation(flat.shape[-1]) * half.norm(dim=-1)  # (N,)
+        reach = _reach(flat, half)  # (N,)
         return approx + HALF_ROUNDING * approx.abs() + reach[:, None] * self._row_norms()
 
     def _largest_row_norm(self) -> float:
@@ -209,6 +204,13 @@ def _fastest(run, repeats: int) -> float:
         run()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def _reach(flat: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
+    """(N,): per row, what the input's rounding (|x - half(x)|) and the float32 accumulation
+    (gamma_H |half(x)|) can move a logit, per unit of |w_v|."""
+    half = half.float()
+    return (flat - half).norm(dim=-1) + _accumulation(flat.shape[-1]) * half.norm(dim=-1)
 
 
 def _accumulation(terms: int) -> float:
