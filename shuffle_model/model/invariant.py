@@ -42,11 +42,13 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 NAME = "shufflelm_row_invariant_sdpa"  # the attention implementation a backbone is given
-ROWS = 16  # every product and attention call of a row-invariant pass covers this many rows
+ROWS = 16  # every product of a row-invariant pass covers this many rows
+QUERY_ROWS = (2, ROWS)  # query rows an attention call may be padded to, fewest first: the
+# fewest whose rows get a one-token pass's bits (probed per shape) is used
 KEY_BLOCK = 64  # keys are padded (masked) to a multiple of this many
 MAX_ROWS = 32  # longer passes (prompts) run as one batch: ordinary and verified alike
 PROBE_SAMPLE = 128  # random rows probed per weight shape
-PROBE_PASSES = 12  # random chain and tree passes probed against one-token passes
+PROBE_PASSES = 24  # random chain and tree passes probed against one-token passes
 HALF = (torch.bfloat16, torch.float16)
 
 _state = threading.local()  # per thread: whether the running pass is row-invariant
@@ -114,18 +116,33 @@ class _BlockedForward:
 
 
 def blocked_linear(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:
-    """x (..., n, in) @ weight.T as products over exactly ROWS rows each (the last one padded
-    with zero rows, whose outputs are dropped): each row gets the same bits whatever else
-    shares its pass. -> (..., n, out)"""
+    """x (..., n, in) @ weight.T as products over exactly ROWS rows each (the last one padded,
+    its padding's outputs dropped): each row gets the same bits whatever else shares its
+    pass. -> (..., n, out)"""
     lead, n = x.shape[:-2], _rows(x)
-    flat = F.pad(x.reshape(n, x.shape[-1]), (0, 0, 0, -n % ROWS))  # (ROWS k, in)
-    if len(flat) == ROWS:
-        out = F.linear(flat, weight, bias)[:n]  # (n, out)
+    if n <= ROWS and not torch.is_grad_enabled():
+        block = _block(x)  # (ROWS, in): this thread's block for the width, rows past n stale
+        block[:n].copy_(x.reshape(n, x.shape[-1]))
+        out = F.linear(block, weight, bias)[:n]  # (n, out)
     else:
+        flat = F.pad(x.reshape(n, x.shape[-1]), (0, 0, 0, -n % ROWS))  # (ROWS k, in)
         out = torch.cat(
             [F.linear(flat[i : i + ROWS], weight, bias) for i in range(0, len(flat), ROWS)]
         )[:n]
     return out.reshape(*lead, n, weight.shape[0]) if x.dim() > 1 else out[0]
+
+
+def _block(x: torch.Tensor) -> torch.Tensor:
+    """This thread's (ROWS, width) input block for x's width, dtype and device. Its rows
+    beyond a product's own keep an earlier product's values: a row's bits never depend on
+    the other rows (`blocks_agree`), and reusing the block saves a copy per product."""
+    blocks = getattr(_state, "blocks", None)
+    if blocks is None:
+        blocks = _state.blocks = {}
+    key = (x.shape[-1], x.dtype, x.device)
+    if key not in blocks:
+        blocks[key] = torch.zeros(ROWS, x.shape[-1], dtype=x.dtype, device=x.device)
+    return blocks[key]
 
 
 def wanted(dtype: torch.dtype, device: torch.device, layers=(), attention_shape=None) -> bool:
@@ -204,7 +221,15 @@ def attention(module, query, key, value, attention_mask, **kwargs):
     if layouts is None:  # a mask we cannot read as allowed / not allowed: plain SDPA
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     scale = kwargs.get("scaling") or query.shape[-1] ** -0.5
-    return layouts.attend(query, key, value, scale=scale), None
+    least = _query_rows.get(_attention_key(query, key), ROWS)
+    return layouts.attend(query, key, value, scale=scale, least=least), None
+
+
+_query_rows: dict = {}  # (heads, key heads, size, dtype) -> fewest query rows of a call
+
+
+def _attention_key(query: torch.Tensor, key: torch.Tensor) -> tuple:
+    return query.shape[1], key.shape[1], query.shape[-1], query.dtype
 
 
 @dataclass
@@ -218,8 +243,9 @@ class Layouts:
     keys: int  # keys cached for this pass (kv)
     key_slots: int  # keys padded to this (a multiple of KEY_BLOCK)
     in_order: bool = False  # a chain of at most ROWS rows: one call, the keys as cached
+    width: int = ROWS  # query rows per call (W): the pass's largest call, at least `least`
     _indices: tuple | None = None  # (query, key, output) gather indices, built on first use
-    _mask: torch.Tensor | None = None  # (C, 1, ROWS, L), built on first use
+    _mask: torch.Tensor | None = None  # (C, 1, W, L), built on first use
 
     def __post_init__(self) -> None:
         first = self.calls[0] if len(self.calls) == 1 else None
@@ -229,27 +255,35 @@ class Layouts:
             and first[1] == list(range(len(first[1])))
         )
 
-    def attend(self, query, key, value, *, scale: float) -> torch.Tensor:
-        """One SDPA call over every (layout, ROWS rows) pair, batched. -> (1, q, H, D)"""
+    def attend(self, query, key, value, *, scale: float, least: int = ROWS) -> torch.Tensor:
+        """One SDPA call over every (layout, rows) pair, batched, each call's query rows
+        padded to W: the largest call's, at least `least`. -> (1, q, H, D)"""
+        self.use_width(max(least, max(len(rows) for _, rows, _ in self.calls)))
         out = F.scaled_dot_product_attention(
-            self.gathered(query),  # (C, H, ROWS, D)
+            self.gathered(query),  # (C, H, W, D)
             self.laid_out(key),  # (C, KVH, L, D)
             self.laid_out(value),
-            attn_mask=self.mask(query.device),
+            attn_mask=self.mask(query),
             scale=scale,
             enable_gqa=True,
-        )  # (C, H, ROWS, D)
+        )  # (C, H, W, D)
         if self.in_order:
             return out[:, :, : query.shape[2]].transpose(1, 2)  # (1, q, H, D)
-        flat = out.transpose(1, 2).reshape(-1, *out.shape[1::2])  # (C ROWS, H, D)
+        flat = out.transpose(1, 2).reshape(-1, *out.shape[1::2])  # (C W, H, D)
         return flat.index_select(0, self.indices(query.device)[2])[None]  # (1, q, H, D)
 
+    def use_width(self, width: int) -> None:
+        """Pad each call's query rows to `width` (the same for every layer of a pass)."""
+        if width != self.width:
+            self.width, self._indices, self._mask = width, None, None
+
     def gathered(self, query: torch.Tensor) -> torch.Tensor:
-        """(1, H, q, D) -> (C, H, ROWS, D): per call, its rows, then padding rows."""
+        """(1, H, q, D) -> (C, H, W, D): per call, its rows, then padding rows."""
         if self.in_order:
-            return F.pad(query, (0, 0, 0, ROWS - query.shape[2]))
-        rows = query[0].index_select(1, self.indices(query.device)[0])  # (H, C ROWS, D)
-        return rows.view(rows.shape[0], -1, ROWS, rows.shape[-1]).transpose(0, 1)
+            missing = self.width - query.shape[2]
+            return F.pad(query, (0, 0, 0, missing)) if missing else query
+        rows = query[0].index_select(1, self.indices(query.device)[0])  # (H, C W, D)
+        return rows.view(rows.shape[0], -1, self.width, rows.shape[-1]).transpose(0, 1)
 
     def laid_out(self, key: torch.Tensor) -> torch.Tensor:
         """(1, KVH, kv, D) as cached -> (C, KVH, L, D): per call, its layout's keys in order,
@@ -266,23 +300,27 @@ class Layouts:
         if self._indices is None:
             queries, keys, places = [], [], {}
             for c, (layout, rows, _) in enumerate(self.calls):
-                queries += rows + [0] * (ROWS - len(rows))
+                queries += rows + [0] * (self.width - len(rows))
                 order = self.orders[layout]
                 laid = list(range(self.keys)) if order is None else order.tolist()
                 keys += laid + [0] * (self.key_slots - len(laid))
-                places.update({row: c * ROWS + j for j, row in enumerate(rows)})
+                places.update({row: c * self.width + j for j, row in enumerate(rows)})
             output = [places[row] for row in range(len(places))]
             self._indices = tuple(torch.tensor(i, device=device) for i in (queries, keys, output))
         return self._indices
 
-    def mask(self, device) -> torch.Tensor:
-        """(C, 1, ROWS, L) bool: row j of call c sees its first seen[j] keys; padding rows
-        see the first key only (a row that sees nothing would be NaN)."""
+    def mask(self, query: torch.Tensor) -> torch.Tensor:
+        """(C, 1, W, L) additive, in the query's dtype (as SDPA turns a bool mask into,
+        once per pass instead of per layer): row j of call c sees its first seen[j] keys;
+        padding rows see the first key only (a row that sees nothing would be NaN)."""
         if self._mask is None:
-            seen = [counts + [1] * (ROWS - len(counts)) for _, _, counts in self.calls]
-            seen = torch.tensor(seen, device=device)  # (C, ROWS)
+            device = query.device
+            seen = [counts + [1] * (self.width - len(counts)) for _, _, counts in self.calls]
+            seen = torch.tensor(seen, device=device)  # (C, W)
             slots = torch.arange(self.key_slots, device=device)  # (L,)
-            self._mask = (slots[None, None, :] < seen[:, :, None])[:, None]
+            allowed = (slots[None, None, :] < seen[:, :, None])[:, None]  # (C, 1, W, L)
+            hidden = torch.zeros(allowed.shape, dtype=query.dtype, device=device)
+            self._mask = hidden.masked_fill_(~allowed, float("-inf"))
         return self._mask
 
 
@@ -336,7 +374,19 @@ def layouts(allowed: list, *, keys: int) -> Layouts:
 @torch.no_grad()
 def attention_agrees(heads: int, key_heads: int, size: int, *, dtype: torch.dtype) -> bool:
     """Whether, in this shape and dtype, each row of random chain and tree passes attends with
-    the bits of a one-token pass over the same keys in sequence order."""
+    the bits of a one-token pass over the same keys in sequence order, with calls padded to
+    one of QUERY_ROWS query rows; the fewest that agree is kept for the shape (a one-token
+    pass then pays for that many query rows, not ROWS)."""
+    shape = (heads, key_heads, size, dtype)
+    for least in QUERY_ROWS:
+        _query_rows[shape] = least
+        if _rows_agree(heads, key_heads, size, dtype=dtype):
+            return True
+    del _query_rows[shape]
+    return False
+
+
+def _rows_agree(heads: int, key_heads: int, size: int, *, dtype: torch.dtype) -> bool:
     generator = torch.Generator().manual_seed(0)
     module = type("Probe", (), {"num_key_value_groups": heads // key_heads})()
 
