@@ -15,26 +15,30 @@ import argparse
 import time
 
 import torch
+from transformers import DynamicCache
 
 from ..decoding.cost import CONTEXT_TOKENS, undisturbed
 from ..model.faster_decode_mixer import FasterDecodeMixer
+from ..model.precision import timing_context
 
 SIZES = (1, 2, 3, 4, 6, 8, 12, 16)
 
 
-def passes(model, prompt: torch.Tensor, cache, n: int) -> dict:
-    """The two passes over the last n prompt tokens, each leaving the cache as it found it."""
-    block = prompt[:, -n:]  # (1, n)
+def passes(model, block: torch.Tensor, caches: dict) -> dict:
+    """The two passes over the block (1, n), the tokens that follow the context, each on its
+    own cache of it (Hugging Face's DynamicCache, ours from model.new_cache), left as found."""
+    n = block.shape[1]
 
     @torch.no_grad()
     def raw():
+        cache = caches["raw"]
         model.backbone(input_ids=block, past_key_values=cache, use_cache=True, logits_to_keep=n)
         cache.crop(-n)
 
     @torch.no_grad()
     def ours():
-        model.trunk_forward(block, cache=cache, argmax_only=True)
-        cache.crop(-n)
+        model.trunk_forward(block, cache=caches["ours"], argmax_only=True)
+        caches["ours"].crop(-n)
 
     return {"raw": raw, "ours": ours}
 
@@ -42,11 +46,11 @@ def passes(model, prompt: torch.Tensor, cache, n: int) -> dict:
 def measure(model, *, rounds: int) -> dict[str, dict[int, float]]:
     """{"raw" | "ours": {n: ms}}."""
     context = min(CONTEXT_TOKENS, model.context_length - max(SIZES) - 1)
-    prompt = (torch.arange(context) * 7919 % (model.config.vocab_size - 3) + 3)[None]
-    prompt = prompt.to(model.device)
-    cache = model.new_cache()
-    model.trunk_forward(prompt[:, :-1], cache=cache)  # the context both kinds of pass see
-    runs = {n: passes(model, prompt, cache, n) for n in SIZES}
+    ids = timing_context(context + max(SIZES), model.config.vocab_size, model.device)
+    caches = {"raw": DynamicCache(config=model.backbone.config), "ours": model.new_cache()}
+    for cache in caches.values():
+        model.trunk_forward(ids[:, :context], cache=cache)  # the context both kinds of pass see
+    runs = {n: passes(model, ids[:, context : context + n], caches) for n in SIZES}
     times: dict[tuple[str, int], list[float]] = {}
     for round_ in range(rounds + 1):  # round 0 warms up
         for n, kinds in runs.items():

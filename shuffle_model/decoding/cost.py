@@ -28,6 +28,7 @@ import torch
 
 from ..model.backbone import cache_root
 from ..model.devices import cpu_name
+from ..model.precision import timing_context
 from .tree import Block, tree_inputs
 
 CONTEXT_TOKENS = 256  # cache length the passes are measured on (a typical prompt + answer)
@@ -123,7 +124,8 @@ def curve_key(model) -> dict:
     device = model.device
     cfg = model.config
     key = {
-        "curve": 2,  # what is measured: 2 adds the cost of a tree's paths
+        "curve": 3,  # what is measured: 2 adds the cost of a tree's paths, 3 times passes on
+        # a context the backbone predicts (precision.timing_context)
         "cpu": cpu_name(),
         "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
@@ -245,7 +247,8 @@ def measure(
     device = model.device
     context = min(CONTEXT_TOKENS, model.context_length - max_tokens - 1)
     vocab = model.config.vocab_size
-    prompt = (torch.arange(context, device=device) * 7919 % max(vocab - 3, 1) + 3)[None]
+    ids = timing_context(context + max(max_tokens, len(TREE_PARENTS)), vocab, device)
+    prompt, following = ids[:, :context], ids[:, context:]  # the cache; what passes forward
     cache = model.new_cache()
     model.trunk_forward(prompt, cache=cache)
     sizes = sizes_to_measure(max_tokens)
@@ -254,8 +257,9 @@ def measure(
     forward = partial(model.trunk_forward, cache=cache, argmax_only=True)
     times: dict[int, list[float]] = {n: [] for n in sizes}
     drafts: list[float] = []
-    tree_pass = partial(forward, prompt[:, -len(TREE_PARENTS) :], **tree_arguments(context, model))
-    chain_pass = partial(forward, prompt[:, -len(TREE_PARENTS) :])
+    eight = following[:, : len(TREE_PARENTS)]  # (1, 8)
+    tree_pass = partial(forward, eight, **tree_arguments(context, model))
+    chain_pass = partial(forward, eight)
     trees: list[float] = []
     chains: list[float] = []
     hidden = torch.zeros(model.head.feature_size, device=device, dtype=model.dtype)  # h_t [; g_t]
@@ -264,7 +268,7 @@ def measure(
     bar = tqdm(total=repeats + 1, desc="cost curve", unit="round", leave=False, disable=None)
     for round_ in range(repeats + 1):  # round 0 warms up and is dropped
         for n in sizes:
-            block = prompt[:, -n:]  # (1, n)
+            block = following[:, :n]  # (1, n): the sequence goes on
             seconds = _timed(lambda block=block: forward(block), device)
             cache.crop(-n)
             if round_:

@@ -100,7 +100,8 @@ def tree_inputs(
 def can_drop_branches(cache) -> bool:
     """Whether the cache keeps plain key/value tensors per layer that a branch can be cut from."""
     layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
+    plain = ("DynamicLayer", "KeyBlockLayer")
+    return bool(layers) and all(type(layer).__name__ in plain for layer in layers)
 
 
 def keep_nodes(cache, *, past: int, forwarded: int, keep: list[int]) -> None:

@@ -22,6 +22,7 @@ import torch
 
 from .backbone import cache_root
 from .devices import cpu_name
+from .precision import timing_context
 
 REPEATS = 7  # timed passes per size (the fastest 3 are averaged)
 SIZES = (1, 4)  # tokens per timed pass
@@ -32,6 +33,7 @@ def choice_key(config) -> dict:
     """What the choice depends on: the machine, the torch build and the backbone (a
     ShuffleConfig: known before the backbone loads)."""
     return {
+        "timing": 2,  # how passes are timed: 2 on precision.timing_context
         "cpu": cpu_name(),
         "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
@@ -67,8 +69,7 @@ def save_choice(key: dict, dtype: str, ms: dict) -> None:
 @torch.no_grad()
 def pass_ms(model) -> float:
     """Mean wall time of greedy passes over 1 and 4 tokens (ms), fast end of REPEATS each."""
-    ids = (torch.arange(CONTEXT + max(SIZES)) * 7919 % (model.config.vocab_size - 3) + 3)[None]
-    ids = ids.to(model.device)
+    ids = timing_context(CONTEXT + max(SIZES), model.config.vocab_size, model.device)
     cache = model.new_cache()
     model.trunk_forward(ids[:, :CONTEXT], cache=cache)
     means = []

@@ -217,7 +217,10 @@ class FasterDecodeMixer(ShuffleModelBase):
         return self.backbone.base_model
 
     def new_cache(self) -> Cache:
-        return DynamicCache(config=self.backbone.config)
+        cache = DynamicCache(config=self.backbone.config)
+        if self.uses_row_invariance():
+            invariant.keep_keys_in_blocks(cache)  # padded keys without copies
+        return cache
 
     def trunk_module(self) -> nn.Module:
         return self.backbone

@@ -5,15 +5,16 @@ decoding over one token at a time. For the two to choose the same tokens, the hi
 of a token must not depend on how many tokens shared its pass. Per-token operations (norms,
 rotary, activations) never depend on it. Two things do:
 
-- Matrix products: kernels are chosen by the number of rows, and a product over 1 row rounds
-  differently from one over 5 or 16 (on a 2-core Xeon with AMX, bfloat16: every count below
-  64 differs from a 256-row product somewhere). With a fixed count they do not: a product over
-  exactly ROWS rows gives each row the same bits whatever the other rows hold. So in a
-  row-invariant pass every product runs over blocks of exactly ROWS rows, zero-padded
-  (a lone row too), and the padding's outputs are dropped. In bfloat16 a 16-row product costs
-  what a 1-row product does on such CPUs (the weights are read once either way).
+- Matrix products: kernels may be chosen by the number of rows, and then a product over 1
+  row rounds differently from one over 5 or 16. Where they are (`product_rows`, probed per
+  weight shape), a product over exactly ROWS rows still gives each row the same bits whatever
+  the other rows hold, so in a row-invariant pass such products run over blocks of exactly
+  ROWS rows (a lone row too; the padding's outputs are dropped). Where any count up to
+  MAX_ROWS gives a row the same bits (a 2-core Xeon with AMX in bfloat16: only 64 rows and
+  more round differently), products run as they are.
 - Attention: the same holds for `F.scaled_dot_product_attention` once its shapes are fixed:
-  query rows padded to ROWS, keys padded (masked) to a multiple of KEY_BLOCK. Each row then
+  query rows padded (to 2 here, the fewest probed, else ROWS), keys padded (masked) to a
+  multiple of KEY_BLOCK. Each row then
   attends over keys laid out as a one-token pass lays them out, the sequence in order: a
   chain's rows share the cache's own layout; a tree row whose ancestors are not the block's
   first nodes gets a layout of its own (its cache, then its ancestors in order), and the
@@ -31,6 +32,7 @@ backbone) the backbone computes exactly as before.
 from __future__ import annotations
 
 import threading
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -38,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AttentionInterface
+from transformers.cache_utils import DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
@@ -91,13 +94,15 @@ def installed(backbone: nn.Module) -> bool:
 
 
 def pad_linear_layers(backbone: nn.Module) -> None:
-    """Make the backbone's linear layers compute in blocks of ROWS rows inside a row-invariant
-    pass (`blocked_linear`), as before outside one. Done once, when a model first runs
-    row-invariant (float32 models never carry it)."""
+    """Make the backbone's linear layers whose kernels round a row by the row count compute
+    in blocks of ROWS rows inside a row-invariant pass (`blocked_linear`), as before outside
+    one; layers whose products give a row the same bits at any count (`product_rows`) stay
+    as they are. Done once, when a model first runs row-invariant (float32 models never
+    carry it)."""
     if getattr(backbone, "_shufflelm_padded", False):
         return
     for layer in backbone.modules():
-        if isinstance(layer, nn.Linear):
+        if isinstance(layer, nn.Linear) and product_rows(layer.weight) != 1:
             layer.forward = _BlockedForward(layer)
     backbone._shufflelm_padded = True
 
@@ -151,7 +156,7 @@ def wanted(dtype: torch.dtype, device: torch.device, layers=(), attention_shape=
     rows as alone."""
     if dtype not in HALF or torch.device(device).type != "cpu":
         return False
-    if not all(blocks_agree(layer.weight) for layer in layers):
+    if not all(product_rows(layer.weight) for layer in layers):
         return False
     return attention_shape is None or attention_agrees(*attention_shape, dtype=dtype)
 
@@ -179,15 +184,51 @@ def attention_shape(model: nn.Module) -> tuple[int, int, int] | None:
 
 # --- matrix products --------------------------------------------------------------------------
 
-_probed: dict = {}  # (shape, dtype, device, threads) -> whether ROWS-row blocks agree
+_probed: dict = {}  # (kind, shape, dtype, device, threads) -> whether the rows agree
+
+
+def product_rows(weight: torch.Tensor) -> int | None:
+    """How a row-invariant pass runs x @ weight.T here: 1, as it is (any count of rows gives
+    a row the same bits, as on a Xeon with AMX in bfloat16 up to 32 rows); ROWS, in blocks of
+    ROWS rows (`blocked_linear`); None where neither gives a row the same bits."""
+    if counts_agree(weight):
+        return 1
+    return ROWS if blocks_agree(weight) else None
+
+
+def _probe_key(kind: str, weight: torch.Tensor) -> tuple:
+    """Kernels are chosen by shape, dtype, device and thread count: probed once per each."""
+    return kind, tuple(weight.shape), weight.dtype, weight.device, torch.get_num_threads()
+
+
+@torch.no_grad()
+def counts_agree(weight: torch.Tensor) -> bool:
+    """Whether x @ weight.T gives every row the same bits in a product over any count of
+    rows up to MAX_ROWS, wherever it sits and whatever the other rows are."""
+    key = _probe_key("counts", weight)
+    if key not in _probed:
+        generator = torch.Generator().manual_seed(1)
+        x = torch.randn(2 * MAX_ROWS, weight.shape[1], generator=generator)
+        x = x.to(device=weight.device, dtype=weight.dtype)
+        reference = F.linear(x[:MAX_ROWS], weight)  # (MAX_ROWS, out)
+        agree = True
+        for count in range(1, MAX_ROWS):
+            start = int(torch.randint(0, MAX_ROWS - count + 1, (), generator=generator))
+            rows = x[start : start + count]
+            others = torch.cat([rows, x[MAX_ROWS : 2 * MAX_ROWS - count]])  # other company
+            agree &= torch.equal(F.linear(rows, weight), reference[start : start + count])
+            agree &= torch.equal(F.linear(others, weight)[:count], reference[start : start + count])
+            if not agree:
+                break
+        _probed[key] = agree
+    return _probed[key]
 
 
 @torch.no_grad()
 def blocks_agree(weight: torch.Tensor) -> bool:
     """Whether x @ weight.T in blocks of ROWS rows gives every row the same bits wherever it
-    sits in its block and whatever the other rows are (zero padding included). Probed once
-    per shape, dtype, device and thread count (kernels are chosen by them)."""
-    key = (tuple(weight.shape), weight.dtype, weight.device, torch.get_num_threads())
+    sits in its block and whatever the other rows are (zero padding included)."""
+    key = _probe_key("blocks", weight)
     if key not in _probed:
         generator = torch.Generator().manual_seed(0)
         x = torch.randn(PROBE_SAMPLE, weight.shape[1], generator=generator)
@@ -289,6 +330,9 @@ class Layouts:
         """(1, KVH, kv, D) as cached -> (C, KVH, L, D): per call, its layout's keys in order,
         then padding (masked)."""
         if self.in_order:
+            buffer = _buffer_of(key)
+            if buffer is not None and buffer.shape[2] >= self.key_slots:
+                return buffer[:, :, : self.key_slots]  # the padding: stale or zero, masked
             return F.pad(key, (0, 0, 0, self.key_slots - key.shape[2]))
         keys = key[0].index_select(1, self.indices(key.device)[1])  # (KVH, C L, D)
         return keys.view(keys.shape[0], -1, self.key_slots, keys.shape[-1]).transpose(0, 1)
@@ -367,8 +411,63 @@ def layouts(allowed: list, *, keys: int) -> Layouts:
         for start in range(0, len(rows), ROWS):
             chunk = rows[start : start + ROWS]
             calls.append((layout, [r for r, _ in chunk], [n for _, n in chunk]))
-    slots = -(-keys // KEY_BLOCK) * KEY_BLOCK
-    return Layouts(orders, calls, keys, slots)
+    return Layouts(orders, calls, keys, _padded_keys(keys))
+
+
+# --- the cache -----------------------------------------------------------------------------
+
+
+class KeyBlockLayer(DynamicLayer):
+    """A Hugging Face cache layer whose keys and values live in a buffer of a multiple of
+    KEY_BLOCK slots: a pass writes only its own keys (no concatenation of the whole cache),
+    and a row-invariant pass's keys padded to KEY_BLOCK are a view of the buffer, not a copy.
+    Crops and in-place writes (tree.keep_nodes) work as on a DynamicLayer."""
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        self.keys = _appended(self.keys, key_states)
+        self.values = _appended(self.values, value_states)
+        return self.keys, self.values
+
+
+def keep_keys_in_blocks(cache) -> None:
+    """Give a DynamicCache KeyBlockLayers in place of its plain layers."""
+    cache.layers = [
+        KeyBlockLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers
+    ]
+
+
+_buffers: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # data_ptr -> buffer
+
+
+def _appended(cached: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """cached (B, H, n, D) (a view of a buffer, or empty), new (B, H, m, D) -> (B, H, n + m, D),
+    a view of a buffer with room for at least the padding of n + m keys to KEY_BLOCK."""
+    length = cached.shape[-2] if cached.numel() else 0
+    end = length + new.shape[-2]
+    buffer = _buffer_of(cached) if length else None
+    if buffer is None or buffer.shape[2] < _padded_keys(end):
+        capacity = _padded_keys(end + end // 2)  # room for later passes: grows by half
+        buffer = new.new_zeros(*new.shape[:2], capacity, new.shape[-1])  # (B, H, slots, D)
+        if length:
+            buffer[:, :, :length] = cached
+        _buffers[buffer.data_ptr()] = buffer
+    buffer[:, :, length:end] = new
+    return buffer[:, :, :end]
+
+
+def _buffer_of(keys: torch.Tensor) -> torch.Tensor | None:
+    """The KeyBlockLayer buffer `keys` (B, H, n, D) is the first n slots of, if any."""
+    buffer = _buffers.get(keys.data_ptr()) if keys.numel() else None
+    if buffer is None or keys.stride() != buffer.stride():
+        return None
+    same = keys.shape[:2] == buffer.shape[:2] and keys.shape[-1] == buffer.shape[-1]
+    return buffer if same and keys.dtype == buffer.dtype else None
+
+
+def _padded_keys(keys: int) -> int:
+    return -(-keys // KEY_BLOCK) * KEY_BLOCK
 
 
 @torch.no_grad()

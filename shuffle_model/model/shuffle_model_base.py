@@ -109,7 +109,7 @@ class ShuffleModelBase(nn.Module):
         """The context a trunk pass runs in: row-invariant where it is wanted (invariant.py)."""
         enabled = self.uses_row_invariance()
         if enabled:
-            invariant.pad_linear_layers(self.trunk_module())
+            invariant.pad_linear_layers(self.decoder_stack())
         return invariant.row_invariant(enabled)
 
     def uses_row_invariance(self) -> bool:
