@@ -238,3 +238,59 @@ def test_allowed_keys_reads_causal_tree_and_bias_masks():
     additive = torch.where(tree, 0.0, torch.finfo(torch.float32).min)
     assert invariant.allowed_keys(additive, rows=2, keys=4)[0] == 2
     assert invariant.allowed_keys(additive + 0.5, rows=2, keys=4) is None  # a bias: not ours
+
+
+def test_products_that_round_a_row_alike_at_any_count_run_as_they_are(monkeypatch):
+    """product_rows: a kernel whose rows never depend on the row count runs as it is (the
+    layer keeps its own forward); one that rounds by the count but not by the other rows
+    runs in blocks of ROWS; one that mixes rows is refused."""
+    plain = torch.nn.functional
+    layer = torch.nn.Linear(24, 40, bias=False).to(torch.bfloat16)
+
+    def by_count(x, weight, bias=None):  # rounds by how many rows share the product
+        return plain.linear(x, weight, bias) + 1e-2 * x.shape[-2]
+
+    def mixing(x, weight, bias=None):  # a row depends on the others
+        return plain.linear(x, weight, bias) + 1e-2 * x.mean()
+
+    for kernel, rows in ((plain.linear, 1), (by_count, invariant.ROWS), (mixing, None)):
+        monkeypatch.setattr(invariant, "F", SimpleNamespace(linear=kernel, pad=plain.pad))
+        monkeypatch.setattr(invariant, "_probed", {})
+        assert invariant.product_rows(layer.weight) == rows, kernel
+        holder = torch.nn.Sequential(torch.nn.Linear(24, 40, bias=False).to(torch.bfloat16))
+        invariant.pad_linear_layers(holder)
+        wrapped = isinstance(holder[0].forward, invariant._BlockedForward)
+        assert wrapped == (rows != 1)
+
+
+def test_key_block_layers_hold_what_dynamic_layers_hold_and_pad_without_copies():
+    """KeyBlockLayer: updates, crops and tree.keep_nodes leave the keys a DynamicLayer would
+    have; the keys padded to KEY_BLOCK for attention are a view of its buffer."""
+    from transformers import DynamicCache
+
+    torch.manual_seed(0)
+    caches = [DynamicCache(), DynamicCache()]
+    for cache in caches:
+        cache.layers = [invariant.DynamicLayer()]
+    invariant.keep_keys_in_blocks(caches[1])
+    assert type(caches[1].layers[0]) is invariant.KeyBlockLayer
+    steps = [(70, 0, None), (5, 2, None), (6, 6, [0, 2, 5]), (60, 0, None), (3, 1, None)]
+    for new, crop, keep in steps:
+        states = [torch.randn(1, 2, new, 8, dtype=torch.bfloat16) for _ in range(2)]
+        past = caches[0].get_seq_length()
+        for cache in caches:
+            cache.update(*states, 0)
+            if keep is not None:
+                keep_nodes(cache, past=past, forwarded=new, keep=keep)
+            elif crop:
+                cache.crop(-crop)
+        plain, blocked = (cache.layers[0] for cache in caches)
+        assert torch.equal(plain.keys, blocked.keys) and torch.equal(plain.values, blocked.values)
+    keys = caches[1].layers[0].keys  # (1, 2, kv, 8)
+    found = invariant.layouts(
+        invariant.allowed_keys(None, rows=1, keys=keys.shape[2]), keys=keys.shape[2]
+    )
+    padded = found.laid_out(keys)  # (1, 2, slots, 8)
+    assert padded.shape[2] % invariant.KEY_BLOCK == 0 and padded.shape[2] >= keys.shape[2]
+    assert padded.data_ptr() == keys.data_ptr()  # a view, not a copy
+    assert torch.equal(padded[:, :, : keys.shape[2]], keys)
