@@ -132,16 +132,21 @@ class FasterDecodeMixer(ShuffleModelBase):
         loaded = backbone is None or isinstance(backbone, str)  # by name, here
         detected = reason.startswith("this CPU")  # "auto" chose by the CPU's instructions
         known = cached_choice(choice_key(config)) if loaded and detected else None
-        if known is not None and known["dtype"] == "float32":  # measured here before
+
+        def in_float32(name=backbone) -> FasterDecodeMixer:  # the same head and backbone
+            # (its name as given: `backbone` becomes the loaded module below), in float32
             return cls.from_pretrained(
                 dir_or_name,
-                backbone=backbone,
+                backbone=name,
                 tokenizer=tokenizer,
                 device=device,
                 dtype="float32",
                 status=status,
                 trust_remote_code=trust_remote_code,
-            )._because(float32_reason(known["ms"]))
+            )
+
+        if known is not None and known["dtype"] == "float32":  # measured here before
+            return in_float32()._because(float32_reason(known["ms"]))
         if loaded:
             name = backbone or config.backbone
             if not name:
@@ -170,18 +175,6 @@ class FasterDecodeMixer(ShuffleModelBase):
         model.dtype_reason = reason
         if not (loaded and detected):
             return model.eval()
-
-        def in_float32() -> FasterDecodeMixer:
-            return cls.from_pretrained(
-                dir_or_name,
-                backbone=name,
-                tokenizer=tokenizer,
-                device=device,
-                dtype="float32",
-                status=status,
-                trust_remote_code=trust_remote_code,
-            )
-
         if not model.exact_in_its_dtype():
             if status is not None:
                 dtype_name = str(chosen).replace("torch.", "")
