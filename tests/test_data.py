@@ -409,8 +409,8 @@ def test_features_are_cached_from_npz_shards_as_from_old_ones(tmp_path):
         for i, e in enumerate(examples)
     ]
     write_npz_shard(new / "s1-00000.npz", records, backbone="tiny", settings={})
-    _, expected = load_features(mixer, shard_paths(old), "tiny")
-    got_examples, got = load_features(mixer, shard_paths(new), "tiny")
+    _, expected, _ = load_features(mixer, shard_paths(old), "tiny")
+    got_examples, got, _ = load_features(mixer, shard_paths(new), "tiny")
     assert [e.answer_ids for e in got_examples] == [e.answer_ids for e in examples]
     for name in FIELDS:
         assert torch.equal(getattr(got, name), getattr(expected, name)), name

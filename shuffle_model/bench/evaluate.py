@@ -97,11 +97,14 @@ def teacher_forced(model, answers: list[dict], *, strategy: str) -> dict:
             right = [  # per offset p: the draft placed at p is the answer's token (None: no target)
                 None if steps.targets[row, p] < 0 else False for p in range(k)
             ]
+            in_top = list(right)  # ... or one of that slot's top 3 tokens is
             for slot, offset in enumerate(offsets):
                 if offset is None or right[offset - 1] is None:
                     continue
                 hit = bool(steps.tokens[row, slot] == steps.targets[row, offset - 1])
                 right[offset - 1] = hit
+                target = steps.targets[row, offset - 1]
+                in_top[offset - 1] = bool((steps.top_tokens[row, slot] == target).any())
                 for key in (answer["category"], "all"):
                     rows[key]["keep"].append(float(steps.keep[row, slot]))
                     rows[key]["kept_right"].append(hit)
@@ -119,6 +122,7 @@ def teacher_forced(model, answers: list[dict], *, strategy: str) -> dict:
             unfiltered = next((p for p, hit in enumerate(right) if not hit), k)
             for key in (answer["category"], "all"):
                 rows[key]["right"].append([np.nan if h is None else float(h) for h in right])
+                rows[key]["in_top"].append([np.nan if h is None else float(h) for h in in_top])
                 rows[key]["swept"].append(swept)
                 rows[key]["unfiltered"].append(unfiltered)
                 rows[key]["maps"].append(maps[row])
@@ -126,11 +130,16 @@ def teacher_forced(model, answers: list[dict], *, strategy: str) -> dict:
     for key, r in sorted(rows.items()):
         right = np.array(r["right"])  # (positions, K); NaN where the answer had ended
         swept = np.array(r["swept"])  # (positions, thresholds, 2): drafts verified, accepted
+        in_top = np.array(r["in_top"])  # (positions, K)
         result[key] = {
             "positions": len(r["swept"]),
             "top1_per_offset": [  # None: no position had a token that far ahead
                 round(float(np.nanmean(col)), 4) if (~np.isnan(col)).any() else None
                 for col in right.T
+            ],
+            "top3_per_offset": [
+                round(float(np.nanmean(col)), 4) if (~np.isnan(col)).any() else None
+                for col in in_top.T
             ],
             f"tokens_per_pass@{threshold}": round(1 + float(swept[:, at, 1].mean()), 4),
             "tokens_per_pass_unfiltered": round(1 + float(np.mean(r["unfiltered"])), 4),

@@ -52,6 +52,20 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="the head also reads this backbone block's output (e.g. 15 of 30); --init-from a "
         "head without it starts its columns at zero",
     )
+    p.add_argument(
+        "--sequence-width",
+        type=int,
+        default=None,
+        help="the head attends over the sequence's features with a layer of this width "
+        "(model/sequence.py); --init-from a head without it starts the layer's output at zero",
+    )
+    p.add_argument("--sequence-heads", type=int, default=4)
+    p.add_argument(
+        "--examples-per-batch",
+        type=int,
+        default=16,
+        help="a sequence head's batch: --batch-size positions from this many examples",
+    )
     p.add_argument("--rotary-dim", type=int, default=2)
     p.add_argument("--lambda-pos", type=float, default=1.0)
     p.add_argument("--lambda-keep", type=float, default=0.5)
@@ -120,6 +134,8 @@ def new_model(args, accelerator: Accelerator) -> FasterDecodeMixer:
         head_hidden_size=args.head_width,
         mixer_depth=args.mixer_depth,
         early_layer=args.early_layer,
+        sequence_width=args.sequence_width,
+        sequence_heads=args.sequence_heads,
         rotary_dim=args.rotary_dim,
         lambda_pos=args.lambda_pos,
         lambda_keep=args.lambda_keep,
@@ -156,7 +172,10 @@ def main(argv=None) -> None:
     torch.manual_seed(args.seed)
     model = new_model(args, accelerator)
     extractor, features_name = feature_extractor(model, args)
-    examples, features = load_features(extractor, shard_paths(args.data), features_name)
+    sequence = model.head.sequence is not None
+    examples, features, sequences = load_features(
+        extractor, shard_paths(args.data), features_name, sequence=sequence
+    )
     del extractor
     if args.features_only:
         accelerator.print(f"{len(examples)} examples, {len(features)} positions cached")
@@ -192,6 +211,8 @@ def main(argv=None) -> None:
         max_minutes=args.max_minutes,
         seed=args.seed,
         resume=args.resume,
+        sequences=sequences,
+        examples_per_batch=args.examples_per_batch,
     )
     if accelerator.is_main_process:
         model.config.extra["history"] = history

@@ -133,6 +133,7 @@ def curve_key(model) -> dict:
         "dtype": str(model.dtype).replace("torch.", ""),
         "backbone": cfg.backbone or model.model_info().get("backbone"),
         "shape": [cfg.vocab_size, cfg.hidden_size, cfg.num_layers, cfg.num_slots],
+        "sequence": cfg.sequence_width,  # a head that reads the sequence drafts at its own cost
         "torch": torch.__version__,
     }
     if device.type == "cuda":
@@ -225,6 +226,28 @@ def sizes_to_measure(max_tokens: int) -> list[int]:
     return sizes
 
 
+def head_draft(model, ids: torch.Tensor) -> Callable[[], object]:
+    """One step's drafting by the head, to be timed: for a head that reads the sequence, with
+    two new positions read into a history as long as `ids` (1, L + 1) (proposers.SequenceReader)."""
+    hidden = torch.zeros(model.head.feature_size, device=ids.device, dtype=model.dtype)  # h_t
+    anchor = torch.tensor(ids[0, -1].item(), device=ids.device)
+    if model.head.sequence is None:
+        return partial(model.draft, hidden, anchor)
+    from ..model.sequence import SequenceCache
+
+    layer, cache = model.head.sequence, SequenceCache()
+    rows = model.sequence_rows(hidden.expand(ids.shape[1] - 1, -1)[None], ids)  # (1, L, W)
+    cache.extend(layer, rows[:, :-2])
+
+    def step():
+        new = model.sequence_rows(hidden.expand(2, -1)[None], ids[:, -3:])  # (1, 2, W)
+        cache.extend(layer, new)
+        model.draft(hidden, anchor, cache.query(layer, new[:, -1:]))
+        cache.crop(rows.shape[1] - 2)
+
+    return step
+
+
 @torch.no_grad()
 def measure(
     model,
@@ -262,8 +285,7 @@ def measure(
     chain_pass = partial(forward, eight)
     trees: list[float] = []
     chains: list[float] = []
-    hidden = torch.zeros(model.head.feature_size, device=device, dtype=model.dtype)  # h_t [; g_t]
-    anchor = torch.tensor(prompt[0, -1].item(), device=device)
+    draft = head_draft(model, ids[:, : context + 1])
     started = time.perf_counter()
     bar = tqdm(total=repeats + 1, desc="cost curve", unit="round", leave=False, disable=None)
     for round_ in range(repeats + 1):  # round 0 warms up and is dropped
@@ -273,7 +295,7 @@ def measure(
             cache.crop(-n)
             if round_:
                 times[n].append(seconds)
-        seconds = _timed(lambda: model.draft(hidden, anchor), device)
+        seconds = _timed(draft, device)
         if round_:
             drafts.append(seconds)
         for timed, run in ((trees, tree_pass), (chains, chain_pass)):  # as many tokens

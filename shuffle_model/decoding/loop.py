@@ -98,6 +98,8 @@ class LoopState:
     tokens: list[int]  # prompt + output so far + the anchor: what the context proposer searches
     output: list[int] = field(default_factory=list)  # the new tokens emitted so far
     forwards: int = 1  # backbone passes so far (the prompt's prefill)
+    history: list[torch.Tensor] = field(default_factory=list)  # (n, H) chunks: the hidden
+    # state at every position before the anchor's, a chunk per pass (DecodeState.history)
 
 
 @dataclass
@@ -140,7 +142,7 @@ def decode(
         clock = _Clock(model.device, enabled=record)
         last = is_last_step(model, settings, state)
         budget = 0 if last else min(settings.max_parallel_tokens, remaining(settings, state) - 1)
-        drafting = DecodeState(state.tokens, state.hidden, state.anchor)
+        drafting = DecodeState(state.tokens, state.hidden, state.anchor, state.history)
         proposals = propose(sources, drafting, budget=budget, tree=tree, clock=clock)
         plan = plan_drafts(sources, proposals, curve, settings, budget=budget, tree=tree)
         clock.lap("plan")
@@ -183,7 +185,8 @@ def prefill(model, prompt: torch.Tensor, sampler: TokenSampler) -> LoopState:
     trunk = model.trunk_forward(prompt, cache=cache, argmax_only=sampler.greedy)
     anchor, anchor_prob = choose_token(sampler, trunk.logits[0, -1])
     hidden = trunk.hidden[0, -1]  # (H,) h_t of the last prompt token
-    return LoopState(cache, hidden, anchor, anchor_prob, [*prompt[0].tolist(), anchor])
+    tokens = [*prompt[0].tolist(), anchor]
+    return LoopState(cache, hidden, anchor, anchor_prob, tokens, history=[trunk.hidden[0]])
 
 
 def remaining(settings: GenerationSettings, state: LoopState) -> int:
@@ -244,6 +247,7 @@ def forward_and_verify(model, state: LoopState, proposals, plan: Plan, sampler, 
     forwarded = len(block.tokens) + plan.padding
     keep_nodes(state.cache, past=past, forwarded=forwarded, keep=[0, *verdict.path])
     state.hidden = trunk.hidden[0, verdict.path[-1] if verdict.path else 0]
+    state.history.append(trunk.hidden[0, [0, *verdict.path]])  # the anchor and accepted drafts
     return block, verdict
 
 

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..model.calibration import MAX_MATCH, Calibration
+from ..model.sequence import SequenceCache
 from .filtering import filter_slots
 from .sampling import TokenSampler
 from .shuffle import assign_offsets
@@ -54,6 +55,8 @@ class DecodeState:
     tokens: list[int]  # the prompt, the output so far and the anchor
     hidden: torch.Tensor  # (H,) the backbone's hidden state where the anchor was chosen
     anchor: int  # the backbone's own next token, emitted whatever the drafts
+    history: list[torch.Tensor] = field(default_factory=list)  # (n, H) chunks: the hidden
+    # state at every position of tokens but the anchor, a chunk per pass, in order
 
 
 @dataclass
@@ -251,6 +254,7 @@ class HeadProposer(DraftSource):
         self.last: HeadDraft | None = None  # the latest step's slots, for its trace
         self._estimates: list[float] = []  # uncorrected chance per node of the latest tree
         self._chain = 0  # nodes of the latest tree that are its chain
+        self.reader = SequenceReader(model) if model.head.sequence is not None else None
 
     @classmethod
     def from_settings(cls, model, settings, sampler: TokenSampler, *, record: bool):
@@ -273,8 +277,15 @@ class HeadProposer(DraftSource):
         if self.rested:
             return None  # the head has not paid for itself lately
         top_k = HEAD_TOP_K if branching else 0
+        context = None if self.reader is None else self.reader.context(state)
         draft = draft_slots(
-            self.model, state.hidden, state.anchor, self.sampler, self.full_probs, top_k=top_k
+            self.model,
+            state.hidden,
+            state.anchor,
+            self.sampler,
+            self.full_probs,
+            top_k=top_k,
+            context=context,
         )
         self.last = self.place_slots(draft, budget)
         tree = self.chain_of(draft)
@@ -365,13 +376,43 @@ def runners_up(draft: HeadDraft, slot: int, chosen: int) -> list[tuple[int, int,
     ]
 
 
+class SequenceReader:
+    """A head's sequence layer over one generation (model/sequence.py): each position's keys and
+    values once, when it is in the history; z_t at the anchor's position when the head drafts."""
+
+    def __init__(self, model):
+        self.model = model
+        self.cache = SequenceCache()
+        self.chunks = 0  # chunks of the history already cached
+
+    def context(self, state: DecodeState) -> torch.Tensor:
+        """(W,) z_t, t the anchor's position, from the positions 0..t."""
+        hidden = torch.cat(state.history[self.chunks :])  # (n, H or 2H): positions not cached
+        self.chunks = len(state.history)
+        start = self.cache.length
+        ids = state.tokens[start : start + len(hidden) + 1]  # x_i and the token after each
+        if len(ids) != len(hidden) + 1 or start + len(ids) != len(state.tokens):
+            raise RuntimeError("the history and the tokens of a generation disagree")
+        ids = torch.tensor(ids, device=hidden.device)
+        rows = self.model.sequence_rows(hidden[None], ids[None])  # (1, n, W)
+        self.cache.extend(self.model.head.sequence, rows)
+        return self.cache.query(self.model.head.sequence, rows[:, -1:])
+
+
 def draft_slots(
-    model, hidden: torch.Tensor, anchor: int, sampler: TokenSampler, full_probs: bool, top_k=0
+    model,
+    hidden: torch.Tensor,
+    anchor: int,
+    sampler: TokenSampler,
+    full_probs: bool,
+    top_k=0,
+    context: torch.Tensor | None = None,
 ) -> HeadDraft:
     """The head's K slots at h_t: a token per slot (greedy or sampled), keep probs, scores;
-    with `top_k`, each slot's top_k tokens and their logits (the alternatives)."""
+    with `top_k`, each slot's top_k tokens and their logits (the alternatives). `context`: the
+    sequence layer's z_t, for a head that has one."""
     anchor_ids = torch.tensor(anchor, device=hidden.device)
-    out = model.draft(hidden, anchor_ids)  # logits (K, N), scores (K, K), keep (K,)
+    out = model.draft(hidden, anchor_ids, context)  # logits (K, N), scores (K, K), keep (K,)
     if sampler.greedy and not full_probs:
         probs, tokens = None, out.logits.argmax(-1)  # (K,) columns of the draft vocabulary
     else:

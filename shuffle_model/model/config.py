@@ -46,6 +46,9 @@ class ShuffleConfig:
     draft_vocab_size: int | None = None  # drafts pick among N frequent tokens; None: all tokens
     early_layer: int | None = None  # the head also reads trunk block L's output (1..layers-1,
     # RMS-normalised) beside h_t; None: h_t only
+    sequence_width: int | None = None  # width of the head's attention layer over the sequence's
+    # features (sequence.py); None: the head reads the anchor's position only
+    sequence_heads: int = 4  # attention heads of that layer
 
     # --- training loss (set prediction) ---
     assignment: str = "hungarian"  # slot-to-offset matching: "hungarian" (the shuffle) or "fixed"

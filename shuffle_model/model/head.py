@@ -11,6 +11,7 @@ from torch import nn
 from .config import ShuffleConfig
 from .mixer import MixerBlock
 from .rotary import RotaryOffsetScorer
+from .sequence import SequenceLayer
 
 
 @dataclass
@@ -24,7 +25,8 @@ class ShuffleHead(nn.Module):
     """Input: h_t (the trunk's final normalised hidden state), with `early_layer` also an earlier
     block's output g_t (TrunkOutput.hidden is then [h_t ; g_t]), and e(anchor).
 
-    1. slots  X = W_in [h_t ; rmsnorm(g_t) ; e(anchor)] + E_slot
+    1. slots  X = W_in [h_t ; rmsnorm(g_t) ; e(anchor)] (+ W_z z_t) + E_slot, z_t the output of
+       the attention layer over the sequence where the config has one (sequence.py)
     2. MLP-Mixer blocks across slots and features
     3. per slot: draft vector h_t + W_out x_k (fed to the backbone's own LM head),
        rotary key r_k scored against the offset queries, keep logit c_k.
@@ -37,6 +39,17 @@ class ShuffleHead(nn.Module):
         self.feature_size = hidden_size * (1 if config.early_layer is None else 2)
         self.in_proj = nn.Linear(self.feature_size + embed_size, width)
         self.slot_embed = nn.Parameter(torch.randn(k, width) * 0.02)  # E_slot: (K, D)
+        self.sequence: SequenceLayer | None = None
+        if config.sequence_width:
+            self.sequence = SequenceLayer(
+                hidden_size=hidden_size,
+                embed_size=embed_size,
+                width=config.sequence_width,
+                heads=config.sequence_heads,
+            )
+            self.context_proj = nn.Linear(config.sequence_width, width)  # W_z, zero at the start:
+            nn.init.zeros_(self.context_proj.weight)  # a head warm-started from one without the
+            nn.init.zeros_(self.context_proj.bias)  # layer drafts as that head did
         self.blocks = nn.ModuleList(
             MixerBlock(
                 num_slots=k,
@@ -64,8 +77,11 @@ class ShuffleHead(nn.Module):
         else:
             self.draft_vocab = None
 
-    def forward(self, hidden: torch.Tensor, anchor_embeds: torch.Tensor) -> HeadOutput:
-        """hidden (..., feature_size): h_t [; g_t], anchor_embeds (..., E) -> per-slot outputs."""
+    def forward(
+        self, hidden: torch.Tensor, anchor_embeds: torch.Tensor, context: torch.Tensor | None = None
+    ) -> HeadOutput:
+        """hidden (..., feature_size): h_t [; g_t], anchor_embeds (..., E) and, for a head with a
+        sequence layer, its output z_t (..., sequence_width) -> per-slot outputs."""
         lead = hidden.shape[:-1]
         flat = hidden.reshape(-1, self.feature_size)  # (N, H) or (N, 2H)
         flat_hidden = flat[:, : self.hidden_size]  # (N, H): h_t
@@ -74,6 +90,10 @@ class ShuffleHead(nn.Module):
             inputs.append(F.rms_norm(flat[:, self.hidden_size :], (self.hidden_size,)))
         inputs.append(anchor_embeds.reshape(-1, anchor_embeds.shape[-1]))  # (N, E)
         joined = self.in_proj(torch.cat(inputs, dim=-1))  # (N, D)
+        if self.sequence is not None:
+            if context is None:
+                raise ValueError("this head reads the sequence: pass its context z_t")
+            joined = joined + self.context_proj(context.reshape(-1, context.shape[-1]))
         slots = joined[:, None, :] + self.slot_embed  # (N, K, D)
         for block in self.blocks:
             slots = block(slots)
@@ -92,6 +112,12 @@ class ShuffleHead(nn.Module):
 def warm_start_state(head: ShuffleHead, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A saved head's weights for `head`; a head without an early layer gives one with it its
     function unchanged: the early layer's input columns start at zero."""
+    if head.sequence is not None and not any(key.startswith("sequence.") for key in state):
+        fresh = head.state_dict()  # a new sequence layer: its own initialisation, W_z zero
+        state = {
+            **state,
+            **{k: v for k, v in fresh.items() if k.startswith(("sequence.", "context_proj."))},
+        }
     weight = state["in_proj.weight"]  # (D, H + E) saved, (D, 2H + E) wanted
     wanted = head.in_proj.weight.shape
     if weight.shape == wanted:

@@ -140,16 +140,38 @@ class ShuffleModelBase(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.head.parameters()).dtype
 
-    def draft(self, hidden: torch.Tensor, anchor_ids: torch.Tensor) -> DraftOutput:
+    def draft(
+        self, hidden: torch.Tensor, anchor_ids: torch.Tensor, context: torch.Tensor | None = None
+    ) -> DraftOutput:
         """hidden (..., H or 2H: TrunkOutput.hidden) and anchor ids (...) -> K slots of token
-        logits, shuffle scores and keep logits."""
-        out = self.head(hidden, self.token_embeddings()(anchor_ids))
+        logits, shuffle scores and keep logits; `context` (..., W): the sequence layer's z_t at
+        those positions, for a head that has one (`sequence_context`)."""
+        out = self.head(hidden, self.token_embeddings()(anchor_ids), context)
         return DraftOutput(
             logits=self.draft_logits(out.draft_hidden),
             shuffle_scores=out.shuffle_scores,
             keep_logits=out.keep_logits,
             vocab=self.head.draft_vocab,
         )
+
+    def sequence_rows(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The sequence layer's rows r_i for positions whose hidden states are (..., L, H or 2H)
+        and whose tokens and next tokens are ids (..., L + 1)."""
+        embed = self.token_embeddings()
+        return self.head.sequence.rows(hidden, embed(ids[..., :-1]), embed(ids[..., 1:]))
+
+    def sequence_context(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """z_i at every position of whole sequences: hidden (B, L, H or 2H), ids (B, L + 1) ->
+        (B, L, W), each row from positions 0..i (training, teacher-forced evaluation)."""
+        return self.head.sequence(self.sequence_rows(hidden, ids))
+
+    def draft_everywhere(self, hidden: torch.Tensor, ids: torch.Tensor, anchors: torch.Tensor):
+        """Drafts at every position of whole sequences: hidden (B, T, H or 2H), their tokens
+        (B, T) and anchors (B, T), the token after each -> DraftOutput over (B, T)."""
+        context = None
+        if self.head.sequence is not None:
+            context = self.sequence_context(hidden, torch.cat([ids[:, :1], anchors], 1))
+        return self.draft(hidden, anchors, context)
 
     def draft_logits(self, draft_hidden: torch.Tensor) -> torch.Tensor:
         """The LM head applied to slot vectors, restricted to the draft vocabulary if any."""
@@ -227,7 +249,8 @@ class ShuffleModelBase(nn.Module):
         labels: torch.Tensor | None = None,
     ) -> ShuffleOutput:
         trunk = self.trunk_forward(input_ids, attention_mask=attention_mask)
-        draft = self.draft(trunk.hidden, next_token_anchors(input_ids, trunk.logits))
+        anchors = next_token_anchors(input_ids, trunk.logits)  # (B, T)
+        draft = self.draft_everywhere(trunk.hidden, input_ids, anchors)
         output = ShuffleOutput(
             logits=trunk.logits,
             shuffle_scores=draft.shuffle_scores,

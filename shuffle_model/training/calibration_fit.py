@@ -27,6 +27,9 @@ class Outcomes:
     # (example, match length, depth, accepted given the drafts before it were)
 
 
+TOP_K = 3  # the replay also reports whether a slot's 2nd or 3rd token was right (trees use them)
+
+
 @dataclass
 class ReplayedSteps:
     """Every answer position t of one greedy answer, replayed as a decoding step (teacher
@@ -37,6 +40,7 @@ class ReplayedSteps:
     scores: np.ndarray  # (N, K slots, K offsets) shuffle scores
     offsets: list[list[int | None]]  # per position, each slot's offset (1..K) by the strategy
     targets: np.ndarray  # (N, K) the answer's token at offset p = 1..K after the anchor; -1 past it
+    top_tokens: np.ndarray  # (N, K, TOP_K) each slot's TOP_K most likely tokens, best first
 
 
 @torch.no_grad()
@@ -48,10 +52,14 @@ def replay_steps(model, prompt_ids, answer_ids, *, strategy: str) -> ReplayedSte
     start = len(prompt_ids) - 1  # h_t at the last prompt token chooses the first answer token
     positions = torch.arange(start, len(sequence) - 1, device=model.device)
     anchors = ids[0, positions + 1]  # (N,)
-    draft = model.draft(trunk.hidden[0, positions], anchors)  # logits (N, K, V'), ...
-    tokens = draft.logits.argmax(-1)  # (N, K)
+    context = None  # a head that reads the sequence: z_t of every position, up to the last
+    if model.head.sequence is not None:
+        context = model.sequence_context(trunk.hidden[:, :-1], ids)[0, positions]  # (N, W)
+    draft = model.draft(trunk.hidden[0, positions], anchors, context)  # logits (N, K, V'), ...
+    top = draft.logits.topk(TOP_K, dim=-1).indices  # (N, K, TOP_K)
     if draft.vocab is not None:
-        tokens = draft.vocab[tokens]
+        top = draft.vocab[top]
+    tokens = top[..., 0]  # (N, K)
     keep = draft.keep_logits.float().sigmoid().cpu().numpy()  # (N, K)
     scores = draft.shuffle_scores.float().cpu().numpy()  # (N, K, K)
     k = keep.shape[1]
@@ -63,6 +71,7 @@ def replay_steps(model, prompt_ids, answer_ids, *, strategy: str) -> ReplayedSte
         scores=scores,
         offsets=[assign_offsets(strategy, scores[r], keep[r]).offsets for r in range(len(keep))],
         targets=targets.reshape(-1, k),
+        top_tokens=top.cpu().numpy(),
     )
 
 

@@ -18,7 +18,7 @@ from ..decoding.filtering import known_step
 from ..decoding.shuffle import assign_offsets, map_variety, predicted_maps
 from ..model.faster_decode_mixer import FasterDecodeMixer
 from ..model.loss import IGNORE, per_offset_accuracy
-from .features import Features
+from .features import Features, Sequences
 
 
 class HeadObjective(nn.Module):
@@ -28,8 +28,8 @@ class HeadObjective(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, hidden, anchors, targets):
-        draft = self.model.draft(hidden, anchors)
+    def forward(self, hidden, anchors, targets, context=None):
+        draft = self.model.draft(hidden, anchors, context)
         k = self.model.config.num_slots
         result = self.model.set_loss(
             draft.logits, draft.shuffle_scores, draft.keep_logits, targets[:, :k]
@@ -60,9 +60,54 @@ def learning_rate(step: int, *, peak: float, warmup: int, total: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def row_contexts(model: FasterDecodeMixer, rows: Features, sequences: Sequences | None):
+    """The sequence layer's z_t for these rows (None for a head without one): each row's
+    example runs through the layer once, up to its last row's position."""
+    if model.head.sequence is None:
+        return None
+    examples, which = torch.unique(rows.example, return_inverse=True)  # which: (N,) batch row
+    ends = torch.zeros(len(examples), dtype=torch.long).scatter_reduce_(
+        0, which, rows.position + 1, "amax"
+    )
+    longest = int(ends.max())
+    hidden = torch.zeros(len(examples), longest, model.config.hidden_size)  # (B, L, H)
+    ids = torch.zeros(len(examples), longest + 1, dtype=torch.long)  # (B, L + 1)
+    for b, (example, end) in enumerate(zip(examples.tolist(), ends.tolist(), strict=True)):
+        h, x = sequences.example(example)
+        hidden[b, :end], ids[b, : end + 1] = h[:end], x[: end + 1]
+    device = model.device
+    z = model.sequence_context(hidden.to(device, model.dtype), ids.to(device))  # (B, L, W)
+    return z[which.to(device), rows.position.to(device)]  # (N, W)
+
+
+def sequence_batch_rows(train: Features, *, examples: int, batch_size: int, generator):
+    """A batch of a sequence head: `batch_size` positions from `examples` random examples, so
+    that the sequence layer runs over a few sequences rather than one per position."""
+    first, count = example_rows(train)
+    present = (count > 0).nonzero().flatten()
+    chosen = present[torch.randint(len(present), (examples,), generator=generator)]
+    rows = torch.cat([first[e] + torch.arange(count[e]) for e in chosen.tolist()])
+    return rows[torch.randperm(len(rows), generator=generator)[:batch_size]]
+
+
+def example_rows(features: Features) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example index: its first row and its number of rows (rows are contiguous)."""
+    n = int(features.example.max()) + 1
+    rows = torch.arange(len(features))
+    first = torch.full((n,), len(features), dtype=torch.long)
+    first.scatter_reduce_(0, features.example, rows, "amin")
+    return first, torch.bincount(features.example, minlength=n)
+
+
 @torch.no_grad()
 def heldout_metrics(
-    model: FasterDecodeMixer, heldout: Features, *, strategies, thresholds, limit=3000
+    model: FasterDecodeMixer,
+    heldout: Features,
+    *,
+    strategies,
+    thresholds,
+    limit=3000,
+    sequences: Sequences | None = None,
 ):
     """Held-out per-offset accuracy (matched slots) and one-step tokens per pass: at greedy
     positions the targets are the backbone's own continuation, so the accepted prefix of the
@@ -72,7 +117,7 @@ def heldout_metrics(
     subset = heldout.subset(torch.arange(min(limit, len(heldout))))
     hidden = subset.hidden.to(model.device, model.dtype)
     anchors, targets = subset.anchors.to(model.device), subset.targets[:, :k].to(model.device)
-    draft = model.draft(hidden, anchors)
+    draft = model.draft(hidden, anchors, row_contexts(model, subset, sequences))
     mapped = model.draft_targets(targets)
     result = model.set_loss(draft.logits, draft.shuffle_scores, draft.keep_logits, targets)
     metrics = {
@@ -157,9 +202,13 @@ def train_head(
     max_minutes: float | None,
     seed: int,
     resume: bool,
+    sequences: Sequences | None = None,
+    examples_per_batch: int = 16,
 ) -> tuple[list[dict], float]:
     """AdamW on the set loss of random batches of cached positions, with held-out metrics and a
-    checkpoint every `eval_every` steps. Returns the metrics history and the training minutes
+    checkpoint every `eval_every` steps. A head that reads the sequence (`sequences`: every
+    position of the examples) trains on batches of positions from `examples_per_batch`
+    examples. Returns the metrics history and the training minutes
     (the clock carries over a resume)."""
     objective = HeadObjective(model)
     params = [p for p in model.head.parameters() if p.requires_grad]
@@ -181,9 +230,14 @@ def train_head(
     )
     model.train()
     while step < steps:
-        rows = batch_rows(
-            train, batch_size=batch_size, generator=generator, accelerator=accelerator
-        )
+        if sequences is None:
+            rows = batch_rows(
+                train, batch_size=batch_size, generator=generator, accelerator=accelerator
+            )
+        else:
+            rows = sequence_batch_rows(
+                train, examples=examples_per_batch, batch_size=batch_size, generator=generator
+            )
         batch = train.subset(rows)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, peak=lr, warmup=warmup, total=steps)
@@ -191,6 +245,7 @@ def train_head(
             batch.hidden.to(accelerator.device, model.dtype),
             batch.anchors.to(accelerator.device),
             batch.targets.to(accelerator.device),
+            row_contexts(model, batch, sequences),
         )
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
@@ -202,7 +257,11 @@ def train_head(
         out_of_time = max_minutes and time.perf_counter() - started > 60 * max_minutes
         if step % eval_every == 0 or step == steps or out_of_time:
             metrics = heldout_metrics(
-                model, heldout, strategies=("rotary", "identity"), thresholds=(0.3, 0.5)
+                model,
+                heldout,
+                strategies=("rotary", "identity"),
+                thresholds=(0.3, 0.5),
+                sequences=sequences,
             )
             metrics.update(step=step, train_loss=round(loss.item(), 4), minutes=round(minutes(), 2))
             history.append(metrics)
