@@ -137,3 +137,38 @@ def test_train_a_sequence_head_on_every_position_of_the_cached_examples(tmp_path
     ids = head.tokenizer("ab", return_tensors="pt").input_ids
     ordinary = head.generate(ids, max_new_tokens=12, max_parallel_tokens=0)
     assert head.generate(ids, max_new_tokens=12, verify=True).tolist() == ordinary.tolist()
+
+
+def test_soft_targets_read_the_hidden_state_that_predicts_each_offset(tmp_path):
+    """--distill-weight: offset p of position t is predicted by h_{t+p}; past the answer's end
+    there is nothing to learn from."""
+    from shuffle_model.cli import train
+    from shuffle_model.training.distill import shard_paths
+    from shuffle_model.training.features import load_features
+    from shuffle_model.training.trainer import future_hidden, soft_targets
+
+    backbone_dir, data = tiny_training_folder(tmp_path, layers=3)
+    args = ["--data", str(data), "--backbone", str(backbone_dir), "--slots", "4"]
+    args += ["--draft-vocab", "0", "--batch-size", "16", "--heldout-every", "4", "--warmup", "1"]
+    train.main([*args, "--out", str(tmp_path / "kd"), "--steps", "2", "--eval-every", "2",
+                "--distill-weight", "1.0"])  # fmt: skip
+    head = FasterDecodeMixer.from_pretrained(tmp_path / "kd" / "final", device="cpu")
+    examples, features, sequences = load_features(
+        head, shard_paths([data]), str(backbone_dir), sequence=True
+    )
+    rows = features.subset((features.example == 0).nonzero().flatten())
+    future = future_hidden(rows, sequences, 4)  # (N, 4, H)
+    ids = torch.tensor([examples[0].prompt_ids + examples[0].answer_ids])
+    whole = head.trunk_forward(ids).hidden[0].float()  # (L, H)
+    for j, t in enumerate(rows.position.tolist()):
+        for p in range(1, 5):
+            if t + p < ids.shape[1]:
+                torch.testing.assert_close(future[j, p - 1], whole[t + p], atol=2e-3, rtol=1e-2)
+            else:
+                assert not future[j, p - 1].any()
+    soft = soft_targets(head, future)
+    last = rows.position.argmax()
+    # the last position's h_{t+1} is the answer's last one; nothing beyond it
+    assert soft[last].sum(-1).tolist() == pytest.approx([1.0, 0.0, 0.0, 0.0])
+    greedy = head.trunk_forward(ids).logits[0].argmax(-1)  # the backbone's token after t + p
+    assert soft[0, 0].argmax() == greedy[int(rows.position[0]) + 1]

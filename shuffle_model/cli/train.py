@@ -66,6 +66,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=16,
         help="a sequence head's batch: --batch-size positions from this many examples",
     )
+    p.add_argument(
+        "--distill-weight",
+        type=float,
+        default=0.0,
+        help="weight of soft targets: each matched slot's cross-entropy against the backbone's "
+        "distribution at its offset (needs every position's features, cached like a sequence "
+        "head's)",
+    )
     p.add_argument("--rotary-dim", type=int, default=2)
     p.add_argument("--lambda-pos", type=float, default=1.0)
     p.add_argument("--lambda-keep", type=float, default=0.5)
@@ -172,7 +180,7 @@ def main(argv=None) -> None:
     torch.manual_seed(args.seed)
     model = new_model(args, accelerator)
     extractor, features_name = feature_extractor(model, args)
-    sequence = model.head.sequence is not None
+    sequence = model.head.sequence is not None or args.distill_weight > 0
     examples, features, sequences = load_features(
         extractor, shard_paths(args.data), features_name, sequence=sequence
     )
@@ -213,6 +221,7 @@ def main(argv=None) -> None:
         resume=args.resume,
         sequences=sequences,
         examples_per_batch=args.examples_per_batch,
+        distill_weight=args.distill_weight,
     )
     if accelerator.is_main_process:
         model.config.extra["history"] = history

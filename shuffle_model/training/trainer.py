@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
@@ -22,19 +23,48 @@ from .features import Features, Sequences
 
 
 class HeadObjective(nn.Module):
-    """The set loss of a batch of cached positions; a module so that DDP can wrap it."""
+    """The set loss of a batch of cached positions; a module so that DDP can wrap it. With
+    `distill_weight`, plus the cross-entropy of each matched slot against the backbone's own
+    distribution at its offset (soft targets, as Medusa-2 and Hydra distil their heads)."""
 
-    def __init__(self, model: FasterDecodeMixer):
+    def __init__(self, model: FasterDecodeMixer, *, distill_weight: float = 0.0):
         super().__init__()
         self.model = model
+        self.distill_weight = distill_weight
 
-    def forward(self, hidden, anchors, targets, context=None):
+    def forward(self, hidden, anchors, targets, context=None, future=None):
         draft = self.model.draft(hidden, anchors, context)
         k = self.model.config.num_slots
         result = self.model.set_loss(
             draft.logits, draft.shuffle_scores, draft.keep_logits, targets[:, :k]
         )
-        return result.loss, result
+        if not self.distill_weight:
+            return result.loss, result
+        soft = soft_targets(self.model, future[:, :k])  # (N, K offsets, V')
+        matched = result.matched_offsets  # (N, K slots)
+        teacher = soft.gather(1, matched.clamp(min=0)[..., None].expand(-1, -1, soft.shape[-1]))
+        student = F.log_softmax(draft.logits.float(), dim=-1)  # (N, K slots, V')
+        has = (matched >= 0).float()
+        distill = -((teacher * student).sum(-1) * has).sum() / has.sum().clamp(min=1)
+        return result.loss + self.distill_weight * distill, result
+
+
+@torch.no_grad()
+def soft_targets(model: FasterDecodeMixer, future: torch.Tensor) -> torch.Tensor:
+    """The backbone's distribution over the draft vocabulary at offsets 1..K: future (N, K, H)
+    holds h_{t+p}, whose LM-head row predicts the token at offset p. Zero where unknown."""
+    known = future.abs().sum(-1, keepdim=True) > 0  # (N, K, 1): past the end: zeros
+    return F.softmax(model.draft_logits(future).float(), dim=-1) * known
+
+
+def future_hidden(rows: Features, sequences: Sequences, k: int) -> torch.Tensor:
+    """h_{t+p}, p = 1..k, of these rows: (N, k, H), zeros past their example's end."""
+    start = sequences.starts[rows.example]  # (N,)
+    end = sequences.starts[rows.example + 1]
+    index = start[:, None] + rows.position[:, None] + torch.arange(1, k + 1)  # (N, k)
+    inside = index < end[:, None]
+    future = sequences.hidden[index.clamp(max=len(sequences.hidden) - 1)]  # (N, k, H)
+    return future.float() * inside[..., None]
 
 
 def frequent_tokens(features: Features, count: int, vocab_size: int) -> tuple[torch.Tensor, float]:
@@ -204,13 +234,15 @@ def train_head(
     resume: bool,
     sequences: Sequences | None = None,
     examples_per_batch: int = 16,
+    distill_weight: float = 0.0,
 ) -> tuple[list[dict], float]:
     """AdamW on the set loss of random batches of cached positions, with held-out metrics and a
     checkpoint every `eval_every` steps. A head that reads the sequence (`sequences`: every
     position of the examples) trains on batches of positions from `examples_per_batch`
     examples. Returns the metrics history and the training minutes
     (the clock carries over a resume)."""
-    objective = HeadObjective(model)
+    objective = HeadObjective(model, distill_weight=distill_weight)
+    reads_sequence = model.head.sequence is not None
     params = [p for p in model.head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     objective, optimizer = accelerator.prepare(objective, optimizer)
@@ -230,7 +262,7 @@ def train_head(
     )
     model.train()
     while step < steps:
-        if sequences is None:
+        if not reads_sequence:
             rows = batch_rows(
                 train, batch_size=batch_size, generator=generator, accelerator=accelerator
             )
@@ -246,6 +278,9 @@ def train_head(
             batch.anchors.to(accelerator.device),
             batch.targets.to(accelerator.device),
             row_contexts(model, batch, sequences),
+            future_hidden(batch, sequences, model.config.num_slots).to(accelerator.device)
+            if distill_weight
+            else None,
         )
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
