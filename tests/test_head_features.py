@@ -155,3 +155,20 @@ def test_train_with_a_draft_vocabulary_keeps_the_most_frequent_targets(tmp_path)
     again = FasterDecodeMixer.from_pretrained(tmp_path / "b" / "final", device="cpu")
     assert again.head.draft_vocab.tolist() == vocab  # same data: the same most frequent tokens
     assert again.config.draft_vocab_size == 16
+
+
+def test_a_shallower_head_warm_starts_a_deeper_one_unchanged():
+    """Mixer blocks beyond the saved ones start as the identity (their MLPs' last layers zero)."""
+    backbone = tiny_backbone(layers=3)
+    shallow = tiny_mixer(backbone, tokenizer=char_tokenizer())
+    with torch.no_grad():
+        for p in shallow.head.parameters():
+            p.normal_(0, 0.2)
+    deep = tiny_mixer(backbone, tokenizer=char_tokenizer(), mixer_depth=4, seed=5)
+    deep.head.load_state_dict(warm_start_state(deep.head, shallow.head.state_dict()))
+    ids = torch.tensor([PROMPT])
+    hidden = shallow.trunk_forward(ids).hidden
+    a, b = shallow.draft(hidden, ids), deep.draft(hidden, ids)
+    torch.testing.assert_close(a.logits, b.logits)
+    torch.testing.assert_close(a.shuffle_scores, b.shuffle_scores)
+    assert deep.head.blocks[3].token_mlp[0].weight.abs().sum() > 0  # learnable from the start

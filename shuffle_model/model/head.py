@@ -110,8 +110,15 @@ class ShuffleHead(nn.Module):
 
 
 def warm_start_state(head: ShuffleHead, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A saved head's weights for `head`; a head without an early layer gives one with it its
-    function unchanged: the early layer's input columns start at zero."""
+    """A saved head's weights for `head`, whose function stays the saved head's where `head` has
+    more: an early layer's input columns start at zero, a sequence layer's output projection
+    too, and mixer blocks beyond the saved ones start as the identity (their MLPs' last layers
+    zero)."""
+    fresh = head.state_dict()
+    added = [key for key in fresh if key.startswith("blocks.") and key not in state]
+    for key in added:  # blocks.<i>.{token,channel}_mlp.2.*: a residual branch's last layer
+        last_layer = key.split(".")[2:4] in (["token_mlp", "2"], ["channel_mlp", "2"])
+        state = {**state, key: torch.zeros_like(fresh[key]) if last_layer else fresh[key]}
     if head.sequence is not None and not any(key.startswith("sequence.") for key in state):
         fresh = head.state_dict()  # a new sequence layer: its own initialisation, W_z zero
         state = {
