@@ -254,6 +254,10 @@ MORE: dict[str, list[list[str]]] = {
         + ["--eval-every", "1", "--heldout-every", "3", "--seed", "1"],
         ["--data", "{data}", "--backbone", "{backbone}"]
         + ["--draft-vocab", "0", "--features-only", "--features-dtype", "bfloat16"],
+        ["--data", "{data}", "--backbone", "{backbone}", "--out", "{runs}/sequence"]
+        + ["--slots", "4", "--draft-vocab", "16", "--sequence-width", "8", "--sequence-heads", "2"]
+        + ["--examples-per-batch", "2", "--distill-weight", "0.5", "--batch-size", "8"]
+        + ["--steps", "2", "--eval-every", "2", "--warmup", "1", "--heldout-every", "3"],
     ],
     "shuffle_model.cli.calibrate": [
         ["--prompts", "2", "--max-new-tokens", "8", "--strategy", "identity"]
