@@ -157,16 +157,17 @@ def test_soft_targets_read_the_hidden_state_that_predicts_each_offset(tmp_path):
         head, shard_paths([data]), str(backbone_dir), sequence=True
     )
     rows = features.subset((features.example == 0).nonzero().flatten())
-    future = future_hidden(rows, sequences, 4)  # (N, 4, H)
+    future, known = future_hidden(rows, sequences, 4)  # (N, 4, H), (N, 4)
     ids = torch.tensor([examples[0].prompt_ids + examples[0].answer_ids])
     whole = head.trunk_forward(ids).hidden[0].float()  # (L, H)
     for j, t in enumerate(rows.position.tolist()):
         for p in range(1, 5):
             if t + p < ids.shape[1]:
                 torch.testing.assert_close(future[j, p - 1], whole[t + p], atol=2e-3, rtol=1e-2)
+                assert known[j, p - 1]
             else:
-                assert not future[j, p - 1].any()
-    soft = soft_targets(head, future)
+                assert not known[j, p - 1] and not future[j, p - 1].any()
+    soft = soft_targets(head, future, known)
     last = rows.position.argmax()
     # the last position's h_{t+1} is the answer's last one; nothing beyond it
     assert soft[last].sum(-1).tolist() == pytest.approx([1.0, 0.0, 0.0, 0.0])

@@ -33,6 +33,7 @@ class HeadObjective(nn.Module):
         self.distill_weight = distill_weight
 
     def forward(self, hidden, anchors, targets, context=None, future=None):
+        """`future`: (h_{t+p}, known) of future_hidden, for soft targets."""
         draft = self.model.draft(hidden, anchors, context)
         k = self.model.config.num_slots
         result = self.model.set_loss(
@@ -40,7 +41,7 @@ class HeadObjective(nn.Module):
         )
         if not self.distill_weight:
             return result.loss, result
-        soft = soft_targets(self.model, future[:, :k])  # (N, K offsets, V')
+        soft = soft_targets(self.model, *future)  # (N, K offsets, V')
         matched = result.matched_offsets  # (N, K slots)
         teacher = soft.gather(1, matched.clamp(min=0)[..., None].expand(-1, -1, soft.shape[-1]))
         student = F.log_softmax(draft.logits.float(), dim=-1)  # (N, K slots, V')
@@ -50,21 +51,22 @@ class HeadObjective(nn.Module):
 
 
 @torch.no_grad()
-def soft_targets(model: FasterDecodeMixer, future: torch.Tensor) -> torch.Tensor:
+def soft_targets(model: FasterDecodeMixer, future: torch.Tensor, known: torch.Tensor):
     """The backbone's distribution over the draft vocabulary at offsets 1..K: future (N, K, H)
-    holds h_{t+p}, whose LM-head row predicts the token at offset p. Zero where unknown."""
-    known = future.abs().sum(-1, keepdim=True) > 0  # (N, K, 1): past the end: zeros
-    return F.softmax(model.draft_logits(future).float(), dim=-1) * known
+    holds h_{t+p}, whose LM-head row predicts the token at offset p; zero where not `known`
+    (N, K)."""
+    return F.softmax(model.draft_logits(future).float(), dim=-1) * known[..., None]
 
 
-def future_hidden(rows: Features, sequences: Sequences, k: int) -> torch.Tensor:
-    """h_{t+p}, p = 1..k, of these rows: (N, k, H), zeros past their example's end."""
+def future_hidden(rows: Features, sequences: Sequences, k: int):
+    """h_{t+p}, p = 1..k, of these rows (N, k, H), and whether t + p is inside their example
+    (N, k); past the end the rows are zeros."""
     start = sequences.starts[rows.example]  # (N,)
     end = sequences.starts[rows.example + 1]
     index = start[:, None] + rows.position[:, None] + torch.arange(1, k + 1)  # (N, k)
     inside = index < end[:, None]
     future = sequences.hidden[index.clamp(max=len(sequences.hidden) - 1)]  # (N, k, H)
-    return future.float() * inside[..., None]
+    return future.float() * inside[..., None], inside
 
 
 def frequent_tokens(features: Features, count: int, vocab_size: int) -> tuple[torch.Tensor, float]:
@@ -278,7 +280,10 @@ def train_head(
             batch.anchors.to(accelerator.device),
             batch.targets.to(accelerator.device),
             row_contexts(model, batch, sequences),
-            future_hidden(batch, sequences, model.config.num_slots).to(accelerator.device)
+            [
+                x.to(accelerator.device)
+                for x in future_hidden(batch, sequences, model.config.num_slots)
+            ]
             if distill_weight
             else None,
         )
