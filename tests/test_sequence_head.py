@@ -18,8 +18,10 @@ PROMPT = [5, 9, 11, 7, 20, 21, 5, 9]
 
 
 def sequence_mixer(**head):
-    model = tiny_mixer(tiny_backbone(layers=3, eos=None), tokenizer=char_tokenizer(), sequence_width=16,
-                       sequence_heads=2, **head)  # fmt: skip
+    backbone = tiny_backbone(layers=3, eos=None)
+    model = tiny_mixer(
+        backbone, tokenizer=char_tokenizer(), sequence_width=16, sequence_heads=2, **head
+    )
     with torch.no_grad():
         model.head.context_proj.weight.normal_(0, 0.5)  # a trained layer's output matters
     return model
@@ -34,7 +36,9 @@ def test_the_cache_gives_each_position_what_the_whole_sequence_gives_it():
         cache = SequenceCache()
         for start, end in ((0, 4), (4, 5), (5, 9)):
             cache.extend(layer, rows[:, start:end])
-            torch.testing.assert_close(cache.query(layer, rows[:, end - 1 : end]), whole[0, end - 1])
+            torch.testing.assert_close(
+                cache.query(layer, rows[:, end - 1 : end]), whole[0, end - 1]
+            )
         cache.crop(7)  # forget positions 7 and 8, read them again with two more
         cache.extend(layer, rows[:, 7:11])
         torch.testing.assert_close(cache.query(layer, rows[:, 10:11]), whole[0, 10])
@@ -56,7 +60,10 @@ def test_generation_reads_the_sequence_as_training_does_and_stays_lossless(monke
 
     monkeypatch.setattr(proposers.SequenceReader, "context", spy)
     ordinary = model.generate([PROMPT], max_new_tokens=40, max_parallel_tokens=0)
-    for settings in (dict(draft_source="head", block_length="fixed"), dict(draft_source="head+context")):
+    for settings in (
+        dict(draft_source="head", block_length="fixed"),
+        dict(draft_source="head+context"),
+    ):
         seen.clear()
         verified = model.generate([PROMPT], max_new_tokens=40, **settings)
         assert verified.tolist() == ordinary.tolist()

@@ -42,13 +42,17 @@ class SequenceLayer(nn.Module):
         self.qkv = nn.Linear(width, 3 * width, bias=False)
         self.attn_out = nn.Linear(width, width, bias=False)
         self.mlp_norm = nn.RMSNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+        self.mlp = nn.Sequential(
+            nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)
+        )
         self.norm = nn.RMSNorm(width)
         self.base = 10000.0
 
     def rows(self, hidden: torch.Tensor, this_embeds: torch.Tensor, next_embeds: torch.Tensor):
         """(..., L, H) h_i, (..., L, E) e(x_i) and e(x_{i+1}) -> (..., L, W) rows r_i."""
-        return self.rows_in(torch.cat([hidden[..., : self.hidden_size], this_embeds, next_embeds], -1))
+        return self.rows_in(
+            torch.cat([hidden[..., : self.hidden_size], this_embeds, next_embeds], -1)
+        )
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, W) -> (B, heads, L, W/heads)
         b, length, _ = x.shape
