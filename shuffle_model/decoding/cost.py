@@ -1,8 +1,8 @@
 """The machine's cost curve c(n): one backbone pass over n new tokens, relative to n = 1.
 
 Whether verifying m drafts pays depends on what the machine charges for the longer pass: a
-2-core AMD EPYC in float32 was measured at c(2) = 1.9, an Intel Xeon with AMX at 1.11, the
-same Xeon in bfloat16 at c(8) = 1.19. So the curve is measured where the code runs (interleaved
+2-core AMD EPYC in float32 was measured at c(2) of about 1.7 and c(5) about 1.4, an Intel
+Xeon with AMX in bfloat16 at c(8) of 1.05-1.2 (docs/architecture.md). So the curve is measured where the code runs (interleaved
 repetitions, with a real key/value cache; the fast end of the repetitions, since
 other work only slows passes down), cached per (machine, device, dtype,
 backbone) under ~/.cache/shufflelm/cost/, and measured again on request:

@@ -25,7 +25,7 @@ tokens, whose results and cache entries are thrown away (`Plan.padding`).
 Where trees are not allowed (sampling, pure mode, caches that cannot drop a branch) each
 source's own chain is a candidate on its own, and the best one is verified. The "fixed" rule
 verifies every draft of every source's own chain (the filter's block and the context's
-match; no alternatives), as ShuffleLM did before it knew its costs.
+match; no alternatives), whatever the machine charges for the longer pass.
 """
 
 from __future__ import annotations

@@ -272,7 +272,7 @@ class ShuffleModelBase(nn.Module):
         """The trunk's own next-token loss, or None where the trunk is frozen."""
         return None
 
-    # --- generation (one loop for every caller: see generation.py) ------------------------
+    # --- generation (one loop for every caller: decoding/loop.py) --------------------------
     def generate(self, input_ids=None, attention_mask=None, **settings):
         """Full sequence (1, prompt+new), or (sequence, GenerationTrace) with return_trace=True."""
         return generate(self, input_ids, attention_mask, **settings)
