@@ -48,6 +48,18 @@ def test_offsets_past_the_end_are_not_matched():
     assert accuracy[:2] == [1.0, 1.0] and all(math.isnan(a) for a in accuracy[2:])
 
 
+def test_top3_accuracy_counts_a_target_among_a_slots_three_likeliest_tokens():
+    targets = torch.tensor([[1, 2]])
+    logits = torch.zeros(1, 2, 10)
+    logits[0, 0, [7, 8, 1]] = torch.tensor([3.0, 2.5, 2.0])  # slot 0: target 1 third
+    logits[0, 1, [7, 8, 9, 2]] = torch.tensor([3.0, 2.5, 2.4, 2.0])  # slot 1: target 2 fourth
+    result = set_prediction_loss(logits, torch.zeros(1, 2, 2), torch.zeros(1, 2), targets)
+    assert per_offset_accuracy(result, targets) == [0.0, 0.0]
+    top3 = per_offset_accuracy(result, targets, logits, top=3)
+    by_slot = dict(zip(result.matched_offsets[0].tolist(), [1.0, 0.0], strict=True))
+    assert top3 == [by_slot[0], by_slot[1]]
+
+
 def test_prior_breaks_ties_towards_slot_order():
     targets = torch.tensor([[1, 2, 3]])
     logits = torch.zeros(1, 3, 10)  # no slot prefers anything

@@ -2,10 +2,10 @@
 
 Whether verifying m drafts pays depends on what the machine charges for the longer pass: a
 2-core AMD EPYC in float32 was measured at c(2) of about 1.7 and c(5) about 1.4, an Intel
-Xeon with AMX in bfloat16 at c(8) of 1.05-1.2 (docs/architecture.md). So the curve is measured where the code runs (interleaved
-repetitions, with a real key/value cache; the fast end of the repetitions, since
-other work only slows passes down), cached per (machine, device, dtype,
-backbone) under ~/.cache/shufflelm/cost/, and measured again on request:
+Xeon with AMX in bfloat16 at c(8) of 1.05-1.2 (docs/architecture.md). So the curve is
+measured where the code runs (interleaved repetitions, with a real key/value cache; the fast
+end of the repetitions, since other work only slows passes down), cached per (machine,
+device, dtype, backbone) under ~/.cache/shufflelm/cost/, and measured again on request:
 
     python -m shuffle_model cost [--remeasure]
 """

@@ -136,12 +136,22 @@ def set_prediction_loss(
     )
 
 
-def per_offset_accuracy(result: SetLoss, targets: torch.Tensor) -> list[float]:
-    """Top-1 accuracy of the slot matched to each offset p = 1..K (NaN if p never occurs)."""
+def per_offset_accuracy(
+    result: SetLoss, targets: torch.Tensor, draft_logits: torch.Tensor | None = None, top: int = 1
+) -> list[float]:
+    """Top-1 accuracy of the slot matched to each offset p = 1..K (NaN if p never occurs); with
+    the draft logits (N, K, V) and `top` > 1, whether the target is among that slot's `top`
+    likeliest tokens."""
     k = targets.shape[-1]
+    right = result.slot_correct  # (N, K slots)
+    if top > 1:
+        matched = result.matched_offsets
+        wanted = targets.gather(-1, matched.clamp(min=0))  # (N, K): each slot's target column
+        best = draft_logits.topk(top, dim=-1).indices  # (N, K, top)
+        right = (matched >= 0) & (wanted >= 0) & (best == wanted[..., None]).any(-1)
     accuracies = []
     for p in range(k):
         present = (targets[:, p] != IGNORE).sum().item()  # undraftable targets count as misses
-        hits = (result.slot_correct & (result.matched_offsets == p)).sum().item()
+        hits = (right & (result.matched_offsets == p)).sum().item()
         accuracies.append(hits / present if present else float("nan"))
     return accuracies

@@ -155,6 +155,9 @@ def heldout_metrics(
     metrics = {
         "heldout_loss": result.loss.item(),
         "offset_accuracy": [round(a, 4) for a in per_offset_accuracy(result, mapped)],
+        "offset_top3": [
+            round(a, 4) for a in per_offset_accuracy(result, mapped, draft.logits, top=3)
+        ],
     }
     tokens = draft.logits.argmax(-1)
     if draft.vocab is not None:
