@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+ROTARY_BASE = 10000.0  # of the layer's rotary positions, as the backbone's
+
 
 def rotate(x: torch.Tensor, positions: torch.Tensor, *, base: float) -> torch.Tensor:
     """Rotary position embedding (RoFormer) of x (..., L, d) at integer positions (L,)."""
@@ -46,7 +48,7 @@ class SequenceLayer(nn.Module):
             nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)
         )
         self.norm = nn.RMSNorm(width)
-        self.base = 10000.0
+        self.base = ROTARY_BASE
 
     def rows(self, hidden: torch.Tensor, this_embeds: torch.Tensor, next_embeds: torch.Tensor):
         """(..., L, H) h_i, (..., L, E) e(x_i) and e(x_{i+1}) -> (..., L, W) rows r_i."""
@@ -80,8 +82,8 @@ class SequenceLayer(nn.Module):
 
 @dataclass
 class SequenceCache:
-    """One generation's keys and values of the layer, a row per accepted position, and the rows
-    whose next token is not known yet (the last one, until the step's anchor is chosen)."""
+    """One generation's keys and values of the layer: a row per position read so far, each
+    computed once (a tensor per `extend`, joined when queried)."""
 
     keys: list[torch.Tensor] = field(default_factory=list)  # (1, heads, n, d) per extension
     values: list[torch.Tensor] = field(default_factory=list)
