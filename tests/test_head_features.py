@@ -9,7 +9,13 @@ import torch
 
 from shuffle_model import FasterDecodeMixer, ShuffleConfig
 from shuffle_model.model.head import warm_start_state
-from tests.tiny import char_tokenizer, tiny_backbone, tiny_mixer, tiny_training_folder
+from tests.tiny import (
+    char_tokenizer,
+    tiny_backbone,
+    tiny_mixer,
+    tiny_training_folder,
+    warm_started,
+)
 
 PROMPT = [5, 9, 11, 7, 20, 21]
 
@@ -47,12 +53,7 @@ def test_early_block_changes_the_drafts_and_generation_stays_lossless():
 
 def test_a_head_without_the_early_block_warm_starts_one_with_it_unchanged(tmp_path):
     backbone = tiny_backbone(layers=3)
-    plain = tiny_mixer(backbone, tokenizer=char_tokenizer())
-    with torch.no_grad():
-        for p in plain.head.parameters():
-            p.normal_(0, 0.2)
-    widened = tiny_mixer(backbone, tokenizer=char_tokenizer(), early_layer=1, seed=5)
-    widened.head.load_state_dict(warm_start_state(widened.head, plain.head.state_dict()))
+    plain, widened = warm_started(backbone, early_layer=1)
     ids = torch.tensor([PROMPT])
     a = plain.draft(plain.trunk_forward(ids).hidden, ids)
     b = widened.draft(widened.trunk_forward(ids).hidden, ids)
@@ -159,13 +160,7 @@ def test_train_with_a_draft_vocabulary_keeps_the_most_frequent_targets(tmp_path)
 
 def test_a_shallower_head_warm_starts_a_deeper_one_unchanged():
     """Mixer blocks beyond the saved ones start as the identity (their MLPs' last layers zero)."""
-    backbone = tiny_backbone(layers=3)
-    shallow = tiny_mixer(backbone, tokenizer=char_tokenizer())
-    with torch.no_grad():
-        for p in shallow.head.parameters():
-            p.normal_(0, 0.2)
-    deep = tiny_mixer(backbone, tokenizer=char_tokenizer(), mixer_depth=4, seed=5)
-    deep.head.load_state_dict(warm_start_state(deep.head, shallow.head.state_dict()))
+    shallow, deep = warm_started(tiny_backbone(layers=3), mixer_depth=4)
     ids = torch.tensor([PROMPT])
     hidden = shallow.trunk_forward(ids).hidden
     a, b = shallow.draft(hidden, ids), deep.draft(hidden, ids)

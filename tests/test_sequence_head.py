@@ -10,9 +10,14 @@ import torch
 
 from shuffle_model import FasterDecodeMixer
 from shuffle_model.decoding import proposers
-from shuffle_model.model.head import warm_start_state
 from shuffle_model.model.sequence import SequenceCache, SequenceLayer
-from tests.tiny import char_tokenizer, tiny_backbone, tiny_mixer, tiny_training_folder
+from tests.tiny import (
+    char_tokenizer,
+    tiny_backbone,
+    tiny_mixer,
+    tiny_training_folder,
+    warm_started,
+)
 
 PROMPT = [5, 9, 11, 7, 20, 21, 5, 9]
 
@@ -35,13 +40,13 @@ def test_the_cache_gives_each_position_what_the_whole_sequence_gives_it():
         whole = layer(rows)  # (1, 11, 16), causal
         cache = SequenceCache()
         for start, end in ((0, 4), (4, 5), (5, 9)):
-            cache.extend(layer, rows[:, start:end])
+            q = cache.extend(layer, rows[:, start:end])
             torch.testing.assert_close(
-                cache.query(layer, rows[:, end - 1 : end]), whole[0, end - 1]
+                cache.query(layer, rows[:, end - 1 : end], q[:, :, -1:]), whole[0, end - 1]
             )
         cache.crop(7)  # forget positions 7 and 8, read them again with two more
-        cache.extend(layer, rows[:, 7:11])
-        torch.testing.assert_close(cache.query(layer, rows[:, 10:11]), whole[0, 10])
+        q = cache.extend(layer, rows[:, 7:11])
+        torch.testing.assert_close(cache.query(layer, rows[:, 10:11], q[:, :, -1:]), whole[0, 10])
     assert not torch.allclose(whole[0, 4], layer(rows[:, 2:5])[0, -1])  # it reads the past
 
 
@@ -91,13 +96,7 @@ def test_the_context_changes_the_drafts():
 
 
 def test_a_head_without_the_layer_warm_starts_one_with_it_unchanged():
-    backbone = tiny_backbone(layers=3)
-    plain = tiny_mixer(backbone, tokenizer=char_tokenizer())
-    with torch.no_grad():
-        for p in plain.head.parameters():
-            p.normal_(0, 0.2)
-    reading = tiny_mixer(backbone, tokenizer=char_tokenizer(), sequence_width=16, seed=5)
-    reading.head.load_state_dict(warm_start_state(reading.head, plain.head.state_dict()))
+    plain, reading = warm_started(tiny_backbone(layers=3), sequence_width=16)
     ids = torch.tensor([PROMPT])
     hidden, anchors = plain.trunk_forward(ids).hidden, torch.tensor([[*PROMPT[1:], 3]])
     a = plain.draft(hidden, anchors)

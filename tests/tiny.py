@@ -42,6 +42,20 @@ def tiny_mixer(backbone, *, seed: int = 1, tokenizer=None, **head) -> FasterDeco
     return FasterDecodeMixer.from_backbone(backbone, tokenizer=tokenizer, **head)
 
 
+def warm_started(backbone, **grown_head) -> tuple[FasterDecodeMixer, FasterDecodeMixer]:
+    """A tiny head with random weights, and a head of another shape (`grown_head`) started from
+    its weights by warm_start_state."""
+    from shuffle_model.model.head import warm_start_state
+
+    saved = tiny_mixer(backbone, tokenizer=char_tokenizer())
+    with torch.no_grad():
+        for p in saved.head.parameters():
+            p.normal_(0, 0.2)
+    grown = tiny_mixer(backbone, tokenizer=char_tokenizer(), seed=5, **grown_head)
+    grown.head.load_state_dict(warm_start_state(grown.head, saved.head.state_dict()))
+    return saved, grown
+
+
 def tiny_shuffle_lm(seed: int = 0, *, vocab_size: int = TINY_VOCAB, **overrides) -> ShuffleLM:
     torch.manual_seed(seed)
     config = ShuffleConfig(

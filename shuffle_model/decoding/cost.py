@@ -29,6 +29,7 @@ import torch
 from ..model.backbone import cache_root
 from ..model.devices import cpu_name
 from ..model.precision import timing_context
+from .proposers import DecodeState, SequenceReader
 from .tree import Block, tree_inputs
 
 CONTEXT_TOKENS = 256  # cache length the passes are measured on (a typical prompt + answer)
@@ -233,17 +234,14 @@ def head_draft(model, ids: torch.Tensor) -> Callable[[], object]:
     anchor = torch.tensor(ids[0, -1].item(), device=ids.device)
     if model.head.sequence is None:
         return partial(model.draft, hidden, anchor)
-    from ..model.sequence import SequenceCache
-
-    layer, cache = model.head.sequence, SequenceCache()
-    rows = model.sequence_rows(hidden.expand(ids.shape[1] - 1, -1)[None], ids)  # (1, L, W)
-    cache.extend(layer, rows[:, :-2])
+    tokens, reader = ids[0].tolist(), SequenceReader(model)
+    before = DecodeState(tokens[:-2], hidden, tokens[-3], [hidden.expand(len(tokens) - 3, -1)])
+    reader.context(before)  # the history so far, read once
+    step_state = DecodeState(tokens, hidden, tokens[-1], [*before.history, hidden.expand(2, -1)])
 
     def step():
-        new = model.sequence_rows(hidden.expand(2, -1)[None], ids[:, -3:])  # (1, 2, W)
-        cache.extend(layer, new)
-        model.draft(hidden, anchor, cache.query(layer, new[:, -1:]))
-        cache.crop(rows.shape[1] - 2)
+        model.draft(hidden, anchor, reader.context(step_state))  # two new positions read
+        reader.rewind(before)
 
     return step
 

@@ -395,8 +395,14 @@ class SequenceReader:
             raise RuntimeError("the history and the tokens of a generation disagree")
         ids = torch.tensor(ids, device=hidden.device)
         rows = self.model.sequence_rows(hidden[None], ids[None])  # (1, n, W)
-        self.cache.extend(self.model.head.sequence, rows)
-        return self.cache.query(self.model.head.sequence, rows[:, -1:])
+        layer = self.model.head.sequence
+        queries = self.cache.extend(layer, rows)  # (1, heads, n, d)
+        return self.cache.query(layer, rows[:, -1:], queries[:, :, -1:])
+
+    def rewind(self, state: DecodeState) -> None:
+        """Back to where the reader stood after reading `state` (the cost curve's timing)."""
+        self.cache.crop(len(state.tokens) - 1)
+        self.chunks = len(state.history)
 
 
 def draft_slots(

@@ -120,8 +120,7 @@ def warm_start_state(head: ShuffleHead, state: dict[str, torch.Tensor]) -> dict[
         last_layer = key.split(".")[2:4] in (["token_mlp", "2"], ["channel_mlp", "2"])
         state = {**state, key: torch.zeros_like(fresh[key]) if last_layer else fresh[key]}
     if head.sequence is not None and not any(key.startswith("sequence.") for key in state):
-        fresh = head.state_dict()  # a new sequence layer: its own initialisation, W_z zero
-        state = {
+        state = {  # a new sequence layer: its own initialisation, W_z zero
             **state,
             **{k: v for k, v in fresh.items() if k.startswith(("sequence.", "context_proj."))},
         }

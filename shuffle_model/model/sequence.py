@@ -89,13 +89,15 @@ class SequenceCache:
     values: list[torch.Tensor] = field(default_factory=list)
     length: int = 0  # positions whose keys and values are cached
 
-    def extend(self, layer: SequenceLayer, rows: torch.Tensor) -> None:
-        """Cache the keys and values of new rows (1, n, W) at the next positions."""
+    def extend(self, layer: SequenceLayer, rows: torch.Tensor) -> torch.Tensor:
+        """Cache the keys and values of new rows (1, n, W) at the next positions; returns their
+        queries (1, heads, n, d)."""
         positions = torch.arange(self.length, self.length + rows.shape[1], device=rows.device)
-        _, k, v = layer.keys_values(rows, positions)
+        q, k, v = layer.keys_values(rows, positions)
         self.keys.append(k)
         self.values.append(v)
         self.length += rows.shape[1]
+        return q
 
     def crop(self, length: int) -> None:
         """Forget the positions from `length` on."""
@@ -103,10 +105,9 @@ class SequenceCache:
         self.values = [torch.cat(self.values, 2)[:, :, :length]] if self.values else []
         self.length = min(self.length, length)
 
-    def query(self, layer: SequenceLayer, row: torch.Tensor) -> torch.Tensor:
-        """z for the last cached position, whose row (1, 1, W) was the last one extended."""
-        positions = torch.tensor([self.length - 1], device=row.device)
-        q, _, _ = layer.keys_values(row, positions)
+    def query(self, layer: SequenceLayer, row: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """z for the last cached position: its row (1, 1, W), the last one extended, and its
+        query (1, heads, 1, d), as `extend` returned it."""
         if len(self.keys) > 1:  # one tensor from now on: the next query reads it as is
             self.keys, self.values = [torch.cat(self.keys, 2)], [torch.cat(self.values, 2)]
         attended = F.scaled_dot_product_attention(q, self.keys[0], self.values[0])

@@ -160,17 +160,18 @@ class ShuffleModelBase(nn.Module):
         embed = self.token_embeddings()
         return self.head.sequence.rows(hidden, embed(ids[..., :-1]), embed(ids[..., 1:]))
 
-    def sequence_context(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    def sequence_context(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor | None:
         """z_i at every position of whole sequences: hidden (B, L, H or 2H), ids (B, L + 1) ->
-        (B, L, W), each row from positions 0..i (training, teacher-forced evaluation)."""
+        (B, L, W), each row from positions 0..i (training, teacher-forced evaluation); None for
+        a head without a sequence layer."""
+        if self.head.sequence is None:
+            return None
         return self.head.sequence(self.sequence_rows(hidden, ids))
 
     def draft_everywhere(self, hidden: torch.Tensor, ids: torch.Tensor, anchors: torch.Tensor):
         """Drafts at every position of whole sequences: hidden (B, T, H or 2H), their tokens
         (B, T) and anchors (B, T), the token after each -> DraftOutput over (B, T)."""
-        context = None
-        if self.head.sequence is not None:
-            context = self.sequence_context(hidden, torch.cat([ids[:, :1], anchors], 1))
+        context = self.sequence_context(hidden, torch.cat([ids[:, :1], anchors], 1))
         return self.draft(hidden, anchors, context)
 
     def draft_logits(self, draft_hidden: torch.Tensor) -> torch.Tensor:

@@ -52,9 +52,9 @@ def replay_steps(model, prompt_ids, answer_ids, *, strategy: str) -> ReplayedSte
     start = len(prompt_ids) - 1  # h_t at the last prompt token chooses the first answer token
     positions = torch.arange(start, len(sequence) - 1, device=model.device)
     anchors = ids[0, positions + 1]  # (N,)
-    context = None  # a head that reads the sequence: z_t of every position, up to the last
-    if model.head.sequence is not None:
-        context = model.sequence_context(trunk.hidden[:, :-1], ids)[0, positions]  # (N, W)
+    context = model.sequence_context(trunk.hidden[:, :-1], ids)  # (1, L - 1, W) or None
+    if context is not None:  # a head that reads the sequence: z_t at the answer's positions
+        context = context[0, positions]  # (N, W)
     draft = model.draft(trunk.hidden[0, positions], anchors, context)  # logits (N, K, V'), ...
     top = draft.logits.topk(TOP_K, dim=-1).indices  # (N, K, TOP_K)
     if draft.vocab is not None:

@@ -29,12 +29,11 @@ class Features:
     targets: torch.Tensor  # (N, MAX_OFFSETS) long: token[t+1+p], IGNORE past the answer's end
     example: torch.Tensor  # (N,) long: which example the position comes from
     greedy: torch.Tensor  # (N,) bool: the example's answer was decoded greedily
+    position: torch.Tensor | None = None  # (N,) long: t, the row's position in its example
+    # (load_features sets it; not cached)
 
     def __len__(self) -> int:
         return self.anchors.shape[0]
-
-    position: torch.Tensor | None = None  # (N,) long: t, the row's position in its example
-    # (load_features sets it; not cached)
 
     def subset(self, index: torch.Tensor) -> Features:
         position = None if self.position is None else self.position[index]
@@ -187,10 +186,19 @@ def load_features(
     return examples, features, sequences
 
 
+def example_rows(features: Features, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example index (n of them; default: up to the largest present) its first row and its
+    number of rows: an example's rows are contiguous."""
+    n = int(features.example.max()) + 1 if n is None else n
+    rows = torch.arange(len(features))
+    first = torch.full((n,), len(features), dtype=torch.long)
+    first.scatter_reduce_(0, features.example, rows, "amin")
+    return first, torch.bincount(features.example, minlength=n)
+
+
 def row_positions(features: Features, examples: list[Example]) -> torch.Tensor:
     """t of every row: an example's rows are contiguous, at t = prompt length - 1, ... ."""
-    rows = torch.arange(len(features))
-    first = torch.full((len(examples),), len(features), dtype=torch.long)
-    first.scatter_reduce_(0, features.example, rows, "amin")
+    first, _ = example_rows(features, len(examples))
     prompt = torch.tensor([len(e.prompt_ids) for e in examples])
+    rows = torch.arange(len(features))
     return prompt[features.example] - 1 + rows - first[features.example]

@@ -19,7 +19,7 @@ from ..decoding.filtering import known_step
 from ..decoding.shuffle import assign_offsets, map_variety, predicted_maps
 from ..model.faster_decode_mixer import FasterDecodeMixer
 from ..model.loss import IGNORE, per_offset_accuracy
-from .features import Features, Sequences
+from .features import Features, Sequences, example_rows
 
 
 class HeadObjective(nn.Module):
@@ -112,23 +112,17 @@ def row_contexts(model: FasterDecodeMixer, rows: Features, sequences: Sequences 
     return z[which.to(device), rows.position.to(device)]  # (N, W)
 
 
-def sequence_batch_rows(train: Features, *, examples: int, batch_size: int, generator):
+def sequence_batch_rows(
+    spans: tuple[torch.Tensor, torch.Tensor], *, examples: int, batch_size: int, generator
+):
     """A batch of a sequence head: `batch_size` positions from `examples` random examples, so
-    that the sequence layer runs over a few sequences rather than one per position."""
-    first, count = example_rows(train)
+    that the sequence layer runs over a few sequences rather than one per position. `spans`:
+    each example's first row and row count in the training rows (features.example_rows)."""
+    first, count = spans
     present = (count > 0).nonzero().flatten()
     chosen = present[torch.randint(len(present), (examples,), generator=generator)]
     rows = torch.cat([first[e] + torch.arange(count[e]) for e in chosen.tolist()])
     return rows[torch.randperm(len(rows), generator=generator)[:batch_size]]
-
-
-def example_rows(features: Features) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per example index: its first row and its number of rows (rows are contiguous)."""
-    n = int(features.example.max()) + 1
-    rows = torch.arange(len(features))
-    first = torch.full((n,), len(features), dtype=torch.long)
-    first.scatter_reduce_(0, features.example, rows, "amin")
-    return first, torch.bincount(features.example, minlength=n)
 
 
 @torch.no_grad()
@@ -247,7 +241,7 @@ def train_head(
     examples. Returns the metrics history and the training minutes
     (the clock carries over a resume)."""
     objective = HeadObjective(model, distill_weight=distill_weight)
-    reads_sequence = model.head.sequence is not None
+    spans = example_rows(train) if model.head.sequence is not None else None  # once, not per step
     params = [p for p in model.head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     objective, optimizer = accelerator.prepare(objective, optimizer)
@@ -267,13 +261,13 @@ def train_head(
     )
     model.train()
     while step < steps:
-        if not reads_sequence:
+        if spans is None:
             rows = batch_rows(
                 train, batch_size=batch_size, generator=generator, accelerator=accelerator
             )
         else:
             rows = sequence_batch_rows(
-                train, examples=examples_per_batch, batch_size=batch_size, generator=generator
+                spans, examples=examples_per_batch, batch_size=batch_size, generator=generator
             )
         batch = train.subset(rows)
         for group in optimizer.param_groups:
