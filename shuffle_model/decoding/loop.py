@@ -30,21 +30,18 @@ from .planning import Plan, plan_step
 from .proposers import DecodeState, DraftSource, DraftTree, Outcome, make_sources
 from .sampling import TokenSampler
 from .settings import GenerationSettings
-from .step_records import build_step_trace, make_trace
+from .step_records import (
+    DecodeResult,
+    StepResult,
+    build_step_trace,
+    make_trace,
+    trace_of_result,
+)
 from .trace import GenerationTrace, StepTrace, cumulative_passes
 from .tree import Block, build_block, can_drop_branches, keep_nodes, padded, tree_inputs
 from .verify import Verdict, verify_chain, verify_greedy
 
 Hook = Callable[[StepTrace], None]
-
-
-@dataclass
-class DecodeResult:
-    output_ids: list[int]  # the new tokens
-    steps: int
-    backbone_forwards: int
-    wall_seconds: float  # generation time, excluding the time the consumer held each step
-    cost_curve: dict | None = None  # the cost curve the steps were planned with
 
 
 def prompt_tensor(model, input_ids, attention_mask=None) -> torch.Tensor:
@@ -100,22 +97,6 @@ class LoopState:
     forwards: int = 1  # backbone passes so far (the prompt's prefill)
     history: list[torch.Tensor] = field(default_factory=list)  # (n, H) chunks: the hidden
     # state at every position before the anchor's, a chunk per pass (DecodeState.history)
-
-
-@dataclass
-class StepResult:
-    """One step as the loop saw it. Per-step records (StepTrace) are built from it only by those
-    who asked for them (GenerationStream with record=True)."""
-
-    index: int
-    anchor: tuple[int, float]  # the anchor and its probability
-    proposals: dict[str, DraftTree]  # what each source proposed, by source name
-    plan: Plan  # which drafts were checked
-    block: Block | None  # what the backbone ran over (None: a last step, the anchor alone)
-    verdict: Verdict | None  # what verification kept
-    emitted: list[int]  # the anchor and the accepted drafts
-    timings: dict[str, float]  # per-phase wall times (recorded runs only)
-    rested: tuple[str, ...] = ()  # gated sources that sat this step out
 
 
 @torch.inference_mode()
@@ -378,25 +359,6 @@ class _Clock:
         self.laps[f"{name}_ms"] = (now - self.last) * 1000
         self.laps["total_ms"] = (now - self.first) * 1000
         self.last = now
-
-
-# --- traces ---------------------------------------------------------------------------------
-
-
-def trace_of_result(
-    model, prompt, settings, steps, result: DecodeResult, tokenizer=None
-) -> GenerationTrace:
-    return make_trace(
-        model,
-        prompt,
-        settings,
-        steps,
-        output_ids=result.output_ids,
-        backbone_forwards=result.backbone_forwards,
-        wall_seconds=result.wall_seconds,
-        cost_curve=result.cost_curve,
-        tokenizer=tokenizer,
-    )
 
 
 # --- public entry points ----------------------------------------------------------------------
