@@ -145,16 +145,16 @@ def test_the_head_rests_while_it_does_not_pay_and_looks_again():
     from shuffle_model.decoding.proposers import HeadGate
 
     gate = HeadGate(longest_rest=8)
-    assert gate.open()
+    assert not gate.take_rest()
     gate.weigh(-0.1)  # drafting cost more than its chain added
-    assert [gate.open() for _ in range(3)] == [False, False, True]  # rests 2, then looks
+    assert [gate.take_rest() for _ in range(3)] == [True, True, False]  # rests 2, then looks
     gate.weigh(-0.1)
-    assert [gate.open() for _ in range(5)] == [False] * 4 + [True]  # rests longer
+    assert [gate.take_rest() for _ in range(5)] == [True] * 4 + [False]  # rests longer
     gate.weigh(0.5)  # it pays again: the running gain turns positive, no rest
-    assert gate.open() and gate.gain > 0
+    assert not gate.take_rest() and gate.gain > 0
     for _ in range(6):
         gate.weigh(-1.0)
-        while not gate.open():
+        while gate.take_rest():
             pass
     assert gate.rest == 8  # the longest rest caps the back-off
 
