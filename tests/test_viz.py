@@ -26,17 +26,16 @@ from shuffle_model.decoding.trace import (
 )
 from tests.tiny import char_tokenizer, tiny_backbone, tiny_mixer
 from viz.explain import RESTED
-from viz.gif import (
-    DEFAULT_WIDTH,
+from viz.frame_plan import (
     ORDINARY,
     ORDINARY_MOST_MS,
     Frame,
-    Renderer,
     frames_of,
     is_ordinary,
     plan_frames,
     step_units,
 )
+from viz.gif import DEFAULT_WIDTH, Renderer
 from viz.style import (
     BOTH,
     CONTEXT,

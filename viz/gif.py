@@ -15,9 +15,9 @@ Every text is fitted to its room: a card's texts to the card's column (smaller t
 status's symbol, which the legend explains, then an ellipsis), the sentence wrapped to the
 frame.
 
-Two steps: `plan_frames` decides every frame (step, phase, shuffle motion, duration, how much
-of the text shows and the passes so far) from the trace alone; `Renderer.draw` turns one
-`Frame` into an image, depending on nothing but the trace and that frame.
+Two steps: `frame_plan.plan_frames` decides every frame (step, phase, shuffle motion, duration,
+how much of the text shows and the passes so far) from the trace alone; `Renderer.draw` here
+turns one `Frame` into an image, depending on nothing but the trace and that frame.
 `Renderer(trace, width, record=True)` keeps the last drawn frame's texts and their boxes in
 `renderer.labels`, so the tests can check that no two overlap at any width.
 """
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -56,7 +56,8 @@ from .drawing import (
     rgb,
     wrap,
 )
-from .explain import decision_sentence, ordinary_run_sentence, token_origins
+from .explain import answer_pieces, decision_sentence, ordinary_run_sentence, token_origins
+from .frame_plan import CHECKED, ORDINARY, Frame, plan_frames
 from .style import (
     ANCHOR,
     BOTH,
@@ -87,32 +88,101 @@ WHITE = (255, 255, 255)
 DEFAULT_WIDTH = 800
 MAX_TEXT_LINES = 6
 DECISION_LINES = 2
-CHECKED = (ACCEPTED, REJECTED, EMITTED)  # statuses of drafts that went into the block
 CARD_TEXT = 10  # characters of a token on a card
-DURATIONS_MS = {"draft": 700, "filter": 1000, "verify": 800, "emit": 600}
-ORDINARY = "ordinary"  # the phase of a frame that stands for a run of ordinary steps
-ORDINARY_MS, ORDINARY_STEP_MS, ORDINARY_MOST_MS = 400, 150, 1200  # its duration: base + per step
+
+
+def render_frames(
+    trace: GenerationTrace,
+    *,
+    fps: int = 12,
+    max_frames: int = 360,
+    width: int = DEFAULT_WIDTH,
+    progress: Callable[[float], None] | None = None,
+):
+    """All frames as (PIL image, duration ms): the plan, then each frame drawn."""
+    frames = plan_frames(trace, fps=fps, max_frames=max_frames)
+    renderer = Renderer(trace, width)
+    images = []
+    for n, frame in enumerate(frames):
+        images.append((renderer.draw(frame), frame.duration_ms))
+        if progress:
+            progress((n + 1) / len(frames))
+    return images
+
+
+def render_gif(
+    trace: GenerationTrace,
+    path: str | Path | None = None,
+    *,
+    fps: int = 12,
+    max_frames: int = 360,
+    width: int = DEFAULT_WIDTH,
+    progress: Callable[[float], None] | None = None,
+) -> Path | bytes:
+    """Write the animation to `path` (returns the path), or return the GIF bytes."""
+    if not 200 <= width <= 2000:
+        raise ValueError(f"width must be in [200, 2000] pixels; got {width}")
+    if not 1 <= fps <= 60:
+        raise ValueError(f"fps must be in [1, 60]; got {fps}")
+    if max_frames < 2:
+        raise ValueError(f"max_frames must be >= 2; got {max_frames}")
+    frames = render_frames(trace, fps=fps, max_frames=max_frames, width=width, progress=progress)
+    sample = Image.new("RGB", (width, frames[0][0].height * 2))
+    sample.paste(frames[0][0], (0, 0))
+    sample.paste(frames[len(frames) // 2][0], (0, frames[0][0].height))
+    palette = sample.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    paletted = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f, _ in frames]
+    # Pillow's GIF writer, given frames that already share one palette: imageio's writer
+    # remaps every frame's palette again and took 25 s for 360 frames where this takes 0.5 s.
+    target = io.BytesIO() if path is None else Path(path)
+    paletted[0].save(
+        target,
+        format="GIF",
+        save_all=True,
+        append_images=paletted[1:],
+        duration=[d for _, d in frames],
+        loop=0,
+        optimize=False,
+    )
+    return target.getvalue() if path is None else target
 
 
 @dataclass
 class Layout:
+    """Where everything goes in a frame `width` pixels wide: the numbers are the design at
+    DEFAULT_WIDTH (800 px), scaled by width / 800 and rounded to whole pixels."""
+
     width: int
     columns: int  # anchor + offsets
     context_row: bool = False  # a row for the context's drafts
     legend_rows: int = 1
+    scale: float = field(init=False)  # width / DEFAULT_WIDTH
+    margin: int = field(init=False)  # left and right: 20 px
+    header: int = field(init=False)  # height of the title band: 52 px
+    decision_top: int = field(init=False)  # the decision's first line, 7 px under the header
+    decision_line: int = field(init=False)  # between the decision's lines: 17 px
+    row_a: int = field(init=False)  # top of the slot-order row's cards: 152 px
+    row_b: int = field(init=False)  # top of the offset-order row's cards: 276 px
+    row_c: int = field(init=False)  # top of the context row's cards (when there is one): 426 px
+    text_top: int = field(init=False)  # top of the answer: 92 px under row c, else at 389 px
+    line_height: int = field(init=False)  # of the answer's lines: 24 px
+    legend_top: int = field(init=False)  # MAX_TEXT_LINES lines under text_top, then 18 px
+    legend_line: int = field(init=False)  # between the legend's rows: 20 px
+    height: int = field(init=False)  # the frame's: the legend's rows, then 12 px
+    column: float = field(init=False)  # width of a column: the room between the margins / columns
+    card_w: int = field(init=False)  # a card's width: 86 % of its column
+    card_h: int = field(init=False)  # a card's height: 52 px
 
     def __post_init__(self):
-        s = self.width / DEFAULT_WIDTH
-        self.scale = s
+        s = self.scale = self.width / DEFAULT_WIDTH
         self.margin = round(20 * s)
         self.header = round(52 * s)
         self.decision_top = self.header + round(7 * s)
         self.decision_line = round(17 * s)
-        self.row_a = round(152 * s)  # top of the slot-order row
-        self.row_b = round(276 * s)  # top of the offset-order row
-        self.row_c = round(426 * s)  # top of the context row (when there is one)
-        bottom = self.row_c + round(92 * s) if self.context_row else round(389 * s)
-        self.text_top = bottom
+        self.row_a = round(152 * s)
+        self.row_b = round(276 * s)
+        self.row_c = round(426 * s)
+        self.text_top = self.row_c + round(92 * s) if self.context_row else round(389 * s)
         self.line_height = round(24 * s)
         self.legend_top = self.text_top + MAX_TEXT_LINES * self.line_height + round(18 * s)
         self.legend_line = round(20 * s)
@@ -277,32 +347,6 @@ def legend_rows(items: list[tuple[str, str]], width: int) -> list[list[tuple[str
     return rows
 
 
-def is_checked(step: StepTrace) -> bool:
-    """Whether any draft of the step went into the backbone's block."""
-    context = step.context.statuses if step.context else []
-    return any(s.status in CHECKED for s in step.slots) or any(s in CHECKED for s in context)
-
-
-def is_ordinary(step: StepTrace) -> bool:
-    """Whether the step forwarded no draft: the anchor alone (or nothing, the last step)."""
-    return len(step.forwarded_ids) <= 1
-
-
-def phases(step: StepTrace, motion: int) -> list[tuple[str, float]]:
-    """(phase, motion fraction) of every frame a step draws; an ordinary step one frame."""
-    if is_ordinary(step):
-        return [(ORDINARY, 0.0)]
-    out = [("draft", 0.0)]
-    if step.slots:
-        out += [("shuffle", i / motion) for i in range(1, motion + 1)]
-    if step.slots or step.context is not None:
-        out.append(("filter", 0.0))
-        if is_checked(step):
-            out.append(("verify", 0.0))
-    out.append(("emit", 0.0))
-    return out
-
-
 class Renderer:
     """Draws the frames of one trace."""
 
@@ -322,7 +366,7 @@ class Renderer:
         self.layout = Layout(
             width, columns=self.offsets + 1, context_row=m > 0, legend_rows=len(self.legend)
         )
-        self.pieces = answer_pieces(trace, self.ends)  # (text, origin or END) per emitted token
+        self.pieces = [(p.text, p.origin) for p in answer_pieces(trace)]  # origin or END
         self._static: dict[str, tuple[Image.Image, list[Label]]] = {}
         # (shown, new_from) -> the text area and its labels
         self._text: dict[tuple[int, int], tuple[Image.Image, list[Label]]] = {}
@@ -634,175 +678,3 @@ class Renderer:
             for label in labels:
                 x0, y0, x1, y1 = label.box
                 self.labels.append(Label(label.text, (x0, y0 + top, x1, y1 + top), room))
-
-
-def answer_pieces(trace: GenerationTrace, ends: frozenset[int]) -> list[tuple[str, str]]:
-    """Every emitted token as (text, origin), the end of the answer as (END_LABEL, END) and
-    other special tokens by their label."""
-    pieces = []
-    for step in trace.steps:
-        for token, origin in zip(step.emitted, token_origins(step), strict=True):
-            if is_end(token, ends):
-                pieces.append((END_LABEL, END))
-            elif is_special(token, ends):
-                pieces.append((token_label(token, limit=40, eos_ids=ends), origin))
-            else:
-                text = token.text if token.text is not None else f"<{token.id}>"
-                pieces.append((text, origin))
-    return pieces
-
-
-# --- the plan: which frames, decided before any is drawn ------------------------------------
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One frame of the animation, everything about it but its pixels."""
-
-    step: int  # position of the step in trace.steps
-    phase: str  # draft, shuffle, filter, verify or emit
-    motion: float  # how far the shuffle has moved the cards, 0 to 1
-    duration_ms: int  # how long the frame shows
-    shown: int  # tokens of the answer the text shows
-    new_from: int  # the first of them drawn as new (== shown: none)
-    passes: int  # backbone passes so far, the prompt's prefill included
-    run: int = 1  # steps the frame stands for, from `step` (a run of ordinary steps: several)
-
-
-def step_frames(
-    step: StepTrace, position: int, *, shown: int, passes: int, motion: int, fps: int
-) -> list[Frame]:
-    """The frames of the step at `position`, given the text and the passes before it: its
-    tokens join the text, and its passes the count, at the emit frame."""
-    frames = []
-    for phase, fraction in phases(step, motion):
-        new_from = shown
-        if phase == "emit":
-            shown, passes = shown + len(step.emitted), passes + step.passes
-        duration = 1000 // fps if phase == "shuffle" else DURATIONS_MS[phase]
-        frames.append(Frame(position, phase, fraction, duration, shown, new_from, passes))
-    return frames
-
-
-def frames_of(step: StepTrace, motion: int) -> int:
-    """How many frames a step draws with `motion` shuffle frames (an ordinary step: 1)."""
-    return len(phases(step, motion))
-
-
-def step_units(trace: GenerationTrace) -> list[tuple[int, int]]:
-    """(first position, steps) of what the animation draws as one: a step that checked
-    drafts alone, a run of consecutive ordinary steps together."""
-    units: list[tuple[int, int]] = []
-    for position, step in enumerate(trace.steps):
-        if units and is_ordinary(step) and is_ordinary(trace.steps[units[-1][0]]):
-            units[-1] = (units[-1][0], units[-1][1] + 1)
-        else:
-            units.append((position, 1))
-    return units
-
-
-def unit_frames(trace: GenerationTrace, unit: tuple[int, int], motion: int) -> int:
-    """Frames a unit draws: a run of ordinary steps one, a step its phases."""
-    return frames_of(trace.steps[unit[0]], motion)
-
-
-def choose_steps(trace: GenerationTrace, max_frames: int) -> tuple[set[int], int]:
-    """Which units get drawn (by their first step's position) and how many motion frames
-    each, to stay within max_frames."""
-    units = step_units(trace)
-    for motion in (3, 2, 1):
-        if sum(unit_frames(trace, u, motion) for u in units) <= max_frames:
-            return {u[0] for u in units}, motion
-    chosen = units
-    while len(chosen) > 2 and sum(unit_frames(trace, u, 1) for u in chosen) > max_frames:
-        keep = max(2, len(chosen) * 3 // 4)  # thin the units out evenly; keep first and last
-        picks = sorted({round(i * (len(units) - 1) / (keep - 1)) for i in range(keep)})
-        chosen = [units[i] for i in picks]
-    return {u[0] for u in chosen}, 1
-
-
-def run_frame(steps: list[StepTrace], position: int, *, shown: int, passes: int) -> Frame:
-    """The one frame of a run of ordinary steps: their tokens join the text, and their
-    passes the count; short, a little longer for a longer run."""
-    duration = min(ORDINARY_MS + ORDINARY_STEP_MS * len(steps), ORDINARY_MOST_MS)
-    tokens = sum(len(step.emitted) for step in steps)
-    more = sum(step.passes for step in steps)
-    return Frame(
-        position, ORDINARY, 0.0, duration, shown + tokens, shown, passes + more, run=len(steps)
-    )
-
-
-def plan_frames(trace: GenerationTrace, *, fps: int = 12, max_frames: int = 360) -> list[Frame]:
-    """Every frame of the animation. Steps left out still add their tokens and passes."""
-    if not trace.steps:
-        raise ValueError("the trace has no steps to animate")
-    drawn, motion = choose_steps(trace, max_frames)
-    frames, shown, passes = [], 0, 1
-    for position, count in step_units(trace):
-        steps = trace.steps[position : position + count]
-        if position in drawn and is_ordinary(steps[0]):
-            frames.append(run_frame(steps, position, shown=shown, passes=passes))
-        elif position in drawn:
-            frames += step_frames(
-                steps[0], position, shown=shown, passes=passes, motion=motion, fps=fps
-            )
-        shown += sum(len(step.emitted) for step in steps)
-        passes += sum(step.passes for step in steps)
-    frames[-1] = replace(frames[-1], duration_ms=max(frames[-1].duration_ms, 2500))  # the end
-    return frames
-
-
-def render_frames(
-    trace: GenerationTrace,
-    *,
-    fps: int = 12,
-    max_frames: int = 360,
-    width: int = DEFAULT_WIDTH,
-    progress: Callable[[float], None] | None = None,
-):
-    """All frames as (PIL image, duration ms): the plan, then each frame drawn."""
-    frames = plan_frames(trace, fps=fps, max_frames=max_frames)
-    renderer = Renderer(trace, width)
-    images = []
-    for n, frame in enumerate(frames):
-        images.append((renderer.draw(frame), frame.duration_ms))
-        if progress:
-            progress((n + 1) / len(frames))
-    return images
-
-
-def render_gif(
-    trace: GenerationTrace,
-    path: str | Path | None = None,
-    *,
-    fps: int = 12,
-    max_frames: int = 360,
-    width: int = DEFAULT_WIDTH,
-    progress: Callable[[float], None] | None = None,
-) -> Path | bytes:
-    """Write the animation to `path` (returns the path), or return the GIF bytes."""
-    if not 200 <= width <= 2000:
-        raise ValueError(f"width must be in [200, 2000] pixels; got {width}")
-    if not 1 <= fps <= 60:
-        raise ValueError(f"fps must be in [1, 60]; got {fps}")
-    if max_frames < 2:
-        raise ValueError(f"max_frames must be >= 2; got {max_frames}")
-    frames = render_frames(trace, fps=fps, max_frames=max_frames, width=width, progress=progress)
-    sample = Image.new("RGB", (width, frames[0][0].height * 2))
-    sample.paste(frames[0][0], (0, 0))
-    sample.paste(frames[len(frames) // 2][0], (0, frames[0][0].height))
-    palette = sample.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-    paletted = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f, _ in frames]
-    # Pillow's GIF writer, given frames that already share one palette: imageio's writer
-    # remaps every frame's palette again and took 25 s for 360 frames where this takes 0.5 s.
-    target = io.BytesIO() if path is None else Path(path)
-    paletted[0].save(
-        target,
-        format="GIF",
-        save_all=True,
-        append_images=paletted[1:],
-        duration=[d for _, d in frames],
-        loop=0,
-        optimize=False,
-    )
-    return target.getvalue() if path is None else target
