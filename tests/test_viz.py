@@ -25,6 +25,9 @@ from shuffle_model.decoding.trace import (
     TokenInfo,
 )
 from tests.tiny import char_tokenizer, tiny_backbone, tiny_mixer
+from viz import drawing, gif
+from viz.__main__ import main as cli_main
+from viz.drawing import inside, overlap
 from viz.explain import RESTED
 from viz.frame_plan import (
     ORDINARY,
@@ -36,17 +39,27 @@ from viz.frame_plan import (
     step_units,
 )
 from viz.gif import DEFAULT_WIDTH, Renderer
+from viz.page import SPAN_COLORS, counters, step_caption, step_view
 from viz.style import (
     BOTH,
     CONTEXT,
     CONTEXT_COLOR,
+    END_COLOR,
+    END_LABEL,
+    END_SHORT,
     ORIGIN_COLORS,
     ORIGIN_LABELS,
     ORIGIN_SYMBOLS,
     STATUS_COLORS,
     STATUS_LABELS,
     STATUS_SYMBOLS,
+    end_ids,
+    is_end,
+    is_special,
+    source_style,
+    token_label,
 )
+from viz.tree import forwarded_tree
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "assets" / "examples").glob("*.json"))
 # Traces recorded before sources, plans and cost curves existed (trace version 1): old files
@@ -154,8 +167,6 @@ def test_overview_has_status_map_and_token_curve(tiny_trace, rich_trace):
 
 
 def test_token_spans_rebuild_the_output(tiny_trace, rich_trace):
-    from viz.style import END_LABEL, end_ids, is_end
-
     for trace in all_traces(tiny_trace, rich_trace):
         spans = viz.token_spans(trace)
         ends = end_ids(trace)
@@ -307,12 +318,10 @@ def test_visualize_shuffle_on_a_tiny_model(tmp_path, tokenizer):
 
 
 def test_cli_renders_a_saved_trace(tmp_path, tiny_trace):
-    from viz.__main__ import main
-
     trace_path = tmp_path / "t.json"
     tiny_trace.save(trace_path)
     assert (
-        main(
+        cli_main(
             [str(trace_path), "--gif", str(tmp_path / "o.gif"), "--html", str(tmp_path / "o.html")]
         )
         == 0
@@ -320,7 +329,7 @@ def test_cli_renders_a_saved_trace(tmp_path, tiny_trace):
     assert (tmp_path / "o.gif").read_bytes()[:6] == b"GIF89a"
     assert "plotly" in (tmp_path / "o.html").read_text()[:100000].lower()
     (tmp_path / "bad.json").write_text("{not json")
-    assert main([str(tmp_path / "bad.json"), "--gif", str(tmp_path / "x.gif")]) == 2
+    assert cli_main([str(tmp_path / "bad.json"), "--gif", str(tmp_path / "x.gif")]) == 2
 
 
 def test_a_saved_trace_draws_the_same_figures(tiny_trace):
@@ -533,8 +542,6 @@ def test_decision_sentences_of_real_steps_match_their_plans(tiny_trace, rich_tra
 
 
 def test_the_decision_reaches_the_caption_and_the_plan_chart(rich_trace):
-    from viz.replay import step_view
-
     for index, step in enumerate(rich_trace.steps):
         view = step_view(rich_trace, index)
         sentence = viz.decision_sentence(step, verified=True)
@@ -585,8 +592,6 @@ def test_overview_counts_accepted_drafts_per_step_and_source(rich_trace):
 
 
 def test_cost_curve_chart_and_counters(rich_trace):
-    from viz.replay import counters
-
     fig = viz.cost_curve_chart(rich_trace)
     line = next(t for t in fig.data if t.name.startswith("c(n)"))
     assert list(line.y) == rich_trace.cost_curve["ratios"]
@@ -612,8 +617,6 @@ def colour_pixels(image: Image.Image, color: str, box=None) -> int:
 
 
 def test_gif_draws_a_context_row_and_the_decision(rich_trace, monkeypatch):
-    from viz import gif
-
     renderer = Renderer(rich_trace, 800)
     layout = renderer.layout
     assert layout.context_row
@@ -717,8 +720,6 @@ def with_special_tokens(trace: GenerationTrace, *, marked: bool = True) -> Gener
 
 
 def test_special_tokens_are_recognised_and_labelled():
-    from viz.style import END_LABEL, END_SHORT, is_end, is_special, token_label
-
     marked = TokenInfo(7, "<|whatever|>", 0.5, special=True)
     assert is_special(marked) and not is_end(marked)
     assert is_special(TokenInfo(2, "<|im_end|>", 0.5)) and is_end(TokenInfo(2, "<|im_end|>", 0.5))
@@ -735,9 +736,6 @@ def test_special_tokens_are_recognised_and_labelled():
 
 @pytest.mark.parametrize("marked", [True, False], ids=["marked", "old-trace"])
 def test_the_end_of_the_answer_is_a_marker_in_spans_captions_and_figures(rich_trace, marked):
-    from viz.replay import SPAN_COLORS, step_caption
-    from viz.style import END_LABEL
-
     trace = with_special_tokens(rich_trace, marked=marked)
     spans = viz.token_spans(trace)
     assert spans[-1] == (END_LABEL, END_LABEL) and END_LABEL in SPAN_COLORS
@@ -767,8 +765,6 @@ def test_the_end_of_the_answer_is_a_marker_in_spans_captions_and_figures(rich_tr
 
 
 def test_the_end_of_the_answer_is_a_marker_in_the_gif(rich_trace):
-    from viz.style import END_COLOR, END_LABEL
-
     trace = with_special_tokens(rich_trace, marked=False)
     renderer = Renderer(trace, 800, record=True)
     assert END_LABEL in [label for row in renderer.legend for label, _ in row]
@@ -809,7 +805,6 @@ def overlapping_labels(trace: GenerationTrace, width: int) -> list[str]:
     """Every settled frame of the chosen steps (the shuffle's motion frames move cards across
     each other on purpose): pairs of labels whose boxes overlap, and labels outside their
     room (a card's column, the text area, the frame)."""
-    from viz.drawing import inside, overlap
 
     renderer = Renderer(trace, width, record=True)
     chosen = varied_steps(trace)
@@ -839,8 +834,6 @@ def test_gif_labels_never_overlap_and_fit_their_columns(width, rich_trace):
 
 def test_the_label_check_sees_an_overlap(rich_trace):
     """The check itself: two labels drawn on top of each other are caught."""
-    from viz import drawing, gif
-
     renderer = Renderer(rich_trace, 800, record=True)
     image, draw = renderer.base(every_frame(rich_trace)[0])
     big = drawing.font(20)
@@ -878,8 +871,6 @@ def tree_nodes_drawn(fig: go.Figure) -> list[dict]:
 
 
 def test_the_draft_tree_draws_every_forwarded_node_and_the_accepted_path(rich_trace):
-    from viz.style import source_style
-
     trees = [s for s in rich_trace.steps if any(s.forwarded_ranks) and s.accepted_path]
     assert trees, "the rich trace has no tree with an accepted draft"
     for step in trees:
@@ -976,8 +967,6 @@ def test_older_traces_draw_their_blocks_as_trees():
 
 
 def test_the_decision_sentence_counts_the_branches_of_a_tree(rich_trace):
-    from viz.tree import forwarded_tree
-
     counted = 0
     for step in rich_trace.steps:
         tree = forwarded_tree(step)
@@ -996,8 +985,8 @@ def test_the_decision_sentence_counts_the_branches_of_a_tree(rich_trace):
 
 
 def old_frames_of(step: StepTrace, motion: int = 3) -> int:
-    """Frames a step drew before ordinary steps were merged: draft, the shuffle's motion,
-    filter, verify and emit, as far as the step had them."""
+    """Frames a step would draw if ordinary steps were drawn one by one too: draft, the
+    shuffle's motion, filter, verify and emit, as far as the step had them."""
     drafted = bool(step.slots) or step.context is not None
     checked = len(step.forwarded_ids) > 1
     return 1 + motion * bool(step.slots) + drafted + (drafted and checked) + 1
@@ -1031,3 +1020,10 @@ def test_a_run_of_ordinary_steps_is_one_short_frame_with_a_caption():
     steps = [label.text for label in renderer.labels if label.text.startswith("step ")]
     numbers = [f"step {position + i + 1}" for i in range(run)]
     assert steps == numbers[-renderer.layout.columns :]
+
+
+def test_the_page_module_answers_to_its_old_name_too():
+    """viz.replay (the name the app imports) is viz.page."""
+    from viz import page, replay
+
+    assert all(getattr(replay, name) is getattr(page, name) for name in replay.__all__)

@@ -2,7 +2,7 @@
 drafts a step checked, overview, and the machine's cost curve.
 
 Figures are built from plain dicts with Plotly's validation off: validating every attribute
-made each figure cost 0.2-0.5 s, too slow to redraw at every streamed step.
+costs 0.2-0.5 s a figure, too slow to redraw at every streamed step.
 """
 
 from __future__ import annotations

@@ -132,8 +132,8 @@ def render_gif(
     sample.paste(frames[len(frames) // 2][0], (0, frames[0][0].height))
     palette = sample.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
     paletted = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f, _ in frames]
-    # Pillow's GIF writer, given frames that already share one palette: imageio's writer
-    # remaps every frame's palette again and took 25 s for 360 frames where this takes 0.5 s.
+    # Pillow's GIF writer keeps the one palette the frames share: 0.5 s for 360 frames, where
+    # a writer that remaps each frame's palette (imageio's) takes 25 s.
     target = io.BytesIO() if path is None else Path(path)
     paletted[0].save(
         target,
