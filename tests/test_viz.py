@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -802,19 +803,22 @@ def varied_steps(trace: GenerationTrace, most: int = 40) -> set[int]:
 
 
 def overlapping_labels(trace: GenerationTrace, width: int) -> list[str]:
-    """Every settled frame of the chosen steps (the shuffle's motion frames move cards across
-    each other on purpose): pairs of labels whose boxes overlap, and labels outside their
-    room (a card's column, the text area, the frame)."""
-
+    """Every frame of the chosen steps, the shuffle's frames in motion too: pairs of visible
+    labels whose boxes overlap, labels outside their room (a card's column, a moving card's
+    own box, the text area, the frame), and texts covered by a card other than a card's own
+    text under a card drawn after it (cards in motion may slide over cards; nothing else may
+    be covered: not a title, a caption or the text)."""
     renderer = Renderer(trace, width, record=True)
     chosen = varied_steps(trace)
     problems = []
-    for planned in every_frame(trace):
-        if planned.step not in chosen or planned.motion not in (0, 1):
+    planned_frames = every_frame(trace)  # three shuffle frames a step: 1/3, 2/3 and 1
+    halfway = [replace(f, motion=0.5) for f in planned_frames if f.phase == "shuffle"]
+    for planned in planned_frames + halfway[::3]:  # and halfway, as with two shuffle frames
+        if planned.step not in chosen:
             continue
         frame = renderer.draw(planned)
         labels = renderer.labels
-        where = f"{width}px step {planned.step} {planned.phase}"
+        where = f"{width}px step {planned.step} {planned.phase} {planned.motion:.2f}"
         for label in labels:
             if not inside(label.box, label.room) or not inside(label.box, (0, 0, *frame.size)):
                 problems.append(f"{where}: {label.text!r} {label.box} outside {label.room}")
@@ -822,6 +826,9 @@ def overlapping_labels(trace: GenerationTrace, width: int) -> list[str]:
             for b in labels[i + 1 :]:
                 if overlap(a.box, b.box):
                     problems.append(f"{where}: {a.text!r} {a.box} overlaps {b.text!r} {b.box}")
+        for label, by in renderer.covered:
+            if not any(inside(label.box, card) for card in renderer.cards[:by]):
+                problems.append(f"{where}: {label.text!r} {label.box} covered by a card")
     return problems
 
 

@@ -2,14 +2,15 @@
 
 Per step: the anchor and K slot cards appear with their tokens and keep probabilities (in slot
 order), and the context's drafts (copied from what followed an earlier match) in a row of their
-own at their offsets; the slots move into offset order (the shuffle; a slot left without an
-offset stays where it was drafted); filtered cards fade with their reason, and so do drafts the
-plan found not worth checking; checked cards turn green (or the context's wine) or red; the
-emitted tokens join the growing text, coloured by origin, and the end of the answer shows as a
-marker. A header shows the step, tokens per pass so far and the settings; below it, the step's
-decision in a sentence. A run of ordinary steps (nothing checked: the anchor alone, one token
-per pass) is one short frame, its anchors in a row and a caption that says so, so the
-animation spends its time on the steps that checked drafts.
+own at their offsets; the slots move into offset order (the shuffle: a card in motion shows its
+token alone and slides over the others like a card in a deck, jumping over the section's title;
+a slot left without an offset stays where it was drafted); filtered cards fade with their
+reason, and so do drafts the plan found not worth checking; checked cards turn green (or the
+context's wine) or red; the emitted tokens join the growing text, coloured by origin, and the
+end of the answer shows as a marker. A header shows the step, tokens per pass so far and the
+settings; below it, the step's decision in a sentence. A run of ordinary steps (nothing
+checked: the anchor alone, one token per pass) is one short frame, its anchors in a row and a
+caption that says so, so the animation spends its time on the steps that checked drafts.
 
 Every text is fitted to its room: a card's texts to the card's column (smaller type, then the
 status's symbol, which the legend explains, then an ellipsis), the sentence wrapped to the
@@ -28,6 +29,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -47,13 +49,15 @@ from shuffle_model.decoding.trace import (
 from .drawing import (
     Box,
     Label,
+    ease,
     faded,
     fit,
     font,
     font_sizes,
-    mix,
+    overlap,
     readable,
     rgb,
+    uncovered,
     wrap,
 )
 from .explain import answer_pieces, decision_sentence, ordinary_run_sentence, token_origins
@@ -191,6 +195,17 @@ class Layout:
         self.card_w = round(self.column * 0.86)
         self.card_h = round(52 * s)
 
+    def shuffle_y(self, progress: float) -> float:
+        """The top of a card the shuffle has moved `progress` (eased, 0 to 1) of the way down
+        from the slot-order row to the offset-order row. The cards pass the second section's
+        title (13 px type, 42 px above row b) in a jump instead of covering it: the first half
+        of the way ends with their bottoms 4 px above it, the second starts 18 px under its top."""
+        s = self.scale
+        above, below = self.row_b - 46 * s - self.card_h, self.row_b - 24 * s
+        if progress < 0.5:
+            return self.row_a + (above - self.row_a) * progress * 2
+        return below + (self.row_b - below) * (progress - 0.5) * 2
+
     def x(self, column: int) -> float:
         return self.margin + column * self.column + (self.column - self.card_w) / 2
 
@@ -215,6 +230,20 @@ class Card:
     note_symbol: str | None = None  # what the note shrinks to where it does not fit
     ink: tuple[int, int, int] = INK
     outline_width: float = 2
+
+
+class Place(NamedTuple):
+    """Where a card is drawn."""
+
+    xy: tuple[float, float]  # its top left corner
+    column: int | None  # the column its texts stay in; None: in motion (its texts in its box)
+
+
+class Covered(NamedTuple):
+    """A text that a card drawn after it covers, whole or in part (recorded for the tests)."""
+
+    label: Label  # the text as drawn
+    by: int  # the covering card's position in Renderer.cards
 
 
 def text_area(
@@ -354,7 +383,9 @@ class Renderer:
         self.trace = trace
         self.ends = end_ids(trace)
         self.record = record  # keep every frame's labels (tests)
-        self.labels: list[Label] = []  # the last frame's labels, when recording
+        self.labels: list[Label] = []  # the last frame's visible labels, when recording
+        self.cards: list[Box] = []  # the last frame's card bodies in drawing order, recording
+        self.covered: list[Covered] = []  # the last frame's texts that cards cover, recording
         k = max((len(s.slots) for s in trace.steps), default=0)
         m = max((len(s.context.tokens) for s in trace.steps if s.context), default=0)
         self.k, self.m = k, m
@@ -389,13 +420,32 @@ class Renderer:
             box = draw.textbbox(xy, text, font=typeface, anchor=anchor)
             self.labels.append(Label(text, box, room or self.layout.frame_room()))
 
-    def draw_card(
-        self, draw: ImageDraw.ImageDraw, xy: tuple[float, float], card: Card, column: int
-    ) -> None:
+    def cover(self, body: Box) -> None:
+        """A card is about to be drawn over `body`: the texts it hides keep only the part left
+        visible (the tests check the texts a reader sees), and are noted in `covered`."""
+        visible = []
+        for label in self.labels:
+            if overlap(label.box, body):
+                self.covered.append(Covered(label, len(self.cards)))
+                box = uncovered(label.box, body)
+                if box is not None:
+                    visible.append(replace(label, box=box))
+            else:
+                visible.append(label)
+        self.labels = visible
+        self.cards.append(body)
+
+    def draw_card(self, draw: ImageDraw.ImageDraw, place: Place, card: Card) -> None:
+        """A card at its place: its token, the caption above it and the note below it (a card
+        in motion: its token alone), the probability bar."""
         layout, s = self.layout, self.layout.scale
-        x, y = xy
+        x, y = place.xy
         w, h = layout.card_w, layout.card_h
-        room = layout.column_room(column)
+        body = (x, y, x + w, y + h)
+        moving = place.column is None
+        room = body if moving else layout.column_room(place.column)
+        if self.record:
+            self.cover(body)
         draw.rounded_rectangle(
             [x, y, x + w, y + h],
             radius=round(8 * s),
@@ -407,8 +457,11 @@ class Renderer:
         self.write(
             draw, (x + w / 2, y + h * 0.42), label, typeface, card.ink, anchor="mm", room=room
         )
-        caption, typeface = fit(draw, card.caption, layout.column - 4 * s, font_sizes(12, 8, s))
-        self.write(draw, (x + w / 2, y - 4 * s), caption, typeface, MUTED, anchor="md", room=room)
+        if not moving:  # a moving card's caption would run into its neighbours' and the titles
+            caption, typeface = fit(draw, card.caption, layout.column - 4 * s, font_sizes(12, 8, s))
+            self.write(
+                draw, (x + w / 2, y - 4 * s), caption, typeface, MUTED, anchor="md", room=room
+            )
         if card.keep is not None:
             bar_y = y + h - 11 * s
             draw.rectangle(
@@ -417,7 +470,7 @@ class Renderer:
             draw.rectangle(
                 [x + 6 * s, bar_y, x + 6 * s + (w - 12 * s) * card.keep, bar_y + 5 * s], fill=INK
             )
-        if card.note:  # no wider than the card and a little more: neighbours' notes stay apart
+        if card.note and not moving:  # no wider than the card and a little: notes stay apart
             note, typeface = fit(
                 draw,
                 card.note,
@@ -501,15 +554,14 @@ class Renderer:
         run = self.trace.steps[frame.step : frame.step + frame.run]
         static, labels = self.static(phase == "draft")
         image = static.copy()
-        self.labels = list(labels)
+        self.labels, self.cards, self.covered = list(labels), [], []
         draw = ImageDraw.Draw(image)
-        ratio = frame.shown / frame.passes
         mode = "verified" if self.verified else "pure parallel"
         steps = f" {step.index + 1}" if len(run) == 1 else f"s {step.index + 1}–{run[-1].index + 1}"
         title = f"ShuffleLM · step{steps}/{len(self.trace.steps)}"
         bold = font(round(20 * s), bold=True)
         self.write(draw, (layout.margin, layout.header / 2), title, bold, INK, anchor="lm")
-        settings = [f"{ratio:.2f} tokens/pass", self.strategy, mode]
+        settings = [f"{frame.shown / frame.passes:.2f} tokens/pass", self.strategy, mode]
         source = self.trace.settings.get("draft_source")
         if source and self.verified:
             settings.append(source)
@@ -622,35 +674,31 @@ class Renderer:
         if phase == ORDINARY:
             return self.draw_run(frame)
         image, draw = self.base(frame)
-        row_a, row_b = float(layout.row_a), float(layout.row_b)
-        if phase == "draft":
-            anchor_xy = (layout.x(0), row_a)
-        elif phase == "shuffle":
-            anchor_xy = mix((layout.x(0), row_a), (layout.x(0), row_b), motion)
-        else:
-            anchor_xy = (layout.x(0), row_b)
-        self.draw_card(draw, anchor_xy, self.anchor_card(step), 0)
+        self.draw_card(draw, self.place(0, 0, phase, motion), self.anchor_card(step))
         for slot in step.slots:
-            start = (layout.x(slot.index + 1), row_a)
-            # a slot without an offset stays where it was drafted, with its reason below it
-            column = slot.offset if slot.offset is not None else slot.index + 1
-            end = (layout.x(column), row_b) if slot.offset is not None else start
-            if phase == "draft":
-                xy, column = start, slot.index + 1
-            elif phase == "shuffle" and motion < 1:
-                xy = mix(start, end, motion)
-                column = round((xy[0] - layout.x(0)) / layout.column)
-            else:
-                xy = end
-            self.draw_card(draw, xy, self.slot_card(slot, phase), column)
+            place = self.place(slot.index + 1, slot.offset, phase, motion)
+            self.draw_card(draw, place, self.slot_card(slot, phase))
         if step.context is not None and layout.context_row:
             context = step.context
             drafts = zip(context.tokens, context.accept_probs, context.statuses, strict=True)
             for offset, (token, prob, status) in enumerate(drafts, 1):
                 card = self.context_card(offset, token, prob, status, phase)
-                self.draw_card(draw, (layout.x(offset), float(layout.row_c)), card, offset)
+                self.draw_card(draw, Place((layout.x(offset), float(layout.row_c)), offset), card)
         self.paste_text(image, frame)
         return image
+
+    def place(self, start: int, end: int | None, phase: str, motion: float) -> Place:
+        """Where the card drafted in column `start` of the slot-order row is: the shuffle moves
+        it to column `end` of the offset-order row (None: it stays where it was drafted, with
+        the reason below it)."""
+        layout = self.layout
+        if phase == "draft" or end is None:
+            return Place((layout.x(start), float(layout.row_a)), start)
+        if phase == "shuffle" and motion < 1:
+            progress = ease(motion)
+            x = layout.x(start) + (layout.x(end) - layout.x(start)) * progress
+            return Place((x, layout.shuffle_y(progress)), None)
+        return Place((layout.x(end), float(layout.row_b)), end)
 
     def draw_run(self, frame: Frame) -> Image.Image:
         """A run of ordinary steps in one frame: their anchors in a row (the last ones where
@@ -660,7 +708,7 @@ class Renderer:
         run = self.trace.steps[frame.step : frame.step + frame.run]
         for column, step in enumerate(run[-layout.columns :]):
             card = replace(self.anchor_card(step), caption=f"step {step.index + 1}")
-            self.draw_card(draw, (layout.x(column), float(layout.row_a)), card, column)
+            self.draw_card(draw, Place((layout.x(column), float(layout.row_a)), column), card)
         self.paste_text(image, frame)
         return image
 
