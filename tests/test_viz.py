@@ -164,7 +164,7 @@ def test_overview_has_status_map_and_token_curve(tiny_trace, rich_trace):
         assert np.asarray(heatmap.z).shape == (len(trace.steps), k + 1 + m)
         curve = next(t for t in fig.data if t.name == "ShuffleLM")
         assert curve.y[-1] == trace.totals.new_tokens
-        assert curve.x[-1] == trace.totals.backbone_forwards
+        assert curve.x[0] == 0 and curve.x[-1] == trace.totals.backbone_forwards - 1
 
 
 def test_token_spans_rebuild_the_output(tiny_trace, rich_trace):
@@ -592,6 +592,43 @@ def test_overview_counts_accepted_drafts_per_step_and_source(rich_trace):
     assert [c.upper() for c in colors] == [c.upper() for c in expected]
 
 
+def header_rate(renderer: Renderer, frame: Frame) -> str:
+    """The tokens per pass a GIF frame's header reads."""
+    renderer.draw(frame)
+    header = next(label.text for label in renderer.labels if "tokens/pass" in label.text)
+    return header.split(" tokens/pass")[0]
+
+
+def counters_rate(trace: GenerationTrace) -> str:
+    """The tokens per pass the app's counters read."""
+    return counters(trace).split("** tokens per pass")[0].rsplit("**", 1)[1]
+
+
+def test_ordinary_steps_read_one_token_per_pass_in_the_gif_and_the_app():
+    """Tokens per pass count the passes after the prompt's prefill: steps that wrote one token
+    a pass read 1.00, in the GIF's header as in the app's counters."""
+    plain = tiny_generate("hello there", max_parallel_tokens=0)
+    steps = [step for step in plain.steps if step.passes == 1]
+    assert len(steps) >= 5 and all(step.num_emitted == 1 for step in steps)
+    ordinary = GenerationTrace.from_json(plain.to_json())
+    ordinary.steps = ordinary.steps[: len(steps)]
+    (frame,) = plan_frames(ordinary)  # one run of ordinary steps
+    assert frame.passes == frame.shown == len(steps)
+    assert header_rate(Renderer(ordinary, 800, record=True), frame) == "1.00"
+    assert counters_rate(ordinary) == "1.00"
+
+
+def test_the_gif_the_overview_and_the_app_agree_on_tokens_per_pass(rich_trace):
+    for trace in [rich_trace, *example_traces()]:
+        run = viz.api.run_numbers(trace)
+        rate = f"{run['tokens_per_pass']:.2f}"
+        assert header_rate(Renderer(trace, 800, record=True), plan_frames(trace)[-1]) == rate
+        assert counters_rate(trace) == rate
+        assert f"({rate} tokens per pass)" in viz.overview(trace).layout.title.text
+    renderer = Renderer(rich_trace, 800, record=True)  # before the first pass after the prefill
+    assert header_rate(renderer, plan_frames(rich_trace)[0]) == "–"
+
+
 def test_cost_curve_chart_and_counters(rich_trace):
     fig = viz.cost_curve_chart(rich_trace)
     line = next(t for t in fig.data if t.name.startswith("c(n)"))
@@ -676,7 +713,7 @@ def test_gif_frame_plan_follows_the_trace(rich_trace):
     assert covered == list(range(len(rich_trace.steps)))  # every step, once, in order
     last = frames[-1]
     assert last.shown == sum(len(s.emitted) for s in rich_trace.steps)
-    assert last.passes == 1 + sum(s.passes for s in rich_trace.steps)
+    assert last.passes == sum(s.passes for s in rich_trace.steps)  # after the prefill
     assert last.duration_ms >= 2500  # the finished text rests
     thinned = plan_frames(rich_trace, max_frames=20)
     last_unit = step_units(rich_trace)[-1][0]

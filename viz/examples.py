@@ -25,6 +25,7 @@ from shuffle_model.model.chat import encode_prompt
 from shuffle_model.resources import ASSETS
 
 from .gif import render_gif
+from .numbers import per_pass_text, run_numbers
 
 EXAMPLES_DIR = ASSETS / "examples"
 
@@ -122,10 +123,11 @@ def main(argv=None) -> int:
         trace = make_trace(model, example, max_new_tokens=args.max_new_tokens)
         path = args.out / f"{example.name}.json"
         trace.save(path)
-        totals = trace.totals
+        run = run_numbers(trace)
+        tokens, passes = run["new_tokens"], run["backbone_passes"]
         tqdm.write(
-            f"{path.name}: {totals.new_tokens} tokens in {totals.backbone_forwards} backbone "
-            f"passes ({totals.compression_ratio:.2f} tokens/pass)"
+            f"{path.name}: {tokens} tokens in {passes} backbone passes after the prefill "
+            f"({per_pass_text(tokens, passes)} tokens/pass)"
         )
     if args.reference:
         first = sorted(args.out.glob("*.json"))[0]

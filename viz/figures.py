@@ -33,6 +33,7 @@ from .explain import (
     token_origins,
     tree_sentence,
 )
+from .numbers import per_pass_text, run_numbers
 from .style import (
     ANCHOR,
     BOTH,
@@ -556,7 +557,8 @@ def _tokens_per_step(trace: GenerationTrace) -> list[dict]:
 
 
 def _token_curve(trace: GenerationTrace) -> list[dict]:
-    passes, tokens = cumulative_passes(trace.steps), [0]  # the prefill pass comes first
+    passes = [p - 1 for p in cumulative_passes(trace.steps)]  # after the prompt's prefill
+    tokens = [0]
     for step in trace.steps:
         tokens.append(tokens[-1] + step.num_emitted)
     return [
@@ -610,14 +612,15 @@ def overview(trace: GenerationTrace) -> go.Figure:
     layout["yaxis"]["autorange"] = "reversed"
     layout["yaxis2"].update(autorange="reversed", showticklabels=False)
     layout["xaxis2"]["title"] = dict(text="tokens")
-    layout["xaxis3"]["title"] = dict(text="backbone passes")
+    layout["xaxis3"]["title"] = dict(text="backbone passes after the prompt's prefill")
     layout["yaxis3"]["title"] = dict(text="tokens generated")
-    totals = trace.totals
+    run = run_numbers(trace)
+    tokens, passes = run["new_tokens"], run["backbone_passes"]
     summary = accepted_summary(trace)
     layout.update(
         title=dict(
-            text=f"{totals.new_tokens} tokens in {totals.backbone_forwards} backbone "
-            f"passes ({totals.compression_ratio:.2f} tokens per pass)"
+            text=f"{tokens} tokens in {passes} backbone passes after the prompt's prefill "
+            f"({per_pass_text(tokens, passes)} tokens per pass)"
             + (f"<br><sup>{summary}</sup>" if summary else "")
         ),
         barmode="stack",

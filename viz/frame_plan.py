@@ -34,7 +34,7 @@ class Frame:
     duration_ms: int  # how long the frame shows
     shown: int  # tokens of the answer the text shows
     new_from: int  # the first of them drawn as new (== shown: none)
-    passes: int  # backbone passes so far, the prompt's prefill included
+    passes: int  # backbone passes so far after the prompt's prefill
     run: int = 1  # steps the frame stands for, from `step` (a run of ordinary steps: several)
 
 
@@ -139,7 +139,7 @@ def plan_frames(trace: GenerationTrace, *, fps: int = 12, max_frames: int = 360)
     if not trace.steps:
         raise ValueError("the trace has no steps to animate")
     drawn, motion = choose_steps(trace, max_frames)
-    frames, shown, passes = [], 0, 1  # the prompt's prefill is the first pass
+    frames, shown, passes = [], 0, 0
     for position, count in step_units(trace):
         steps = trace.steps[position : position + count]
         if position in drawn and is_ordinary(steps[0]):

@@ -7,10 +7,11 @@ token alone and slides over the others like a card in a deck, jumping over the s
 a slot left without an offset stays where it was drafted); filtered cards fade with their
 reason, and so do drafts the plan found not worth checking; checked cards turn green (or the
 context's wine) or red; the emitted tokens join the growing text, coloured by origin, and the
-end of the answer shows as a marker. A header shows the step, tokens per pass so far and the
-settings; below it, the step's decision in a sentence. A run of ordinary steps (nothing
-checked: the anchor alone, one token per pass) is one short frame, its anchors in a row and a
-caption that says so, so the animation spends its time on the steps that checked drafts.
+end of the answer shows as a marker. A header shows the step, tokens per pass so far (over the
+passes after the prompt's prefill, viz.numbers) and the settings; below it, the step's decision
+in a sentence. A run of ordinary steps (nothing checked: the anchor alone, one token per pass)
+is one short frame, its anchors in a row and a caption that says so, so the animation spends
+its time on the steps that checked drafts.
 
 Every text is fitted to its room: a card's texts to the card's column (smaller type, then the
 status's symbol, which the legend explains, then an ellipsis), the sentence wrapped to the
@@ -62,6 +63,7 @@ from .drawing import (
 )
 from .explain import answer_pieces, decision_sentence, ordinary_run_sentence, token_origins
 from .frame_plan import CHECKED, ORDINARY, Frame, plan_frames
+from .numbers import per_pass_text
 from .style import (
     ANCHOR,
     BOTH,
@@ -561,7 +563,8 @@ class Renderer:
         title = f"ShuffleLM · step{steps}/{len(self.trace.steps)}"
         bold = font(round(20 * s), bold=True)
         self.write(draw, (layout.margin, layout.header / 2), title, bold, INK, anchor="lm")
-        settings = [f"{frame.shown / frame.passes:.2f} tokens/pass", self.strategy, mode]
+        per_pass = per_pass_text(frame.shown, frame.passes)
+        settings = [f"{per_pass} tokens/pass", self.strategy, mode]
         source = self.trace.settings.get("draft_source")
         if source and self.verified:
             settings.append(source)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import plotly.graph_objects as go
 
-from shuffle_model.decoding.trace import GenerationTrace, StepTrace, cumulative_passes
+from shuffle_model.decoding.trace import GenerationTrace, StepTrace
 
 from .explain import (
     cost_sentence,
@@ -18,6 +18,7 @@ from .explain import (
     typical_pass,
 )
 from .figures import accepted_summary, draft_heatmap, draft_tree, filter_chart, shuffle_heatmap
+from .numbers import per_pass_text
 from .style import END_COLOR, END_LABEL, ORIGIN_COLORS, ORIGIN_LABELS, end_ids
 
 # the output text's labels (HighlightedText) and their colours; the end of the answer a marker
@@ -42,14 +43,14 @@ def counters(trace: GenerationTrace, *, running: bool = False) -> str:
     accepted; and, once known, what a multi-token pass costs on this machine."""
     steps = len(trace.steps)
     tokens = sum(s.num_emitted for s in trace.steps)
-    passes = cumulative_passes(trace.steps)[-1]
+    passes = sum(s.passes for s in trace.steps)  # after the prompt's prefill
     seconds = trace.totals.wall_seconds
     # the model's own time: the steps' time, without the time the page held each step
     rate = f" · **{tokens / seconds:.1f}** tokens/s of generation" if seconds > 0 else ""
     state = "generating…" if running else "done"
     line = (
-        f"{state} · **{steps}** steps · **{tokens}** tokens · **{passes}** backbone passes · "
-        f"**{tokens / passes:.2f}** tokens per pass{rate}"
+        f"{state} · **{steps}** steps · **{tokens}** tokens · **{passes}** backbone passes "
+        f"after the prefill · **{per_pass_text(tokens, passes)}** tokens per pass{rate}"
     )
     accepted = accepted_summary(trace)
     if accepted:
