@@ -316,6 +316,7 @@ def test_visualize_shuffle_on_a_tiny_model(tmp_path, tokenizer):
     assert result.gif_path.read_bytes()[:6] == b"GIF89a"
     assert {"overview", "shuffle", "drafts", "filter"} <= set(result.figures)
     assert isinstance(result.figures["overview"], go.Figure)
+    assert model.tokenizer is None  # the library generated with the tokenizer given: unchanged
 
 
 def test_cli_renders_a_saved_trace(tmp_path, tiny_trace):
