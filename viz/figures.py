@@ -2,7 +2,7 @@
 drafts a step checked, overview, and the machine's cost curve.
 
 Figures are built from plain dicts with Plotly's validation off: validating every attribute
-made each figure cost 0.2-0.5 s, too slow to redraw at every streamed step.
+costs 0.2-0.5 s a figure, too slow to redraw at every streamed step.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import textwrap
 from collections import Counter
+from typing import NamedTuple
 
 import plotly.graph_objects as go
 
@@ -24,6 +25,7 @@ from shuffle_model.decoding.trace import (
 
 from .explain import (
     accepted_by_origin,
+    answer_pieces,
     cost_sentence,
     decision_sentence,
     is_pure,
@@ -31,6 +33,7 @@ from .explain import (
     token_origins,
     tree_sentence,
 )
+from .numbers import per_pass_text, run_numbers
 from .style import (
     ANCHOR,
     BOTH,
@@ -38,6 +41,7 @@ from .style import (
     CONTEXT_COLOR,
     CONTEXT_LABEL,
     CONTEXT_SYMBOL,
+    END,
     END_LABEL,
     HEAD,
     ORDERED_STATUSES,
@@ -51,10 +55,7 @@ from .style import (
     STATUS_SYMBOLS,
     end_ids,
     html_token,
-    is_end,
-    is_special,
     source_style,
-    token_label,
 )
 from .tree import ForwardedTree, Node, forwarded_tree
 
@@ -356,6 +357,26 @@ def _context_bars(step: StepTrace, axes: dict) -> list[dict]:
     return data
 
 
+class Panel(NamedTuple):
+    """One panel of the filter-and-plan chart: one source's drafts."""
+
+    source: str  # HEAD (the head's slots) or CONTEXT (the context's drafts)
+    title: str  # the panel's title
+    drafts: int  # how many drafts it shows (its share of the width)
+
+
+def _filter_panels(step: StepTrace) -> list[Panel]:
+    """The head's panel (when it drafted), then the context's (when it drafted)."""
+    panels = []
+    if step.slots:
+        panels.append(Panel(HEAD, "head slots (◆ calibrated acceptance)", len(step.slots)))
+    if step.context is not None:
+        match = step.context.match_length
+        title = f"{CONTEXT_SYMBOL} context (match of {match} token{'s' * (match != 1)})"
+        panels.append(Panel(CONTEXT, title, len(step.context.tokens)))
+    return panels
+
+
 def filter_chart(
     step: StepTrace, *, keep_threshold: float | None = None, verified: bool | None = None
 ) -> go.Figure:
@@ -367,25 +388,16 @@ def filter_chart(
     title = titled(f"Step {step.index}: the filter and the plan", sentence)
     if not step.slots and step.context is None:
         return _empty(title["text"], "no drafts in this step")
-    panels = []
-    if step.slots:
-        panels.append(("head slots (◆ calibrated acceptance)", len(step.slots)))
-    if step.context is not None:
-        match = step.context.match_length
-        panels.append(
-            (
-                f"{CONTEXT_SYMBOL} context (match of {match} token{'s' * (match != 1)})",
-                len(step.context.tokens),
-            )
-        )
-    total = sum(count for _, count in panels)
-    widths = [max(count / total, 0.4) for _, count in panels]
-    layout = side_by_side(len(panels), [p[0] for p in panels], [w / sum(widths) for w in widths])
+    panels = _filter_panels(step)
+    total = sum(panel.drafts for panel in panels)
+    widths = [max(panel.drafts / total, 0.4) for panel in panels]
+    titles = [panel.title for panel in panels]
+    layout = side_by_side(len(panels), titles, [w / sum(widths) for w in widths])
     data = []
-    for column, (name, _) in enumerate(panels):
+    for column, panel in enumerate(panels):
         suffix = "" if column == 0 else str(column + 1)
         axes = dict(xaxis=f"x{suffix}", yaxis=f"y{suffix}")
-        is_head = name.startswith("head")
+        is_head = panel.source == HEAD
         data += _head_bars(step, axes) if is_head else _context_bars(step, axes)
         layout[f"yaxis{suffix}"]["range"] = [0, 1.18]
         if is_head:
@@ -545,7 +557,8 @@ def _tokens_per_step(trace: GenerationTrace) -> list[dict]:
 
 
 def _token_curve(trace: GenerationTrace) -> list[dict]:
-    passes, tokens = cumulative_passes(trace.steps), [0]  # the prefill pass comes first
+    passes = [p - 1 for p in cumulative_passes(trace.steps)]  # after the prompt's prefill
+    tokens = [0]
     for step in trace.steps:
         tokens.append(tokens[-1] + step.num_emitted)
     return [
@@ -599,14 +612,15 @@ def overview(trace: GenerationTrace) -> go.Figure:
     layout["yaxis"]["autorange"] = "reversed"
     layout["yaxis2"].update(autorange="reversed", showticklabels=False)
     layout["xaxis2"]["title"] = dict(text="tokens")
-    layout["xaxis3"]["title"] = dict(text="backbone passes")
+    layout["xaxis3"]["title"] = dict(text="backbone passes after the prompt's prefill")
     layout["yaxis3"]["title"] = dict(text="tokens generated")
-    totals = trace.totals
+    run = run_numbers(trace)
+    tokens, passes = run["new_tokens"], run["backbone_passes"]
     summary = accepted_summary(trace)
     layout.update(
         title=dict(
-            text=f"{totals.new_tokens} tokens in {totals.backbone_forwards} backbone "
-            f"passes ({totals.compression_ratio:.2f} tokens per pass)"
+            text=f"{tokens} tokens in {passes} backbone passes after the prompt's prefill "
+            f"({per_pass_text(tokens, passes)} tokens per pass)"
             + (f"<br><sup>{summary}</sup>" if summary else "")
         ),
         barmode="stack",
@@ -691,23 +705,16 @@ def token_spans(trace: GenerationTrace, *, by: str = "origin") -> list[tuple[str
     never the raw special token; another special token reads "◇ name"."""
     if by not in ("origin", "step"):
         raise ValueError(f"by must be 'origin' or 'step'; got {by!r}")
-    ends = end_ids(trace)
     spans: list[tuple[str, str]] = []
-    for step in trace.steps:
-        origins = token_origins(step)
-        for token, origin in zip(step.emitted, origins, strict=True):
-            label = f"step {step.index}" if by == "step" else ORIGIN_LABELS[origin]
-            if is_end(token, ends):
-                spans.append((END_LABEL, END_LABEL))
-                continue
-            if is_special(token, ends):
-                text = token_label(token, limit=40, eos_ids=ends)
-            else:
-                text = token.text if token.text is not None else f"<{token.id}>"
-            if spans and spans[-1][1] == label:
-                spans[-1] = (spans[-1][0] + text, label)
-            else:
-                spans.append((text, label))
+    for piece in answer_pieces(trace):
+        if piece.origin == END:
+            spans.append((END_LABEL, END_LABEL))
+            continue
+        label = f"step {piece.step}" if by == "step" else ORIGIN_LABELS[piece.origin]
+        if spans and spans[-1][1] == label:
+            spans[-1] = (spans[-1][0] + piece.text, label)
+        else:
+            spans.append((piece.text, label))
     return spans
 
 
