@@ -1065,10 +1065,3 @@ def test_a_run_of_ordinary_steps_is_one_short_frame_with_a_caption():
     steps = [label.text for label in renderer.labels if label.text.startswith("step ")]
     numbers = [f"step {position + i + 1}" for i in range(run)]
     assert steps == numbers[-renderer.layout.columns :]
-
-
-def test_the_page_module_answers_to_its_old_name_too():
-    """viz.replay (the name the app imports) is viz.page."""
-    from viz import page, replay
-
-    assert all(getattr(replay, name) is getattr(page, name) for name in replay.__all__)
