@@ -1,13 +1,16 @@
 """The machine's cost curve c(n): one backbone pass over n new tokens, relative to n = 1.
 
-Whether verifying m drafts pays depends on what the machine charges for the longer pass: a
-2-core AMD EPYC in float32 was measured at c(2) of about 1.7 and c(5) about 1.4, an Intel
-Xeon with AMX in bfloat16 at c(8) of 1.05-1.2 (docs/architecture.md). So the curve is
-measured where the code runs (interleaved repetitions, with a real key/value cache; the fast
-end of the repetitions, since other work only slows passes down), cached per (machine,
-device, dtype, backbone) under ~/.cache/shufflelm/cost/, and measured again on request:
+Whether verifying m drafts pays depends on what the machine charges for the longer pass, and
+machines differ a lot (docs/architecture.md, "The machine's cost curve", quotes some). So the
+curve is measured where the code runs (interleaved repetitions, with a real key/value cache;
+the fast end of the repetitions, since other work only slows passes down), cached per
+(machine, device, dtype, backbone) under ~/.cache/shufflelm/cost/, and measured again on
+request:
 
     python -m shuffle_model cost [--remeasure]
+
+`ensure_cost_curve(model, ...)` gives a model its curve: the one it holds, the cached one, or
+a fresh measurement of several seconds (then cached).
 """
 
 from __future__ import annotations
@@ -23,8 +26,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
+import psutil
 import torch
+from tqdm import tqdm
 
 from ..model.backbone import cache_root
 from ..model.devices import cpu_name
@@ -40,6 +46,11 @@ Status = Callable[[str], None]
 
 
 PAD_GAIN = 0.05  # a longer, padded pass is used only where it is at least 5 % cheaper
+
+
+class CheapestPass(NamedTuple):
+    cost: float  # c(length), in one-token passes
+    length: int  # tokens it forwards: those to cover, then filler or further drafts
 
 
 @dataclass
@@ -74,15 +85,15 @@ class CostCurve:
     def max_tokens(self) -> int:
         return len(self.ratios)
 
-    def cheapest(self, tokens: int) -> tuple[float, int]:
-        """(cost, length) of the cheapest pass that covers `tokens`: a longer pass where the
+    def cheapest(self, tokens: int) -> CheapestPass:
+        """The cheapest pass that covers `tokens`: a longer pass where the
         machine runs it at least PAD_GAIN faster (small matrix products are often slower at
         n = 2-3 than at 4-5), filled up with tokens whose results are thrown away."""
         best_cost, best_length = self(tokens), tokens
         for length in range(tokens + 1, self.max_tokens + 1):
             if self(length) < best_cost * (1.0 - PAD_GAIN):
                 best_cost, best_length = self(length), length
-        return best_cost, best_length
+        return CheapestPass(best_cost, best_length)
 
     @classmethod
     def from_ratios(cls, ratios: list[float], *, draft_cost: float = 0.0) -> CostCurve:
@@ -125,8 +136,8 @@ def curve_key(model) -> dict:
     device = model.device
     cfg = model.config
     key = {
-        "curve": 3,  # what is measured: 2 adds the cost of a tree's paths, 3 times passes on
-        # a context the backbone predicts (precision.timing_context)
+        "curve": 3,  # what `measure` times (bumped when that changes): passes on a context the
+        # backbone predicts (precision.timing_context), drafting, and a tree's extra paths
         "cpu": cpu_name(),
         "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
@@ -175,33 +186,54 @@ def save_cached(curve: CostCurve) -> Path | None:
     return path
 
 
-def cost_curve(
+def ensure_cost_curve(
     model, *, max_tokens: int, remeasure: bool = False, status: Status | None = None
 ) -> CostCurve:
-    """The model's curve for this machine, covering at least `max_tokens`: from the model (set
-    by hand or measured earlier in this process), the cache, or a fresh measurement."""
-    curve = getattr(model, "_cost_curve", None)
+    """Give `model` this machine's cost curve covering at least `max_tokens`, and return it.
+
+    The curve the model holds (set by hand, or found earlier in this process) is returned as
+    it is. Otherwise the cached curve, or, where there is none that covers `max_tokens` or on
+    `remeasure`, a fresh measurement (several seconds of backbone passes) written to the cache;
+    either becomes the model's (`adopt_curve`: model.cost_curve, model.draft_projection_dtype)."""
+    curve = model.cost_curve
     if curve is not None and not remeasure and (curve.max_tokens >= max_tokens or not curve.key):
         return curve
+    curve = cached_or_measured(model, max_tokens=max_tokens, remeasure=remeasure, status=status)
+    adopt_curve(model, curve)
+    return curve
+
+
+cost_curve = ensure_cost_curve  # the same, under the name loop.py and shufflers/app.py call
+
+
+def cached_or_measured(
+    model, *, max_tokens: int, remeasure: bool, status: Status | None
+) -> CostCurve:
+    """The cached curve of this setup if it covers `max_tokens` (and not `remeasure`), else a
+    new measurement covering at least what the cached one did, cached unless other programs
+    were busy meanwhile."""
     key = curve_key(model)
     cached = load_cached(key)
     if cached is None and curve_path(key).exists() and status:
         status(f"{curve_path(key)} holds no cost curve of this setup: measuring it again")
     if cached is not None and cached.max_tokens >= max_tokens and not remeasure:
-        curve = cached
+        return cached
+    if cached is not None:  # a new measurement covers at least what the cached one did
+        max_tokens = max(max_tokens, cached.max_tokens)
+    busy = machine_is_busy()
+    curve = measure(model, max_tokens=max_tokens, key=key, status=status)
+    if busy or machine_is_busy():
+        if status:
+            status("Other programs were busy: this curve is used now but not cached")
     else:
-        if cached is not None:  # a new measurement covers at least what the old one did
-            max_tokens = max(max_tokens, cached.max_tokens)
-        busy = machine_is_busy()
-        curve = measure(model, max_tokens=max_tokens, key=key, status=status)
-        if busy or machine_is_busy():
-            if status:
-                status("Other programs were busy: this curve is used now but not cached")
-        else:
-            save_cached(curve)
-    model._cost_curve = curve
-    model.draft_projection_dtype = getattr(torch, curve.draft_dtype) if curve.draft_dtype else None
+        save_cached(curve)
     return curve
+
+
+def adopt_curve(model, curve: CostCurve) -> None:
+    """Plan the model's steps with `curve`, and project its drafts in the dtype measured with it."""
+    model.cost_curve = curve
+    model.draft_projection_dtype = getattr(torch, curve.draft_dtype) if curve.draft_dtype else None
 
 
 # --- measuring ---------------------------------------------------------------------------------
@@ -213,8 +245,6 @@ BUSY_SHARE = 0.25  # other programs using more than this share of all cores: "bu
 def machine_is_busy(window_s: float = 0.25) -> bool:
     """Whether other programs keep the CPUs busy, sampled while this one sleeps: a curve
     measured then would carry their noise into every later start, so it is not cached."""
-    import psutil
-
     return psutil.cpu_percent(interval=window_s) > 100 * BUSY_SHARE
 
 
@@ -259,8 +289,6 @@ def measure(
     """Time one pass over n new tokens on a cache of CONTEXT_TOKENS, for the sizes of
     `sizes_to_measure`, in interleaved rounds so that drift hits every size alike; each size's
     cost is the fast end of its repetitions (`undisturbed`)."""
-    from tqdm import tqdm
-
     say = status or (lambda message: None)
     say(f"Measuring this machine's cost of a backbone pass over 1..{max_tokens} tokens ...")
     draft_dtype = faster_draft_dtype(model)

@@ -60,15 +60,15 @@ def verify_chain(
     verify: bool,
     eos_ids: tuple[int, ...],
 ) -> Verdict:
-    """Sampling or pure mode along a chain. target_logits (m+1, V): the backbone's logits after
-    the anchor and each draft; block_tokens (m,); draft_probs (m, V): what they were drawn from."""
+    """Sampling or pure mode along a chain (verified greedy decoding is `verify_greedy`'s).
+    target_logits (m+1, V): the backbone's logits after the anchor and each draft; block_tokens
+    (m,); draft_probs (m, V): what they were drawn from (not read in pure mode)."""
+    if verify and sampler.greedy:
+        raise ValueError("verified greedy decoding walks the block: verify_greedy")
     target_probs = sampler.probs(target_logits)  # (m+1, V)
     m = block_tokens.shape[0]
     if not verify:
         accepted, residual = m, None
-    elif sampler.greedy:
-        agree = target_logits[:-1].argmax(-1) == block_tokens  # (m,)
-        accepted, residual = int(agree.long().cumprod(0).sum()), None
     else:
         accepted, residual = _speculative_prefix(target_probs, block_tokens, draft_probs, sampler)
     accepted = _stop_at_eos(block_tokens, accepted, eos_ids)
