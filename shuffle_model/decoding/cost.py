@@ -276,6 +276,17 @@ def head_draft(model, ids: torch.Tensor) -> Callable[[], object]:
     return step
 
 
+@dataclass
+class Timings:
+    """Seconds per repetition of what `measure` times (the warm-up round dropped)."""
+
+    passes: dict[int, list[float]]  # n -> a chain pass over n new tokens, n in sizes_to_measure
+    drafts: list[float] = field(default_factory=list)  # one step's drafting by the head
+    trees: list[float] = field(default_factory=list)  # a pass over TREE_PARENTS as a tree
+    chains: list[float] = field(default_factory=list)  # a pass over as many tokens as a chain
+    started: float = 0.0  # time.perf_counter() when the rounds began
+
+
 @torch.no_grad()
 def measure(
     model,
@@ -288,11 +299,40 @@ def measure(
 ) -> CostCurve:
     """Time one pass over n new tokens on a cache of CONTEXT_TOKENS, for the sizes of
     `sizes_to_measure`, in interleaved rounds so that drift hits every size alike; each size's
-    cost is the fast end of its repetitions (`undisturbed`)."""
+    cost is the fast end of its repetitions (`undisturbed`). The drafts are timed in the dtype
+    `faster_draft_dtype` picks, which it sets as model.draft_projection_dtype."""
     say = status or (lambda message: None)
     say(f"Measuring this machine's cost of a backbone pass over 1..{max_tokens} tokens ...")
     draft_dtype = faster_draft_dtype(model)
     model.draft_projection_dtype = getattr(torch, draft_dtype) if draft_dtype else None
+    timings = time_rounds(
+        model, max_tokens=max_tokens, repeats=repeats, time_budget_s=time_budget_s
+    )
+    typical = {n: undisturbed(t) for n, t in timings.passes.items()}
+    one = typical[1]
+    sizes = list(timings.passes)
+    ratios = [_interpolate(typical, sizes, n) / one for n in range(1, max_tokens + 1)]
+    # a pass over n tokens costs at least one over 1 and at most n of them: beyond is noise
+    ratios = [1.0] + [min(max(r, 1.0), float(n)) for n, r in enumerate(ratios[1:], start=2)]
+    trees, chains = undisturbed(timings.trees), undisturbed(timings.chains)
+    curve = CostCurve(
+        ratios=[round(r, 4) for r in ratios],
+        one_token_ms=round(one * 1000, 3),
+        draft_cost=round(undisturbed(timings.drafts) / one, 4),
+        branch_cost=round(branch_cost(trees, chains, one), 4),
+        draft_dtype=draft_dtype,
+        key=key or curve_key(model),
+        measured=dt.datetime.now().isoformat(timespec="seconds"),
+        repeats=len(timings.drafts),
+    )
+    say(f"Cost curve: {curve.describe()} ({time.perf_counter() - timings.started:.1f} s)")
+    return curve
+
+
+def time_rounds(model, *, max_tokens: int, repeats: int, time_budget_s: float) -> Timings:
+    """Every size's pass, the head's draft, and the tree and chain passes, round after round
+    (round 0 warms up and is dropped) for `repeats` rounds, or fewer (at least 3) once
+    `time_budget_s` is spent. Each pass goes on from the same cache, and is cropped off it."""
     device = model.device
     context = min(CONTEXT_TOKENS, model.context_length - max_tokens - 1)
     vocab = model.config.vocab_size
@@ -300,56 +340,36 @@ def measure(
     prompt, following = ids[:, :context], ids[:, context:]  # the cache; what passes forward
     cache = model.new_cache()
     model.trunk_forward(prompt, cache=cache)
-    sizes = sizes_to_measure(max_tokens)
+    timings = Timings(passes={n: [] for n in sizes_to_measure(max_tokens)})
     # the passes of greedy decoding, the common case (in half precision their logits are a
     # certified argmax, precision.py; sampled passes pay the whole float32 LM head)
     forward = partial(model.trunk_forward, cache=cache, argmax_only=True)
-    times: dict[int, list[float]] = {n: [] for n in sizes}
-    drafts: list[float] = []
     eight = following[:, : len(TREE_PARENTS)]  # (1, 8)
     tree_pass = partial(forward, eight, **tree_arguments(context, model))
     chain_pass = partial(forward, eight)
-    trees: list[float] = []
-    chains: list[float] = []
     draft = head_draft(model, ids[:, : context + 1])
-    started = time.perf_counter()
+    timings.started = time.perf_counter()
     bar = tqdm(total=repeats + 1, desc="cost curve", unit="round", leave=False, disable=None)
     for round_ in range(repeats + 1):  # round 0 warms up and is dropped
-        for n in sizes:
+        for n, times in timings.passes.items():
             block = following[:, :n]  # (1, n): the sequence goes on
             seconds = _timed(lambda block=block: forward(block), device)
             cache.crop(-n)
             if round_:
-                times[n].append(seconds)
+                times.append(seconds)
         seconds = _timed(draft, device)
         if round_:
-            drafts.append(seconds)
-        for timed, run in ((trees, tree_pass), (chains, chain_pass)):  # as many tokens
-            seconds = _timed(run, device)
+            timings.drafts.append(seconds)
+        for timed, run in ((timings.trees, tree_pass), (timings.chains, chain_pass)):
+            seconds = _timed(run, device)  # as many tokens, as a tree and as a chain
             cache.crop(-len(TREE_PARENTS))
             if round_:
                 timed.append(seconds)
         bar.update(1)
-        if round_ >= 3 and time.perf_counter() - started > time_budget_s:
+        if round_ >= 3 and time.perf_counter() - timings.started > time_budget_s:
             break
     bar.close()
-    typical = {n: undisturbed(t) for n, t in times.items()}
-    one = typical[1]
-    ratios = [_interpolate(typical, sizes, n) / one for n in range(1, max_tokens + 1)]
-    # a pass over n tokens costs at least one over 1 and at most n of them: beyond is noise
-    ratios = [1.0] + [min(max(r, 1.0), float(n)) for n, r in enumerate(ratios[1:], start=2)]
-    curve = CostCurve(
-        ratios=[round(r, 4) for r in ratios],
-        one_token_ms=round(one * 1000, 3),
-        draft_cost=round(undisturbed(drafts) / one, 4),
-        branch_cost=round(branch_cost(undisturbed(trees), undisturbed(chains), one), 4),
-        draft_dtype=draft_dtype,
-        key=key or curve_key(model),
-        measured=dt.datetime.now().isoformat(timespec="seconds"),
-        repeats=len(drafts),
-    )
-    say(f"Cost curve: {curve.describe()} ({time.perf_counter() - started:.1f} s)")
-    return curve
+    return timings
 
 
 TREE_PARENTS = [-1, 0, 1, 0, 3, 0, 5, 0]  # 8 tokens in 4 paths: 0-1-2, 0-3-4, 0-5-6, 0-7
