@@ -191,10 +191,11 @@ def ensure_cost_curve(
 ) -> CostCurve:
     """Give `model` this machine's cost curve covering at least `max_tokens`, and return it.
 
-    The curve the model holds (set by hand, or found earlier in this process) is returned as
-    it is. Otherwise the cached curve, or, where there is none that covers `max_tokens` or on
-    `remeasure`, a fresh measurement (several seconds of backbone passes) written to the cache;
-    either becomes the model's (`adopt_curve`: model.cost_curve, model.draft_projection_dtype)."""
+    The curve the model holds is returned as it is where it was set by hand (no key) or covers
+    `max_tokens`, unless `remeasure`. Otherwise the cached curve of this setup, or, where none
+    covers `max_tokens` or on `remeasure`, a fresh measurement (several seconds of backbone
+    passes) written to the cache; either becomes the model's (`adopt_curve`: model.cost_curve
+    and model.draft_projection_dtype)."""
     curve = model.cost_curve
     if curve is not None and not remeasure and (curve.max_tokens >= max_tokens or not curve.key):
         return curve
