@@ -24,6 +24,9 @@ from tqdm import tqdm
 from ..decoding.filtering import known_step
 from ..decoding.shuffle import map_variety, predicted_maps
 from ..model.calibration import expected_calibration_error
+from ..model.chat import encode_prompt
+from ..training.calibration_fit import replay_steps
+from .records import PromptRecord
 
 HELDOUT_SEED = 424242  # the distillation data used seeds 0 and 7
 KEEP_SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # keep thresholds the teacher-forced replay tries
@@ -35,8 +38,6 @@ def non_identity(step) -> bool:
 
 
 def evaluate(model, prompts: list[dict], *, strategy: str, max_new_tokens: int) -> dict:
-    from ..model.chat import encode_prompt
-
     tokens, forwards, steps, moved, maps = defaultdict(int), defaultdict(int), 0, 0, []
     for prompt in prompts:
         ids = encode_prompt(model.tokenizer, prompt["text"])
@@ -59,9 +60,6 @@ def evaluate(model, prompts: list[dict], *, strategy: str, max_new_tokens: int) 
 
 def recorded_answers(bench_json: Path, tokenizer, questions_path: Path) -> list[dict]:
     """The backbone's greedy answers of a benchmark run, with their chat-templated prompts."""
-    from ..model.chat import encode_prompt
-    from .records import PromptRecord
-
     questions = {
         q["question_id"]: q
         for q in map(json.loads, questions_path.read_text().splitlines())
@@ -84,8 +82,6 @@ def recorded_answers(bench_json: Path, tokenizer, questions_path: Path) -> list[
 def teacher_forced(model, answers: list[dict], *, strategy: str) -> dict:
     """Replay every position of recorded greedy answers as one decoding step (see the module
     doc); figures overall ("all") and per category."""
-    from ..training.calibration_fit import replay_steps
-
     k, threshold = model.config.num_slots, model.config.default_keep_threshold
     thresholds = sorted({threshold, *KEEP_SWEEP})
     at = thresholds.index(threshold)

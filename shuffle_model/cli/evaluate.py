@@ -11,6 +11,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..bench.evaluate import HELDOUT_SEED, evaluate, recorded_answers, teacher_forced
+from ..bench.run import load_questions
+from ..model.faster_decode_mixer import FasterDecodeMixer
+from ..training import overlap  # its SPEC_BENCH is read at each call (tests point it elsewhere)
+from ..training.prompts import HANDWRITTEN_PROMPTS, generate_prompts
 from . import one_line_errors
 
 
@@ -40,9 +44,6 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args(argv)
 
-    from ..model.faster_decode_mixer import FasterDecodeMixer
-    from ..training.prompts import HANDWRITTEN_PROMPTS, generate_prompts
-
     prompts = generate_prompts(args.prompts, seed=HELDOUT_SEED)
     if args.handwritten:
         prompts += [
@@ -50,10 +51,7 @@ def main(argv=None) -> int:
             for p in HANDWRITTEN_PROMPTS
         ]
     if args.spec_bench:
-        from ..bench.run import load_questions
-        from ..training.overlap import SPEC_BENCH
-
-        questions = load_questions(SPEC_BENCH, None, args.spec_bench)
+        questions = load_questions(overlap.SPEC_BENCH, None, args.spec_bench)
         prompts += [
             {"category": f"spec/{q['category']}", "group": "spec_bench", "text": q["turns"][0]}
             for q in questions
@@ -77,10 +75,8 @@ def main(argv=None) -> int:
             else {}
         )
         if args.teacher_forced:
-            from ..training.overlap import SPEC_BENCH
-
             if answers is None:
-                answers = recorded_answers(args.teacher_forced, model.tokenizer, SPEC_BENCH)
+                answers = recorded_answers(args.teacher_forced, model.tokenizer, overlap.SPEC_BENCH)
             result["teacher_forced"] = teacher_forced(model, answers, strategy=strategy)
         results[f"{head}:{strategy}"] = result
         tqdm.write(f"{head} {strategy}: {json.dumps(result)}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from huggingface_hub import snapshot_download
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -265,8 +266,6 @@ def _head_directory(dir_or_name: str | Path | None) -> Path:
             f"{str(dir_or_name)!r} is the original release's checkpoint id; no such checkpoint "
             f"exists, here or on the hub. {shipped_heads()}."
         )
-    from huggingface_hub import snapshot_download
-
     try:
         files = [CONFIG_FILE, HEAD_FILE, CALIBRATION_FILE]
         return Path(snapshot_download(str(dir_or_name), allow_patterns=files))

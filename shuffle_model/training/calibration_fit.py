@@ -13,6 +13,7 @@ from ..decoding.proposers import ContextProposer, DecodeState
 from ..decoding.shuffle import assign_offsets
 from ..model.calibration import MAX_MATCH, Calibration, IsotonicMap
 from ..model.calibration import expected_calibration_error as ece
+from .distill import load_examples
 
 MIN_PER_OFFSET = 200  # offsets with fewer outcomes share the map of the offset before
 
@@ -173,8 +174,6 @@ def fit(outcomes: Outcomes, *, num_slots: int) -> Calibration:
 
 def heldout_examples(directories: list[Path], every: int) -> list[tuple[list[int], list[int]]]:
     """Greedy answers of the held-out split (every n-th example, as training holds them out)."""
-    from .distill import load_examples
-
     examples = load_examples(directories)
     return [
         (e.prompt_ids, e.answer_ids)
