@@ -36,7 +36,7 @@ import gradio as gr
 
 import viz
 from shuffle_model import STRATEGIES, GenerationSettings, GenerationTrace, TraceError
-from shuffle_model.decoding.cost import cost_curve
+from shuffle_model.decoding.cost import ensure_cost_curve
 from shuffle_model.decoding.lossless import compare
 from shuffle_model.decoding.planning import COST, FIXED
 from shuffle_model.decoding.settings import DRAFT_SOURCES, max_drafts
@@ -68,7 +68,7 @@ TEXT_EVERY = 0.2  # seconds between updates of the text, counters and step (unde
 PICTURE_EVERY = 1.0  # seconds between updates of the open tab's picture (the others: at the end)
 BLOCK_LENGTHS = [
     ("cost-aware: the drafts worth their time on this machine", COST),
-    ("fixed: every draft the filter keeps (the original rule)", FIXED),
+    ("fixed: every draft the filter keeps", FIXED),
 ]
 SOURCE_NAMES = {
     "head+context": "head + context",
@@ -415,7 +415,7 @@ def generate(runtime: LazyModel, watching: Watching, prompt, chat, **settings):
             status=f"Measuring what a pass over 1..{most} tokens costs on this machine "
             "(first run only, about 10 s)…"
         )
-        cost_curve(lm, max_tokens=most)
+        ensure_cost_curve(lm, max_tokens=most)
     try:
         ids = encode_prompt(lm.tokenizer, prompt, chat=bool(chat))
         run = lm.stream([ids], **settings)

@@ -120,7 +120,6 @@ def test_a_cost_curve_is_measured_once_cached_and_measured_again_on_request(
     calls = []
     original = cost.measure
     monkeypatch.setattr(cost, "measure", lambda *a, **k: calls.append(1) or original(*a, **k))
-    assert cost.cost_curve is cost.ensure_cost_curve  # the old spelling
     curve = cost.ensure_cost_curve(mixer, max_tokens=6)
     assert len(calls) == 1 and curve.max_tokens == 6 and curve.ratios[0] == 1.0
     assert all(0 < r <= n for n, r in enumerate(curve.ratios, start=1))

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from ..model.backbone import cache_root
 from ..model.devices import cpu_name
 from ..model.precision import timing_context
-from .proposers import DecodeState, SequenceReader
+from .proposers import DraftInput, SequenceReader
 from .tree import Block, tree_inputs
 
 CONTEXT_TOKENS = 256  # cache length the passes are measured on (a typical prompt + answer)
@@ -204,9 +204,6 @@ def ensure_cost_curve(
     return curve
 
 
-cost_curve = ensure_cost_curve  # the same, under the name loop.py and shufflers/app.py call
-
-
 def cached_or_measured(
     model, *, max_tokens: int, remeasure: bool, status: Status | None
 ) -> CostCurve:
@@ -266,9 +263,9 @@ def head_draft(model, ids: torch.Tensor) -> Callable[[], object]:
     if model.head.sequence is None:
         return partial(model.draft, hidden, anchor)
     tokens, reader = ids[0].tolist(), SequenceReader(model)
-    before = DecodeState(tokens[:-2], hidden, tokens[-3], [hidden.expand(len(tokens) - 3, -1)])
+    before = DraftInput(tokens[:-2], hidden, tokens[-3], [hidden.expand(len(tokens) - 3, -1)])
     reader.context(before)  # the history so far, read once
-    step_state = DecodeState(tokens, hidden, tokens[-1], [*before.history, hidden.expand(2, -1)])
+    step_state = DraftInput(tokens, hidden, tokens[-1], [*before.history, hidden.expand(2, -1)])
 
     def step():
         model.draft(hidden, anchor, reader.context(step_state))  # two new positions read

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .cost import cost_curve
+from .cost import ensure_cost_curve
 from .planning import Plan, plan_step
 from .proposers import DraftInput, DraftSource, DraftTree, Outcome, make_sources
 from .sampling import TokenSampler
@@ -87,7 +87,7 @@ def planning_curve(model, settings: GenerationSettings):
     """The machine's cost curve (measured once per machine and cached), for verified decoding."""
     if not settings.verify or settings.max_parallel_tokens == 0:
         return None
-    return cost_curve(model, max_tokens=settings.max_parallel_tokens + 1)
+    return ensure_cost_curve(model, max_tokens=settings.max_parallel_tokens + 1)
 
 
 @dataclass

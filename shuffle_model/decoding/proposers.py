@@ -60,9 +60,6 @@ class DraftInput:
     # state at every position of tokens but the anchor, a chunk per pass, in order
 
 
-DecodeState = DraftInput  # the name cost.py and training/calibration_fit.py import
-
-
 @dataclass
 class DraftTree:
     """One source's proposal for this step: n nodes after the anchor, parents before

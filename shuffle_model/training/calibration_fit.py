@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..decoding.proposers import ContextProposer, DecodeState
+from ..decoding.proposers import ContextProposer, DraftInput
 from ..decoding.shuffle import assign_offsets
 from ..model.calibration import MAX_MATCH, Calibration, IsotonicMap
 from ..model.calibration import expected_calibration_error as ece
@@ -99,7 +99,7 @@ def replay_example(model, prompt_ids, answer_ids, *, example: int, strategy: str
 def replay_context(sequence: list[int], start: int, *, example: int, into: Outcomes) -> None:
     proposer = ContextProposer(Calibration())
     for t in range(start, len(sequence) - 1):
-        state = DecodeState(tokens=sequence[: t + 2], hidden=torch.zeros(1), anchor=sequence[t + 1])
+        state = DraftInput(tokens=sequence[: t + 2], hidden=torch.zeros(1), anchor=sequence[t + 1])
         chain = proposer.propose(state, budget=len(sequence) - t - 2)
         if chain is None:
             continue
