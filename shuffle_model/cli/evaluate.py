@@ -18,8 +18,7 @@ from ..training.prompts import HANDWRITTEN_PROMPTS, generate_prompts
 from . import one_line_errors
 
 
-@one_line_errors
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m shuffle_model.cli.evaluate", description=__doc__
     )
@@ -42,8 +41,11 @@ def main(argv=None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=96, help="128 for Spec-Bench figures")
     parser.add_argument("--strategies", nargs="+", default=["rotary", "identity"])
     parser.add_argument("--json", type=Path, help="write the results here too")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def evaluation_prompts(args) -> list[dict]:
+    """Held-out template prompts, plus the hand-written ones and Spec-Bench questions if asked."""
     prompts = generate_prompts(args.prompts, seed=HELDOUT_SEED)
     if args.handwritten:
         prompts += [
@@ -56,19 +58,29 @@ def main(argv=None) -> int:
             {"category": f"spec/{q['category']}", "group": "spec_bench", "text": q["turns"][0]}
             for q in questions
         ]
+    return prompts
+
+
+def head_model(head: str, first: FasterDecodeMixer, first_head: str) -> FasterDecodeMixer:
+    """The model for `head`: the first one loaded, or a new head on the first one's backbone."""
+    if head == first_head:
+        return first
+    return FasterDecodeMixer.from_pretrained(
+        head, backbone=first.backbone, tokenizer=first.tokenizer, device=first.device
+    )
+
+
+@one_line_errors
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    prompts = evaluation_prompts(args)
     first = FasterDecodeMixer.from_pretrained(
         args.heads[0], status=lambda m: print(m, file=sys.stderr)
     )
     results, answers = {}, None
     jobs = [(h, s) for h in args.heads for s in args.strategies]
     for head, strategy in tqdm(jobs, desc="evaluate", unit="run"):
-        model = (
-            first
-            if head == args.heads[0]
-            else FasterDecodeMixer.from_pretrained(
-                head, backbone=first.backbone, tokenizer=first.tokenizer, device=first.device
-            )
-        )
+        model = head_model(head, first, args.heads[0])
         result = (
             evaluate(model, prompts, strategy=strategy, max_new_tokens=args.max_new_tokens)
             if prompts
