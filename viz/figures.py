@@ -140,6 +140,64 @@ def _no_head_drafts(step: StepTrace) -> str:
     return "no drafts in this step (the last token, or drafting switched off)"
 
 
+def _shuffle_hover(step: StepTrace, offsets: list[str]) -> list[list[str]]:
+    """Per slot and offset: the slot's drafted token and its score at that offset."""
+    return [
+        [
+            f"slot {s.index} drafted <b>{html_token(s.token)}</b> (p={s.token.prob:.2f}, "
+            f"keep={s.keep_prob:.2f})<br>offset {offsets[p]}: {row[p]:.3f}"
+            for p in range(len(row))
+        ]
+        for s, row in zip(step.slots, step.shuffle_probs, strict=True)
+    ]
+
+
+def _matrix_panel(matrix, *, col: int, panels: int, offsets, labels, hover, assigned) -> list[dict]:
+    """Panel `col` of `panels`: the matrix as a heatmap, the assigned offsets marked on it."""
+    axes = dict(xaxis="x" if col == 1 else f"x{col}", yaxis="y" if col == 1 else f"y{col}")
+    heatmap = dict(
+        type="heatmap",
+        z=matrix,
+        x=offsets,
+        y=labels,
+        zmin=0,
+        zmax=1,
+        colorscale=BLUES,
+        showscale=col == panels,
+        text=hover,
+        hovertemplate="%{text}<extra></extra>",
+        colorbar=dict(title=dict(text="prob"), len=0.8),
+        **axes,
+    )
+    marks = dict(
+        type="scatter",
+        x=[a[0] for a in assigned],
+        y=[a[1] for a in assigned],
+        mode="markers",
+        name="assigned offset",
+        showlegend=col == 1,
+        hoverinfo="skip",
+        marker=dict(symbol="square-open", size=22, color="#D55E00", line=dict(width=3)),
+        **axes,
+    )
+    return [heatmap, marks]
+
+
+def _matrices_layout(titles: list[str], title: str, slots: int) -> dict:
+    """Side-by-side panels, slots top to bottom, offsets along the x axis."""
+    layout = side_by_side(len(titles), titles)
+    for axis in [k for k in layout if k.startswith("yaxis")]:
+        layout[axis]["autorange"] = "reversed"
+    for axis in [k for k in layout if k.startswith("xaxis")]:
+        layout[axis]["title"] = dict(text="offset after the anchor")
+    layout.update(
+        title=dict(text=title),
+        height=100 + 32 * slots,  # one screen at 1440x900 up to K = 6
+        legend=dict(orientation="h", y=-0.2),
+    )
+    return layout
+
+
 def shuffle_heatmap(step: StepTrace) -> go.Figure:
     """Slots x offsets: softmax of each slot's shuffle scores, the chosen offsets marked.
     With the sinkhorn strategy the doubly-stochastic matrix is shown beside it."""
@@ -148,60 +206,23 @@ def shuffle_heatmap(step: StepTrace) -> go.Figure:
         return _empty(title, _no_head_drafts(step))
     offsets = [f"+{p}" for p in range(1, len(step.shuffle_probs[0]) + 1)]
     labels = _slot_labels(step)
-    hover = [
-        [
-            f"slot {s.index} drafted <b>{html_token(s.token)}</b> (p={s.token.prob:.2f}, "
-            f"keep={s.keep_prob:.2f})<br>offset {offsets[p]}: {row[p]:.3f}"
-            for p in range(len(row))
-        ]
-        for s, row in zip(step.slots, step.shuffle_probs, strict=True)
-    ]
+    hover = _shuffle_hover(step, offsets)
     matrices = [("shuffle scores (softmax over offsets)", step.shuffle_probs)]
     if step.sinkhorn is not None:
         matrices.append(("Sinkhorn (doubly stochastic)", step.sinkhorn))
     assigned = [(offsets[s.offset - 1], labels[s.index]) for s in step.slots if s.offset]
     data = []
     for col, (_, matrix) in enumerate(matrices, start=1):
-        axes = dict(xaxis="x" if col == 1 else f"x{col}", yaxis="y" if col == 1 else f"y{col}")
-        data.append(
-            dict(
-                type="heatmap",
-                z=matrix,
-                x=offsets,
-                y=labels,
-                zmin=0,
-                zmax=1,
-                colorscale=BLUES,
-                showscale=col == len(matrices),
-                text=hover,
-                hovertemplate="%{text}<extra></extra>",
-                colorbar=dict(title=dict(text="prob"), len=0.8),
-                **axes,
-            )
+        data += _matrix_panel(
+            matrix,
+            col=col,
+            panels=len(matrices),
+            offsets=offsets,
+            labels=labels,
+            hover=hover,
+            assigned=assigned,
         )
-        data.append(
-            dict(
-                type="scatter",
-                x=[a[0] for a in assigned],
-                y=[a[1] for a in assigned],
-                mode="markers",
-                name="assigned offset",
-                showlegend=col == 1,
-                hoverinfo="skip",
-                marker=dict(symbol="square-open", size=22, color="#D55E00", line=dict(width=3)),
-                **axes,
-            )
-        )
-    layout = side_by_side(len(matrices), [m[0] for m in matrices])
-    for axis in [k for k in layout if k.startswith("yaxis")]:
-        layout[axis]["autorange"] = "reversed"
-    for axis in [k for k in layout if k.startswith("xaxis")]:
-        layout[axis]["title"] = dict(text="offset after the anchor")
-    layout.update(
-        title=dict(text=title),
-        height=100 + 32 * len(step.slots),  # one screen at 1440x900 up to K = 6
-        legend=dict(orientation="h", y=-0.2),
-    )
+    layout = _matrices_layout([m[0] for m in matrices], title, len(step.slots))
     return figure(data, layout)
 
 
@@ -631,23 +652,10 @@ def overview(trace: GenerationTrace) -> go.Figure:
     return figure(data, layout)
 
 
-def cost_curve_chart(trace: GenerationTrace) -> go.Figure:
-    """The machine's cost curve the run planned with: c(n), a pass over n tokens in one-token
-    passes, beside n separate passes; the sizes of the passes this run made are marked."""
-    title = "This machine: a pass over n tokens costs c(n) one-token passes"
-    curve = trace.cost_curve or {}
-    ratios = [float(r) for r in curve.get("ratios") or []]
-    if not ratios:
-        return _empty(
-            title,
-            "this trace has no cost curve (made before ShuffleLM planned with one, "
-            "in pure parallel mode, or with drafting off)",
-        )
+def _cost_lines(ratios: list[float]) -> list[dict]:
+    """c(n) against the diagonal of n separate one-token passes."""
     sizes = list(range(1, len(ratios) + 1))
-    used = Counter(len(s.forwarded_ids) for s in trace.steps if s.forwarded_ids)
-    used_sizes = sorted(n for n in used if n <= len(ratios))
-    top = max(max(ratios) * 1.3, 2.5)
-    data = [
+    return [
         dict(
             type="scatter",
             x=sizes,
@@ -666,24 +674,45 @@ def cost_curve_chart(trace: GenerationTrace) -> go.Figure:
             hovertemplate="a pass over %{x} tokens costs %{y:.2f} one-token passes<extra></extra>",
         ),
     ]
-    if used_sizes:
-        data.append(
-            dict(
-                type="scatter",
-                x=used_sizes,
-                y=[ratios[n - 1] for n in used_sizes],
-                mode="markers",
-                name="passes this run made (size: how many)",
-                marker=dict(
-                    symbol="circle-open",
-                    color="#222",
-                    line=dict(width=3),
-                    size=[10 + 4 * min(used[n], 10) for n in used_sizes],
-                ),
-                customdata=[used[n] for n in used_sizes],
-                hovertemplate="%{customdata} passes over %{x} tokens<extra></extra>",
-            )
+
+
+def _passes_made(trace: GenerationTrace, ratios: list[float]) -> list[dict]:
+    """The sizes of the passes this run made, on the curve, marked by how many (none: [])."""
+    used = Counter(len(s.forwarded_ids) for s in trace.steps if s.forwarded_ids)
+    used_sizes = sorted(n for n in used if n <= len(ratios))
+    if not used_sizes:
+        return []
+    marks = dict(
+        type="scatter",
+        x=used_sizes,
+        y=[ratios[n - 1] for n in used_sizes],
+        mode="markers",
+        name="passes this run made (size: how many)",
+        marker=dict(
+            symbol="circle-open",
+            color="#222",
+            line=dict(width=3),
+            size=[10 + 4 * min(used[n], 10) for n in used_sizes],
+        ),
+        customdata=[used[n] for n in used_sizes],
+        hovertemplate="%{customdata} passes over %{x} tokens<extra></extra>",
+    )
+    return [marks]
+
+
+def cost_curve_chart(trace: GenerationTrace) -> go.Figure:
+    """The machine's cost curve the run planned with: c(n), a pass over n tokens in one-token
+    passes, beside n separate passes; the sizes of the passes this run made are marked."""
+    title = "This machine: a pass over n tokens costs c(n) one-token passes"
+    curve = trace.cost_curve or {}
+    ratios = [float(r) for r in curve.get("ratios") or []]
+    if not ratios:
+        return _empty(
+            title,
+            "this trace has no cost curve (made before ShuffleLM planned with one, "
+            "in pure parallel mode, or with drafting off)",
         )
+    top = max(max(ratios) * 1.3, 2.5)
     heading = titled(title, cost_sentence(curve))
     layout = dict(
         title=heading,
@@ -693,7 +722,7 @@ def cost_curve_chart(trace: GenerationTrace) -> go.Figure:
         yaxis=dict(title=dict(text="cost, in one-token passes"), range=[0, top], **AXIS),
         legend=dict(orientation="h", y=-0.25),
     )
-    return figure(data, layout)
+    return figure(_cost_lines(ratios) + _passes_made(trace, ratios), layout)
 
 
 def token_spans(trace: GenerationTrace, *, by: str = "origin") -> list[tuple[str, str]]:
