@@ -416,6 +416,47 @@ def bench_prompts(args, models, methods, questions, records, *, setup, reference
     return False
 
 
+def warm_up(models: dict, methods: list[Method]) -> None:
+    """Run every method once on a short prompt: caches, allocator, kernels."""
+    model = models["default"]
+    warm = encode_prompt(model.tokenizer, "Say hello in one short sentence.")
+    for method in methods:
+        run_method(method, models, warm, 16)
+
+
+def run_settings(args, model, *, stopped_early: bool, planned: int, resumed: int) -> dict:
+    """The result's "settings": the options this run was invoked with and how far it got."""
+    return {
+        "max_new_tokens": args.max_new_tokens,
+        "limit": args.limit,
+        "categories": args.categories,
+        "methods": args.methods,
+        "max_minutes": args.max_minutes,
+        "stopped_early": stopped_early,
+        "questions_planned": planned,
+        "resumed_prompts": resumed,  # records carried over by --resume
+        "dtype": str(model.backbone.dtype),
+    }
+
+
+def model_settings(model) -> dict:
+    """The result's "model": which backbone and head ran, with how many slots, in which dtype."""
+    info = model.model_info()
+    return {
+        "backbone": info["backbone"],
+        "head": info["head"],
+        "num_slots": model.config.num_slots,
+        "dtype": str(model.backbone.dtype),
+    }
+
+
+def write_result(result: dict, out: Path, base_name: str) -> None:
+    """Write the result as JSON and markdown, and list the two files in result["files"]."""
+    (out / f"{base_name}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{base_name}.md").write_text(markdown(result))
+    result["files"] = [str(out / f"{base_name}.json"), str(out / f"{base_name}.md")]
+
+
 def run(args, models: dict) -> dict:
     """The benchmark: set up, warm up, measure the machine, run the prompts, write the result
     (JSON and markdown) and check that every lossless method was."""
@@ -432,9 +473,7 @@ def run(args, models: dict) -> dict:
     records = resumed_records(args, partial, args.out / f"{base_name}.json", setup)
     resumed = len(records)
 
-    warm = encode_prompt(model.tokenizer, "Say hello in one short sentence.")
-    for method in methods:  # warm-up: caches, allocator, kernels
-        run_method(method, models, warm, 16)
+    warm_up(models, methods)
     curve = ensure_cost_curve(
         model, max_tokens=max_drafts(model.config.num_slots) + 1, remeasure=True
     )
@@ -442,37 +481,16 @@ def run(args, models: dict) -> dict:
         model, encode_prompt(model.tokenizer, questions[0]["turns"][0]), max_new_tokens=64
     )
     stopped_early = bench_prompts(
-        args,
-        models,
-        methods,
-        questions,
-        records,
-        setup=setup,
-        reference=reference,
-        partial=partial,
+        args, models, methods, questions, records, setup=setup, reference=reference, partial=partial
     )
 
-    info = model.model_info()
     result = {
         "date": stamp,
         "machine": machine_description(model.device),
-        "settings": {
-            "max_new_tokens": args.max_new_tokens,
-            "limit": args.limit,
-            "categories": args.categories,
-            "methods": args.methods,
-            "max_minutes": args.max_minutes,
-            "stopped_early": stopped_early,
-            "questions_planned": len(questions),
-            "resumed_prompts": resumed,  # records carried over by --resume
-            "dtype": str(model.backbone.dtype),
-        },
-        "model": {
-            "backbone": info["backbone"],
-            "head": info["head"],
-            "num_slots": model.config.num_slots,
-            "dtype": str(model.backbone.dtype),
-        },
+        "settings": run_settings(
+            args, model, stopped_early=stopped_early, planned=len(questions), resumed=resumed
+        ),
+        "model": model_settings(model),
         "prompts": len(records),
         "cost_curve": curve.to_dict(),
         "step_phases": steps,
@@ -482,9 +500,7 @@ def run(args, models: dict) -> dict:
         "lossless_violations": check_lossless(records, methods, reference=reference, bound=bound),
         "records": [record.to_dict() for record in records],
     }
-    (args.out / f"{base_name}.json").write_text(json.dumps(result, indent=1))
-    (args.out / f"{base_name}.md").write_text(markdown(result))
-    result["files"] = [str(args.out / f"{base_name}.json"), str(args.out / f"{base_name}.md")]
+    write_result(result, args.out, base_name)
     if result["lossless_violations"]:
         raise LosslessnessError("; ".join(result["lossless_violations"]))
     return result
