@@ -24,8 +24,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+import viz  # noqa: E402
 from shuffle_model import GenerationTrace  # noqa: E402
+from shuffle_model.model.runtime import LazyModel  # noqa: E402
 from shuffle_model.resources import ASSETS  # noqa: E402
+from shufflers import app  # noqa: E402
 
 OUT = ROOT / "docs" / "media"
 EXAMPLE = "01-rotary-verified-greedy"
@@ -37,8 +42,6 @@ BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 
 def readme_gif(trace: GenerationTrace, path: Path) -> Path:
     """The run as the app exports it, at the first size that fits MAX_GIF_BYTES."""
-    import viz
-
     for width, frames in GIF_SIZES:
         data = viz.render_gif(trace, None, width=width, max_frames=frames)
         if len(data) <= MAX_GIF_BYTES:
@@ -54,11 +57,6 @@ def busiest_step(trace: GenerationTrace) -> int:
 
 def app_screenshot(example: str, path: Path, chromium: str, *, step: int = 0) -> Path:
     """The app's first screen with the example trace loaded at `step`, as a visitor sees it."""
-    from playwright.sync_api import sync_playwright
-
-    from shuffle_model.model.runtime import LazyModel
-    from shufflers import app
-
     demo = app.build_demo(LazyModel.from_spec("tiny"))
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
     with sync_playwright() as p:

@@ -36,7 +36,7 @@ import gradio as gr
 
 import viz
 from shuffle_model import STRATEGIES, GenerationSettings, GenerationTrace, TraceError
-from shuffle_model.decoding.cost import cost_curve
+from shuffle_model.decoding.cost import ensure_cost_curve
 from shuffle_model.decoding.lossless import compare
 from shuffle_model.decoding.planning import COST, FIXED
 from shuffle_model.decoding.settings import DRAFT_SOURCES, max_drafts
@@ -45,7 +45,8 @@ from shuffle_model.model.chat import encode_prompt
 from shuffle_model.model.devices import precision_note
 from shuffle_model.model.runtime import LazyModel
 from shuffle_model.resources import ASSETS
-from viz.replay import (
+from viz.numbers import per_pass_text, run_numbers
+from viz.page import (
     SPAN_COLORS,
     STEP_FIGURES,
     counters,
@@ -67,7 +68,7 @@ TEXT_EVERY = 0.2  # seconds between updates of the text, counters and step (unde
 PICTURE_EVERY = 1.0  # seconds between updates of the open tab's picture (the others: at the end)
 BLOCK_LENGTHS = [
     ("cost-aware: the drafts worth their time on this machine", COST),
-    ("fixed: every draft the filter keeps (the original rule)", FIXED),
+    ("fixed: every draft the filter keeps", FIXED),
 ]
 SOURCE_NAMES = {
     "head+context": "head + context",
@@ -414,7 +415,7 @@ def generate(runtime: LazyModel, watching: Watching, prompt, chat, **settings):
             status=f"Measuring what a pass over 1..{most} tokens costs on this machine "
             "(first run only, about 10 s)…"
         )
-        cost_curve(lm, max_tokens=most)
+        ensure_cost_curve(lm, max_tokens=most)
     try:
         ids = encode_prompt(lm.tokenizer, prompt, chat=bool(chat))
         run = lm.stream([ids], **settings)
@@ -539,15 +540,17 @@ def compare_runs(runtime: LazyModel, trace):
         raise UserError("This trace was made with another model; generate with this one.")
     fast = lm.generate([ids], return_trace=True, **s)[1]
     plain = lm.generate([ids], return_trace=True, **{**s, "max_parallel_tokens": 0})[1]
+    runs = run_numbers(fast), run_numbers(plain)  # counted as the status line counts them
     table = (
         "| | ShuffleLM | ordinary decoding |\n|---|---:|---:|\n"
         f"| seconds | {fast.totals.wall_seconds:.2f} | {plain.totals.wall_seconds:.2f} |\n"
         f"| tokens/s of generation | {fast.totals.tokens_per_second:.1f} | "
         f"{plain.totals.tokens_per_second:.1f} |\n"
-        f"| backbone passes | {fast.totals.backbone_forwards} | "
-        f"{plain.totals.backbone_forwards} |\n"
-        f"| tokens per pass | {fast.totals.compression_ratio:.2f} | "
-        f"{plain.totals.compression_ratio:.2f} |\n\n"
+        "| backbone passes after the prefill | "
+        + " | ".join(str(run["backbone_passes"]) for run in runs)
+        + " |\n| tokens per pass | "
+        + " | ".join(per_pass_text(run["new_tokens"], run["backbone_passes"]) for run in runs)
+        + " |\n\n"
         + (
             f"Speed-up: **{plain.totals.wall_seconds / fast.totals.wall_seconds:.2f}x**. "
             if fast.totals.wall_seconds > 0

@@ -225,7 +225,7 @@ def test_generate_streams_steps_and_returns_a_trace(client):
 
 
 def test_the_caption_gives_the_steps_decision_and_the_text_its_sources(client):
-    from viz.replay import SPAN_COLORS, last_drafting_step, step_caption
+    from viz.page import SPAN_COLORS, last_drafting_step, step_caption
 
     result = generate(client, "abcabcabcabc abcabcabc", max_new_tokens=40)
     caption, trace_file = result[2], result[TRACE_FILE]
@@ -451,7 +451,7 @@ def test_the_open_tab_gets_the_running_pictures(monkeypatch):
 
 def test_the_draft_tree_tab_follows_a_run_and_the_scrubber(monkeypatch):
     import app
-    from viz.replay import STEP_FIGURES, step_view
+    from viz.page import STEP_FIGURES, step_view
 
     assert "tree" in STEP_FIGURES and "tree" in app.VIEW
     assert "tree" in [name for name, _, _ in app.PLOT_TABS]

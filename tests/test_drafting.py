@@ -14,7 +14,7 @@ from shuffle_model.decoding.proposers import (
     CONTEXT,
     HEAD,
     ContextProposer,
-    DecodeState,
+    DraftInput,
     DraftSource,
     DraftTree,
     Outcome,
@@ -32,7 +32,7 @@ REPEATING = [[7, 8, 9, 10, 7, 8, 9, 10, 7, 8], [5, 6, 5, 6, 5, 6, 5], [11, 12, 1
 
 
 def state(tokens):
-    return DecodeState(tokens=list(tokens), hidden=torch.zeros(1), anchor=tokens[-1])
+    return DraftInput(tokens=list(tokens), hidden=torch.zeros(1), anchor=tokens[-1])
 
 
 def test_context_drafts_are_found_in_a_prompt_that_repeats_itself():

@@ -7,8 +7,8 @@ import re
 import pytest
 import torch
 
-import shuffle_model.decoding.loop as generation
 from shuffle_model import FasterDecodeMixer, GenerationTrace, ShuffleLM, StepTrace
+from shuffle_model.decoding import loop
 from shuffle_model.decoding.trace import SLOT_STATUSES
 from tests.tiny import tiny_backbone, tiny_shuffle_lm
 
@@ -108,9 +108,9 @@ def test_trace_json_round_trip(mixer):
 
 def test_no_hook_builds_no_step_records(mixer, monkeypatch):
     built = []
-    original = generation.build_step_trace
+    original = loop.build_step_trace
     monkeypatch.setattr(
-        generation, "build_step_trace", lambda *a, **k: built.append(1) or original(*a, **k)
+        loop, "build_step_trace", lambda *a, **k: built.append(1) or original(*a, **k)
     )
     mixer.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=12)
     assert built == []

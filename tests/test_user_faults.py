@@ -123,12 +123,12 @@ def test_a_corrupt_or_foreign_cost_cache_is_measured_again_and_replaced(
         path.write_bytes(content)
         mixer.cost_curve = None  # a new process
         said = []
-        curve = cost.cost_curve(mixer, max_tokens=6, status=said.append)
+        curve = cost.ensure_cost_curve(mixer, max_tokens=6, status=said.append)
         assert curve.max_tokens == 6 and curve.key == key, what
         assert len(measured) == 1 and "measuring it again" in said[0], (what, said)
         assert cost.load_cached(key).ratios == curve.ratios, f"{what}: the file was not replaced"
         mixer.cost_curve = None
-        assert cost.cost_curve(mixer, max_tokens=6).ratios == curve.ratios  # from the cache
+        assert cost.ensure_cost_curve(mixer, max_tokens=6).ratios == curve.ratios  # from the cache
         assert len(measured) == 1, what
         measured.clear()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,29 +26,41 @@ from shuffle_model.decoding.trace import (
     TokenInfo,
 )
 from tests.tiny import char_tokenizer, tiny_backbone, tiny_mixer
+from viz import drawing, gif
+from viz.__main__ import main as cli_main
+from viz.drawing import inside, overlap
 from viz.explain import RESTED
-from viz.gif import (
-    DEFAULT_WIDTH,
+from viz.frame_plan import (
     ORDINARY,
     ORDINARY_MOST_MS,
     Frame,
-    Renderer,
     frames_of,
     is_ordinary,
     plan_frames,
     step_units,
 )
+from viz.gif import DEFAULT_WIDTH, Renderer
+from viz.page import SPAN_COLORS, counters, step_caption, step_view
 from viz.style import (
     BOTH,
     CONTEXT,
     CONTEXT_COLOR,
+    END_COLOR,
+    END_LABEL,
+    END_SHORT,
     ORIGIN_COLORS,
     ORIGIN_LABELS,
     ORIGIN_SYMBOLS,
     STATUS_COLORS,
     STATUS_LABELS,
     STATUS_SYMBOLS,
+    end_ids,
+    is_end,
+    is_special,
+    source_style,
+    token_label,
 )
+from viz.tree import forwarded_tree
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "assets" / "examples").glob("*.json"))
 # Traces recorded before sources, plans and cost curves existed (trace version 1): old files
@@ -151,12 +164,10 @@ def test_overview_has_status_map_and_token_curve(tiny_trace, rich_trace):
         assert np.asarray(heatmap.z).shape == (len(trace.steps), k + 1 + m)
         curve = next(t for t in fig.data if t.name == "ShuffleLM")
         assert curve.y[-1] == trace.totals.new_tokens
-        assert curve.x[-1] == trace.totals.backbone_forwards
+        assert curve.x[0] == 0 and curve.x[-1] == trace.totals.backbone_forwards - 1
 
 
 def test_token_spans_rebuild_the_output(tiny_trace, rich_trace):
-    from viz.style import END_LABEL, end_ids, is_end
-
     for trace in all_traces(tiny_trace, rich_trace):
         spans = viz.token_spans(trace)
         ends = end_ids(trace)
@@ -305,15 +316,14 @@ def test_visualize_shuffle_on_a_tiny_model(tmp_path, tokenizer):
     assert result.gif_path.read_bytes()[:6] == b"GIF89a"
     assert {"overview", "shuffle", "drafts", "filter"} <= set(result.figures)
     assert isinstance(result.figures["overview"], go.Figure)
+    assert model.tokenizer is None  # the library generated with the tokenizer given: unchanged
 
 
 def test_cli_renders_a_saved_trace(tmp_path, tiny_trace):
-    from viz.__main__ import main
-
     trace_path = tmp_path / "t.json"
     tiny_trace.save(trace_path)
     assert (
-        main(
+        cli_main(
             [str(trace_path), "--gif", str(tmp_path / "o.gif"), "--html", str(tmp_path / "o.html")]
         )
         == 0
@@ -321,7 +331,7 @@ def test_cli_renders_a_saved_trace(tmp_path, tiny_trace):
     assert (tmp_path / "o.gif").read_bytes()[:6] == b"GIF89a"
     assert "plotly" in (tmp_path / "o.html").read_text()[:100000].lower()
     (tmp_path / "bad.json").write_text("{not json")
-    assert main([str(tmp_path / "bad.json"), "--gif", str(tmp_path / "x.gif")]) == 2
+    assert cli_main([str(tmp_path / "bad.json"), "--gif", str(tmp_path / "x.gif")]) == 2
 
 
 def test_a_saved_trace_draws_the_same_figures(tiny_trace):
@@ -534,8 +544,6 @@ def test_decision_sentences_of_real_steps_match_their_plans(tiny_trace, rich_tra
 
 
 def test_the_decision_reaches_the_caption_and_the_plan_chart(rich_trace):
-    from viz.replay import step_view
-
     for index, step in enumerate(rich_trace.steps):
         view = step_view(rich_trace, index)
         sentence = viz.decision_sentence(step, verified=True)
@@ -585,9 +593,44 @@ def test_overview_counts_accepted_drafts_per_step_and_source(rich_trace):
     assert [c.upper() for c in colors] == [c.upper() for c in expected]
 
 
-def test_cost_curve_chart_and_counters(rich_trace):
-    from viz.replay import counters
+def header_rate(renderer: Renderer, frame: Frame) -> str:
+    """The tokens per pass a GIF frame's header reads."""
+    renderer.draw(frame)
+    header = next(label.text for label in renderer.labels if "tokens/pass" in label.text)
+    return header.split(" tokens/pass")[0]
 
+
+def counters_rate(trace: GenerationTrace) -> str:
+    """The tokens per pass the app's counters read."""
+    return counters(trace).split("** tokens per pass")[0].rsplit("**", 1)[1]
+
+
+def test_ordinary_steps_read_one_token_per_pass_in_the_gif_and_the_app():
+    """Tokens per pass count the passes after the prompt's prefill: steps that wrote one token
+    a pass read 1.00, in the GIF's header as in the app's counters."""
+    plain = tiny_generate("hello there", max_parallel_tokens=0)
+    steps = [step for step in plain.steps if step.passes == 1]
+    assert len(steps) >= 5 and all(step.num_emitted == 1 for step in steps)
+    ordinary = GenerationTrace.from_json(plain.to_json())
+    ordinary.steps = ordinary.steps[: len(steps)]
+    (frame,) = plan_frames(ordinary)  # one run of ordinary steps
+    assert frame.passes == frame.shown == len(steps)
+    assert header_rate(Renderer(ordinary, 800, record=True), frame) == "1.00"
+    assert counters_rate(ordinary) == "1.00"
+
+
+def test_the_gif_the_overview_and_the_app_agree_on_tokens_per_pass(rich_trace):
+    for trace in [rich_trace, *example_traces()]:
+        run = viz.api.run_numbers(trace)
+        rate = f"{run['tokens_per_pass']:.2f}"
+        assert header_rate(Renderer(trace, 800, record=True), plan_frames(trace)[-1]) == rate
+        assert counters_rate(trace) == rate
+        assert f"({rate} tokens per pass)" in viz.overview(trace).layout.title.text
+    renderer = Renderer(rich_trace, 800, record=True)  # before the first pass after the prefill
+    assert header_rate(renderer, plan_frames(rich_trace)[0]) == "–"
+
+
+def test_cost_curve_chart_and_counters(rich_trace):
     fig = viz.cost_curve_chart(rich_trace)
     line = next(t for t in fig.data if t.name.startswith("c(n)"))
     assert list(line.y) == rich_trace.cost_curve["ratios"]
@@ -613,8 +656,6 @@ def colour_pixels(image: Image.Image, color: str, box=None) -> int:
 
 
 def test_gif_draws_a_context_row_and_the_decision(rich_trace, monkeypatch):
-    from viz import gif
-
     renderer = Renderer(rich_trace, 800)
     layout = renderer.layout
     assert layout.context_row
@@ -673,7 +714,7 @@ def test_gif_frame_plan_follows_the_trace(rich_trace):
     assert covered == list(range(len(rich_trace.steps)))  # every step, once, in order
     last = frames[-1]
     assert last.shown == sum(len(s.emitted) for s in rich_trace.steps)
-    assert last.passes == 1 + sum(s.passes for s in rich_trace.steps)
+    assert last.passes == sum(s.passes for s in rich_trace.steps)  # after the prefill
     assert last.duration_ms >= 2500  # the finished text rests
     thinned = plan_frames(rich_trace, max_frames=20)
     last_unit = step_units(rich_trace)[-1][0]
@@ -718,8 +759,6 @@ def with_special_tokens(trace: GenerationTrace, *, marked: bool = True) -> Gener
 
 
 def test_special_tokens_are_recognised_and_labelled():
-    from viz.style import END_LABEL, END_SHORT, is_end, is_special, token_label
-
     marked = TokenInfo(7, "<|whatever|>", 0.5, special=True)
     assert is_special(marked) and not is_end(marked)
     assert is_special(TokenInfo(2, "<|im_end|>", 0.5)) and is_end(TokenInfo(2, "<|im_end|>", 0.5))
@@ -736,9 +775,6 @@ def test_special_tokens_are_recognised_and_labelled():
 
 @pytest.mark.parametrize("marked", [True, False], ids=["marked", "old-trace"])
 def test_the_end_of_the_answer_is_a_marker_in_spans_captions_and_figures(rich_trace, marked):
-    from viz.replay import SPAN_COLORS, step_caption
-    from viz.style import END_LABEL
-
     trace = with_special_tokens(rich_trace, marked=marked)
     spans = viz.token_spans(trace)
     assert spans[-1] == (END_LABEL, END_LABEL) and END_LABEL in SPAN_COLORS
@@ -768,8 +804,6 @@ def test_the_end_of_the_answer_is_a_marker_in_spans_captions_and_figures(rich_tr
 
 
 def test_the_end_of_the_answer_is_a_marker_in_the_gif(rich_trace):
-    from viz.style import END_COLOR, END_LABEL
-
     trace = with_special_tokens(rich_trace, marked=False)
     renderer = Renderer(trace, 800, record=True)
     assert END_LABEL in [label for row in renderer.legend for label, _ in row]
@@ -807,20 +841,22 @@ def varied_steps(trace: GenerationTrace, most: int = 40) -> set[int]:
 
 
 def overlapping_labels(trace: GenerationTrace, width: int) -> list[str]:
-    """Every settled frame of the chosen steps (the shuffle's motion frames move cards across
-    each other on purpose): pairs of labels whose boxes overlap, and labels outside their
-    room (a card's column, the text area, the frame)."""
-    from viz.drawing import inside, overlap
-
+    """Every frame of the chosen steps, the shuffle's frames in motion too: pairs of visible
+    labels whose boxes overlap, labels outside their room (a card's column, a moving card's
+    own box, the text area, the frame), and texts covered by a card other than a card's own
+    text under a card drawn after it (cards in motion may slide over cards; nothing else may
+    be covered: not a title, a caption or the text)."""
     renderer = Renderer(trace, width, record=True)
     chosen = varied_steps(trace)
     problems = []
-    for planned in every_frame(trace):
-        if planned.step not in chosen or planned.motion not in (0, 1):
+    planned_frames = every_frame(trace)  # three shuffle frames a step: 1/3, 2/3 and 1
+    halfway = [replace(f, motion=0.5) for f in planned_frames if f.phase == "shuffle"]
+    for planned in planned_frames + halfway[::3]:  # and halfway, as with two shuffle frames
+        if planned.step not in chosen:
             continue
         frame = renderer.draw(planned)
         labels = renderer.labels
-        where = f"{width}px step {planned.step} {planned.phase}"
+        where = f"{width}px step {planned.step} {planned.phase} {planned.motion:.2f}"
         for label in labels:
             if not inside(label.box, label.room) or not inside(label.box, (0, 0, *frame.size)):
                 problems.append(f"{where}: {label.text!r} {label.box} outside {label.room}")
@@ -828,6 +864,9 @@ def overlapping_labels(trace: GenerationTrace, width: int) -> list[str]:
             for b in labels[i + 1 :]:
                 if overlap(a.box, b.box):
                     problems.append(f"{where}: {a.text!r} {a.box} overlaps {b.text!r} {b.box}")
+        for label, by in renderer.covered:
+            if not any(inside(label.box, card) for card in renderer.cards[:by]):
+                problems.append(f"{where}: {label.text!r} {label.box} covered by a card")
     return problems
 
 
@@ -840,8 +879,6 @@ def test_gif_labels_never_overlap_and_fit_their_columns(width, rich_trace):
 
 def test_the_label_check_sees_an_overlap(rich_trace):
     """The check itself: two labels drawn on top of each other are caught."""
-    from viz import drawing, gif
-
     renderer = Renderer(rich_trace, 800, record=True)
     image, draw = renderer.base(every_frame(rich_trace)[0])
     big = drawing.font(20)
@@ -879,8 +916,6 @@ def tree_nodes_drawn(fig: go.Figure) -> list[dict]:
 
 
 def test_the_draft_tree_draws_every_forwarded_node_and_the_accepted_path(rich_trace):
-    from viz.style import source_style
-
     trees = [s for s in rich_trace.steps if any(s.forwarded_ranks) and s.accepted_path]
     assert trees, "the rich trace has no tree with an accepted draft"
     for step in trees:
@@ -977,8 +1012,6 @@ def test_older_traces_draw_their_blocks_as_trees():
 
 
 def test_the_decision_sentence_counts_the_branches_of_a_tree(rich_trace):
-    from viz.tree import forwarded_tree
-
     counted = 0
     for step in rich_trace.steps:
         tree = forwarded_tree(step)
@@ -997,8 +1030,8 @@ def test_the_decision_sentence_counts_the_branches_of_a_tree(rich_trace):
 
 
 def old_frames_of(step: StepTrace, motion: int = 3) -> int:
-    """Frames a step drew before ordinary steps were merged: draft, the shuffle's motion,
-    filter, verify and emit, as far as the step had them."""
+    """Frames a step would draw if ordinary steps were drawn one by one too: draft, the
+    shuffle's motion, filter, verify and emit, as far as the step had them."""
     drafted = bool(step.slots) or step.context is not None
     checked = len(step.forwarded_ids) > 1
     return 1 + motion * bool(step.slots) + drafted + (drafted and checked) + 1

@@ -8,6 +8,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from shuffle_model import BackboneNotFound, FasterDecodeMixer, GenerationTrace, TraceError
+from shuffle_model.model.chat import encode_prompt
+
+from .figures import overview
+from .gif import render_gif
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m viz", description=__doc__)
@@ -24,19 +30,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if (args.trace is None) == (args.prompt is None):
         parser.error("give either a TRACE.json or --prompt")
-
-    from shuffle_model import BackboneNotFound, GenerationTrace, TraceError
-
-    from .figures import overview
-    from .gif import render_gif
-
     try:
         if args.trace is not None:
             trace = GenerationTrace.load(args.trace)
         else:
-            from shuffle_model import FasterDecodeMixer
-            from shuffle_model.model.chat import encode_prompt
-
             model = FasterDecodeMixer.from_pretrained(status=lambda m: print(m, file=sys.stderr))
             ids = encode_prompt(model.tokenizer, args.prompt)
             _, trace = model.generate(

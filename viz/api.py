@@ -1,6 +1,6 @@
 """The original release's visualisation API over a trace: ShuffleVisualization (its steps,
 statistics, JSON, figures and GIF) and visualize_shuffle, a thin wrapper that lets the library
-generate and hands the trace to viz."""
+generate and hands the trace to viz. `run_numbers` (viz.numbers) is importable from here too."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from shuffle_model.decoding.trace import GenerationTrace, StepTrace
 from .explain import decision_sentence, outcome_sentence
 from .figures import cost_curve_chart, draft_heatmap, filter_chart, overview, shuffle_heatmap
 from .gif import render_gif
+from .numbers import run_numbers
 
 DEFAULT_ANIMATION = "shuffle_animation.gif"
 
@@ -58,19 +59,6 @@ def shuffle_step(step: StepTrace, *, verified: bool | None) -> ShuffleStep:
 
 def _text(token) -> str:
     return token.text if token.text is not None else str(token.id)
-
-
-def run_numbers(trace: GenerationTrace) -> dict:
-    """New tokens, steps, and tokens per backbone pass after the prompt's prefill (the
-    benchmark's and the app's definition)."""
-    totals = trace.totals
-    passes = totals.backbone_forwards - 1  # after the prompt's prefill
-    return {
-        "new_tokens": totals.new_tokens,
-        "steps": totals.steps,
-        "backbone_passes": passes,
-        "tokens_per_pass": totals.new_tokens / passes if passes > 0 else None,
-    }
 
 
 @dataclass

@@ -35,9 +35,9 @@ def readable(color: tuple[int, int, int]) -> tuple[int, int, int]:
     return tuple(round(c * 0.55) for c in color) if luminance > 0.7 else color
 
 
-def mix(a: tuple[float, float], b: tuple[float, float], t: float) -> tuple[float, float]:
-    t = t * t * (3 - 2 * t)  # ease in and out
-    return a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t
+def ease(t: float) -> float:
+    """A motion's progress at time t (0 to 1): slow at the start and the end."""
+    return t * t * (3 - 2 * t)
 
 
 @dataclass
@@ -61,6 +61,25 @@ def inside(box: Box, room: Box, tolerance: float = 0.5) -> bool:
 def overlap(a: Box, b: Box) -> bool:
     """Whether two boxes share more than a line of pixels."""
     return min(a[2], b[2]) - max(a[0], b[0]) > 0.5 and min(a[3], b[3]) - max(a[1], b[1]) > 0.5
+
+
+def uncovered(box: Box, cover: Box) -> Box | None:
+    """The part of `box` that `cover` leaves visible, as a box: None when it covers it whole,
+    `box` itself when the visible part is no box (a corner covered, or a middle). Slivers
+    under half a pixel count as covered, as in `overlap`."""
+    left, top, right, bottom = box
+    edge = 0.5
+    if cover[1] <= top + edge and cover[3] >= bottom - edge:  # it spans the box's height
+        if cover[0] <= left + edge:
+            left = max(left, cover[2])
+        if cover[2] >= right - edge:
+            right = min(right, cover[0])
+    elif cover[0] <= left + edge and cover[2] >= right - edge:  # it spans the box's width
+        if cover[1] <= top + edge:
+            top = max(top, cover[3])
+        if cover[3] >= bottom - edge:
+            bottom = min(bottom, cover[1])
+    return (left, top, right, bottom) if left < right and top < bottom else None
 
 
 def fit(

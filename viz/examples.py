@@ -12,13 +12,20 @@ The prompts are our own (never the Spec-Bench evaluation questions).
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
 from tqdm import tqdm
 
+from shuffle_model import FasterDecodeMixer, GenerationTrace
+from shuffle_model.model.chat import encode_prompt
 from shuffle_model.resources import ASSETS
+
+from .gif import render_gif
+from .numbers import per_pass_text, run_numbers
 
 EXAMPLES_DIR = ASSETS / "examples"
 
@@ -83,8 +90,6 @@ EXAMPLES = (
 
 def make_trace(model, example: Example, *, max_new_tokens: int):
     """Generate one example with the shared generation loop and return its trace."""
-    from shuffle_model.model.chat import encode_prompt
-
     ids = encode_prompt(model.tokenizer, example.prompt, chat=True)
     _, trace = model.generate(
         [ids], max_new_tokens=max_new_tokens, return_trace=True, **example.settings
@@ -94,14 +99,6 @@ def make_trace(model, example: Example, *, max_new_tokens: int):
 
 def write_reference(trace_path: Path, out: Path) -> None:
     """The first frame of the first example's GIF, as the viz tests' reference PNG."""
-    import io
-
-    from PIL import Image
-
-    from shuffle_model import GenerationTrace
-
-    from .gif import render_gif
-
     gif = render_gif(GenerationTrace.load(trace_path), max_frames=10)
     with Image.open(io.BytesIO(gif)) as image:
         image.seek(0)
@@ -117,9 +114,6 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="*", help="names of examples to regenerate")
     parser.add_argument("--reference", type=Path, help="also write the reference first frame")
     args = parser.parse_args(argv)
-
-    from shuffle_model import FasterDecodeMixer
-
     model = FasterDecodeMixer.from_pretrained(
         args.model, status=lambda m: print(m, file=sys.stderr)
     )
@@ -129,10 +123,11 @@ def main(argv=None) -> int:
         trace = make_trace(model, example, max_new_tokens=args.max_new_tokens)
         path = args.out / f"{example.name}.json"
         trace.save(path)
-        totals = trace.totals
+        run = run_numbers(trace)
+        tokens, passes = run["new_tokens"], run["backbone_passes"]
         tqdm.write(
-            f"{path.name}: {totals.new_tokens} tokens in {totals.backbone_forwards} backbone "
-            f"passes ({totals.compression_ratio:.2f} tokens/pass)"
+            f"{path.name}: {tokens} tokens in {passes} backbone passes after the prefill "
+            f"({per_pass_text(tokens, passes)} tokens/pass)"
         )
     if args.reference:
         first = sorted(args.out.glob("*.json"))[0]

@@ -10,11 +10,24 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection
+from typing import NamedTuple
 
 from shuffle_model.decoding.planning import FIXED
-from shuffle_model.decoding.trace import EMITTED, PlanTrace, StepTrace
+from shuffle_model.decoding.trace import EMITTED, GenerationTrace, PlanTrace, StepTrace
 
-from .style import ANCHOR, BOTH, CONTEXT, HEAD, ORIGIN_SYMBOLS, token_label
+from .style import (
+    ANCHOR,
+    BOTH,
+    CONTEXT,
+    END,
+    END_LABEL,
+    HEAD,
+    ORIGIN_SYMBOLS,
+    end_ids,
+    is_end,
+    is_special,
+    token_label,
+)
 from .tree import ForwardedTree, forwarded_tree
 
 SOURCE_ORIGINS = {"anchor": ANCHOR, "head": HEAD, "context": CONTEXT, "head+context": BOTH}
@@ -45,6 +58,30 @@ def token_origins(step: StepTrace) -> list[str]:
 def accepted_by_origin(step: StepTrace) -> Counter:
     """How many drafts of each origin the step emitted (the anchor not counted)."""
     return Counter(origin for origin in token_origins(step) if origin != ANCHOR)
+
+
+class Piece(NamedTuple):
+    """One emitted token of the answer, as the text and the GIF show it."""
+
+    text: str  # its text; END_LABEL for the end of the answer, "◇ name" for another special token
+    origin: str  # where it came from (token_origins), or END for the end of the answer
+    step: int  # the index of the step that emitted it
+
+
+def answer_pieces(trace: GenerationTrace) -> list[Piece]:
+    """Every emitted token in order, with its origin and its step."""
+    ends = end_ids(trace)
+    pieces = []
+    for step in trace.steps:
+        for token, origin in zip(step.emitted, token_origins(step), strict=True):
+            if is_end(token, ends):
+                pieces.append(Piece(END_LABEL, END, step.index))
+            elif is_special(token, ends):
+                pieces.append(Piece(token_label(token, limit=40, eos_ids=ends), origin, step.index))
+            else:
+                text = token.text if token.text is not None else f"<{token.id}>"
+                pieces.append(Piece(text, origin, step.index))
+    return pieces
 
 
 def emitted_with_symbols(step: StepTrace, *, limit: int = 24, eos_ids: Collection[int] = ()) -> str:

@@ -2,7 +2,7 @@
 drafts a step checked, overview, and the machine's cost curve.
 
 Figures are built from plain dicts with Plotly's validation off: validating every attribute
-made each figure cost 0.2-0.5 s, too slow to redraw at every streamed step.
+costs 0.2-0.5 s a figure, too slow to redraw at every streamed step.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import textwrap
 from collections import Counter
+from typing import NamedTuple
 
 import plotly.graph_objects as go
 
@@ -24,6 +25,7 @@ from shuffle_model.decoding.trace import (
 
 from .explain import (
     accepted_by_origin,
+    answer_pieces,
     cost_sentence,
     decision_sentence,
     is_pure,
@@ -31,6 +33,7 @@ from .explain import (
     token_origins,
     tree_sentence,
 )
+from .numbers import per_pass_text, run_numbers
 from .style import (
     ANCHOR,
     BOTH,
@@ -38,6 +41,7 @@ from .style import (
     CONTEXT_COLOR,
     CONTEXT_LABEL,
     CONTEXT_SYMBOL,
+    END,
     END_LABEL,
     HEAD,
     ORDERED_STATUSES,
@@ -51,10 +55,7 @@ from .style import (
     STATUS_SYMBOLS,
     end_ids,
     html_token,
-    is_end,
-    is_special,
     source_style,
-    token_label,
 )
 from .tree import ForwardedTree, Node, forwarded_tree
 
@@ -139,6 +140,64 @@ def _no_head_drafts(step: StepTrace) -> str:
     return "no drafts in this step (the last token, or drafting switched off)"
 
 
+def _shuffle_hover(step: StepTrace, offsets: list[str]) -> list[list[str]]:
+    """Per slot and offset: the slot's drafted token and its score at that offset."""
+    return [
+        [
+            f"slot {s.index} drafted <b>{html_token(s.token)}</b> (p={s.token.prob:.2f}, "
+            f"keep={s.keep_prob:.2f})<br>offset {offsets[p]}: {row[p]:.3f}"
+            for p in range(len(row))
+        ]
+        for s, row in zip(step.slots, step.shuffle_probs, strict=True)
+    ]
+
+
+def _matrix_panel(matrix, *, col: int, panels: int, offsets, labels, hover, assigned) -> list[dict]:
+    """Panel `col` of `panels`: the matrix as a heatmap, the assigned offsets marked on it."""
+    axes = dict(xaxis="x" if col == 1 else f"x{col}", yaxis="y" if col == 1 else f"y{col}")
+    heatmap = dict(
+        type="heatmap",
+        z=matrix,
+        x=offsets,
+        y=labels,
+        zmin=0,
+        zmax=1,
+        colorscale=BLUES,
+        showscale=col == panels,
+        text=hover,
+        hovertemplate="%{text}<extra></extra>",
+        colorbar=dict(title=dict(text="prob"), len=0.8),
+        **axes,
+    )
+    marks = dict(
+        type="scatter",
+        x=[a[0] for a in assigned],
+        y=[a[1] for a in assigned],
+        mode="markers",
+        name="assigned offset",
+        showlegend=col == 1,
+        hoverinfo="skip",
+        marker=dict(symbol="square-open", size=22, color="#D55E00", line=dict(width=3)),
+        **axes,
+    )
+    return [heatmap, marks]
+
+
+def _matrices_layout(titles: list[str], title: str, slots: int) -> dict:
+    """Side-by-side panels, slots top to bottom, offsets along the x axis."""
+    layout = side_by_side(len(titles), titles)
+    for axis in [k for k in layout if k.startswith("yaxis")]:
+        layout[axis]["autorange"] = "reversed"
+    for axis in [k for k in layout if k.startswith("xaxis")]:
+        layout[axis]["title"] = dict(text="offset after the anchor")
+    layout.update(
+        title=dict(text=title),
+        height=100 + 32 * slots,  # one screen at 1440x900 up to K = 6
+        legend=dict(orientation="h", y=-0.2),
+    )
+    return layout
+
+
 def shuffle_heatmap(step: StepTrace) -> go.Figure:
     """Slots x offsets: softmax of each slot's shuffle scores, the chosen offsets marked.
     With the sinkhorn strategy the doubly-stochastic matrix is shown beside it."""
@@ -147,60 +206,23 @@ def shuffle_heatmap(step: StepTrace) -> go.Figure:
         return _empty(title, _no_head_drafts(step))
     offsets = [f"+{p}" for p in range(1, len(step.shuffle_probs[0]) + 1)]
     labels = _slot_labels(step)
-    hover = [
-        [
-            f"slot {s.index} drafted <b>{html_token(s.token)}</b> (p={s.token.prob:.2f}, "
-            f"keep={s.keep_prob:.2f})<br>offset {offsets[p]}: {row[p]:.3f}"
-            for p in range(len(row))
-        ]
-        for s, row in zip(step.slots, step.shuffle_probs, strict=True)
-    ]
+    hover = _shuffle_hover(step, offsets)
     matrices = [("shuffle scores (softmax over offsets)", step.shuffle_probs)]
     if step.sinkhorn is not None:
         matrices.append(("Sinkhorn (doubly stochastic)", step.sinkhorn))
     assigned = [(offsets[s.offset - 1], labels[s.index]) for s in step.slots if s.offset]
     data = []
     for col, (_, matrix) in enumerate(matrices, start=1):
-        axes = dict(xaxis="x" if col == 1 else f"x{col}", yaxis="y" if col == 1 else f"y{col}")
-        data.append(
-            dict(
-                type="heatmap",
-                z=matrix,
-                x=offsets,
-                y=labels,
-                zmin=0,
-                zmax=1,
-                colorscale=BLUES,
-                showscale=col == len(matrices),
-                text=hover,
-                hovertemplate="%{text}<extra></extra>",
-                colorbar=dict(title=dict(text="prob"), len=0.8),
-                **axes,
-            )
+        data += _matrix_panel(
+            matrix,
+            col=col,
+            panels=len(matrices),
+            offsets=offsets,
+            labels=labels,
+            hover=hover,
+            assigned=assigned,
         )
-        data.append(
-            dict(
-                type="scatter",
-                x=[a[0] for a in assigned],
-                y=[a[1] for a in assigned],
-                mode="markers",
-                name="assigned offset",
-                showlegend=col == 1,
-                hoverinfo="skip",
-                marker=dict(symbol="square-open", size=22, color="#D55E00", line=dict(width=3)),
-                **axes,
-            )
-        )
-    layout = side_by_side(len(matrices), [m[0] for m in matrices])
-    for axis in [k for k in layout if k.startswith("yaxis")]:
-        layout[axis]["autorange"] = "reversed"
-    for axis in [k for k in layout if k.startswith("xaxis")]:
-        layout[axis]["title"] = dict(text="offset after the anchor")
-    layout.update(
-        title=dict(text=title),
-        height=100 + 32 * len(step.slots),  # one screen at 1440x900 up to K = 6
-        legend=dict(orientation="h", y=-0.2),
-    )
+    layout = _matrices_layout([m[0] for m in matrices], title, len(step.slots))
     return figure(data, layout)
 
 
@@ -356,6 +378,26 @@ def _context_bars(step: StepTrace, axes: dict) -> list[dict]:
     return data
 
 
+class Panel(NamedTuple):
+    """One panel of the filter-and-plan chart: one source's drafts."""
+
+    source: str  # HEAD (the head's slots) or CONTEXT (the context's drafts)
+    title: str  # the panel's title
+    drafts: int  # how many drafts it shows (its share of the width)
+
+
+def _filter_panels(step: StepTrace) -> list[Panel]:
+    """The head's panel (when it drafted), then the context's (when it drafted)."""
+    panels = []
+    if step.slots:
+        panels.append(Panel(HEAD, "head slots (◆ calibrated acceptance)", len(step.slots)))
+    if step.context is not None:
+        match = step.context.match_length
+        title = f"{CONTEXT_SYMBOL} context (match of {match} token{'s' * (match != 1)})"
+        panels.append(Panel(CONTEXT, title, len(step.context.tokens)))
+    return panels
+
+
 def filter_chart(
     step: StepTrace, *, keep_threshold: float | None = None, verified: bool | None = None
 ) -> go.Figure:
@@ -367,25 +409,16 @@ def filter_chart(
     title = titled(f"Step {step.index}: the filter and the plan", sentence)
     if not step.slots and step.context is None:
         return _empty(title["text"], "no drafts in this step")
-    panels = []
-    if step.slots:
-        panels.append(("head slots (◆ calibrated acceptance)", len(step.slots)))
-    if step.context is not None:
-        match = step.context.match_length
-        panels.append(
-            (
-                f"{CONTEXT_SYMBOL} context (match of {match} token{'s' * (match != 1)})",
-                len(step.context.tokens),
-            )
-        )
-    total = sum(count for _, count in panels)
-    widths = [max(count / total, 0.4) for _, count in panels]
-    layout = side_by_side(len(panels), [p[0] for p in panels], [w / sum(widths) for w in widths])
+    panels = _filter_panels(step)
+    total = sum(panel.drafts for panel in panels)
+    widths = [max(panel.drafts / total, 0.4) for panel in panels]
+    titles = [panel.title for panel in panels]
+    layout = side_by_side(len(panels), titles, [w / sum(widths) for w in widths])
     data = []
-    for column, (name, _) in enumerate(panels):
+    for column, panel in enumerate(panels):
         suffix = "" if column == 0 else str(column + 1)
         axes = dict(xaxis=f"x{suffix}", yaxis=f"y{suffix}")
-        is_head = name.startswith("head")
+        is_head = panel.source == HEAD
         data += _head_bars(step, axes) if is_head else _context_bars(step, axes)
         layout[f"yaxis{suffix}"]["range"] = [0, 1.18]
         if is_head:
@@ -545,7 +578,8 @@ def _tokens_per_step(trace: GenerationTrace) -> list[dict]:
 
 
 def _token_curve(trace: GenerationTrace) -> list[dict]:
-    passes, tokens = cumulative_passes(trace.steps), [0]  # the prefill pass comes first
+    passes = [p - 1 for p in cumulative_passes(trace.steps)]  # after the prompt's prefill
+    tokens = [0]
     for step in trace.steps:
         tokens.append(tokens[-1] + step.num_emitted)
     return [
@@ -599,14 +633,15 @@ def overview(trace: GenerationTrace) -> go.Figure:
     layout["yaxis"]["autorange"] = "reversed"
     layout["yaxis2"].update(autorange="reversed", showticklabels=False)
     layout["xaxis2"]["title"] = dict(text="tokens")
-    layout["xaxis3"]["title"] = dict(text="backbone passes")
+    layout["xaxis3"]["title"] = dict(text="backbone passes after the prompt's prefill")
     layout["yaxis3"]["title"] = dict(text="tokens generated")
-    totals = trace.totals
+    run = run_numbers(trace)
+    tokens, passes = run["new_tokens"], run["backbone_passes"]
     summary = accepted_summary(trace)
     layout.update(
         title=dict(
-            text=f"{totals.new_tokens} tokens in {totals.backbone_forwards} backbone "
-            f"passes ({totals.compression_ratio:.2f} tokens per pass)"
+            text=f"{tokens} tokens in {passes} backbone passes after the prompt's prefill "
+            f"({per_pass_text(tokens, passes)} tokens per pass)"
             + (f"<br><sup>{summary}</sup>" if summary else "")
         ),
         barmode="stack",
@@ -617,23 +652,10 @@ def overview(trace: GenerationTrace) -> go.Figure:
     return figure(data, layout)
 
 
-def cost_curve_chart(trace: GenerationTrace) -> go.Figure:
-    """The machine's cost curve the run planned with: c(n), a pass over n tokens in one-token
-    passes, beside n separate passes; the sizes of the passes this run made are marked."""
-    title = "This machine: a pass over n tokens costs c(n) one-token passes"
-    curve = trace.cost_curve or {}
-    ratios = [float(r) for r in curve.get("ratios") or []]
-    if not ratios:
-        return _empty(
-            title,
-            "this trace has no cost curve (made before ShuffleLM planned with one, "
-            "in pure parallel mode, or with drafting off)",
-        )
+def _cost_lines(ratios: list[float]) -> list[dict]:
+    """c(n) against the diagonal of n separate one-token passes."""
     sizes = list(range(1, len(ratios) + 1))
-    used = Counter(len(s.forwarded_ids) for s in trace.steps if s.forwarded_ids)
-    used_sizes = sorted(n for n in used if n <= len(ratios))
-    top = max(max(ratios) * 1.3, 2.5)
-    data = [
+    return [
         dict(
             type="scatter",
             x=sizes,
@@ -652,24 +674,45 @@ def cost_curve_chart(trace: GenerationTrace) -> go.Figure:
             hovertemplate="a pass over %{x} tokens costs %{y:.2f} one-token passes<extra></extra>",
         ),
     ]
-    if used_sizes:
-        data.append(
-            dict(
-                type="scatter",
-                x=used_sizes,
-                y=[ratios[n - 1] for n in used_sizes],
-                mode="markers",
-                name="passes this run made (size: how many)",
-                marker=dict(
-                    symbol="circle-open",
-                    color="#222",
-                    line=dict(width=3),
-                    size=[10 + 4 * min(used[n], 10) for n in used_sizes],
-                ),
-                customdata=[used[n] for n in used_sizes],
-                hovertemplate="%{customdata} passes over %{x} tokens<extra></extra>",
-            )
+
+
+def _passes_made(trace: GenerationTrace, ratios: list[float]) -> list[dict]:
+    """The sizes of the passes this run made, on the curve, marked by how many (none: [])."""
+    used = Counter(len(s.forwarded_ids) for s in trace.steps if s.forwarded_ids)
+    used_sizes = sorted(n for n in used if n <= len(ratios))
+    if not used_sizes:
+        return []
+    marks = dict(
+        type="scatter",
+        x=used_sizes,
+        y=[ratios[n - 1] for n in used_sizes],
+        mode="markers",
+        name="passes this run made (size: how many)",
+        marker=dict(
+            symbol="circle-open",
+            color="#222",
+            line=dict(width=3),
+            size=[10 + 4 * min(used[n], 10) for n in used_sizes],
+        ),
+        customdata=[used[n] for n in used_sizes],
+        hovertemplate="%{customdata} passes over %{x} tokens<extra></extra>",
+    )
+    return [marks]
+
+
+def cost_curve_chart(trace: GenerationTrace) -> go.Figure:
+    """The machine's cost curve the run planned with: c(n), a pass over n tokens in one-token
+    passes, beside n separate passes; the sizes of the passes this run made are marked."""
+    title = "This machine: a pass over n tokens costs c(n) one-token passes"
+    curve = trace.cost_curve or {}
+    ratios = [float(r) for r in curve.get("ratios") or []]
+    if not ratios:
+        return _empty(
+            title,
+            "this trace has no cost curve (made before ShuffleLM planned with one, "
+            "in pure parallel mode, or with drafting off)",
         )
+    top = max(max(ratios) * 1.3, 2.5)
     heading = titled(title, cost_sentence(curve))
     layout = dict(
         title=heading,
@@ -679,7 +722,7 @@ def cost_curve_chart(trace: GenerationTrace) -> go.Figure:
         yaxis=dict(title=dict(text="cost, in one-token passes"), range=[0, top], **AXIS),
         legend=dict(orientation="h", y=-0.25),
     )
-    return figure(data, layout)
+    return figure(_cost_lines(ratios) + _passes_made(trace, ratios), layout)
 
 
 def token_spans(trace: GenerationTrace, *, by: str = "origin") -> list[tuple[str, str]]:
@@ -691,23 +734,16 @@ def token_spans(trace: GenerationTrace, *, by: str = "origin") -> list[tuple[str
     never the raw special token; another special token reads "◇ name"."""
     if by not in ("origin", "step"):
         raise ValueError(f"by must be 'origin' or 'step'; got {by!r}")
-    ends = end_ids(trace)
     spans: list[tuple[str, str]] = []
-    for step in trace.steps:
-        origins = token_origins(step)
-        for token, origin in zip(step.emitted, origins, strict=True):
-            label = f"step {step.index}" if by == "step" else ORIGIN_LABELS[origin]
-            if is_end(token, ends):
-                spans.append((END_LABEL, END_LABEL))
-                continue
-            if is_special(token, ends):
-                text = token_label(token, limit=40, eos_ids=ends)
-            else:
-                text = token.text if token.text is not None else f"<{token.id}>"
-            if spans and spans[-1][1] == label:
-                spans[-1] = (spans[-1][0] + text, label)
-            else:
-                spans.append((text, label))
+    for piece in answer_pieces(trace):
+        if piece.origin == END:
+            spans.append((END_LABEL, END_LABEL))
+            continue
+        label = f"step {piece.step}" if by == "step" else ORIGIN_LABELS[piece.origin]
+        if spans and spans[-1][1] == label:
+            spans[-1] = (spans[-1][0] + piece.text, label)
+        else:
+            spans.append((piece.text, label))
     return spans
 
 

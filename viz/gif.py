@@ -2,22 +2,24 @@
 
 Per step: the anchor and K slot cards appear with their tokens and keep probabilities (in slot
 order), and the context's drafts (copied from what followed an earlier match) in a row of their
-own at their offsets; the slots move into offset order (the shuffle; a slot left without an
-offset stays where it was drafted); filtered cards fade with their reason, and so do drafts the
-plan found not worth checking; checked cards turn green (or the context's wine) or red; the
-emitted tokens join the growing text, coloured by origin, and the end of the answer shows as a
-marker. A header shows the step, tokens per pass so far and the settings; below it, the step's
-decision in a sentence. A run of ordinary steps (nothing checked: the anchor alone, one token
-per pass) is one short frame, its anchors in a row and a caption that says so, so the
-animation spends its time on the steps that checked drafts.
+own at their offsets; the slots move into offset order (the shuffle: a card in motion shows its
+token alone and slides over the others like a card in a deck, jumping over the section's title;
+a slot left without an offset stays where it was drafted); filtered cards fade with their
+reason, and so do drafts the plan found not worth checking; checked cards turn green (or the
+context's wine) or red; the emitted tokens join the growing text, coloured by origin, and the
+end of the answer shows as a marker. A header shows the step, tokens per pass so far (over the
+passes after the prompt's prefill, viz.numbers) and the settings; below it, the step's decision
+in a sentence. A run of ordinary steps (nothing checked: the anchor alone, one token per pass)
+is one short frame, its anchors in a row and a caption that says so, so the animation spends
+its time on the steps that checked drafts.
 
 Every text is fitted to its room: a card's texts to the card's column (smaller type, then the
 status's symbol, which the legend explains, then an ellipsis), the sentence wrapped to the
 frame.
 
-Two steps: `plan_frames` decides every frame (step, phase, shuffle motion, duration, how much
-of the text shows and the passes so far) from the trace alone; `Renderer.draw` turns one
-`Frame` into an image, depending on nothing but the trace and that frame.
+Two steps: `frame_plan.plan_frames` decides every frame (step, phase, shuffle motion, duration,
+how much of the text shows and the passes so far) from the trace alone; `Renderer.draw` here
+turns one `Frame` into an image, depending on nothing but the trace and that frame.
 `Renderer(trace, width, record=True)` keeps the last drawn frame's texts and their boxes in
 `renderer.labels`, so the tests can check that no two overlap at any width.
 """
@@ -26,8 +28,9 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -47,16 +50,20 @@ from shuffle_model.decoding.trace import (
 from .drawing import (
     Box,
     Label,
+    ease,
     faded,
     fit,
     font,
     font_sizes,
-    mix,
+    overlap,
     readable,
     rgb,
+    uncovered,
     wrap,
 )
-from .explain import decision_sentence, ordinary_run_sentence, token_origins
+from .explain import answer_pieces, decision_sentence, ordinary_run_sentence, token_origins
+from .frame_plan import CHECKED, ORDINARY, Frame, plan_frames
+from .numbers import per_pass_text
 from .style import (
     ANCHOR,
     BOTH,
@@ -87,32 +94,101 @@ WHITE = (255, 255, 255)
 DEFAULT_WIDTH = 800
 MAX_TEXT_LINES = 6
 DECISION_LINES = 2
-CHECKED = (ACCEPTED, REJECTED, EMITTED)  # statuses of drafts that went into the block
 CARD_TEXT = 10  # characters of a token on a card
-DURATIONS_MS = {"draft": 700, "filter": 1000, "verify": 800, "emit": 600}
-ORDINARY = "ordinary"  # the phase of a frame that stands for a run of ordinary steps
-ORDINARY_MS, ORDINARY_STEP_MS, ORDINARY_MOST_MS = 400, 150, 1200  # its duration: base + per step
+
+
+def render_frames(
+    trace: GenerationTrace,
+    *,
+    fps: int = 12,
+    max_frames: int = 360,
+    width: int = DEFAULT_WIDTH,
+    progress: Callable[[float], None] | None = None,
+):
+    """All frames as (PIL image, duration ms): the plan, then each frame drawn."""
+    frames = plan_frames(trace, fps=fps, max_frames=max_frames)
+    renderer = Renderer(trace, width)
+    images = []
+    for n, frame in enumerate(frames):
+        images.append((renderer.draw(frame), frame.duration_ms))
+        if progress:
+            progress((n + 1) / len(frames))
+    return images
+
+
+def render_gif(
+    trace: GenerationTrace,
+    path: str | Path | None = None,
+    *,
+    fps: int = 12,
+    max_frames: int = 360,
+    width: int = DEFAULT_WIDTH,
+    progress: Callable[[float], None] | None = None,
+) -> Path | bytes:
+    """Write the animation to `path` (returns the path), or return the GIF bytes."""
+    if not 200 <= width <= 2000:
+        raise ValueError(f"width must be in [200, 2000] pixels; got {width}")
+    if not 1 <= fps <= 60:
+        raise ValueError(f"fps must be in [1, 60]; got {fps}")
+    if max_frames < 2:
+        raise ValueError(f"max_frames must be >= 2; got {max_frames}")
+    frames = render_frames(trace, fps=fps, max_frames=max_frames, width=width, progress=progress)
+    sample = Image.new("RGB", (width, frames[0][0].height * 2))
+    sample.paste(frames[0][0], (0, 0))
+    sample.paste(frames[len(frames) // 2][0], (0, frames[0][0].height))
+    palette = sample.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    paletted = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f, _ in frames]
+    # Pillow's GIF writer keeps the one palette the frames share: 0.5 s for 360 frames, where
+    # a writer that remaps each frame's palette (imageio's) takes 25 s.
+    target = io.BytesIO() if path is None else Path(path)
+    paletted[0].save(
+        target,
+        format="GIF",
+        save_all=True,
+        append_images=paletted[1:],
+        duration=[d for _, d in frames],
+        loop=0,
+        optimize=False,
+    )
+    return target.getvalue() if path is None else target
 
 
 @dataclass
 class Layout:
+    """Where everything goes in a frame `width` pixels wide: the numbers are the design at
+    DEFAULT_WIDTH (800 px), scaled by width / 800 and rounded to whole pixels."""
+
     width: int
     columns: int  # anchor + offsets
     context_row: bool = False  # a row for the context's drafts
     legend_rows: int = 1
+    scale: float = field(init=False)  # width / DEFAULT_WIDTH
+    margin: int = field(init=False)  # left and right: 20 px
+    header: int = field(init=False)  # height of the title band: 52 px
+    decision_top: int = field(init=False)  # the decision's first line, 7 px under the header
+    decision_line: int = field(init=False)  # between the decision's lines: 17 px
+    row_a: int = field(init=False)  # top of the slot-order row's cards: 152 px
+    row_b: int = field(init=False)  # top of the offset-order row's cards: 276 px
+    row_c: int = field(init=False)  # top of the context row's cards (when there is one): 426 px
+    text_top: int = field(init=False)  # top of the answer: 92 px under row c, else at 389 px
+    line_height: int = field(init=False)  # of the answer's lines: 24 px
+    legend_top: int = field(init=False)  # MAX_TEXT_LINES lines under text_top, then 18 px
+    legend_line: int = field(init=False)  # between the legend's rows: 20 px
+    height: int = field(init=False)  # the frame's: the legend's rows, then 12 px
+    column: float = field(init=False)  # width of a column: the room between the margins / columns
+    card_w: int = field(init=False)  # a card's width: 86 % of its column
+    card_h: int = field(init=False)  # a card's height: 52 px
 
     def __post_init__(self):
-        s = self.width / DEFAULT_WIDTH
-        self.scale = s
+        s = self.scale = self.width / DEFAULT_WIDTH
         self.margin = round(20 * s)
         self.header = round(52 * s)
         self.decision_top = self.header + round(7 * s)
         self.decision_line = round(17 * s)
-        self.row_a = round(152 * s)  # top of the slot-order row
-        self.row_b = round(276 * s)  # top of the offset-order row
-        self.row_c = round(426 * s)  # top of the context row (when there is one)
-        bottom = self.row_c + round(92 * s) if self.context_row else round(389 * s)
-        self.text_top = bottom
+        self.row_a = round(152 * s)
+        self.row_b = round(276 * s)
+        self.row_c = round(426 * s)
+        self.text_top = self.row_c + round(92 * s) if self.context_row else round(389 * s)
         self.line_height = round(24 * s)
         self.legend_top = self.text_top + MAX_TEXT_LINES * self.line_height + round(18 * s)
         self.legend_line = round(20 * s)
@@ -120,6 +196,17 @@ class Layout:
         self.column = (self.width - 2 * self.margin) / self.columns
         self.card_w = round(self.column * 0.86)
         self.card_h = round(52 * s)
+
+    def shuffle_y(self, progress: float) -> float:
+        """The top of a card the shuffle has moved `progress` (eased, 0 to 1) of the way down
+        from the slot-order row to the offset-order row. The cards pass the second section's
+        title (13 px type, 42 px above row b) in a jump instead of covering it: the first half
+        of the way ends with their bottoms 4 px above it, the second starts 18 px under its top."""
+        s = self.scale
+        above, below = self.row_b - 46 * s - self.card_h, self.row_b - 24 * s
+        if progress < 0.5:
+            return self.row_a + (above - self.row_a) * progress * 2
+        return below + (self.row_b - below) * (progress - 0.5) * 2
 
     def x(self, column: int) -> float:
         return self.margin + column * self.column + (self.column - self.card_w) / 2
@@ -145,6 +232,20 @@ class Card:
     note_symbol: str | None = None  # what the note shrinks to where it does not fit
     ink: tuple[int, int, int] = INK
     outline_width: float = 2
+
+
+class Place(NamedTuple):
+    """Where a card is drawn."""
+
+    xy: tuple[float, float]  # its top left corner
+    column: int | None  # the column its texts stay in; None: in motion (its texts in its box)
+
+
+class Covered(NamedTuple):
+    """A text that a card drawn after it covers, whole or in part (recorded for the tests)."""
+
+    label: Label  # the text as drawn
+    by: int  # the covering card's position in Renderer.cards
 
 
 def text_area(
@@ -277,32 +378,6 @@ def legend_rows(items: list[tuple[str, str]], width: int) -> list[list[tuple[str
     return rows
 
 
-def is_checked(step: StepTrace) -> bool:
-    """Whether any draft of the step went into the backbone's block."""
-    context = step.context.statuses if step.context else []
-    return any(s.status in CHECKED for s in step.slots) or any(s in CHECKED for s in context)
-
-
-def is_ordinary(step: StepTrace) -> bool:
-    """Whether the step forwarded no draft: the anchor alone (or nothing, the last step)."""
-    return len(step.forwarded_ids) <= 1
-
-
-def phases(step: StepTrace, motion: int) -> list[tuple[str, float]]:
-    """(phase, motion fraction) of every frame a step draws; an ordinary step one frame."""
-    if is_ordinary(step):
-        return [(ORDINARY, 0.0)]
-    out = [("draft", 0.0)]
-    if step.slots:
-        out += [("shuffle", i / motion) for i in range(1, motion + 1)]
-    if step.slots or step.context is not None:
-        out.append(("filter", 0.0))
-        if is_checked(step):
-            out.append(("verify", 0.0))
-    out.append(("emit", 0.0))
-    return out
-
-
 class Renderer:
     """Draws the frames of one trace."""
 
@@ -310,7 +385,9 @@ class Renderer:
         self.trace = trace
         self.ends = end_ids(trace)
         self.record = record  # keep every frame's labels (tests)
-        self.labels: list[Label] = []  # the last frame's labels, when recording
+        self.labels: list[Label] = []  # the last frame's visible labels, when recording
+        self.cards: list[Box] = []  # the last frame's card bodies in drawing order, recording
+        self.covered: list[Covered] = []  # the last frame's texts that cards cover, recording
         k = max((len(s.slots) for s in trace.steps), default=0)
         m = max((len(s.context.tokens) for s in trace.steps if s.context), default=0)
         self.k, self.m = k, m
@@ -322,7 +399,7 @@ class Renderer:
         self.layout = Layout(
             width, columns=self.offsets + 1, context_row=m > 0, legend_rows=len(self.legend)
         )
-        self.pieces = answer_pieces(trace, self.ends)  # (text, origin or END) per emitted token
+        self.pieces = [(p.text, p.origin) for p in answer_pieces(trace)]  # origin or END
         self._static: dict[str, tuple[Image.Image, list[Label]]] = {}
         # (shown, new_from) -> the text area and its labels
         self._text: dict[tuple[int, int], tuple[Image.Image, list[Label]]] = {}
@@ -345,13 +422,32 @@ class Renderer:
             box = draw.textbbox(xy, text, font=typeface, anchor=anchor)
             self.labels.append(Label(text, box, room or self.layout.frame_room()))
 
-    def draw_card(
-        self, draw: ImageDraw.ImageDraw, xy: tuple[float, float], card: Card, column: int
-    ) -> None:
+    def cover(self, body: Box) -> None:
+        """A card is about to be drawn over `body`: the texts it hides keep only the part left
+        visible (the tests check the texts a reader sees), and are noted in `covered`."""
+        visible = []
+        for label in self.labels:
+            if overlap(label.box, body):
+                self.covered.append(Covered(label, len(self.cards)))
+                box = uncovered(label.box, body)
+                if box is not None:
+                    visible.append(replace(label, box=box))
+            else:
+                visible.append(label)
+        self.labels = visible
+        self.cards.append(body)
+
+    def draw_card(self, draw: ImageDraw.ImageDraw, place: Place, card: Card) -> None:
+        """A card at its place: its token, the caption above it and the note below it (a card
+        in motion: its token alone), the probability bar."""
         layout, s = self.layout, self.layout.scale
-        x, y = xy
+        x, y = place.xy
         w, h = layout.card_w, layout.card_h
-        room = layout.column_room(column)
+        body = (x, y, x + w, y + h)
+        moving = place.column is None
+        room = body if moving else layout.column_room(place.column)
+        if self.record:
+            self.cover(body)
         draw.rounded_rectangle(
             [x, y, x + w, y + h],
             radius=round(8 * s),
@@ -363,8 +459,11 @@ class Renderer:
         self.write(
             draw, (x + w / 2, y + h * 0.42), label, typeface, card.ink, anchor="mm", room=room
         )
-        caption, typeface = fit(draw, card.caption, layout.column - 4 * s, font_sizes(12, 8, s))
-        self.write(draw, (x + w / 2, y - 4 * s), caption, typeface, MUTED, anchor="md", room=room)
+        if not moving:  # a moving card's caption would run into its neighbours' and the titles
+            caption, typeface = fit(draw, card.caption, layout.column - 4 * s, font_sizes(12, 8, s))
+            self.write(
+                draw, (x + w / 2, y - 4 * s), caption, typeface, MUTED, anchor="md", room=room
+            )
         if card.keep is not None:
             bar_y = y + h - 11 * s
             draw.rectangle(
@@ -373,7 +472,7 @@ class Renderer:
             draw.rectangle(
                 [x + 6 * s, bar_y, x + 6 * s + (w - 12 * s) * card.keep, bar_y + 5 * s], fill=INK
             )
-        if card.note:  # no wider than the card and a little more: neighbours' notes stay apart
+        if card.note and not moving:  # no wider than the card and a little: notes stay apart
             note, typeface = fit(
                 draw,
                 card.note,
@@ -457,15 +556,15 @@ class Renderer:
         run = self.trace.steps[frame.step : frame.step + frame.run]
         static, labels = self.static(phase == "draft")
         image = static.copy()
-        self.labels = list(labels)
+        self.labels, self.cards, self.covered = list(labels), [], []
         draw = ImageDraw.Draw(image)
-        ratio = frame.shown / frame.passes
         mode = "verified" if self.verified else "pure parallel"
         steps = f" {step.index + 1}" if len(run) == 1 else f"s {step.index + 1}–{run[-1].index + 1}"
         title = f"ShuffleLM · step{steps}/{len(self.trace.steps)}"
         bold = font(round(20 * s), bold=True)
         self.write(draw, (layout.margin, layout.header / 2), title, bold, INK, anchor="lm")
-        settings = [f"{ratio:.2f} tokens/pass", self.strategy, mode]
+        per_pass = per_pass_text(frame.shown, frame.passes)
+        settings = [f"{per_pass} tokens/pass", self.strategy, mode]
         source = self.trace.settings.get("draft_source")
         if source and self.verified:
             settings.append(source)
@@ -578,35 +677,31 @@ class Renderer:
         if phase == ORDINARY:
             return self.draw_run(frame)
         image, draw = self.base(frame)
-        row_a, row_b = float(layout.row_a), float(layout.row_b)
-        if phase == "draft":
-            anchor_xy = (layout.x(0), row_a)
-        elif phase == "shuffle":
-            anchor_xy = mix((layout.x(0), row_a), (layout.x(0), row_b), motion)
-        else:
-            anchor_xy = (layout.x(0), row_b)
-        self.draw_card(draw, anchor_xy, self.anchor_card(step), 0)
+        self.draw_card(draw, self.place(0, 0, phase, motion), self.anchor_card(step))
         for slot in step.slots:
-            start = (layout.x(slot.index + 1), row_a)
-            # a slot without an offset stays where it was drafted, with its reason below it
-            column = slot.offset if slot.offset is not None else slot.index + 1
-            end = (layout.x(column), row_b) if slot.offset is not None else start
-            if phase == "draft":
-                xy, column = start, slot.index + 1
-            elif phase == "shuffle" and motion < 1:
-                xy = mix(start, end, motion)
-                column = round((xy[0] - layout.x(0)) / layout.column)
-            else:
-                xy = end
-            self.draw_card(draw, xy, self.slot_card(slot, phase), column)
+            place = self.place(slot.index + 1, slot.offset, phase, motion)
+            self.draw_card(draw, place, self.slot_card(slot, phase))
         if step.context is not None and layout.context_row:
             context = step.context
             drafts = zip(context.tokens, context.accept_probs, context.statuses, strict=True)
             for offset, (token, prob, status) in enumerate(drafts, 1):
                 card = self.context_card(offset, token, prob, status, phase)
-                self.draw_card(draw, (layout.x(offset), float(layout.row_c)), card, offset)
+                self.draw_card(draw, Place((layout.x(offset), float(layout.row_c)), offset), card)
         self.paste_text(image, frame)
         return image
+
+    def place(self, start: int, end: int | None, phase: str, motion: float) -> Place:
+        """Where the card drafted in column `start` of the slot-order row is: the shuffle moves
+        it to column `end` of the offset-order row (None: it stays where it was drafted, with
+        the reason below it)."""
+        layout = self.layout
+        if phase == "draft" or end is None:
+            return Place((layout.x(start), float(layout.row_a)), start)
+        if phase == "shuffle" and motion < 1:
+            progress = ease(motion)
+            x = layout.x(start) + (layout.x(end) - layout.x(start)) * progress
+            return Place((x, layout.shuffle_y(progress)), None)
+        return Place((layout.x(end), float(layout.row_b)), end)
 
     def draw_run(self, frame: Frame) -> Image.Image:
         """A run of ordinary steps in one frame: their anchors in a row (the last ones where
@@ -616,7 +711,7 @@ class Renderer:
         run = self.trace.steps[frame.step : frame.step + frame.run]
         for column, step in enumerate(run[-layout.columns :]):
             card = replace(self.anchor_card(step), caption=f"step {step.index + 1}")
-            self.draw_card(draw, (layout.x(column), float(layout.row_a)), card, column)
+            self.draw_card(draw, Place((layout.x(column), float(layout.row_a)), column), card)
         self.paste_text(image, frame)
         return image
 
@@ -634,175 +729,3 @@ class Renderer:
             for label in labels:
                 x0, y0, x1, y1 = label.box
                 self.labels.append(Label(label.text, (x0, y0 + top, x1, y1 + top), room))
-
-
-def answer_pieces(trace: GenerationTrace, ends: frozenset[int]) -> list[tuple[str, str]]:
-    """Every emitted token as (text, origin), the end of the answer as (END_LABEL, END) and
-    other special tokens by their label."""
-    pieces = []
-    for step in trace.steps:
-        for token, origin in zip(step.emitted, token_origins(step), strict=True):
-            if is_end(token, ends):
-                pieces.append((END_LABEL, END))
-            elif is_special(token, ends):
-                pieces.append((token_label(token, limit=40, eos_ids=ends), origin))
-            else:
-                text = token.text if token.text is not None else f"<{token.id}>"
-                pieces.append((text, origin))
-    return pieces
-
-
-# --- the plan: which frames, decided before any is drawn ------------------------------------
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One frame of the animation, everything about it but its pixels."""
-
-    step: int  # position of the step in trace.steps
-    phase: str  # draft, shuffle, filter, verify or emit
-    motion: float  # how far the shuffle has moved the cards, 0 to 1
-    duration_ms: int  # how long the frame shows
-    shown: int  # tokens of the answer the text shows
-    new_from: int  # the first of them drawn as new (== shown: none)
-    passes: int  # backbone passes so far, the prompt's prefill included
-    run: int = 1  # steps the frame stands for, from `step` (a run of ordinary steps: several)
-
-
-def step_frames(
-    step: StepTrace, position: int, *, shown: int, passes: int, motion: int, fps: int
-) -> list[Frame]:
-    """The frames of the step at `position`, given the text and the passes before it: its
-    tokens join the text, and its passes the count, at the emit frame."""
-    frames = []
-    for phase, fraction in phases(step, motion):
-        new_from = shown
-        if phase == "emit":
-            shown, passes = shown + len(step.emitted), passes + step.passes
-        duration = 1000 // fps if phase == "shuffle" else DURATIONS_MS[phase]
-        frames.append(Frame(position, phase, fraction, duration, shown, new_from, passes))
-    return frames
-
-
-def frames_of(step: StepTrace, motion: int) -> int:
-    """How many frames a step draws with `motion` shuffle frames (an ordinary step: 1)."""
-    return len(phases(step, motion))
-
-
-def step_units(trace: GenerationTrace) -> list[tuple[int, int]]:
-    """(first position, steps) of what the animation draws as one: a step that checked
-    drafts alone, a run of consecutive ordinary steps together."""
-    units: list[tuple[int, int]] = []
-    for position, step in enumerate(trace.steps):
-        if units and is_ordinary(step) and is_ordinary(trace.steps[units[-1][0]]):
-            units[-1] = (units[-1][0], units[-1][1] + 1)
-        else:
-            units.append((position, 1))
-    return units
-
-
-def unit_frames(trace: GenerationTrace, unit: tuple[int, int], motion: int) -> int:
-    """Frames a unit draws: a run of ordinary steps one, a step its phases."""
-    return frames_of(trace.steps[unit[0]], motion)
-
-
-def choose_steps(trace: GenerationTrace, max_frames: int) -> tuple[set[int], int]:
-    """Which units get drawn (by their first step's position) and how many motion frames
-    each, to stay within max_frames."""
-    units = step_units(trace)
-    for motion in (3, 2, 1):
-        if sum(unit_frames(trace, u, motion) for u in units) <= max_frames:
-            return {u[0] for u in units}, motion
-    chosen = units
-    while len(chosen) > 2 and sum(unit_frames(trace, u, 1) for u in chosen) > max_frames:
-        keep = max(2, len(chosen) * 3 // 4)  # thin the units out evenly; keep first and last
-        picks = sorted({round(i * (len(units) - 1) / (keep - 1)) for i in range(keep)})
-        chosen = [units[i] for i in picks]
-    return {u[0] for u in chosen}, 1
-
-
-def run_frame(steps: list[StepTrace], position: int, *, shown: int, passes: int) -> Frame:
-    """The one frame of a run of ordinary steps: their tokens join the text, and their
-    passes the count; short, a little longer for a longer run."""
-    duration = min(ORDINARY_MS + ORDINARY_STEP_MS * len(steps), ORDINARY_MOST_MS)
-    tokens = sum(len(step.emitted) for step in steps)
-    more = sum(step.passes for step in steps)
-    return Frame(
-        position, ORDINARY, 0.0, duration, shown + tokens, shown, passes + more, run=len(steps)
-    )
-
-
-def plan_frames(trace: GenerationTrace, *, fps: int = 12, max_frames: int = 360) -> list[Frame]:
-    """Every frame of the animation. Steps left out still add their tokens and passes."""
-    if not trace.steps:
-        raise ValueError("the trace has no steps to animate")
-    drawn, motion = choose_steps(trace, max_frames)
-    frames, shown, passes = [], 0, 1
-    for position, count in step_units(trace):
-        steps = trace.steps[position : position + count]
-        if position in drawn and is_ordinary(steps[0]):
-            frames.append(run_frame(steps, position, shown=shown, passes=passes))
-        elif position in drawn:
-            frames += step_frames(
-                steps[0], position, shown=shown, passes=passes, motion=motion, fps=fps
-            )
-        shown += sum(len(step.emitted) for step in steps)
-        passes += sum(step.passes for step in steps)
-    frames[-1] = replace(frames[-1], duration_ms=max(frames[-1].duration_ms, 2500))  # the end
-    return frames
-
-
-def render_frames(
-    trace: GenerationTrace,
-    *,
-    fps: int = 12,
-    max_frames: int = 360,
-    width: int = DEFAULT_WIDTH,
-    progress: Callable[[float], None] | None = None,
-):
-    """All frames as (PIL image, duration ms): the plan, then each frame drawn."""
-    frames = plan_frames(trace, fps=fps, max_frames=max_frames)
-    renderer = Renderer(trace, width)
-    images = []
-    for n, frame in enumerate(frames):
-        images.append((renderer.draw(frame), frame.duration_ms))
-        if progress:
-            progress((n + 1) / len(frames))
-    return images
-
-
-def render_gif(
-    trace: GenerationTrace,
-    path: str | Path | None = None,
-    *,
-    fps: int = 12,
-    max_frames: int = 360,
-    width: int = DEFAULT_WIDTH,
-    progress: Callable[[float], None] | None = None,
-) -> Path | bytes:
-    """Write the animation to `path` (returns the path), or return the GIF bytes."""
-    if not 200 <= width <= 2000:
-        raise ValueError(f"width must be in [200, 2000] pixels; got {width}")
-    if not 1 <= fps <= 60:
-        raise ValueError(f"fps must be in [1, 60]; got {fps}")
-    if max_frames < 2:
-        raise ValueError(f"max_frames must be >= 2; got {max_frames}")
-    frames = render_frames(trace, fps=fps, max_frames=max_frames, width=width, progress=progress)
-    sample = Image.new("RGB", (width, frames[0][0].height * 2))
-    sample.paste(frames[0][0], (0, 0))
-    sample.paste(frames[len(frames) // 2][0], (0, frames[0][0].height))
-    palette = sample.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-    paletted = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f, _ in frames]
-    # Pillow's GIF writer, given frames that already share one palette: imageio's writer
-    # remaps every frame's palette again and took 25 s for 360 frames where this takes 0.5 s.
-    target = io.BytesIO() if path is None else Path(path)
-    paletted[0].save(
-        target,
-        format="GIF",
-        save_all=True,
-        append_images=paletted[1:],
-        duration=[d for _, d in frames],
-        loop=0,
-        optimize=False,
-    )
-    return target.getvalue() if path is None else target

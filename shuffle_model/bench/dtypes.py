@@ -16,6 +16,8 @@ import json
 import statistics
 from pathlib import Path
 
+from transformers import AutoTokenizer
+
 from ..resources import DEFAULT_HEAD_DIR
 
 
@@ -39,7 +41,7 @@ def first_difference(a: list[int], b: list[int]) -> int | None:
 
 def compare(first: dict, second: dict, *, method: str, tokenizer) -> dict:
     """Per prompt both results hold, and summed up overall and per category."""
-    from rouge_score import rouge_scorer
+    from rouge_score import rouge_scorer  # here: it loads nltk (a second), for scoring only
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
     a, b = answers(first, method), answers(second, method)
@@ -109,8 +111,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    from transformers import AutoTokenizer
-
     args = parse_args(argv)
     first, second = (json.loads(path.read_text()) for path in (args.first, args.second))
     tokenizer = AutoTokenizer.from_pretrained(DEFAULT_HEAD_DIR)

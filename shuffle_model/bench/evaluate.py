@@ -24,6 +24,9 @@ from tqdm import tqdm
 from ..decoding.filtering import known_step
 from ..decoding.shuffle import map_variety, predicted_maps
 from ..model.calibration import expected_calibration_error
+from ..model.chat import encode_prompt
+from ..training.calibration_fit import replay_steps
+from .records import PromptRecord
 
 HELDOUT_SEED = 424242  # the distillation data used seeds 0 and 7
 KEEP_SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # keep thresholds the teacher-forced replay tries
@@ -35,8 +38,6 @@ def non_identity(step) -> bool:
 
 
 def evaluate(model, prompts: list[dict], *, strategy: str, max_new_tokens: int) -> dict:
-    from ..model.chat import encode_prompt
-
     tokens, forwards, steps, moved, maps = defaultdict(int), defaultdict(int), 0, 0, []
     for prompt in prompts:
         ids = encode_prompt(model.tokenizer, prompt["text"])
@@ -59,9 +60,6 @@ def evaluate(model, prompts: list[dict], *, strategy: str, max_new_tokens: int) 
 
 def recorded_answers(bench_json: Path, tokenizer, questions_path: Path) -> list[dict]:
     """The backbone's greedy answers of a benchmark run, with their chat-templated prompts."""
-    from ..model.chat import encode_prompt
-    from .records import PromptRecord
-
     questions = {
         q["question_id"]: q
         for q in map(json.loads, questions_path.read_text().splitlines())
@@ -81,76 +79,94 @@ def recorded_answers(bench_json: Path, tokenizer, questions_path: Path) -> list[
     return answers
 
 
+def offset_hits(steps, row: int, offsets, k: int):
+    """Per offset p: whether the draft placed at p is the answer's token (`right`), whether one
+    of that slot's top 3 tokens is (`in_top`); None where the answer has no token that far.
+    Also each placed draft's (keep score, hit) pair, in slot order."""
+    right = [None if steps.targets[row, p] < 0 else False for p in range(k)]
+    in_top = list(right)
+    kept = []  # (keep score, whether the draft was right) per placed slot
+    for slot, offset in enumerate(offsets):
+        if offset is None or right[offset - 1] is None:
+            continue
+        target = steps.targets[row, offset - 1]
+        hit = bool(steps.tokens[row, slot] == target)
+        right[offset - 1] = hit
+        in_top[offset - 1] = bool((steps.top_tokens[row, slot] == target).any())
+        kept.append((float(steps.keep[row, slot]), hit))
+    return right, in_top, kept
+
+
+def keep_sweep(steps, row: int, offsets, thresholds: list[float], k: int) -> list:
+    """Per keep threshold: (drafts verified, drafts accepted) at this position."""
+    return [
+        known_step(
+            offsets,
+            steps.keep[row],
+            steps.tokens[row],
+            steps.targets[row],
+            keep_threshold=t,
+            max_offset=k,
+        )
+        for t in thresholds
+    ]
+
+
+def as_floats(hits: list) -> list[float]:
+    """None -> NaN, bool -> 0.0 / 1.0."""
+    return [np.nan if h is None else float(h) for h in hits]
+
+
+def column_means(hits: np.ndarray) -> list:
+    """Mean of each column, ignoring NaN; None for a column with no value at all."""
+    return [round(float(np.nanmean(col)), 4) if (~np.isnan(col)).any() else None for col in hits.T]
+
+
+def summarize(r: dict, thresholds: list[float], threshold: float) -> dict:
+    """One category's figures from its collected rows."""
+    at = thresholds.index(threshold)
+    right = np.array(r["right"])  # (positions, K); NaN where the answer had ended
+    swept = np.array(r["swept"])  # (positions, thresholds, 2): drafts verified, accepted
+    in_top = np.array(r["in_top"])  # (positions, K)
+    return {
+        "positions": len(r["swept"]),
+        "top1_per_offset": column_means(right),  # None: no position had a token that far ahead
+        "top3_per_offset": column_means(in_top),
+        f"tokens_per_pass@{threshold}": round(1 + float(swept[:, at, 1].mean()), 4),
+        "tokens_per_pass_unfiltered": round(1 + float(np.mean(r["unfiltered"])), 4),
+        "keep_sweep": {  # what a lower or higher keep threshold would verify and gain
+            str(t): {
+                "drafts_verified": round(float(swept[:, i, 0].mean()), 4),
+                "tokens_per_pass": round(1 + float(swept[:, i, 1].mean()), 4),
+            }
+            for i, t in enumerate(thresholds)
+        },
+        "keep_ece": round(expected_calibration_error(r["keep"], r["kept_right"]), 4),
+        "map_variety": round(map_variety(r["maps"]), 4),
+    }
+
+
 def teacher_forced(model, answers: list[dict], *, strategy: str) -> dict:
     """Replay every position of recorded greedy answers as one decoding step (see the module
     doc); figures overall ("all") and per category."""
-    from ..training.calibration_fit import replay_steps
-
     k, threshold = model.config.num_slots, model.config.default_keep_threshold
     thresholds = sorted({threshold, *KEEP_SWEEP})
-    at = thresholds.index(threshold)
     rows: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for answer in tqdm(answers, desc=f"teacher forced ({strategy})", unit="answer", leave=False):
         steps = replay_steps(model, answer["prompt_ids"], answer["answer_ids"], strategy=strategy)
         maps = predicted_maps(steps.scores)
+        keys = (answer["category"], "all")
         for row, offsets in enumerate(steps.offsets):
-            right = [  # per offset p: the draft placed at p is the answer's token (None: no target)
-                None if steps.targets[row, p] < 0 else False for p in range(k)
-            ]
-            in_top = list(right)  # ... or one of that slot's top 3 tokens is
-            for slot, offset in enumerate(offsets):
-                if offset is None or right[offset - 1] is None:
-                    continue
-                hit = bool(steps.tokens[row, slot] == steps.targets[row, offset - 1])
-                right[offset - 1] = hit
-                target = steps.targets[row, offset - 1]
-                in_top[offset - 1] = bool((steps.top_tokens[row, slot] == target).any())
-                for key in (answer["category"], "all"):
-                    rows[key]["keep"].append(float(steps.keep[row, slot]))
-                    rows[key]["kept_right"].append(hit)
-            swept = [  # per keep threshold: (drafts verified, drafts accepted)
-                known_step(
-                    offsets,
-                    steps.keep[row],
-                    steps.tokens[row],
-                    steps.targets[row],
-                    keep_threshold=t,
-                    max_offset=k,
-                )
-                for t in thresholds
-            ]
+            right, in_top, kept = offset_hits(steps, row, offsets, k)
+            swept = keep_sweep(steps, row, offsets, thresholds, k)
             unfiltered = next((p for p, hit in enumerate(right) if not hit), k)
-            for key in (answer["category"], "all"):
-                rows[key]["right"].append([np.nan if h is None else float(h) for h in right])
-                rows[key]["in_top"].append([np.nan if h is None else float(h) for h in in_top])
+            for key in keys:
+                for keep, hit in kept:
+                    rows[key]["keep"].append(keep)
+                    rows[key]["kept_right"].append(hit)
+                rows[key]["right"].append(as_floats(right))
+                rows[key]["in_top"].append(as_floats(in_top))
                 rows[key]["swept"].append(swept)
                 rows[key]["unfiltered"].append(unfiltered)
                 rows[key]["maps"].append(maps[row])
-    result = {}
-    for key, r in sorted(rows.items()):
-        right = np.array(r["right"])  # (positions, K); NaN where the answer had ended
-        swept = np.array(r["swept"])  # (positions, thresholds, 2): drafts verified, accepted
-        in_top = np.array(r["in_top"])  # (positions, K)
-        result[key] = {
-            "positions": len(r["swept"]),
-            "top1_per_offset": [  # None: no position had a token that far ahead
-                round(float(np.nanmean(col)), 4) if (~np.isnan(col)).any() else None
-                for col in right.T
-            ],
-            "top3_per_offset": [
-                round(float(np.nanmean(col)), 4) if (~np.isnan(col)).any() else None
-                for col in in_top.T
-            ],
-            f"tokens_per_pass@{threshold}": round(1 + float(swept[:, at, 1].mean()), 4),
-            "tokens_per_pass_unfiltered": round(1 + float(np.mean(r["unfiltered"])), 4),
-            "keep_sweep": {  # what a lower or higher keep threshold would verify and gain
-                str(t): {
-                    "drafts_verified": round(float(swept[:, i, 0].mean()), 4),
-                    "tokens_per_pass": round(1 + float(swept[:, i, 1].mean()), 4),
-                }
-                for i, t in enumerate(thresholds)
-            },
-            "keep_ece": round(expected_calibration_error(r["keep"], r["kept_right"]), 4),
-            "map_variety": round(map_variety(r["maps"]), 4),
-        }
-    return result
+    return {key: summarize(r, thresholds, threshold) for key, r in sorted(rows.items())}

@@ -7,6 +7,7 @@ import statistics
 from dataclasses import asdict, dataclass
 
 import torch
+from sacrebleu.metrics import BLEU
 
 from ..model.invariant import HALF
 from .methods import Method
@@ -150,8 +151,7 @@ def speedup(baseline: MethodRun, run: MethodRun) -> float:
 
 def summarise(records: list[PromptRecord], methods: list[Method], tokenizer) -> dict:
     """Per method, overall and per category."""
-    from rouge_score import rouge_scorer
-    from sacrebleu.metrics import BLEU
+    from rouge_score import rouge_scorer  # here: it loads nltk (a second), for scoring only
 
     bleu = BLEU(effective_order=True)
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)

@@ -28,12 +28,17 @@ from pathlib import Path
 
 import psutil
 import torch
+import transformers
 from tqdm import tqdm
 
 from ..cli import one_line_errors
-from ..decoding.cost import cost_curve, cpu_name
+from ..decoding.cost import ensure_cost_curve
 from ..decoding.lossless import compare, model_bound
 from ..decoding.settings import max_drafts
+from ..model import faster_decode_mixer  # its DEFAULT_FIXED_HEAD_DIR is read at each call
+from ..model.chat import encode_prompt
+from ..model.devices import cpu_name
+from ..model.faster_decode_mixer import FasterDecodeMixer
 from ..resources import REPOSITORY
 from ..training.overlap import SPEC_BENCH
 from .methods import DEFAULT_METHODS, METHOD_NAMES, METHODS, Method
@@ -204,8 +209,6 @@ def mark_divergences(model, prompt_ids, runs: dict, methods: list[Method], refer
 
 
 def machine_description(device: torch.device) -> dict:
-    import transformers
-
     info = {
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
@@ -268,14 +271,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load_models(args) -> dict:
-    from ..model.faster_decode_mixer import DEFAULT_FIXED_HEAD_DIR, FasterDecodeMixer
-
     status = lambda message: print(message, file=sys.stderr)  # noqa: E731
     main = FasterDecodeMixer.from_pretrained(
         args.head, device=args.device, dtype=args.dtype, status=status
     )
     fixed = FasterDecodeMixer.from_pretrained(
-        args.fixed_head or DEFAULT_FIXED_HEAD_DIR,
+        args.fixed_head or faster_decode_mixer.DEFAULT_FIXED_HEAD_DIR,
         backbone=main.backbone,
         tokenizer=main.tokenizer,
         device=main.device,
@@ -381,8 +382,6 @@ def resumed_records(args, partial: Path, summary: Path, setup: dict) -> list[Pro
 def bench_prompts(args, models, methods, questions, records, *, setup, reference, partial) -> bool:
     """Run every method on each question not yet in `records`, appending each prompt's record
     to `records` and to the partial file as it lands. Returns whether --max-minutes stopped it."""
-    from ..model.chat import encode_prompt
-
     model = models["default"]
     done = {r.question_id for r in records}
     remaining = [(i, q) for i, q in enumerate(questions) if q["question_id"] not in done]
@@ -417,11 +416,50 @@ def bench_prompts(args, models, methods, questions, records, *, setup, reference
     return False
 
 
+def warm_up(models: dict, methods: list[Method]) -> None:
+    """Run every method once on a short prompt: caches, allocator, kernels."""
+    model = models["default"]
+    warm = encode_prompt(model.tokenizer, "Say hello in one short sentence.")
+    for method in methods:
+        run_method(method, models, warm, 16)
+
+
+def run_settings(args, model, *, stopped_early: bool, planned: int, resumed: int) -> dict:
+    """The result's "settings": the options this run was invoked with and how far it got."""
+    return {
+        "max_new_tokens": args.max_new_tokens,
+        "limit": args.limit,
+        "categories": args.categories,
+        "methods": args.methods,
+        "max_minutes": args.max_minutes,
+        "stopped_early": stopped_early,
+        "questions_planned": planned,
+        "resumed_prompts": resumed,  # records carried over by --resume
+        "dtype": str(model.backbone.dtype),
+    }
+
+
+def model_settings(model) -> dict:
+    """The result's "model": which backbone and head ran, with how many slots, in which dtype."""
+    info = model.model_info()
+    return {
+        "backbone": info["backbone"],
+        "head": info["head"],
+        "num_slots": model.config.num_slots,
+        "dtype": str(model.backbone.dtype),
+    }
+
+
+def write_result(result: dict, out: Path, base_name: str) -> None:
+    """Write the result as JSON and markdown, and list the two files in result["files"]."""
+    (out / f"{base_name}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{base_name}.md").write_text(markdown(result))
+    result["files"] = [str(out / f"{base_name}.json"), str(out / f"{base_name}.md")]
+
+
 def run(args, models: dict) -> dict:
     """The benchmark: set up, warm up, measure the machine, run the prompts, write the result
     (JSON and markdown) and check that every lossless method was."""
-    from ..model.chat import encode_prompt
-
     methods = chosen_methods(args)
     questions = load_questions(args.questions, args.categories, args.limit)
     model = models["default"]
@@ -435,45 +473,24 @@ def run(args, models: dict) -> dict:
     records = resumed_records(args, partial, args.out / f"{base_name}.json", setup)
     resumed = len(records)
 
-    warm = encode_prompt(model.tokenizer, "Say hello in one short sentence.")
-    for method in methods:  # warm-up: caches, allocator, kernels
-        run_method(method, models, warm, 16)
-    curve = cost_curve(model, max_tokens=max_drafts(model.config.num_slots) + 1, remeasure=True)
+    warm_up(models, methods)
+    curve = ensure_cost_curve(
+        model, max_tokens=max_drafts(model.config.num_slots) + 1, remeasure=True
+    )
     steps = bookkeeping_cost(
         model, encode_prompt(model.tokenizer, questions[0]["turns"][0]), max_new_tokens=64
     )
     stopped_early = bench_prompts(
-        args,
-        models,
-        methods,
-        questions,
-        records,
-        setup=setup,
-        reference=reference,
-        partial=partial,
+        args, models, methods, questions, records, setup=setup, reference=reference, partial=partial
     )
 
-    info = model.model_info()
     result = {
         "date": stamp,
         "machine": machine_description(model.device),
-        "settings": {
-            "max_new_tokens": args.max_new_tokens,
-            "limit": args.limit,
-            "categories": args.categories,
-            "methods": args.methods,
-            "max_minutes": args.max_minutes,
-            "stopped_early": stopped_early,
-            "questions_planned": len(questions),
-            "resumed_prompts": resumed,  # records carried over by --resume
-            "dtype": str(model.backbone.dtype),
-        },
-        "model": {
-            "backbone": info["backbone"],
-            "head": info["head"],
-            "num_slots": model.config.num_slots,
-            "dtype": str(model.backbone.dtype),
-        },
+        "settings": run_settings(
+            args, model, stopped_early=stopped_early, planned=len(questions), resumed=resumed
+        ),
+        "model": model_settings(model),
         "prompts": len(records),
         "cost_curve": curve.to_dict(),
         "step_phases": steps,
@@ -483,9 +500,7 @@ def run(args, models: dict) -> dict:
         "lossless_violations": check_lossless(records, methods, reference=reference, bound=bound),
         "records": [record.to_dict() for record in records],
     }
-    (args.out / f"{base_name}.json").write_text(json.dumps(result, indent=1))
-    (args.out / f"{base_name}.md").write_text(markdown(result))
-    result["files"] = [str(args.out / f"{base_name}.json"), str(args.out / f"{base_name}.md")]
+    write_result(result, args.out, base_name)
     if result["lossless_violations"]:
         raise LosslessnessError("; ".join(result["lossless_violations"]))
     return result

@@ -16,6 +16,8 @@ import functools
 import sys
 from collections.abc import Callable
 
+from ..model.backbone import BackboneNotFound
+
 
 def one_line_errors(main: Callable[..., int | None]) -> Callable[..., int]:
     """A command's main(argv): a model or backbone that cannot be loaded (BackboneNotFound, and
@@ -24,8 +26,6 @@ def one_line_errors(main: Callable[..., int | None]) -> Callable[..., int]:
 
     @functools.wraps(main)
     def run(argv=None) -> int:
-        from ..model.backbone import BackboneNotFound
-
         try:
             return main(argv) or 0
         except BackboneNotFound as error:

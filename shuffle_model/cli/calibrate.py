@@ -21,18 +21,19 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..bench.evaluate import HELDOUT_SEED
+from ..model import faster_decode_mixer  # its DEFAULT_HEAD_DIR is read at each call
 from ..model.calibration import CALIBRATION_FILE
+from ..model.chat import encode_prompt
+from ..model.faster_decode_mixer import FasterDecodeMixer
 from ..training.calibration_fit import Outcomes, fit, heldout_examples, replay_example
+from ..training.distill import answer_batch
+from ..training.prompts import generate_prompts
 from . import one_line_errors
 
 
 def answered_prompts(model, count: int, *, max_new_tokens: int) -> list[tuple[list, list]]:
     """Greedy answers to `count` template prompts of a seed no training data used."""
-    from ..bench.evaluate import HELDOUT_SEED
-    from ..model.chat import encode_prompt
-    from ..training.distill import answer_batch
-    from ..training.prompts import generate_prompts
-
     prompts = [
         encode_prompt(model.tokenizer, p["text"])
         for p in generate_prompts(count, seed=HELDOUT_SEED + 1)
@@ -68,8 +69,6 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="default: beside the head")
     args = parser.parse_args(argv)
 
-    from ..model.faster_decode_mixer import DEFAULT_HEAD_DIR, FasterDecodeMixer
-
     model = FasterDecodeMixer.from_pretrained(
         args.head, dtype="float32", status=lambda m: print(m, file=sys.stderr)
     )
@@ -95,7 +94,7 @@ def main(argv=None) -> int:
         "strategy": args.strategy,
         "date": dt.date.today().isoformat(),
     }
-    out = args.out or Path(args.head or DEFAULT_HEAD_DIR) / CALIBRATION_FILE
+    out = args.out or Path(args.head or faster_decode_mixer.DEFAULT_HEAD_DIR) / CALIBRATION_FILE
     calibration.save(out)
     head = calibration.report["head"]
     print(

@@ -11,11 +11,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..bench.evaluate import HELDOUT_SEED, evaluate, recorded_answers, teacher_forced
+from ..bench.run import load_questions
+from ..model.faster_decode_mixer import FasterDecodeMixer
+from ..training import overlap  # its SPEC_BENCH is read at each call (tests point it elsewhere)
+from ..training.prompts import HANDWRITTEN_PROMPTS, generate_prompts
 from . import one_line_errors
 
 
-@one_line_errors
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m shuffle_model.cli.evaluate", description=__doc__
     )
@@ -38,11 +41,11 @@ def main(argv=None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=96, help="128 for Spec-Bench figures")
     parser.add_argument("--strategies", nargs="+", default=["rotary", "identity"])
     parser.add_argument("--json", type=Path, help="write the results here too")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    from ..model.faster_decode_mixer import FasterDecodeMixer
-    from ..training.prompts import HANDWRITTEN_PROMPTS, generate_prompts
 
+def evaluation_prompts(args) -> list[dict]:
+    """Held-out template prompts, plus the hand-written ones and Spec-Bench questions if asked."""
     prompts = generate_prompts(args.prompts, seed=HELDOUT_SEED)
     if args.handwritten:
         prompts += [
@@ -50,37 +53,42 @@ def main(argv=None) -> int:
             for p in HANDWRITTEN_PROMPTS
         ]
     if args.spec_bench:
-        from ..bench.run import load_questions
-        from ..training.overlap import SPEC_BENCH
-
-        questions = load_questions(SPEC_BENCH, None, args.spec_bench)
+        questions = load_questions(overlap.SPEC_BENCH, None, args.spec_bench)
         prompts += [
             {"category": f"spec/{q['category']}", "group": "spec_bench", "text": q["turns"][0]}
             for q in questions
         ]
+    return prompts
+
+
+def head_model(head: str, first: FasterDecodeMixer, first_head: str) -> FasterDecodeMixer:
+    """The model for `head`: the first one loaded, or a new head on the first one's backbone."""
+    if head == first_head:
+        return first
+    return FasterDecodeMixer.from_pretrained(
+        head, backbone=first.backbone, tokenizer=first.tokenizer, device=first.device
+    )
+
+
+@one_line_errors
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    prompts = evaluation_prompts(args)
     first = FasterDecodeMixer.from_pretrained(
         args.heads[0], status=lambda m: print(m, file=sys.stderr)
     )
     results, answers = {}, None
     jobs = [(h, s) for h in args.heads for s in args.strategies]
     for head, strategy in tqdm(jobs, desc="evaluate", unit="run"):
-        model = (
-            first
-            if head == args.heads[0]
-            else FasterDecodeMixer.from_pretrained(
-                head, backbone=first.backbone, tokenizer=first.tokenizer, device=first.device
-            )
-        )
+        model = head_model(head, first, args.heads[0])
         result = (
             evaluate(model, prompts, strategy=strategy, max_new_tokens=args.max_new_tokens)
             if prompts
             else {}
         )
         if args.teacher_forced:
-            from ..training.overlap import SPEC_BENCH
-
             if answers is None:
-                answers = recorded_answers(args.teacher_forced, model.tokenizer, SPEC_BENCH)
+                answers = recorded_answers(args.teacher_forced, model.tokenizer, overlap.SPEC_BENCH)
             result["teacher_forced"] = teacher_forced(model, answers, strategy=strategy)
         results[f"{head}:{strategy}"] = result
         tqdm.write(f"{head} {strategy}: {json.dumps(result)}")

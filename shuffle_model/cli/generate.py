@@ -6,8 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..decoding.cost import curve_path, ensure_cost_curve
 from ..decoding.planning import BLOCK_RULES
-from ..decoding.settings import DRAFT_SOURCES, STRATEGIES
+from ..decoding.settings import DRAFT_SOURCES, STRATEGIES, max_drafts
+from ..model.backbone import BackboneNotFound
+from ..model.chat import encode_prompt
+from ..model.runtime import load_model
 
 MODEL_HELP = (
     "the model: 'default' (the shipped head on its backbone), 'tiny' (a tiny random model: "
@@ -70,10 +74,6 @@ def parse_args(argv=None, prog: str = "python -m shuffle_model") -> argparse.Nam
 
 
 def generate_command(args: argparse.Namespace) -> int:
-    from ..model.backbone import BackboneNotFound
-    from ..model.chat import encode_prompt
-    from ..model.runtime import load_model
-
     try:
         model = load_model(
             args.model,
@@ -116,11 +116,6 @@ def generate_command(args: argparse.Namespace) -> int:
 
 
 def cost_command(args: argparse.Namespace) -> int:
-    from ..decoding.cost import cost_curve, curve_path
-    from ..decoding.settings import max_drafts
-    from ..model.backbone import BackboneNotFound
-    from ..model.runtime import load_model
-
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731
     try:
         model = load_model(args.model, device=args.device, dtype=args.dtype, status=say)
@@ -128,7 +123,7 @@ def cost_command(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     most = max_drafts(model.config.num_slots) + 1
-    curve = cost_curve(model, max_tokens=most, remeasure=args.remeasure, status=say)
+    curve = ensure_cost_curve(model, max_tokens=most, remeasure=args.remeasure, status=say)
     print(f"{curve.key.get('cpu')} · {curve.key.get('device')} · {curve.key.get('dtype')}")
     print(f"measured {curve.measured} ({curve.repeats} repetitions)")
     print(f"cached in {curve_path(curve.key)}")

@@ -3,7 +3,18 @@ verified decoding is identical to ordinary decoding, on held-out prompts."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import statistics
+import sys
+
+from tqdm import tqdm
+
+from ..bench.evaluate import HELDOUT_SEED
 from ..decoding.lossless import compare, gap_shifts, model_bound
+from ..model.chat import encode_prompt
+from ..model.faster_decode_mixer import FasterDecodeMixer
+from ..training.prompts import HANDWRITTEN_PROMPTS, generate_prompts
 from . import one_line_errors
 
 
@@ -11,18 +22,6 @@ from . import one_line_errors
 def main(argv=None) -> int:
     """python -m shuffle_model.cli.lossless --dtype bfloat16: measure the near-tie bound and how
     often verified decoding is identical to ordinary decoding, on held-out prompts."""
-    import argparse
-    import json
-    import statistics
-    import sys
-
-    from tqdm import tqdm
-
-    from ..bench.evaluate import HELDOUT_SEED
-    from ..model.chat import encode_prompt
-    from ..model.faster_decode_mixer import FasterDecodeMixer
-    from ..training.prompts import HANDWRITTEN_PROMPTS, generate_prompts
-
     parser = argparse.ArgumentParser(
         prog="python -m shuffle_model.cli.lossless", description=__doc__
     )

@@ -1,13 +1,16 @@
 """The machine's cost curve c(n): one backbone pass over n new tokens, relative to n = 1.
 
-Whether verifying m drafts pays depends on what the machine charges for the longer pass: a
-2-core AMD EPYC in float32 was measured at c(2) of about 1.7 and c(5) about 1.4, an Intel
-Xeon with AMX in bfloat16 at c(8) of 1.05-1.2 (docs/architecture.md). So the curve is
-measured where the code runs (interleaved repetitions, with a real key/value cache; the fast
-end of the repetitions, since other work only slows passes down), cached per (machine,
-device, dtype, backbone) under ~/.cache/shufflelm/cost/, and measured again on request:
+Whether verifying m drafts pays depends on what the machine charges for the longer pass, and
+machines differ a lot (docs/architecture.md, "The machine's cost curve", quotes some). So the
+curve is measured where the code runs (interleaved repetitions, with a real key/value cache;
+the fast end of the repetitions, since other work only slows passes down), cached per
+(machine, device, dtype, backbone) under ~/.cache/shufflelm/cost/, and measured again on
+request:
 
     python -m shuffle_model cost [--remeasure]
+
+`ensure_cost_curve(model, ...)` gives a model its curve: the one it holds, the cached one, or
+a fresh measurement of several seconds (then cached).
 """
 
 from __future__ import annotations
@@ -23,13 +26,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
+import psutil
 import torch
+from tqdm import tqdm
 
 from ..model.backbone import cache_root
 from ..model.devices import cpu_name
 from ..model.precision import timing_context
-from .proposers import DecodeState, SequenceReader
+from .proposers import DraftInput, SequenceReader
 from .tree import Block, tree_inputs
 
 CONTEXT_TOKENS = 256  # cache length the passes are measured on (a typical prompt + answer)
@@ -40,6 +46,11 @@ Status = Callable[[str], None]
 
 
 PAD_GAIN = 0.05  # a longer, padded pass is used only where it is at least 5 % cheaper
+
+
+class CheapestPass(NamedTuple):
+    cost: float  # c(length), in one-token passes
+    length: int  # tokens it forwards: those to cover, then filler or further drafts
 
 
 @dataclass
@@ -74,15 +85,15 @@ class CostCurve:
     def max_tokens(self) -> int:
         return len(self.ratios)
 
-    def cheapest(self, tokens: int) -> tuple[float, int]:
-        """(cost, length) of the cheapest pass that covers `tokens`: a longer pass where the
+    def cheapest(self, tokens: int) -> CheapestPass:
+        """The cheapest pass that covers `tokens`: a longer pass where the
         machine runs it at least PAD_GAIN faster (small matrix products are often slower at
         n = 2-3 than at 4-5), filled up with tokens whose results are thrown away."""
         best_cost, best_length = self(tokens), tokens
         for length in range(tokens + 1, self.max_tokens + 1):
             if self(length) < best_cost * (1.0 - PAD_GAIN):
                 best_cost, best_length = self(length), length
-        return best_cost, best_length
+        return CheapestPass(best_cost, best_length)
 
     @classmethod
     def from_ratios(cls, ratios: list[float], *, draft_cost: float = 0.0) -> CostCurve:
@@ -125,8 +136,8 @@ def curve_key(model) -> dict:
     device = model.device
     cfg = model.config
     key = {
-        "curve": 3,  # what is measured: 2 adds the cost of a tree's paths, 3 times passes on
-        # a context the backbone predicts (precision.timing_context)
+        "curve": 3,  # what `measure` times (bumped when that changes): passes on a context the
+        # backbone predicts (precision.timing_context), drafting, and a tree's extra paths
         "cpu": cpu_name(),
         "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
@@ -175,33 +186,52 @@ def save_cached(curve: CostCurve) -> Path | None:
     return path
 
 
-def cost_curve(
+def ensure_cost_curve(
     model, *, max_tokens: int, remeasure: bool = False, status: Status | None = None
 ) -> CostCurve:
-    """The model's curve for this machine, covering at least `max_tokens`: from the model (set
-    by hand or measured earlier in this process), the cache, or a fresh measurement."""
-    curve = getattr(model, "_cost_curve", None)
+    """Give `model` this machine's cost curve covering at least `max_tokens`, and return it.
+
+    The curve the model holds is returned as it is where it was set by hand (no key) or covers
+    `max_tokens`, unless `remeasure`. Otherwise the cached curve of this setup, or, where none
+    covers `max_tokens` or on `remeasure`, a fresh measurement (several seconds of backbone
+    passes) written to the cache; either becomes the model's (`adopt_curve`: model.cost_curve
+    and model.draft_projection_dtype)."""
+    curve = model.cost_curve
     if curve is not None and not remeasure and (curve.max_tokens >= max_tokens or not curve.key):
         return curve
+    curve = cached_or_measured(model, max_tokens=max_tokens, remeasure=remeasure, status=status)
+    adopt_curve(model, curve)
+    return curve
+
+
+def cached_or_measured(
+    model, *, max_tokens: int, remeasure: bool, status: Status | None
+) -> CostCurve:
+    """The cached curve of this setup if it covers `max_tokens` (and not `remeasure`), else a
+    new measurement covering at least what the cached one did, cached unless other programs
+    were busy meanwhile."""
     key = curve_key(model)
     cached = load_cached(key)
     if cached is None and curve_path(key).exists() and status:
         status(f"{curve_path(key)} holds no cost curve of this setup: measuring it again")
     if cached is not None and cached.max_tokens >= max_tokens and not remeasure:
-        curve = cached
+        return cached
+    if cached is not None:  # a new measurement covers at least what the cached one did
+        max_tokens = max(max_tokens, cached.max_tokens)
+    busy = machine_is_busy()
+    curve = measure(model, max_tokens=max_tokens, key=key, status=status)
+    if busy or machine_is_busy():
+        if status:
+            status("Other programs were busy: this curve is used now but not cached")
     else:
-        if cached is not None:  # a new measurement covers at least what the old one did
-            max_tokens = max(max_tokens, cached.max_tokens)
-        busy = machine_is_busy()
-        curve = measure(model, max_tokens=max_tokens, key=key, status=status)
-        if busy or machine_is_busy():
-            if status:
-                status("Other programs were busy: this curve is used now but not cached")
-        else:
-            save_cached(curve)
-    model._cost_curve = curve
-    model.draft_projection_dtype = getattr(torch, curve.draft_dtype) if curve.draft_dtype else None
+        save_cached(curve)
     return curve
+
+
+def adopt_curve(model, curve: CostCurve) -> None:
+    """Plan the model's steps with `curve`, and project its drafts in the dtype measured with it."""
+    model.cost_curve = curve
+    model.draft_projection_dtype = getattr(torch, curve.draft_dtype) if curve.draft_dtype else None
 
 
 # --- measuring ---------------------------------------------------------------------------------
@@ -213,8 +243,6 @@ BUSY_SHARE = 0.25  # other programs using more than this share of all cores: "bu
 def machine_is_busy(window_s: float = 0.25) -> bool:
     """Whether other programs keep the CPUs busy, sampled while this one sleeps: a curve
     measured then would carry their noise into every later start, so it is not cached."""
-    import psutil
-
     return psutil.cpu_percent(interval=window_s) > 100 * BUSY_SHARE
 
 
@@ -235,15 +263,26 @@ def head_draft(model, ids: torch.Tensor) -> Callable[[], object]:
     if model.head.sequence is None:
         return partial(model.draft, hidden, anchor)
     tokens, reader = ids[0].tolist(), SequenceReader(model)
-    before = DecodeState(tokens[:-2], hidden, tokens[-3], [hidden.expand(len(tokens) - 3, -1)])
+    before = DraftInput(tokens[:-2], hidden, tokens[-3], [hidden.expand(len(tokens) - 3, -1)])
     reader.context(before)  # the history so far, read once
-    step_state = DecodeState(tokens, hidden, tokens[-1], [*before.history, hidden.expand(2, -1)])
+    step_state = DraftInput(tokens, hidden, tokens[-1], [*before.history, hidden.expand(2, -1)])
 
     def step():
         model.draft(hidden, anchor, reader.context(step_state))  # two new positions read
         reader.rewind(before)
 
     return step
+
+
+@dataclass
+class Timings:
+    """Seconds per repetition of what `measure` times (the warm-up round dropped)."""
+
+    passes: dict[int, list[float]]  # n -> a chain pass over n new tokens, n in sizes_to_measure
+    drafts: list[float] = field(default_factory=list)  # one step's drafting by the head
+    trees: list[float] = field(default_factory=list)  # a pass over TREE_PARENTS as a tree
+    chains: list[float] = field(default_factory=list)  # a pass over as many tokens as a chain
+    started: float = 0.0  # time.perf_counter() when the rounds began
 
 
 @torch.no_grad()
@@ -258,13 +297,40 @@ def measure(
 ) -> CostCurve:
     """Time one pass over n new tokens on a cache of CONTEXT_TOKENS, for the sizes of
     `sizes_to_measure`, in interleaved rounds so that drift hits every size alike; each size's
-    cost is the fast end of its repetitions (`undisturbed`)."""
-    from tqdm import tqdm
-
+    cost is the fast end of its repetitions (`undisturbed`). The drafts are timed in the dtype
+    `faster_draft_dtype` picks, which it sets as model.draft_projection_dtype."""
     say = status or (lambda message: None)
     say(f"Measuring this machine's cost of a backbone pass over 1..{max_tokens} tokens ...")
     draft_dtype = faster_draft_dtype(model)
     model.draft_projection_dtype = getattr(torch, draft_dtype) if draft_dtype else None
+    timings = time_rounds(
+        model, max_tokens=max_tokens, repeats=repeats, time_budget_s=time_budget_s
+    )
+    typical = {n: undisturbed(t) for n, t in timings.passes.items()}
+    one = typical[1]
+    sizes = list(timings.passes)
+    ratios = [_interpolate(typical, sizes, n) / one for n in range(1, max_tokens + 1)]
+    # a pass over n tokens costs at least one over 1 and at most n of them: beyond is noise
+    ratios = [1.0] + [min(max(r, 1.0), float(n)) for n, r in enumerate(ratios[1:], start=2)]
+    trees, chains = undisturbed(timings.trees), undisturbed(timings.chains)
+    curve = CostCurve(
+        ratios=[round(r, 4) for r in ratios],
+        one_token_ms=round(one * 1000, 3),
+        draft_cost=round(undisturbed(timings.drafts) / one, 4),
+        branch_cost=round(branch_cost(trees, chains, one), 4),
+        draft_dtype=draft_dtype,
+        key=key or curve_key(model),
+        measured=dt.datetime.now().isoformat(timespec="seconds"),
+        repeats=len(timings.drafts),
+    )
+    say(f"Cost curve: {curve.describe()} ({time.perf_counter() - timings.started:.1f} s)")
+    return curve
+
+
+def time_rounds(model, *, max_tokens: int, repeats: int, time_budget_s: float) -> Timings:
+    """Every size's pass, the head's draft, and the tree and chain passes, round after round
+    (round 0 warms up and is dropped) for `repeats` rounds, or fewer (at least 3) once
+    `time_budget_s` is spent. Each pass goes on from the same cache, and is cropped off it."""
     device = model.device
     context = min(CONTEXT_TOKENS, model.context_length - max_tokens - 1)
     vocab = model.config.vocab_size
@@ -272,56 +338,36 @@ def measure(
     prompt, following = ids[:, :context], ids[:, context:]  # the cache; what passes forward
     cache = model.new_cache()
     model.trunk_forward(prompt, cache=cache)
-    sizes = sizes_to_measure(max_tokens)
+    timings = Timings(passes={n: [] for n in sizes_to_measure(max_tokens)})
     # the passes of greedy decoding, the common case (in half precision their logits are a
     # certified argmax, precision.py; sampled passes pay the whole float32 LM head)
     forward = partial(model.trunk_forward, cache=cache, argmax_only=True)
-    times: dict[int, list[float]] = {n: [] for n in sizes}
-    drafts: list[float] = []
     eight = following[:, : len(TREE_PARENTS)]  # (1, 8)
     tree_pass = partial(forward, eight, **tree_arguments(context, model))
     chain_pass = partial(forward, eight)
-    trees: list[float] = []
-    chains: list[float] = []
     draft = head_draft(model, ids[:, : context + 1])
-    started = time.perf_counter()
+    timings.started = time.perf_counter()
     bar = tqdm(total=repeats + 1, desc="cost curve", unit="round", leave=False, disable=None)
     for round_ in range(repeats + 1):  # round 0 warms up and is dropped
-        for n in sizes:
+        for n, times in timings.passes.items():
             block = following[:, :n]  # (1, n): the sequence goes on
             seconds = _timed(lambda block=block: forward(block), device)
             cache.crop(-n)
             if round_:
-                times[n].append(seconds)
+                times.append(seconds)
         seconds = _timed(draft, device)
         if round_:
-            drafts.append(seconds)
-        for timed, run in ((trees, tree_pass), (chains, chain_pass)):  # as many tokens
-            seconds = _timed(run, device)
+            timings.drafts.append(seconds)
+        for timed, run in ((timings.trees, tree_pass), (timings.chains, chain_pass)):
+            seconds = _timed(run, device)  # as many tokens, as a tree and as a chain
             cache.crop(-len(TREE_PARENTS))
             if round_:
                 timed.append(seconds)
         bar.update(1)
-        if round_ >= 3 and time.perf_counter() - started > time_budget_s:
+        if round_ >= 3 and time.perf_counter() - timings.started > time_budget_s:
             break
     bar.close()
-    typical = {n: undisturbed(t) for n, t in times.items()}
-    one = typical[1]
-    ratios = [_interpolate(typical, sizes, n) / one for n in range(1, max_tokens + 1)]
-    # a pass over n tokens costs at least one over 1 and at most n of them: beyond is noise
-    ratios = [1.0] + [min(max(r, 1.0), float(n)) for n, r in enumerate(ratios[1:], start=2)]
-    curve = CostCurve(
-        ratios=[round(r, 4) for r in ratios],
-        one_token_ms=round(one * 1000, 3),
-        draft_cost=round(undisturbed(drafts) / one, 4),
-        branch_cost=round(branch_cost(undisturbed(trees), undisturbed(chains), one), 4),
-        draft_dtype=draft_dtype,
-        key=key or curve_key(model),
-        measured=dt.datetime.now().isoformat(timespec="seconds"),
-        repeats=len(drafts),
-    )
-    say(f"Cost curve: {curve.describe()} ({time.perf_counter() - started:.1f} s)")
-    return curve
+    return timings
 
 
 TREE_PARENTS = [-1, 0, 1, 0, 3, 0, 5, 0]  # 8 tokens in 4 paths: 0-1-2, 0-3-4, 0-5-6, 0-7

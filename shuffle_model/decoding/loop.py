@@ -1,6 +1,6 @@
 """The one generation loop, shared by generate(), stream(), the app, the CLI and the benchmark.
 
-One decoding step (propose -> plan -> forward -> verify):
+One decoding step (propose -> plan -> forward -> verify -> advance):
  1. anchor  - the backbone's own next token at h_t (chosen at the end of the previous step)
  2. propose - each draft source proposes a small tree of drafts after the anchor, with
               their estimated chances (proposers.py): the shuffle head (draft K slots,
@@ -10,10 +10,16 @@ One decoding step (propose -> plan -> forward -> verify):
               tokens per unit of time on this machine's cost curve (planning.py, cost.py)
  4. forward - the backbone runs once over the anchor and the chosen drafts, a chain or a
               small tree (tree.py), with its key/value cache
- 5. verify  - keep the longest run the backbone agrees with; keep only that branch in the
-              cache (verify.py); tell the sources what was accepted
- 6. record  - the loop yields what it did (StepResult); only the GenerationStream of someone
-              who asked for steps (hooks, stream, return_trace) builds a StepTrace from it
+ 5. verify  - keep the longest run the backbone agrees with (verify.py); tell the sources
+              what was accepted
+ 6. advance - the one place the state moves on (advance): the output, the cache (only the
+              accepted branch kept), h_t, the pass count, the next anchor
+ 7. record  - the loop yields what it did (StepResult, step_records.py); only the
+              GenerationStream of someone who asked for steps (hooks, stream, return_trace)
+              builds a StepTrace from it
+
+One test ends the answer (ends_answer): asked of the anchor alone before a step (then the step
+emits it and forwards nothing) and of what the step emitted after it.
 """
 
 from __future__ import annotations
@@ -25,26 +31,23 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .cost import cost_curve
+from .cost import ensure_cost_curve
 from .planning import Plan, plan_step
-from .proposers import DecodeState, DraftSource, DraftTree, Outcome, make_sources
+from .proposers import DraftInput, DraftSource, DraftTree, Outcome, make_sources
 from .sampling import TokenSampler
 from .settings import GenerationSettings
-from .step_records import build_step_trace, make_trace
+from .step_records import (
+    DecodeResult,
+    StepResult,
+    build_step_trace,
+    make_trace,
+    trace_of_result,
+)
 from .trace import GenerationTrace, StepTrace, cumulative_passes
 from .tree import Block, build_block, can_drop_branches, keep_nodes, padded, tree_inputs
 from .verify import Verdict, verify_chain, verify_greedy
 
 Hook = Callable[[StepTrace], None]
-
-
-@dataclass
-class DecodeResult:
-    output_ids: list[int]  # the new tokens
-    steps: int
-    backbone_forwards: int
-    wall_seconds: float  # generation time, excluding the time the consumer held each step
-    cost_curve: dict | None = None  # the cost curve the steps were planned with
 
 
 def prompt_tensor(model, input_ids, attention_mask=None) -> torch.Tensor:
@@ -84,47 +87,53 @@ def planning_curve(model, settings: GenerationSettings):
     """The machine's cost curve (measured once per machine and cached), for verified decoding."""
     if not settings.verify or settings.max_parallel_tokens == 0:
         return None
-    return cost_curve(model, max_tokens=settings.max_parallel_tokens + 1)
+    return ensure_cost_curve(model, max_tokens=settings.max_parallel_tokens + 1)
 
 
 @dataclass
 class LoopState:
-    """What the loop carries from one step to the next."""
+    """What the loop carries from one step to the next; it moves on in one place (`advance`).
+    The draft sources read part of it, as a DraftInput (`draft_input`)."""
 
     cache: object  # the backbone's key/value cache (transformers' Cache)
     hidden: torch.Tensor  # (H,) h_t at the anchor's position: what the head drafts from
     anchor: int  # the backbone's own next token, chosen at the end of the previous step
-    anchor_prob: float
+    anchor_prob: float  # its probability under the backbone's distribution
     tokens: list[int]  # prompt + output so far + the anchor: what the context proposer searches
     output: list[int] = field(default_factory=list)  # the new tokens emitted so far
     forwards: int = 1  # backbone passes so far (the prompt's prefill)
     history: list[torch.Tensor] = field(default_factory=list)  # (n, H) chunks: the hidden
-    # state at every position before the anchor's, a chunk per pass (DecodeState.history)
+    # state at every position before the anchor's, a chunk per pass (DraftInput.history)
+
+    def draft_input(self) -> DraftInput:
+        """What the draft sources see at the start of a step."""
+        return DraftInput(self.tokens, self.hidden, self.anchor, self.history)
 
 
 @dataclass
-class StepResult:
-    """One step as the loop saw it. Per-step records (StepTrace) are built from it only by those
-    who asked for them (GenerationStream with record=True)."""
+class Checked:
+    """A step's backbone pass over the anchor and its planned drafts, and what verification
+    kept of it: what the state needs to move on (`advance`)."""
 
-    index: int
-    anchor: tuple[int, float]  # the anchor and its probability
-    proposals: dict[str, DraftTree]  # what each source proposed, by source name
-    plan: Plan  # which drafts were checked
-    block: Block | None  # what the backbone ran over (None: a last step, the anchor alone)
-    verdict: Verdict | None  # what verification kept
-    emitted: list[int]  # the anchor and the accepted drafts
-    timings: dict[str, float]  # per-phase wall times (recorded runs only)
-    rested: tuple[str, ...] = ()  # gated sources that sat this step out
+    block: Block  # what the backbone ran over: the anchor, then the planned drafts
+    verdict: Verdict  # the accepted path and the next anchor
+    hidden: torch.Tensor  # (n, H) the pass's hidden state at each node of the block
+    past: int  # the cache's length before the pass
+    forwarded: int  # entries the pass added to the cache: the block and its filler
+
+    @property
+    def accepted(self) -> list[int]:
+        """The accepted drafts' tokens, root to leaf."""
+        return [self.block.tokens[node] for node in self.verdict.path]
 
 
 @torch.inference_mode()
 def decode(
     model, prompt: torch.Tensor, settings: GenerationSettings, *, record: bool, extra_sources=()
 ) -> Iterator[StepResult]:
-    """The loop: propose -> plan -> forward -> verify, one step at a time, as speculative
-    decoding loops go (gpt-fast's generate.py). Yields a StepResult per step; returns a
-    DecodeResult. `extra_sources`: draft sources (classes or factories) beside those
+    """The loop: propose -> plan -> forward -> verify -> advance, one step at a time, as
+    speculative decoding loops go (gpt-fast's generate.py). Yields a StepResult per step;
+    returns a DecodeResult. `extra_sources`: draft sources (classes or factories) beside those
     `settings.draft_source` names."""
     sampler = TokenSampler(
         temperature=settings.temperature,
@@ -140,42 +149,42 @@ def decode(
     paused = 0.0
     for index in itertools.count():
         clock = _Clock(model.device, enabled=record)
-        last = is_last_step(model, settings, state)
+        anchor = (state.anchor, state.anchor_prob)
+        last = ends_answer(model, settings, state, [state.anchor])  # emit it, forward nothing
         budget = 0 if last else min(settings.max_parallel_tokens, remaining(settings, state) - 1)
-        drafting = DecodeState(state.tokens, state.hidden, state.anchor, state.history)
-        proposals = propose(sources, drafting, budget=budget, tree=tree, clock=clock)
+        proposals = propose(sources, state.draft_input(), budget=budget, tree=tree, clock=clock)
         plan = plan_drafts(sources, proposals, curve, settings, budget=budget, tree=tree)
         clock.lap("plan")
-        block = verdict = None
-        emitted = [state.anchor]
+        checked = None
         if not last:
-            block, verdict = forward_and_verify(
-                model, state, proposals, plan, sampler, settings, clock=clock
-            )
-            emitted += [block.tokens[node] for node in verdict.path]
-            tell_sources(sources, proposals, block, verdict)
+            checked = forward_and_verify(model, state, proposals, plan, sampler, settings, clock)
+            tell_sources(sources, proposals, checked.block, checked.verdict)
+        emitted = [state.anchor, *(checked.accepted if checked is not None else [])]
+        ended = ends_answer(model, settings, state, emitted)
+        advance(state, emitted, checked)
+        if checked is not None:
             clock.lap("verify")
-        state.output += emitted
         suspended = time.perf_counter()
         yield StepResult(
-            index,
-            (state.anchor, state.anchor_prob),
-            proposals,
-            plan,
-            block,
-            verdict,
-            emitted,
-            clock.laps,
+            index=index,
+            anchor=anchor,
+            proposals=proposals,
+            plan=plan,
+            block=checked.block if checked is not None else None,
+            verdict=checked.verdict if checked is not None else None,
+            emitted=emitted,
+            timings=clock.laps,
             rested=tuple(source.name for source in sources if source.rested),
         )
         paused += time.perf_counter() - suspended  # the consumer's time is not generation time
-        if last or answer_ended(model, settings, state, emitted):
+        if ended:
             break
-        state.anchor, state.anchor_prob = verdict.next_anchor, verdict.next_anchor_prob
-        state.tokens += [*emitted[1:], state.anchor]  # the old anchor is already there
-    seconds = time.perf_counter() - start - paused
     return DecodeResult(
-        state.output, index + 1, state.forwards, seconds, curve.to_dict() if curve else None
+        output_ids=state.output,
+        steps=index + 1,
+        backbone_forwards=state.forwards,
+        wall_seconds=time.perf_counter() - start - paused,
+        cost_curve=curve.to_dict() if curve else None,
     )
 
 
@@ -193,10 +202,12 @@ def remaining(settings: GenerationSettings, state: LoopState) -> int:
     return settings.max_new_tokens - len(state.output)
 
 
-def is_last_step(model, settings: GenerationSettings, state: LoopState) -> bool:
-    """The anchor ends the answer or is the last token wanted: the step emits it and forwards
-    nothing."""
-    return state.anchor in model.config.eos_token_ids or remaining(settings, state) == 1
+def ends_answer(model, settings: GenerationSettings, state: LoopState, tokens: list[int]) -> bool:
+    """Whether emitting `tokens` after the output so far ends the answer: one of them ends the
+    sequence, or they reach max_new_tokens. Asked of the anchor alone before a step (then the
+    step emits it and forwards nothing) and of what the step emitted after it."""
+    eos_ids = model.config.eos_token_ids
+    return any(t in eos_ids for t in tokens) or len(tokens) >= remaining(settings, state)
 
 
 def plan_drafts(sources, proposals, curve, settings, *, budget: int, tree: bool) -> Plan:
@@ -228,9 +239,11 @@ def drafting_cost(sources, proposals, curve) -> float:
     return sum(source.drafting_cost(curve) for source in sources if source.name in proposals)
 
 
-def forward_and_verify(model, state: LoopState, proposals, plan: Plan, sampler, settings, *, clock):
-    """One backbone pass over the anchor and the planned drafts, verification of its outputs,
-    and the cache and h_t moved on to the last accepted token."""
+def forward_and_verify(
+    model, state: LoopState, proposals, plan: Plan, sampler, settings, clock
+) -> Checked:
+    """One backbone pass over the anchor and the planned drafts, and verification of its
+    outputs. The state is left as it was: `advance` moves it on."""
     block = build_block(state.anchor, plan)
     past = state.cache.get_seq_length()
     trunk = forward_block(
@@ -241,19 +254,27 @@ def forward_and_verify(model, state: LoopState, proposals, plan: Plan, sampler, 
         padding=plan.padding,
         argmax_only=sampler.greedy,
     )
-    state.forwards += 1
     clock.lap("forward")
     verdict = verify_step(model, trunk.logits[0], block, proposals, sampler, settings)
     forwarded = len(block.tokens) + plan.padding
-    keep_nodes(state.cache, past=past, forwarded=forwarded, keep=[0, *verdict.path])
-    state.hidden = trunk.hidden[0, verdict.path[-1] if verdict.path else 0]
-    state.history.append(trunk.hidden[0, [0, *verdict.path]])  # the anchor and accepted drafts
-    return block, verdict
+    return Checked(block, verdict, hidden=trunk.hidden[0], past=past, forwarded=forwarded)
 
 
-def answer_ended(model, settings, state: LoopState, emitted: list[int]) -> bool:
-    eos_ids = model.config.eos_token_ids
-    return any(t in eos_ids for t in emitted) or remaining(settings, state) <= 0
+def advance(state: LoopState, emitted: list[int], checked: Checked | None) -> None:
+    """The one place the loop's state moves on, after a step emitted `emitted` (the anchor and
+    the accepted drafts): the output; after a pass (`checked`), the cache keeps only the
+    accepted branch, h_t and the history move to the last accepted token, the pass is counted,
+    and the next anchor joins the tokens."""
+    state.output += emitted
+    if checked is None:  # a last step: the anchor alone, nothing forwarded
+        return
+    path, verdict = checked.verdict.path, checked.verdict
+    keep_nodes(state.cache, past=checked.past, forwarded=checked.forwarded, keep=[0, *path])
+    state.hidden = checked.hidden[path[-1] if path else 0]
+    state.history.append(checked.hidden[[0, *path]])  # the anchor and the accepted drafts
+    state.forwards += 1
+    state.anchor, state.anchor_prob = verdict.next_anchor, verdict.next_anchor_prob
+    state.tokens += [*emitted[1:], state.anchor]  # the old anchor is already there
 
 
 def choose_token(sampler: TokenSampler, logits: torch.Tensor) -> tuple[int, float]:
@@ -264,12 +285,12 @@ def choose_token(sampler: TokenSampler, logits: torch.Tensor) -> tuple[int, floa
 
 
 def propose(
-    sources: list[DraftSource], state: DecodeState, *, budget: int, tree: bool, clock=None
+    sources: list[DraftSource], inputs: DraftInput, *, budget: int, tree: bool, clock=None
 ) -> dict[str, DraftTree]:
     """Each source's proposal, by name (sources with nothing to propose are left out)."""
     proposals = {}
     for source in sources if budget > 0 else ():
-        proposal = source.propose(state, budget=budget, branching=tree)
+        proposal = source.propose(inputs, budget=budget, branching=tree)
         if proposal is not None:
             proposals[source.name] = proposal
         if clock is not None:
@@ -378,25 +399,6 @@ class _Clock:
         self.laps[f"{name}_ms"] = (now - self.last) * 1000
         self.laps["total_ms"] = (now - self.first) * 1000
         self.last = now
-
-
-# --- traces ---------------------------------------------------------------------------------
-
-
-def trace_of_result(
-    model, prompt, settings, steps, result: DecodeResult, tokenizer=None
-) -> GenerationTrace:
-    return make_trace(
-        model,
-        prompt,
-        settings,
-        steps,
-        output_ids=result.output_ids,
-        backbone_forwards=result.backbone_forwards,
-        wall_seconds=result.wall_seconds,
-        cost_curve=result.cost_curve,
-        tokenizer=tokenizer,
-    )
 
 
 # --- public entry points ----------------------------------------------------------------------

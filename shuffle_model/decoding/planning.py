@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .cost import CostCurve
 from .proposers import DraftTree
@@ -84,12 +85,6 @@ class Plan:
     @property
     def chosen(self) -> list[DraftNode]:
         return [self.offered[i] for i in self.nodes]
-
-    @property
-    def is_tree(self) -> bool:
-        """Two forwarded nodes share a parent."""
-        parents = [node.parent for node in self.chosen]
-        return len(set(parents)) < len(parents)
 
     @property
     def shared(self) -> int:
@@ -150,6 +145,15 @@ def with_path_chances(offered: list[DraftNode]) -> list[DraftNode]:
     return offered
 
 
+class FrontierEntry(NamedTuple):
+    """A node that may be taken next. The heap pops the smallest entry: the most likely node,
+    then the shallowest, then the first offered."""
+
+    minus_path_chance: float  # -path chance, so that the most likely sorts first
+    depth: int  # 1: right after the anchor
+    node: int  # its index among the offered nodes
+
+
 def best_first(offered: list[DraftNode], limit: int) -> list[int]:
     """Up to `limit` nodes, most likely first, each after its parent: a node is taken only
     from the frontier of those taken, so every prefix is closed under parents."""
@@ -157,14 +161,14 @@ def best_first(offered: list[DraftNode], limit: int) -> list[int]:
     for i, node in enumerate(offered):
         children.setdefault(node.parent, []).append(i)
 
-    def entry(i: int) -> tuple[float, int, int]:
-        return (-offered[i].path_chance, offered[i].depth, i)
+    def entry(i: int) -> FrontierEntry:
+        return FrontierEntry(-offered[i].path_chance, offered[i].depth, i)
 
     frontier = [entry(i) for i in children.get(-1, [])]
     heapq.heapify(frontier)
     order: list[int] = []
     while frontier and len(order) < limit:
-        _, _, i = heapq.heappop(frontier)
+        i = heapq.heappop(frontier).node
         order.append(i)
         for child in children.get(i, []):
             heapq.heappush(frontier, entry(child))
@@ -199,10 +203,19 @@ def plan_step(
     return max(plans, key=lambda plan: plan.rate)  # ties: the first source's
 
 
-def sizes_of(order, offered, curve: CostCurve, drafting_cost: float) -> list[tuple]:
-    """Per node count n = 0..len(order): (rate, forwarded nodes m >= n, pass length, cost, E) of
-    the best-first n nodes, the pass being the cheapest that covers n + 1 tokens, its extra
-    rows taken by the next-best nodes (filler only where none is left)."""
+class BlockSize(NamedTuple):
+    """What verifying the best-first n nodes would give, on the cheapest pass covering them."""
+
+    rate: float  # expected tokens per unit of time: expected / cost
+    forwarded: int  # nodes forwarded, m >= n: the pass's extra rows take the next-best nodes
+    length: int  # tokens in the pass: the anchor, the m nodes, then filler if none is left
+    cost: float  # the pass, the drafting and the tree's extra paths, in one-token passes
+    expected: float  # E = 1 + the m nodes' path chances: tokens the step is expected to emit
+
+
+def block_sizes(order, offered, curve: CostCurve, drafting_cost: float) -> list[BlockSize]:
+    """sizes[n] for n = 0..len(order): the best-first n nodes on the cheapest pass that covers
+    n + 1 tokens, its extra rows taken by the next-best nodes (filler only where none is left)."""
     gains = [0.0]  # gains[m]: expected accepted drafts of the best-first m nodes
     for i in order:
         gains.append(gains[-1] + offered[i].path_chance)
@@ -212,7 +225,8 @@ def sizes_of(order, offered, curve: CostCurve, drafting_cost: float) -> list[tup
         cost, length = curve.cheapest(n + 1)
         m = min(length - 1, len(order))
         cost += drafting_cost + curve.branch_cost * (paths[m] - 1)
-        sizes.append(((1.0 + gains[m]) / cost, m, length, cost, 1.0 + gains[m]))
+        expected = 1.0 + gains[m]
+        sizes.append(BlockSize(expected / cost, m, length, cost, expected))
     return sizes
 
 
@@ -231,17 +245,18 @@ def paths_of(order: list[int], offered: list[DraftNode]) -> list[int]:
 def cost_plan(offered, curve: CostCurve, *, budget: int, drafting_cost: float) -> Plan:
     """The node count that maximises expected tokens per unit of time (the fewest on ties)."""
     order = best_first(offered, budget)
-    sizes = sizes_of(order, offered, curve, drafting_cost)
-    _, m, length, cost, expected = max(sizes, key=lambda size: size[0])
+    sizes = block_sizes(order, offered, curve, drafting_cost)
+    best = max(sizes, key=lambda size: size.rate)  # ties: the fewest nodes
+    m = best.forwarded
     return Plan(
         rule=COST,
         offered=offered,
         nodes=order[:m],
-        expected_tokens=expected,
-        cost=cost,
+        expected_tokens=best.expected,
+        cost=best.cost,
         ordinary_rate=1.0 / (curve(1) + drafting_cost),
-        next_rate=sizes[m + 1][0] if m + 1 < len(sizes) else None,
-        padding=length - 1 - m,
+        next_rate=sizes[m + 1].rate if m + 1 < len(sizes) else None,
+        padding=best.length - 1 - m,
     )
 
 

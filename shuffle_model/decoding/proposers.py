@@ -1,8 +1,8 @@
 """Draft sources behind one small interface, as transformers' candidate generators are.
 
-A draft source looks at the decoding state and proposes a small tree of drafts after the
-anchor (`DraftTree`; a chain is a tree): each node has a token, a parent (the anchor or an
-earlier node), its rank among its siblings from this source, and its estimated chance of
+A draft source reads the decoding state (`DraftInput`) and proposes a small tree of drafts
+after the anchor (`DraftTree`; a chain is a tree): each node has a token, a parent (the anchor
+or an earlier node), its rank among its siblings from this source, and its estimated chance of
 being accepted given that its parent was. After verification the source hears which of its
 nodes were checked and which were accepted (`Outcome`), and corrects its estimates for the
 rest of the generation. The loop, the planner, the tree builder and the records handle every
@@ -49,8 +49,9 @@ ALTERNATIVE_OFFSETS = 2  # ... at offsets 1 and 2
 
 
 @dataclass
-class DecodeState:
-    """What proposers see at the start of a step."""
+class DraftInput:
+    """What a draft source reads at the start of a step: the part of the loop's state
+    (loop.LoopState, which also holds the cache and the output) that drafting needs."""
 
     tokens: list[int]  # the prompt, the output so far and the anchor
     hidden: torch.Tensor  # (H,) the backbone's hidden state where the anchor was chosen
@@ -131,7 +132,7 @@ class DraftSource:
     gate = None  # a HeadGate that lets the source rest while it does not pay, or None
     rested = False  # the gate kept the source from proposing this step
 
-    def propose(self, state: DecodeState, *, budget: int, branching: bool) -> DraftTree | None:
+    def propose(self, inputs: DraftInput, *, budget: int, branching: bool) -> DraftTree | None:
         """Nodes at depth 1..budget at most (None or empty: nothing to propose); siblings only
         where `branching` (greedy decoding on a cache that can drop branches)."""
         raise NotImplementedError
@@ -184,11 +185,13 @@ class HeadGate:
         self.rest = 2  # the next rest's length
         self.longest_rest = longest_rest
 
-    def open(self) -> bool:
+    def take_rest(self) -> bool:
+        """Called once per step: while the source is resting, uses up one step of its rest
+        and returns True (the source sits this step out); else returns False (it drafts)."""
         if self.resting > 0:
             self.resting -= 1
-            return False
-        return True
+            return True
+        return False
 
     def weigh(self, gain: float) -> None:
         self.gain = gain if self.gain is None else 0.5 * self.gain + 0.5 * gain
@@ -271,17 +274,17 @@ class HeadProposer(DraftSource):
     def drafting_cost(self, curve) -> float:
         return curve.draft_cost if curve is not None else 0.0
 
-    def propose(self, state: DecodeState, *, budget: int, branching: bool = False):
+    def propose(self, inputs: DraftInput, *, budget: int, branching: bool = False):
         self.last = None
-        self.rested = self.gate is not None and not self.gate.open()
+        self.rested = self.gate is not None and self.gate.take_rest()
         if self.rested:
             return None  # the head has not paid for itself lately
         top_k = HEAD_TOP_K if branching else 0
-        context = None if self.reader is None else self.reader.context(state)
+        context = None if self.reader is None else self.reader.context(inputs)
         draft = draft_slots(
             self.model,
-            state.hidden,
-            state.anchor,
+            inputs.hidden,
+            inputs.anchor,
             self.sampler,
             self.full_probs,
             top_k=top_k,
@@ -385,13 +388,13 @@ class SequenceReader:
         self.cache = SequenceCache()
         self.chunks = 0  # chunks of the history already cached
 
-    def context(self, state: DecodeState) -> torch.Tensor:
+    def context(self, inputs: DraftInput) -> torch.Tensor:
         """(W,) z_t, t the anchor's position, from the positions 0..t."""
-        hidden = torch.cat(state.history[self.chunks :])  # (n, H or 2H): positions not cached
-        self.chunks = len(state.history)
+        hidden = torch.cat(inputs.history[self.chunks :])  # (n, H or 2H): positions not cached
+        self.chunks = len(inputs.history)
         start = self.cache.length
-        ids = state.tokens[start : start + len(hidden) + 1]  # x_i and the token after each
-        if len(ids) != len(hidden) + 1 or start + len(ids) != len(state.tokens):
+        ids = inputs.tokens[start : start + len(hidden) + 1]  # x_i and the token after each
+        if len(ids) != len(hidden) + 1 or start + len(ids) != len(inputs.tokens):
             raise RuntimeError("the history and the tokens of a generation disagree")
         ids = torch.tensor(ids, device=hidden.device)
         rows = self.model.sequence_rows(hidden[None], ids[None])  # (1, n, W)
@@ -399,10 +402,10 @@ class SequenceReader:
         queries = self.cache.extend(layer, rows)  # (1, heads, n, d)
         return self.cache.query(layer, rows[:, -1:], queries[:, :, -1:])
 
-    def rewind(self, state: DecodeState) -> None:
-        """Back to where the reader stood after reading `state` (the cost curve's timing)."""
-        self.cache.crop(len(state.tokens) - 1)
-        self.chunks = len(state.history)
+    def rewind(self, inputs: DraftInput) -> None:
+        """Back to where the reader stood after reading `inputs` (the cost curve's timing)."""
+        self.cache.crop(len(inputs.tokens) - 1)
+        self.chunks = len(inputs.history)
 
 
 def draft_slots(
@@ -482,8 +485,8 @@ class ContextProposer(DraftSource):
     def from_settings(cls, model, settings, sampler: TokenSampler, *, record: bool):
         return cls(model.calibration)
 
-    def propose(self, state: DecodeState, *, budget: int, branching: bool = False):
-        tokens = state.tokens
+    def propose(self, inputs: DraftInput, *, budget: int, branching: bool = False):
+        tokens = inputs.tokens
         self._index(tokens, until=len(tokens) - 1)  # every earlier n-gram with a continuation
         match = self._longest_match(tokens)
         if match is None:

@@ -34,7 +34,7 @@ class GenerationSettings:
     verify: bool = True  # True: output equals the backbone's own decoding; False: pure mode
     seed: int | None = None  # seeds sampling; None: nondeterministic
     block_length: str = COST  # "cost": the drafts that maximise expected tokens per unit of
-    # time on this machine; "fixed": every draft the filter keeps (the original rule)
+    # time on this machine; "fixed": every draft the filter keeps, whatever the pass costs
     draft_source: str = DRAFT_SOURCES[0]  # "head+context", "head" or "context"
 
     def resolved(self, *, num_slots: int, default_keep_threshold: float) -> GenerationSettings:

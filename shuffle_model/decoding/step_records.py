@@ -1,13 +1,18 @@
-"""Per-step records (StepTrace) and whole-run traces (GenerationTrace), built from what the
-loop did, only for those who asked for them (hooks, stream, return_trace)."""
+"""What the loop did, and the records built from it for those who ask.
+
+The loop yields a `StepResult` per step and returns a `DecodeResult` at its end; only those
+who asked for records (hooks, stream, return_trace) get a StepTrace built from each step and a
+GenerationTrace from the run.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 
 from .planning import Plan
+from .proposers import DraftTree
 from .settings import GenerationSettings
 from .source_records import node_status, token_info
 from .trace import (
@@ -21,9 +26,34 @@ from .trace import (
     Totals,
 )
 from .tree import Block
+from .verify import Verdict
 
-if TYPE_CHECKING:
-    from .loop import StepResult
+
+@dataclass
+class StepResult:
+    """One step as the loop saw it. Per-step records (StepTrace) are built from it only by those
+    who asked for them (GenerationStream with record=True)."""
+
+    index: int  # the step's number, from 0
+    anchor: tuple[int, float]  # the anchor and its probability
+    proposals: dict[str, DraftTree]  # what each source proposed, by source name
+    plan: Plan  # which drafts were checked
+    block: Block | None  # what the backbone ran over (None: a last step, the anchor alone)
+    verdict: Verdict | None  # what verification kept
+    emitted: list[int]  # the anchor and the accepted drafts
+    timings: dict[str, float]  # per-phase wall times (recorded runs only)
+    rested: tuple[str, ...] = ()  # gated sources that sat this step out
+
+
+@dataclass
+class DecodeResult:
+    """The whole run as the loop saw it: what it returns at its end."""
+
+    output_ids: list[int]  # the new tokens
+    steps: int  # steps taken
+    backbone_forwards: int  # backbone passes, the prompt's prefill included
+    wall_seconds: float  # generation time, excluding the time the consumer held each step
+    cost_curve: dict | None = None  # the cost curve the steps were planned with
 
 
 def build_step_trace(tok, step: StepResult, *, verified: bool) -> StepTrace:
@@ -142,4 +172,21 @@ def make_trace(
             wall_seconds=wall_seconds,
             tokens_per_second=new / wall_seconds if wall_seconds > 0 else 0.0,
         ),
+    )
+
+
+def trace_of_result(
+    model, prompt, settings, steps, result: DecodeResult, tokenizer=None
+) -> GenerationTrace:
+    """The run's record from what the loop returned and the steps' records."""
+    return make_trace(
+        model,
+        prompt,
+        settings,
+        steps,
+        output_ids=result.output_ids,
+        backbone_forwards=result.backbone_forwards,
+        wall_seconds=result.wall_seconds,
+        cost_curve=result.cost_curve,
+        tokenizer=tokenizer,
     )

@@ -12,6 +12,7 @@ Generation ends at EOS, so no token after an emitted EOS is ever kept.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -28,6 +29,13 @@ class Verdict:
     @property
     def accepted(self) -> int:
         return len(self.path)
+
+
+class SpeculativePrefix(NamedTuple):
+    """What speculative sampling made of a chain's drafts."""
+
+    accepted: int  # drafts accepted before the first rejection (all of them: none rejected)
+    resampled: int | None  # the token drawn from the residual at the rejection; None: none
 
 
 def verify_greedy(
@@ -60,20 +68,20 @@ def verify_chain(
     verify: bool,
     eos_ids: tuple[int, ...],
 ) -> Verdict:
-    """Sampling or pure mode along a chain. target_logits (m+1, V): the backbone's logits after
-    the anchor and each draft; block_tokens (m,); draft_probs (m, V): what they were drawn from."""
+    """Sampling or pure mode along a chain (verified greedy decoding is `verify_greedy`'s).
+    target_logits (m+1, V): the backbone's logits after the anchor and each draft; block_tokens
+    (m,); draft_probs (m, V): what they were drawn from (not read in pure mode)."""
+    if verify and sampler.greedy:
+        raise ValueError("verified greedy decoding walks the block: verify_greedy")
     target_probs = sampler.probs(target_logits)  # (m+1, V)
     m = block_tokens.shape[0]
     if not verify:
-        accepted, residual = m, None
-    elif sampler.greedy:
-        agree = target_logits[:-1].argmax(-1) == block_tokens  # (m,)
-        accepted, residual = int(agree.long().cumprod(0).sum()), None
+        prefix = SpeculativePrefix(accepted=m, resampled=None)
     else:
-        accepted, residual = _speculative_prefix(target_probs, block_tokens, draft_probs, sampler)
-    accepted = _stop_at_eos(block_tokens, accepted, eos_ids)
-    if residual is not None and accepted == residual[0]:
-        next_anchor = residual[1]
+        prefix = _speculative_prefix(target_probs, block_tokens, draft_probs, sampler)
+    accepted = _stop_at_eos(block_tokens, prefix.accepted, eos_ids)
+    if prefix.resampled is not None and accepted == prefix.accepted:  # not cut short by EOS
+        next_anchor = prefix.resampled
     else:
         row = target_logits[accepted]
         next_anchor = int(sampler.choose(row, target_probs[accepted]))
@@ -86,8 +94,9 @@ def _speculative_prefix(
     block_tokens: torch.Tensor,
     draft_probs: torch.Tensor,
     sampler: TokenSampler,
-) -> tuple[int, tuple[int, int] | None]:
-    """Accepted count, and (position, resampled token) where a draft was rejected."""
+) -> SpeculativePrefix:
+    """Accept draft i with probability min(1, p_i / q_i); at the first rejection, draw the
+    token there from the residual max(0, p_i - q_i)."""
     for i, token in enumerate(block_tokens.tolist()):
         p, q = target_probs[i, token].item(), draft_probs[i, token].item()
         if sampler.uniform() * q < p:
@@ -95,8 +104,8 @@ def _speculative_prefix(
         residual = (target_probs[i] - draft_probs[i]).clamp(min=0)
         if residual.sum() <= 0:  # p == q up to rounding: the residual is p itself
             residual = target_probs[i]
-        return i, (i, int(sampler.sample(residual / residual.sum())))
-    return len(block_tokens), None
+        return SpeculativePrefix(i, int(sampler.sample(residual / residual.sum())))
+    return SpeculativePrefix(len(block_tokens), None)
 
 
 def _stop_at_eos(block_tokens: torch.Tensor, accepted: int, eos_ids: tuple[int, ...]) -> int:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .devices import resolve_device, resolve_dtype
 
@@ -108,8 +109,6 @@ def _load_default(dtype: torch.dtype, say: Status):
 
 
 def _load_gguf(gguf: Path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     for module in ("gguf", "accelerate"):
         if importlib.util.find_spec(module) is None:
             raise BackboneNotFound(
@@ -142,8 +141,6 @@ def _save_cache(model, tokenizer, directory: Path, say: Status) -> None:
 def _load_pretrained(name: str, dtype: torch.dtype, trust_remote_code: bool, *, hint=True):
     """A local folder or hub id; BackboneNotFound in one line (with the install hint for the
     default model, unless `hint` is off) when it cannot be loaded."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     try:
         model = AutoModelForCausalLM.from_pretrained(
             name, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code

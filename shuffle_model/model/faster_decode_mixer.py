@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
+import torch
+from huggingface_hub import snapshot_download
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -129,15 +132,16 @@ class FasterDecodeMixer(ShuffleModelBase):
         _check_weights_file(directory / HEAD_FILE)
         device = resolve_device(device)
         chosen, reason = choose_dtype(dtype, device)
-        loaded = backbone is None or isinstance(backbone, str)  # by name, here
-        detected = reason.startswith("this CPU")  # "auto" chose by the CPU's instructions
-        known = cached_choice(choice_key(config)) if loaded and detected else None
+        # a backbone loaded by name in the dtype "auto" chose by the CPU's instructions: the one
+        # case where float32 may replace it (measured once per machine, then cached)
+        by_name = backbone is None or isinstance(backbone, str)
+        cpu_choice = by_name and reason.startswith("this CPU")
 
-        def in_float32(name=backbone) -> FasterDecodeMixer:  # the same head and backbone
-            # (its name as given: `backbone` becomes the loaded module below), in float32
+        def in_float32(tokenizer) -> FasterDecodeMixer:  # the same head and backbone (as given)
+            # in float32; after a load, with the tokenizer loaded with the backbone
             return cls.from_pretrained(
                 dir_or_name,
-                backbone=name,
+                backbone=backbone,
                 tokenizer=tokenizer,
                 device=device,
                 dtype="float32",
@@ -145,47 +149,48 @@ class FasterDecodeMixer(ShuffleModelBase):
                 trust_remote_code=trust_remote_code,
             )
 
+        known = cached_choice(choice_key(config)) if cpu_choice else None
         if known is not None and known["dtype"] == "float32":  # measured here before
-            return in_float32()._because(float32_reason(known["ms"]))
-        if loaded:
-            name = backbone or config.backbone
-            if not name:
-                raise BackboneNotFound(
-                    f"{directory / CONFIG_FILE} names no backbone; pass backbone="
-                )
-            backbone, loaded_tokenizer = load_backbone(
-                name,
-                device=device,
-                dtype=chosen,
-                status=status,
-                trust_remote_code=trust_remote_code,
-            )
-            tokenizer = tokenizer or loaded_tokenizer
-        else:  # a module: "auto" keeps its own dtype
-            if reason != "asked for":
-                chosen, reason = backbone.dtype, "the given backbone's own"
-            backbone = backbone.to(device=device, dtype=chosen)
-        _check_backbone_fits(config, backbone, directory)
-        model = cls(backbone, config, tokenizer=tokenizer)
+            return in_float32(tokenizer)._because(float32_reason(known["ms"]))
+        loaded = _backbone_for(
+            config,
+            directory,
+            backbone,
+            tokenizer=tokenizer,
+            device=device,
+            dtype=chosen,
+            reason=reason,
+            status=status,
+            trust_remote_code=trust_remote_code,
+        )
+        model = cls._with_saved_head(loaded, config, directory, calibration, device=device)
+        if not cpu_choice:
+            return model.eval()
+        return _exact_and_faster(
+            model, lambda: in_float32(loaded.tokenizer), loaded=loaded, status=status
+        )
+
+    @classmethod
+    def _with_saved_head(
+        cls,
+        loaded: LoadedBackbone,
+        config: ShuffleConfig,
+        directory: Path,
+        calibration: Calibration,
+        *,
+        device,
+    ) -> FasterDecodeMixer:
+        """The model on `loaded`'s backbone, with the head weights and calibration saved in
+        `directory`."""
+        _check_backbone_fits(config, loaded.module, directory)
+        model = cls(loaded.module, config, tokenizer=loaded.tokenizer)
         weights = load_file(str(directory / HEAD_FILE), device=str(device))
         _check_weights_fit(model.head, weights, directory)
         model.head.load_state_dict(weights)
         model.calibration = calibration
         model.head_source = str(directory)
-        model.dtype_reason = reason
-        if not (loaded and detected):
-            return model.eval()
-        if not model.exact_in_its_dtype():
-            if status is not None:
-                dtype_name = str(chosen).replace("torch.", "")
-                status(f"{dtype_name} passes cannot be made row-invariant here: loading in float32")
-            return in_float32()._because(
-                f"{reason}, but its passes cannot be made row-invariant here"
-            )
-        faster, ms = faster_of(model.eval(), in_float32, status=status)
-        if faster is model:
-            return model._because(f"{reason}; faster here ({timing(ms)})")
-        return faster._because(float32_reason(ms))
+        model.dtype_reason = loaded.reason
+        return model
 
     def exact_in_its_dtype(self) -> bool:
         """Whether verified decoding is token for token ordinary decoding in this dtype: in
@@ -265,8 +270,6 @@ def _head_directory(dir_or_name: str | Path | None) -> Path:
             f"{str(dir_or_name)!r} is the original release's checkpoint id; no such checkpoint "
             f"exists, here or on the hub. {shipped_heads()}."
         )
-    from huggingface_hub import snapshot_download
-
     try:
         files = [CONFIG_FILE, HEAD_FILE, CALIBRATION_FILE]
         return Path(snapshot_download(str(dir_or_name), allow_patterns=files))
@@ -323,6 +326,63 @@ def _check_weights_file(path: Path) -> None:
         raise HeadFolderError(
             f"{path} is not a readable safetensors file: {_one_line(error)}"
         ) from None
+
+
+class LoadedBackbone(NamedTuple):
+    """The backbone from_pretrained puts the head on, and the dtype it runs in."""
+
+    module: nn.Module  # the backbone, on its device and in its dtype
+    tokenizer: object  # the one given, else the one loaded with the backbone (or None)
+    dtype: torch.dtype  # the dtype it runs in
+    reason: str  # why that dtype (FasterDecodeMixer.dtype_reason)
+
+
+def _backbone_for(
+    config: ShuffleConfig,
+    directory: Path,
+    backbone: nn.Module | str | None,
+    *,
+    tokenizer,
+    device,
+    dtype: torch.dtype,
+    reason: str,
+    status,
+    trust_remote_code: bool,
+) -> LoadedBackbone:
+    """The backbone the head goes on: loaded by name (the one given, else the one the head's
+    config names) in `dtype`, or the module given, moved to `device`."""
+    if backbone is None or isinstance(backbone, str):
+        name = backbone or config.backbone
+        if not name:
+            raise BackboneNotFound(f"{directory / CONFIG_FILE} names no backbone; pass backbone=")
+        module, loaded_tokenizer = load_backbone(
+            name,
+            device=device,
+            dtype=dtype,
+            status=status,
+            trust_remote_code=trust_remote_code,
+        )
+        return LoadedBackbone(module, tokenizer or loaded_tokenizer, dtype, reason)
+    if reason != "asked for":  # a module: "auto" keeps its own dtype
+        dtype, reason = backbone.dtype, "the given backbone's own"
+    return LoadedBackbone(backbone.to(device=device, dtype=dtype), tokenizer, dtype, reason)
+
+
+def _exact_and_faster(
+    model: FasterDecodeMixer, in_float32, *, loaded: LoadedBackbone, status
+) -> FasterDecodeMixer:
+    """For a dtype "auto" chose by the CPU: `model` if its passes are exact (row-invariant) and
+    faster here than float32's, else the float32 model `in_float32()` loads."""
+    reason = loaded.reason
+    if not model.exact_in_its_dtype():
+        if status is not None:
+            dtype_name = str(loaded.dtype).replace("torch.", "")
+            status(f"{dtype_name} passes cannot be made row-invariant here: loading in float32")
+        return in_float32()._because(f"{reason}, but its passes cannot be made row-invariant here")
+    faster, ms = faster_of(model.eval(), in_float32, status=status)
+    if faster is model:
+        return model._because(f"{reason}; faster here ({timing(ms)})")
+    return faster._because(float32_reason(ms))
 
 
 def _check_backbone_fits(config: ShuffleConfig, backbone: nn.Module, directory: Path) -> None:

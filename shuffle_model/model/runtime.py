@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable
 
 from .config import ShuffleConfig
+from .faster_decode_mixer import FasterDecodeMixer, _head_directory, load_head_config
+from .tiny import tiny_model
 
 Status = Callable[[str], None]
 
@@ -20,11 +22,7 @@ def load_model(spec: str | None = "default", *, status: Status | None = None, **
     FasterDecodeMixer.from_pretrained (backbone, device, dtype, trust_remote_code) and do not
     apply to the tiny model."""
     if spec == "tiny":
-        from .tiny import tiny_model
-
         return tiny_model()
-    from .faster_decode_mixer import FasterDecodeMixer
-
     return FasterDecodeMixer.from_pretrained(
         None if spec in (None, "default") else spec, status=status, **options
     )
@@ -33,11 +31,7 @@ def load_model(spec: str | None = "default", *, status: Status | None = None, **
 def model_config(spec: str = "default") -> ShuffleConfig:
     """The config of the model `spec` names, read without loading its weights."""
     if spec == "tiny":
-        from .tiny import tiny_model
-
         return tiny_model().config
-    from .faster_decode_mixer import _head_directory, load_head_config
-
     return load_head_config(_head_directory(None if spec == "default" else spec))
 
 

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import Cache
 
-from ..decoding.loop import GenerationStream, generate, stream
 from . import invariant
 from .calibration import Calibration
 from .config import ShuffleConfig
 from .head import ShuffleHead
 from .loss import IGNORE, SetLoss, offset_targets, set_prediction_loss
 from .outputs import DraftOutput, ShuffleOutput, TrunkOutput
+
+if TYPE_CHECKING:
+    from ..decoding.loop import GenerationStream
 
 
 def next_token_anchors(input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -274,10 +277,17 @@ class ShuffleModelBase(nn.Module):
         return None
 
     # --- generation (one loop for every caller: decoding/loop.py) --------------------------
+    # decoding builds on model (the head's calibration and sequence cache, precision, the
+    # backbone's cache folder), never the other way: these two methods hand the model to the
+    # loop, which they import when called, so that importing model never imports decoding.
     def generate(self, input_ids=None, attention_mask=None, **settings):
         """Full sequence (1, prompt+new), or (sequence, GenerationTrace) with return_trace=True."""
-        return generate(self, input_ids, attention_mask, **settings)
+        from ..decoding import loop
+
+        return loop.generate(self, input_ids, attention_mask, **settings)
 
     def stream(self, input_ids=None, attention_mask=None, **settings) -> GenerationStream:
         """Iterate StepTraces as they are decoded; `.trace` holds the GenerationTrace after."""
-        return stream(self, input_ids, attention_mask, **settings)
+        from ..decoding import loop
+
+        return loop.stream(self, input_ids, attention_mask, **settings)

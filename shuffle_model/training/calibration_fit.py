@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..decoding.proposers import ContextProposer, DecodeState
+from ..decoding.proposers import ContextProposer, DraftInput
 from ..decoding.shuffle import assign_offsets
 from ..model.calibration import MAX_MATCH, Calibration, IsotonicMap
 from ..model.calibration import expected_calibration_error as ece
+from .distill import load_examples
 
 MIN_PER_OFFSET = 200  # offsets with fewer outcomes share the map of the offset before
 
@@ -98,7 +99,7 @@ def replay_example(model, prompt_ids, answer_ids, *, example: int, strategy: str
 def replay_context(sequence: list[int], start: int, *, example: int, into: Outcomes) -> None:
     proposer = ContextProposer(Calibration())
     for t in range(start, len(sequence) - 1):
-        state = DecodeState(tokens=sequence[: t + 2], hidden=torch.zeros(1), anchor=sequence[t + 1])
+        state = DraftInput(tokens=sequence[: t + 2], hidden=torch.zeros(1), anchor=sequence[t + 1])
         chain = proposer.propose(state, budget=len(sequence) - t - 2)
         if chain is None:
             continue
@@ -173,8 +174,6 @@ def fit(outcomes: Outcomes, *, num_slots: int) -> Calibration:
 
 def heldout_examples(directories: list[Path], every: int) -> list[tuple[list[int], list[int]]]:
     """Greedy answers of the held-out split (every n-th example, as training holds them out)."""
-    from .distill import load_examples
-
     examples = load_examples(directories)
     return [
         (e.prompt_ids, e.answer_ids)

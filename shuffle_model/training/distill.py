@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ..model.chat import encode_prompt
+from . import sources  # its collect_items is looked up at each call (tests stand in for it)
 from .continuous import Finished, Job
 from .magpie import SYSTEM_PROMPTS, TurnFilter, user_prefix
 from .overlap import shares_run
@@ -82,8 +84,6 @@ def load_shard(path: Path) -> list[Example]:
     """The examples of one shard: the committed .npz format or the old safetensors one."""
     if path.suffix == ".npz":
         return [_example(record) for record in read_npz_shard(path)[1]]
-    from safetensors import safe_open
-
     with safe_open(str(path), "pt") as handle:
         meta = json.loads(handle.metadata()["examples"])
     tensors = load_file(str(path))
@@ -200,10 +200,8 @@ class Planner:
             for i, prompt in enumerate(generate_prompts(count, seed=args.seed)):
                 self.offer({**prompt, "key": f"tpl:{args.seed}:{i}", "source": "templates"})
         if "docs" in self.shares:
-            from .sources import collect_items, doc_prompts
-
-            items = collect_items(seed=args.seed)
-            for prompt in doc_prompts(
+            items = sources.collect_items(seed=args.seed)
+            for prompt in sources.doc_prompts(
                 items, math.ceil(budget * self.shares["docs"]), seed=args.seed
             ):
                 self.offer(prompt)

@@ -185,7 +185,7 @@ def file_items(package: str, licence: str, root: Path, path: Path) -> list[DocIt
 def stdlib_topics(limit: int = 1000) -> list[DocItem]:
     """The language reference topics that `pydoc` shows (pydoc_data.topics), as paragraphs."""
     try:
-        from pydoc_data.topics import topics
+        from pydoc_data.topics import topics  # here: some Python builds leave it out
     except ImportError:
         return []
     items = []

@@ -7,6 +7,7 @@ import json
 import math
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -215,6 +216,111 @@ def batch_rows(train: Features, *, batch_size: int, generator, accelerator) -> t
     return rows[first : first + per_process]
 
 
+class TrainingClock:
+    """Training minutes, counting those of the run a resume continues."""
+
+    def __init__(self, earlier_minutes: float):
+        self.earlier_minutes = earlier_minutes  # training time before a resume
+        self.started = time.perf_counter()  # when this invocation started training
+
+    def minutes(self) -> float:
+        return self.earlier_minutes + (time.perf_counter() - self.started) / 60
+
+    def out_of_time(self, max_minutes: float | None) -> bool:
+        """Whether this invocation has trained for `max_minutes` (None: no limit)."""
+        return bool(max_minutes and time.perf_counter() - self.started > 60 * max_minutes)
+
+
+def start_or_resume(checkpoint: Path, model, optimizer, *, resume: bool, say):
+    """Step 0 and an empty history, or with `resume` those of the checkpoint (restored into
+    `model` and `optimizer`)."""
+    if resume and (checkpoint / "trainer_state.json").exists():
+        step, history = load_checkpoint(checkpoint, model, optimizer)
+        say(f"resumed at step {step}")
+        return step, history
+    return 0, []
+
+
+def sample_batch(train: Features, spans, generator, accelerator, *, size: int, examples: int):
+    """A random batch of training positions; for a head that reads the sequence (`spans`: the
+    rows of each example), positions from `examples` examples."""
+    if spans is None:
+        rows = batch_rows(train, batch_size=size, generator=generator, accelerator=accelerator)
+    else:
+        rows = sequence_batch_rows(spans, examples=examples, batch_size=size, generator=generator)
+    return train.subset(rows)
+
+
+@dataclass
+class Trainee:
+    """What a training step works on."""
+
+    model: FasterDecodeMixer  # the model whose head trains
+    objective: nn.Module  # its HeadObjective, as the accelerator prepared it
+    optimizer: torch.optim.Optimizer  # AdamW over `params`, as the accelerator prepared it
+    params: list[nn.Parameter]  # the head's trainable parameters
+    accelerator: object  # the accelerate.Accelerator: devices, processes, backward
+    sequences: Sequences | None  # every position of the examples, for a head that reads them
+
+
+def prepare(
+    model: FasterDecodeMixer,
+    accelerator,
+    sequences: Sequences | None,
+    *,
+    lr: float,
+    weight_decay: float,
+    distill_weight: float,
+) -> Trainee:
+    """The objective and an AdamW optimizer over the head's trainable parameters, prepared."""
+    objective = HeadObjective(model, distill_weight=distill_weight)
+    params = [p for p in model.head.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+    return Trainee(model, objective, optimizer, params, accelerator, sequences)
+
+
+def optimizer_step(t: Trainee, batch: Features, *, rate: float, distill: bool):
+    """One AdamW step at learning rate `rate` on the batch's loss (given the backbone's future
+    hidden states for soft targets when `distill`), gradients clipped to norm 1. Returns the
+    loss and its parts."""
+    device, model = t.accelerator.device, t.model
+    for group in t.optimizer.param_groups:
+        group["lr"] = rate
+    loss, result = t.objective(
+        batch.hidden.to(device, model.dtype),
+        batch.anchors.to(device),
+        batch.targets.to(device),
+        row_contexts(model, batch, t.sequences),
+        [x.to(device) for x in future_hidden(batch, t.sequences, model.config.num_slots)]
+        if distill
+        else None,
+    )
+    t.optimizer.zero_grad(set_to_none=True)
+    t.accelerator.backward(loss)
+    t.accelerator.clip_grad_norm_(t.params, 1.0)
+    t.optimizer.step()
+    return loss, result
+
+
+def evaluate_and_save(
+    t: Trainee, heldout: Features, history: list[dict], checkpoint: Path, *, step: int, loss, clock
+) -> None:
+    """Held-out metrics appended to `history` and printed; the main process saves a checkpoint."""
+    metrics = heldout_metrics(
+        t.model,
+        heldout,
+        strategies=("rotary", "identity"),
+        thresholds=(0.3, 0.5),
+        sequences=t.sequences,
+    )
+    metrics.update(step=step, train_loss=round(loss.item(), 4), minutes=round(clock.minutes(), 2))
+    history.append(metrics)
+    t.accelerator.print(json.dumps(metrics))
+    if t.accelerator.is_main_process:
+        save_checkpoint(checkpoint, t.model, t.optimizer, step, history)
+
+
 def train_head(
     model: FasterDecodeMixer,
     train: Features,
@@ -238,75 +344,40 @@ def train_head(
     """AdamW on the set loss of random batches of cached positions, with held-out metrics and a
     checkpoint every `eval_every` steps. A head that reads the sequence (`sequences`: every
     position of the examples) trains on batches of positions from `examples_per_batch`
-    examples. Returns the metrics history and the training minutes
-    (the clock carries over a resume)."""
-    objective = HeadObjective(model, distill_weight=distill_weight)
+    examples. Returns the metrics history and the training minutes (the clock carries over a
+    resume)."""
     spans = example_rows(train) if model.head.sequence is not None else None  # once, not per step
-    params = [p for p in model.head.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    objective, optimizer = accelerator.prepare(objective, optimizer)
-    step, history = 0, []
-    if resume and (checkpoint / "trainer_state.json").exists():
-        step, history = load_checkpoint(checkpoint, model, optimizer)
-        accelerator.print(f"resumed at step {step}")
-    earlier_minutes = history[-1]["minutes"] if history else 0.0  # training time before a resume
+    t = prepare(
+        model,
+        accelerator,
+        sequences,
+        lr=lr,
+        weight_decay=weight_decay,
+        distill_weight=distill_weight,
+    )
+    step, history = start_or_resume(
+        checkpoint, model, t.optimizer, resume=resume, say=t.accelerator.print
+    )
     generator = torch.Generator().manual_seed(seed + step)
-    started = time.perf_counter()
-
-    def minutes() -> float:
-        return earlier_minutes + (time.perf_counter() - started) / 60
-
+    clock = TrainingClock(history[-1]["minutes"] if history else 0.0)
     bar = tqdm(
         total=steps, initial=step, desc="train head", disable=not accelerator.is_main_process
     )
     model.train()
     while step < steps:
-        if spans is None:
-            rows = batch_rows(
-                train, batch_size=batch_size, generator=generator, accelerator=accelerator
-            )
-        else:
-            rows = sequence_batch_rows(
-                spans, examples=examples_per_batch, batch_size=batch_size, generator=generator
-            )
-        batch = train.subset(rows)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, peak=lr, warmup=warmup, total=steps)
-        loss, result = objective(
-            batch.hidden.to(accelerator.device, model.dtype),
-            batch.anchors.to(accelerator.device),
-            batch.targets.to(accelerator.device),
-            row_contexts(model, batch, sequences),
-            [
-                x.to(accelerator.device)
-                for x in future_hidden(batch, sequences, model.config.num_slots)
-            ]
-            if distill_weight
-            else None,
+        batch = sample_batch(
+            train, spans, generator, accelerator, size=batch_size, examples=examples_per_batch
         )
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        rate = learning_rate(step, peak=lr, warmup=warmup, total=steps)
+        loss, result = optimizer_step(t, batch, rate=rate, distill=bool(distill_weight))
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", tok=f"{result.token_loss.item():.3f}")
-        out_of_time = max_minutes and time.perf_counter() - started > 60 * max_minutes
+        out_of_time = clock.out_of_time(max_minutes)
         if step % eval_every == 0 or step == steps or out_of_time:
-            metrics = heldout_metrics(
-                model,
-                heldout,
-                strategies=("rotary", "identity"),
-                thresholds=(0.3, 0.5),
-                sequences=sequences,
-            )
-            metrics.update(step=step, train_loss=round(loss.item(), 4), minutes=round(minutes(), 2))
-            history.append(metrics)
-            accelerator.print(json.dumps(metrics))
-            if accelerator.is_main_process:
-                save_checkpoint(checkpoint, model, optimizer, step, history)
+            evaluate_and_save(t, heldout, history, checkpoint, step=step, loss=loss, clock=clock)
         if out_of_time:
             accelerator.print(f"stopping after {max_minutes} minutes at step {step}")
             break
     bar.close()
-    return history, minutes()
+    return history, clock.minutes()

@@ -1,5 +1,6 @@
-"""What the app shows for a trace and a step: every output of the page, as plain data.
-No Gradio here: the app maps these onto components."""
+"""What the app's page shows for a trace and a step, as plain data: the counters, the output
+text's colours, a step's caption and pictures. The same for a run streaming live and for a trace
+replayed or loaded. No Gradio here: the app maps these onto components."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 
 import plotly.graph_objects as go
 
-from shuffle_model.decoding.trace import GenerationTrace, StepTrace, cumulative_passes
+from shuffle_model.decoding.trace import GenerationTrace, StepTrace
 
 from .explain import (
     cost_sentence,
@@ -17,6 +18,7 @@ from .explain import (
     typical_pass,
 )
 from .figures import accepted_summary, draft_heatmap, draft_tree, filter_chart, shuffle_heatmap
+from .numbers import per_pass_text
 from .style import END_COLOR, END_LABEL, ORIGIN_COLORS, ORIGIN_LABELS, end_ids
 
 # the output text's labels (HighlightedText) and their colours; the end of the answer a marker
@@ -26,12 +28,14 @@ SPAN_COLORS[END_LABEL] = END_COLOR
 
 @dataclass
 class StepView:
-    index: int
-    shuffle: go.Figure
-    drafts: go.Figure
+    """One step as the page shows it."""
+
+    index: int  # the step's position in trace.steps
+    shuffle: go.Figure  # the shuffle heatmap: where each slot thinks its token goes
+    drafts: go.Figure  # each slot's top candidates
     filter: go.Figure  # the filter-and-plan chart
     tree: go.Figure  # the tree of drafts the step checked
-    caption: str
+    caption: str  # the step's decision, its outcome and what it emitted (step_caption)
 
 
 def counters(trace: GenerationTrace, *, running: bool = False) -> str:
@@ -39,14 +43,14 @@ def counters(trace: GenerationTrace, *, running: bool = False) -> str:
     accepted; and, once known, what a multi-token pass costs on this machine."""
     steps = len(trace.steps)
     tokens = sum(s.num_emitted for s in trace.steps)
-    passes = cumulative_passes(trace.steps)[-1]
+    passes = sum(s.passes for s in trace.steps)  # after the prompt's prefill
     seconds = trace.totals.wall_seconds
     # the model's own time: the steps' time, without the time the page held each step
     rate = f" · **{tokens / seconds:.1f}** tokens/s of generation" if seconds > 0 else ""
     state = "generating…" if running else "done"
     line = (
-        f"{state} · **{steps}** steps · **{tokens}** tokens · **{passes}** backbone passes · "
-        f"**{tokens / passes:.2f}** tokens per pass{rate}"
+        f"{state} · **{steps}** steps · **{tokens}** tokens · **{passes}** backbone passes "
+        f"after the prefill · **{per_pass_text(tokens, passes)}** tokens per pass{rate}"
     )
     accepted = accepted_summary(trace)
     if accepted:
