@@ -1,6 +1,6 @@
 """The original release's visualisation API over a trace: ShuffleVisualization (its steps,
 statistics, JSON, figures and GIF) and visualize_shuffle, a thin wrapper that lets the library
-generate and hands the trace to viz. `run_numbers` (viz.numbers) is importable from here too."""
+generate and hands the trace to viz."""
 
 from __future__ import annotations
 

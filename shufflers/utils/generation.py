@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from shuffle_model.decoding.text import trace_text
-from viz.api import run_numbers
+from viz.numbers import run_numbers
 
 from .config import ShuffleGenerationConfig
 
