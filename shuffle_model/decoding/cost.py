@@ -136,8 +136,9 @@ def curve_key(model) -> dict:
     device = model.device
     cfg = model.config
     key = {
-        "curve": 3,  # what `measure` times (bumped when that changes): passes on a context the
-        # backbone predicts (precision.timing_context), drafting, and a tree's extra paths
+        "curve": 4,  # what `measure` times (bumped when that changes): passes on a context the
+        # backbone predicts (precision.timing_context), drafting, a tree's extra paths, and
+        # half-precision products on packed weights (packed.py)
         "cpu": cpu_name(),
         "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),

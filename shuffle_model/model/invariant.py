@@ -44,6 +44,8 @@ from transformers.cache_utils import DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
+from . import packed
+
 NAME = "shufflelm_row_invariant_sdpa"  # the attention implementation a backbone is given
 ROWS = 16  # every product of a row-invariant pass covers this many rows
 QUERY_ROWS = (2, ROWS)  # query rows an attention call may be padded to, fewest first: the
@@ -108,7 +110,8 @@ def pad_linear_layers(backbone: nn.Module) -> None:
 
 
 class _BlockedForward:
-    """A linear layer's forward: `blocked_linear` in a row-invariant pass, F.linear outside."""
+    """A linear layer's forward: `blocked_linear` in a row-invariant pass, else the product of
+    the running pass (packed.py: F.linear outside ShuffleLM's passes)."""
 
     def __init__(self, layer: nn.Linear):
         self.layer = layer
@@ -116,7 +119,7 @@ class _BlockedForward:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.layer.weight, self.layer.bias
         if not active() or (x.dim() > 2 and x.shape[0] != 1) or _rows(x) > MAX_ROWS:
-            return F.linear(x, weight, bias)
+            return _product(x, weight, bias)
         return blocked_linear(x, weight, bias)
 
 
@@ -128,13 +131,19 @@ def blocked_linear(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Te
     if n <= ROWS and not torch.is_grad_enabled():
         block = _block(x)  # (ROWS, in): this thread's block for the width, rows past n stale
         block[:n].copy_(x.reshape(n, x.shape[-1]))
-        out = F.linear(block, weight, bias)[:n]  # (n, out)
+        out = _product(block, weight, bias)[:n]  # (n, out)
     else:
         flat = F.pad(x.reshape(n, x.shape[-1]), (0, 0, 0, -n % ROWS))  # (ROWS k, in)
         out = torch.cat(
-            [F.linear(flat[i : i + ROWS], weight, bias) for i in range(0, len(flat), ROWS)]
+            [_product(flat[i : i + ROWS], weight, bias) for i in range(0, len(flat), ROWS)]
         )[:n]
     return out.reshape(*lead, n, weight.shape[0]) if x.dim() > 1 else out[0]
+
+
+def _product(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:
+    """The product of the running pass: on a packed weight in ShuffleLM's passes (packed.py,
+    the same bits), F.linear elsewhere."""
+    return packed.linear(x, weight, bias) if packed.active() else F.linear(x, weight, bias)
 
 
 def _block(x: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import packed
+
 CANDIDATES = 8  # tokens per row whose float32 logits a certified argmax computes exactly
 HALF_ROUNDING = 2.0**-7  # a half-precision product's rounding of its output, relative: twice
 # bfloat16's half-ulp (float16's is far smaller)
@@ -114,7 +116,7 @@ class Float32Logits:
 
     def _half_product(self, half: torch.Tensor) -> torch.Tensor:
         """The half-precision LM head on the rounded input, as float32: (N, H) -> (N, V)."""
-        return F.linear(half, self.lm_head.weight).float()
+        return packed.linear(half, self.lm_head.weight).float()
 
     def _rest_bound(self, flat, half: torch.Tensor, best_rest: torch.Tensor) -> torch.Tensor:
         """(N,): no exact logit outside the candidates exceeds it. `_upper_bounds` grows with

@@ -1,0 +1,100 @@
+"""Products on packed weights (packed.py): F.linear's bits, taken only in ShuffleLM's passes.
+
+The bit-for-bit tests hold on any machine (where packing does not pay, `linear` is F.linear).
+The routing tests force `pays` so that they check which product each path takes whatever the
+machine's probe says; a packed product is still a real oneDNN call there."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from shuffle_model.model import packed
+from tests.tiny import tiny_backbone, tiny_mixer
+
+PROMPT = [3, 17, 9, 24, 4, 30, 12, 7]
+
+
+def half_model(dtype=torch.bfloat16):
+    return tiny_mixer(tiny_backbone(seed=0, dtype=dtype, init_std=0.2, hidden=48), seed=5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_gives_f_linear_bits_at_every_row_count(dtype, bias):
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(96, 40, generator=generator).to(dtype)
+    b = torch.randn(96, generator=generator).to(dtype) if bias else None
+    x = torch.randn(2, 40, 40, generator=generator).to(dtype)
+    with torch.no_grad():
+        for rows in (1, 2, 3, 5, 8, 16, 17, 32, 33, 40):
+            assert torch.equal(
+                packed.linear(x[0, :rows], weight, b), F.linear(x[0, :rows], weight, b)
+            )
+            out = packed.linear(x[:, :rows], weight, b)  # (2, rows, 96): leading dimensions kept
+            assert out.shape == (2, rows, 96)
+            assert torch.equal(out, F.linear(x[:, :rows], weight, b))
+
+
+def test_the_probe_packs_half_precision_cpu_weights_only_where_bits_agree(monkeypatch):
+    weight = torch.randn(64, 32).to(torch.bfloat16)
+    assert not packed.pays(weight.float())  # float32: this build's packed kernels round apart
+    monkeypatch.setattr(packed, "_probed", {})
+    monkeypatch.setattr(packed, "_packed_product", lambda x, w, b: F.linear(x.float(), w.float()))
+    assert not packed.pays(weight)  # a packed product that rounds differently is refused
+
+
+def forced(monkeypatch) -> list:
+    """Packing forced on; returns the list each packed product appends its row count to."""
+    calls = []
+    real = packed._packed_product
+
+    def counted(x, weight, bias):
+        calls.append(x.shape[0])
+        return real(x, weight, bias)
+
+    monkeypatch.setattr(packed, "pays", lambda weight, bias=None: True)
+    monkeypatch.setattr(packed, "_packed_product", counted)
+    return calls
+
+
+def test_the_backbone_takes_packed_products_in_our_passes_only(monkeypatch):
+    model = half_model()
+    calls = forced(monkeypatch)
+    model.trunk_forward(torch.tensor([PROMPT]), cache=model.new_cache())
+    assert calls and max(calls) == len(PROMPT)  # every layer of our pass
+    calls.clear()
+    with torch.no_grad():
+        model.backbone(torch.tensor([PROMPT]))  # Hugging Face's own forward (the baselines)
+    assert calls == []
+    weight = torch.randn(16, 48, dtype=torch.bfloat16, requires_grad=True)
+    packed.linear(torch.randn(2, 48, dtype=torch.bfloat16), weight).sum().backward()
+    assert calls == [] and weight.grad is not None  # with gradients: F.linear (training)
+
+
+def test_a_weight_changed_in_place_is_packed_again(monkeypatch):
+    forced(monkeypatch)
+    weight = torch.randn(64, 32).to(torch.bfloat16)
+    x = torch.randn(3, 32).to(torch.bfloat16)
+    with torch.no_grad():
+        assert torch.equal(packed.linear(x, weight), F.linear(x, weight))
+        weight.mul_(2)
+        assert torch.equal(packed.linear(x, weight), F.linear(x, weight))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_generation_with_packed_products_is_generation_without_them(monkeypatch, dtype):
+    plain = half_model(dtype)
+    monkeypatch.setattr(packed, "pays", lambda weight, bias=None: False)
+    settings = (
+        {"draft_source": "head+context"},
+        {"draft_source": "head"},
+        {"max_parallel_tokens": 0},
+    )
+    expected = [plain.generate([PROMPT], max_new_tokens=24, **s).tolist() for s in settings]
+    model = half_model(dtype)
+    calls = forced(monkeypatch)
+    for s, tokens in zip(settings, expected, strict=True):
+        assert model.generate([PROMPT], max_new_tokens=24, **s).tolist() == tokens, s
+    assert calls  # the packed products ran
