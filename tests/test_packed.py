@@ -39,7 +39,7 @@ def test_linear_gives_f_linear_bits_at_every_row_count(dtype, bias):
 
 def test_the_probe_packs_half_precision_cpu_weights_only_where_bits_agree(monkeypatch):
     weight = torch.randn(64, 32).to(torch.bfloat16)
-    assert not packed.pays(weight.float())  # float32: this build's packed kernels round apart
+    assert not packed.pays(weight.float())  # float32 always takes F.linear (packed.py)
     monkeypatch.setattr(packed, "_probed", {})
     monkeypatch.setattr(packed, "_packed_product", lambda x, w, b: F.linear(x.float(), w.float()))
     assert not packed.pays(weight)  # a packed product that rounds differently is refused
