@@ -6,8 +6,10 @@ ShuffleLM's own greedy passes: on a 2-core AMD EPYC with AVX-512 BF16 a one-toke
 against 38 ms in float32. So where the model could run in either (bfloat16 passes that are
 row-invariant, so that both are exact in their dtype), both are timed once on this machine:
 greedy passes over 1 and over 4 tokens (a step's typical check), the fast end of a few
-repetitions each. The faster dtype is kept, and the choice is cached per machine and backbone
-under ~/.cache/shufflelm/dtype/, so later starts load once.
+repetitions each, in ROUNDS that alternate between the dtypes (a shared machine's speed drifts
+by tens of percent within a minute: timed one after the other, whichever dtype met the slow
+minute lost), the fastest round of each kept. The faster dtype is kept, and the choice is
+cached per machine and backbone under ~/.cache/shufflelm/dtype/, so later starts load once.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .precision import timing_context
 
 REPEATS = 7  # timed passes per size (the fastest 3 are averaged)
 SIZES = (1, 4)  # tokens per timed pass
+ROUNDS = 3  # alternating rounds of timing per dtype (the fastest round of each counts)
 CONTEXT = 64  # cached tokens the passes attend to
 
 
@@ -33,8 +36,8 @@ def choice_key(config) -> dict:
     """What the choice depends on: the machine, the torch build and the backbone (a
     ShuffleConfig: known before the backbone loads)."""
     return {
-        "timing": 3,  # how passes are timed: 2 on precision.timing_context, 3 with half-precision
-        # products on packed weights (packed.py)
+        "timing": 4,  # how passes are timed: 2 on precision.timing_context, 3 with half-precision
+        # products on packed weights (packed.py), 4 in alternating rounds
         "cpu": cpu_name(),
         "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
@@ -95,9 +98,11 @@ def faster_of(half_model, load_float32: Callable[[], object], *, status=None):
     if known is not None and known["dtype"] == "bfloat16":
         return half_model, known["ms"]
     say("Timing bfloat16 against float32 passes on this machine (once) ...")
-    half_ms = pass_ms(half_model)
     full = load_float32()
-    full_ms = pass_ms(full)
+    half_ms, full_ms = float("inf"), float("inf")
+    for _ in range(ROUNDS):
+        half_ms = min(half_ms, pass_ms(half_model))
+        full_ms = min(full_ms, pass_ms(full))
     dtype = "bfloat16" if half_ms <= full_ms else "float32"
     ms = {"bfloat16": round(half_ms, 2), "float32": round(full_ms, 2)}
     save_choice(key, dtype, ms)
