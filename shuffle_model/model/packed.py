@@ -117,14 +117,15 @@ def _probe(weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     except (RuntimeError, AttributeError, NotImplementedError):  # no such operator in this build
         return False
     row = x[:1]
-    plain = _fastest(lambda: F.linear(row, weight, bias))
-    return _fastest(lambda: _packed_product(row, packed, bias)) < plain
+    plain = fastest(lambda: F.linear(row, weight, bias), TIMING_REPEATS)
+    return fastest(lambda: _packed_product(row, packed, bias), TIMING_REPEATS) < plain
 
 
-def _fastest(run) -> float:
+def fastest(run, repeats: int) -> float:
+    """The fastest of `repeats` timed calls of `run` (s), after a warm-up call."""
     run()
     times = []
-    for _ in range(TIMING_REPEATS):
+    for _ in range(repeats):
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)

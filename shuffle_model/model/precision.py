@@ -21,7 +21,6 @@ Sampling and training always get the whole float32 product.
 from __future__ import annotations
 
 import threading
-import time
 
 import torch
 import torch.nn.functional as F
@@ -166,7 +165,7 @@ class Float32Logits:
         weight = self._float_weights()[2]
         block = torch.randn(rows, weight.shape[1], generator=torch.Generator().manual_seed(1))
         block = block.to(weight.device)
-        return _fastest(lambda: self.certified(block), repeats) < _fastest(
+        return packed.fastest(lambda: self.certified(block), repeats) < packed.fastest(
             lambda: F.linear(block, weight), repeats
         )
 
@@ -209,16 +208,6 @@ SIZE_CLASSES = (1, 2, 4, 8, 16, 32)  # pass sizes timed for the certificate (lar
 def _size_class(rows: int) -> int:
     """The smallest timed size that holds `rows`."""
     return next((size for size in SIZE_CLASSES if rows <= size), SIZE_CLASSES[-1])
-
-
-def _fastest(run, repeats: int) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def _reach(flat: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
