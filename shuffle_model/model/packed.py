@@ -57,12 +57,12 @@ def active() -> bool:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
     """F.linear(x, weight, bias), bit for bit, on a packed weight where that pays (`pays`).
     x (..., n, in) -> (..., n, out)."""
-    rows = x[..., 0].numel()
+    rows = x.numel() // x.shape[-1]
     if rows > MAX_ROWS or torch.is_grad_enabled() or not pays(weight, bias):
         return F.linear(x, weight, bias)
     flat = x.reshape(rows, x.shape[-1]).contiguous()  # (n, in)
     out = _packed_product(flat, _packed(weight), bias)  # (n, out)
-    return out.reshape(*x.shape[:-1], weight.shape[0])
+    return out.view(*x.shape[:-1], weight.shape[0])
 
 
 def install(backbone: nn.Module) -> None:
@@ -107,18 +107,25 @@ def pays(weight: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
 @torch.no_grad()
 def _probe(weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     try:
-        packed = _pack(weight)
+        packed = _packed(weight)  # kept for the products to come if the probe passes
         generator = torch.Generator().manual_seed(2)
         x = torch.randn(MAX_ROWS, weight.shape[1], generator=generator).to(weight.dtype)
         for count in range(1, MAX_ROWS + 1):
             rows = x[:count]
             if not torch.equal(_packed_product(rows, packed, bias), F.linear(rows, weight, bias)):
-                return False
+                return _refused(weight)
     except (RuntimeError, AttributeError, NotImplementedError):  # no such operator in this build
-        return False
+        return _refused(weight)
     row = x[:1]
     plain = fastest(lambda: F.linear(row, weight, bias), TIMING_REPEATS)
-    return fastest(lambda: _packed_product(row, packed, bias), TIMING_REPEATS) < plain
+    faster = fastest(lambda: _packed_product(row, packed, bias), TIMING_REPEATS) < plain
+    return faster or _refused(weight)
+
+
+def _refused(weight: torch.Tensor) -> bool:
+    """False, the packed copy the probe made dropped (its shape takes F.linear)."""
+    _packs.pop(id(weight), None)
+    return False
 
 
 def fastest(run, repeats: int) -> float:
