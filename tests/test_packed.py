@@ -45,6 +45,15 @@ def test_the_probe_packs_half_precision_cpu_weights_only_where_bits_agree(monkey
     assert not packed.pays(weight)  # a packed product that rounds differently is refused
 
 
+def packing_exists(dtype) -> bool:
+    """Whether this CPU's oneDNN packs weights of this dtype at all."""
+    try:
+        packed._pack(torch.zeros(8, 8, dtype=dtype))
+    except RuntimeError:
+        return False
+    return True
+
+
 def forced(monkeypatch) -> list:
     """Packing forced on; returns the list each packed product appends its row count to."""
     calls = []
@@ -63,7 +72,9 @@ def test_the_backbone_takes_packed_products_in_our_passes_only(monkeypatch):
     model = half_model()
     calls = forced(monkeypatch)
     model.trunk_forward(torch.tensor([PROMPT]), cache=model.new_cache())
-    assert calls and max(calls) == len(PROMPT)  # every layer of our pass
+    # every layer of our pass, over the prompt's rows (or a block of invariant.ROWS covering
+    # them, where this machine's probe blocks a layer's products)
+    assert calls and min(calls) >= len(PROMPT)
     calls.clear()
     with torch.no_grad():
         model.backbone(torch.tensor([PROMPT]))  # Hugging Face's own forward (the baselines)
@@ -85,6 +96,13 @@ def test_a_weight_changed_in_place_is_packed_again(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_generation_with_packed_products_is_generation_without_them(monkeypatch, dtype):
+    if not packing_exists(dtype):  # float16 on a CPU without AVX-512 FP16 (a 2-core AMD EPYC)
+        weight = torch.randn(64, 32).to(dtype)
+        with torch.no_grad():
+            assert not packed.pays(weight)  # the probe refuses: products take F.linear there
+            x = torch.randn(3, 32).to(dtype)
+            assert torch.equal(packed.linear(x, weight), F.linear(x, weight))
+        return
     plain = half_model(dtype)
     monkeypatch.setattr(packed, "pays", lambda weight, bias=None: False)
     settings = (

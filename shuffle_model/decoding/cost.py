@@ -136,9 +136,11 @@ def curve_key(model) -> dict:
     device = model.device
     cfg = model.config
     key = {
-        "curve": 4,  # what `measure` times (bumped when that changes): passes on a context the
-        # backbone predicts (precision.timing_context), drafting, a tree's extra paths, and
-        # half-precision products on packed weights (packed.py)
+        "curve": 5,  # what `measure` times (bumped when that changes): passes on a context the
+        # backbone predicts (precision.timing_context), drafting, a tree's extra paths,
+        # half-precision products on packed weights (packed.py), and row-invariant passes as
+        # the stronger probes set them up (a lone row's product padded to 2, attention calls
+        # per key length: invariant.py)
         "cpu": cpu_name(),
         "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
@@ -338,7 +340,7 @@ def time_rounds(model, *, max_tokens: int, repeats: int, time_budget_s: float) -
     ids = timing_context(context + max(max_tokens, len(TREE_PARENTS)), vocab, device)
     prompt, following = ids[:, :context], ids[:, context:]  # the cache; what passes forward
     cache = model.new_cache()
-    model.trunk_forward(prompt, cache=cache)
+    model.trunk_forward(prompt, cache=cache, logits=False)
     timings = Timings(passes={n: [] for n in sizes_to_measure(max_tokens)})
     # the passes of greedy decoding, the common case (in half precision their logits are a
     # certified argmax, precision.py; sampled passes pay the whole float32 LM head)

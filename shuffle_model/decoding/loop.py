@@ -191,7 +191,7 @@ def decode(
 def prefill(model, prompt: torch.Tensor, sampler: TokenSampler) -> LoopState:
     """One backbone pass over the prompt: the cache, h_t of its last token and the first anchor."""
     cache = model.new_cache()
-    trunk = model.trunk_forward(prompt, cache=cache, argmax_only=sampler.greedy)
+    trunk = model.trunk_forward(prompt, cache=cache, logits_to_keep=1, argmax_only=sampler.greedy)
     anchor, anchor_prob = choose_token(sampler, trunk.logits[0, -1])
     hidden = trunk.hidden[0, -1]  # (H,) h_t of the last prompt token
     tokens = [*prompt[0].tolist(), anchor]

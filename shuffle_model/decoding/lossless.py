@@ -106,7 +106,9 @@ def gap_shifts(model, prompt_ids: list[int], answer_ids: list[int], *, block: in
 
     def logits_in_blocks(size: int) -> torch.Tensor:
         cache = model.new_cache()
-        first = model.trunk_forward(torch.tensor([prompt_ids], device=device), cache=cache)
+        first = model.trunk_forward(
+            torch.tensor([prompt_ids], device=device), cache=cache, logits_to_keep=1
+        )
         rows = [first.logits[0, -1:]]
         for start in range(0, len(answer_ids) - 1, size):
             chunk = answer_ids[start : min(start + size, len(answer_ids) - 1)]

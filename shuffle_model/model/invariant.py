@@ -11,10 +11,13 @@ rotary, activations) never depend on it. Two things do:
   the other rows hold, so in a row-invariant pass such products run over blocks of exactly
   ROWS rows (a lone row too; the padding's outputs are dropped). Where any count up to
   MAX_ROWS gives a row the same bits (a 2-core Xeon with AMX in bfloat16: only 64 rows and
-  more round differently), products run as they are.
+  more round differently), products run as they are; where only the lone row's kernel
+  rounds differently (a 2-core AMD EPYC in bfloat16, the 1536-wide down projection: 1 row
+  in 16 differs in some output), a lone row is padded to 2 rows and the rest run as they are.
 - Attention: the same holds for `F.scaled_dot_product_attention` once its shapes are fixed:
-  query rows padded (to 2 here, the fewest probed, else ROWS), keys padded (masked) to a
-  multiple of KEY_BLOCK. Each row then
+  query rows padded (to the fewest of QUERY_ROWS the probe finds invariant), keys padded
+  (masked) to a multiple of KEY_BLOCK, and a row's keys padded as its own one-token pass
+  pads them (a pass across a multiple of KEY_BLOCK: one call per key length). Each row then
   attends over keys laid out as a one-token pass lays them out, the sequence in order: a
   chain's rows share the cache's own layout; a tree row whose ancestors are not the block's
   first nodes gets a layout of its own (its cache, then its ancestors in order), and the
@@ -47,13 +50,17 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 from . import packed
 
 NAME = "shufflelm_row_invariant_sdpa"  # the attention implementation a backbone is given
-ROWS = 16  # every product of a row-invariant pass covers this many rows
-QUERY_ROWS = (2, ROWS)  # query rows an attention call may be padded to, fewest first: the
-# fewest whose rows get a one-token pass's bits (probed per shape) is used
+ROWS = 16  # every product of a row-invariant pass covers this many rows, where it has to
+LEAST_ROWS = (1, 2)  # or at least this many rows, the fewest probed to give a row its bits
+QUERY_ROWS = (2, 4, ROWS)  # query rows an attention call may be padded to, fewest first:
+# the fewest whose rows get a one-token pass's bits (probed per shape) is used (a 2-core AMD
+# EPYC in bfloat16: 4, its kernels for 2 and 3 query rows sum over hundreds of keys otherwise)
 KEY_BLOCK = 64  # keys are padded (masked) to a multiple of this many
 MAX_ROWS = 32  # longer passes (prompts) run as one batch: ordinary and verified alike
 PROBE_SAMPLE = 128  # random rows probed per weight shape
 PROBE_PASSES = 24  # random chain and tree passes probed against one-token passes
+PROBE_KEYS = 12 * KEY_BLOCK  # probed caches hold up to this many keys (kernels may sum
+# values in other orders from a few hundred keys on)
 HALF = (torch.bfloat16, torch.float16)
 
 _state = threading.local()  # per thread: whether the running pass is row-invariant
@@ -104,23 +111,41 @@ def pad_linear_layers(backbone: nn.Module) -> None:
     if getattr(backbone, "_shufflelm_padded", False):
         return
     for layer in backbone.modules():
-        if isinstance(layer, nn.Linear) and product_rows(layer.weight) != 1:
-            layer.forward = _BlockedForward(layer)
+        if isinstance(layer, nn.Linear):
+            rows = product_rows(layer.weight)
+            if rows != 1:
+                layer.forward = _BlockedForward(layer, rows or ROWS)
     backbone._shufflelm_padded = True
 
 
 class _BlockedForward:
-    """A linear layer's forward: `blocked_linear` in a row-invariant pass, else the product of
-    the running pass (packed.py: F.linear outside ShuffleLM's passes)."""
+    """A linear layer's forward in a row-invariant pass: `blocked_linear` (rows == ROWS) or
+    `padded_linear` (at least `rows` rows); else the product of the running pass (packed.py:
+    F.linear outside ShuffleLM's passes)."""
 
-    def __init__(self, layer: nn.Linear):
-        self.layer = layer
+    def __init__(self, layer: nn.Linear, rows: int = ROWS):
+        self.layer, self.rows = layer, rows
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.layer.weight, self.layer.bias
         if not active() or (x.dim() > 2 and x.shape[0] != 1) or _rows(x) > MAX_ROWS:
             return _product(x, weight, bias)
-        return blocked_linear(x, weight, bias)
+        if self.rows == ROWS:
+            return blocked_linear(x, weight, bias)
+        return padded_linear(x, weight, bias, least=self.rows)
+
+
+def padded_linear(x: torch.Tensor, weight: torch.Tensor, bias=None, *, least: int):
+    """x (..., n, in) @ weight.T over at least `least` rows (fewer padded, the padding's
+    outputs dropped): for kernels that give a row the same bits at any count from `least`
+    on. -> (..., n, out)"""
+    n = _rows(x)
+    if n >= least:
+        return _product(x, weight, bias)
+    block = _block(x)  # (ROWS, in): rows past n stale
+    block[:n].copy_(x.reshape(n, x.shape[-1]))
+    out = _product(block[:least], weight, bias)[:n]  # (n, out)
+    return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
 def blocked_linear(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:
@@ -154,8 +179,9 @@ def _block(x: torch.Tensor) -> torch.Tensor:
     if blocks is None:
         blocks = _state.blocks = {}
     key = (x.shape[-1], x.dtype, x.device)
-    if key not in blocks:
-        blocks[key] = torch.zeros(ROWS, x.shape[-1], dtype=x.dtype, device=x.device)
+    if key not in blocks:  # a plain tensor: written inside and outside inference mode alike
+        with torch.inference_mode(False):
+            blocks[key] = torch.zeros(ROWS, x.shape[-1], dtype=x.dtype, device=x.device)
     return blocks[key]
 
 
@@ -197,11 +223,14 @@ _probed: dict = {}  # (kind, shape, dtype, device, threads) -> whether the rows 
 
 
 def product_rows(weight: torch.Tensor) -> int | None:
-    """How a row-invariant pass runs x @ weight.T here: 1, as it is (any count of rows gives
-    a row the same bits, as on a Xeon with AMX in bfloat16 up to 32 rows); ROWS, in blocks of
-    ROWS rows (`blocked_linear`); None where neither gives a row the same bits."""
-    if counts_agree(weight):
-        return 1
+    """How a row-invariant pass runs x @ weight.T here: over at least 1 (as it is: any count of
+    rows gives a row the same bits, as on a Xeon with AMX in bfloat16 up to 32 rows) or 2
+    rows (only a lone row rounds differently: padded to 2), the fewest of LEAST_ROWS that
+    `counts_agree`; ROWS, in blocks of ROWS rows (`blocked_linear`); None where none gives a
+    row the same bits."""
+    for least in LEAST_ROWS:
+        if counts_agree(weight, least=least):
+            return least
     return ROWS if blocks_agree(weight) else None
 
 
@@ -211,22 +240,28 @@ def _probe_key(kind: str, weight: torch.Tensor) -> tuple:
 
 
 @torch.no_grad()
-def counts_agree(weight: torch.Tensor) -> bool:
-    """Whether x @ weight.T gives every row the same bits in a product over any count of
-    rows up to MAX_ROWS, wherever it sits and whatever the other rows are."""
-    key = _probe_key("counts", weight)
+def counts_agree(weight: torch.Tensor, *, least: int = 1) -> bool:
+    """Whether x @ weight.T gives every row the bits of its own product (over `least` rows,
+    the others random) in a product over any count of rows from `least` to MAX_ROWS,
+    wherever it sits and whatever the other rows are. Every row of every count is compared:
+    a kernel that rounds differently may change one output of one row in 16."""
+    key = _probe_key(f"counts from {least}", weight)
     if key not in _probed:
         generator = torch.Generator().manual_seed(1)
         x = torch.randn(2 * MAX_ROWS, weight.shape[1], generator=generator)
         x = x.to(device=weight.device, dtype=weight.dtype)
-        reference = F.linear(x[:MAX_ROWS], weight)  # (MAX_ROWS, out)
+        company = [
+            [i, *(MAX_ROWS + (i + 7 * j) % MAX_ROWS for j in range(1, least))]
+            for i in range(MAX_ROWS)
+        ]  # row i, then least - 1 rows of the second half
+        own = torch.cat([F.linear(x[rows], weight)[:1] for rows in company])  # (MAX_ROWS, out)
         agree = True
-        for count in range(1, MAX_ROWS):
+        for count in range(least, MAX_ROWS + 1):
             start = int(torch.randint(0, MAX_ROWS - count + 1, (), generator=generator))
             rows = x[start : start + count]
             others = torch.cat([rows, x[MAX_ROWS : 2 * MAX_ROWS - count]])  # other company
-            agree &= torch.equal(F.linear(rows, weight), reference[start : start + count])
-            agree &= torch.equal(F.linear(others, weight)[:count], reference[start : start + count])
+            agree &= torch.equal(F.linear(rows, weight), own[start : start + count])
+            agree &= torch.equal(F.linear(others, weight)[:count], own[start : start + count])
             if not agree:
                 break
         _probed[key] = agree
@@ -267,12 +302,23 @@ def attention(module, query, key, value, attention_mask, **kwargs):
     plain = rows > MAX_ROWS or query.shape[0] != 1 or kwargs.get("dropout")
     if not active() or plain or kwargs.get("sliding_window"):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    layouts = _layouts_for_pass(attention_mask, rows=rows, keys=key.shape[2])
-    if layouts is None:  # a mask we cannot read as allowed / not allowed: plain SDPA
+    groups = _layouts_for_pass(attention_mask, rows=rows, keys=key.shape[2])
+    if groups is None:  # a mask we cannot read as allowed / not allowed: plain SDPA
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     scale = kwargs.get("scaling") or query.shape[-1] ** -0.5
     least = _query_rows.get(_attention_key(query, key), ROWS)
-    return layouts.attend(query, key, value, scale=scale, least=least), None
+    outs = [group.attend(query, key, value, scale=scale, least=least) for group in groups]
+    if len(outs) == 1:
+        return outs[0], None
+    places = _places(groups, query.device)  # (q,): each pass row's place among the outputs
+    return torch.cat(outs, 1).index_select(1, places), None  # (1, q, H, D)
+
+
+def _places(groups: list[Layouts], device) -> torch.Tensor:
+    order = [row for group in groups for row in group.rows]  # pass rows as the groups give them
+    places = torch.empty(len(order), dtype=torch.long)
+    places[torch.tensor(order)] = torch.arange(len(order))
+    return places.to(device)
 
 
 _query_rows: dict = {}  # (heads, key heads, size, dtype) -> fewest query rows of a call
@@ -318,9 +364,14 @@ class Layouts:
             enable_gqa=True,
         )  # (C, H, W, D)
         if self.in_order:
-            return out[:, :, : query.shape[2]].transpose(1, 2)  # (1, q, H, D)
+            return out[:, :, : len(self.rows)].transpose(1, 2)  # (1, q', H, D)
         flat = out.transpose(1, 2).reshape(-1, *out.shape[1::2])  # (C W, H, D)
-        return flat.index_select(0, self.indices(query.device)[2])[None]  # (1, q, H, D)
+        return flat.index_select(0, self.indices(query.device)[2])[None]  # (1, q', H, D)
+
+    @property
+    def rows(self) -> list[int]:
+        """The pass rows these calls compute (q' of them), in order: their outputs' order."""
+        return sorted(row for _, rows, _ in self.calls for row in rows)
 
     def use_width(self, width: int) -> None:
         """Pad each call's query rows to `width` (the same for every layer of a pass)."""
@@ -348,17 +399,18 @@ class Layouts:
 
     def indices(self, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Gather indices: query rows per call (C ROWS,), keys per call (C L,) and, per pass
-        row, its place in the calls' output (q,). Padding points at row / key 0: masked keys
-        and padding rows never reach a real row's result."""
+        row of these calls, its place in the calls' output (q',). Padding points at row / key
+        0: masked keys and padding rows never reach a real row's result."""
         if self._indices is None:
             queries, keys, places = [], [], {}
             for c, (layout, rows, _) in enumerate(self.calls):
                 queries += rows + [0] * (self.width - len(rows))
                 order = self.orders[layout]
                 laid = list(range(self.keys)) if order is None else order.tolist()
+                laid = laid[: self.key_slots]  # its rows see no key beyond (by_key_slots)
                 keys += laid + [0] * (self.key_slots - len(laid))
                 places.update({row: c * self.width + j for j, row in enumerate(rows)})
-            output = [places[row] for row in range(len(places))]
+            output = [places[row] for row in sorted(places)]
             self._indices = tuple(torch.tensor(i, device=device) for i in (queries, keys, output))
         return self._indices
 
@@ -377,14 +429,34 @@ class Layouts:
         return self._mask
 
 
-def _layouts_for_pass(mask, *, rows: int, keys: int) -> Layouts | None:
-    """Layouts, read once per pass: every layer of a pass gets the same mask tensor."""
+def _layouts_for_pass(mask, *, rows: int, keys: int) -> list[Layouts] | None:
+    """The pass's Layouts by key slots, read once per pass: every layer of a pass gets the
+    same mask tensor."""
     memo = getattr(_state, "memo", None)  # (mask, rows, keys, layouts), reset by row_invariant
     if memo is None or memo[0] is not mask or memo[1:3] != (rows, keys):
         allowed = allowed_keys(mask, rows=rows, keys=keys)
-        found = None if allowed is None else layouts(allowed, keys=keys)
+        found = None if allowed is None else by_key_slots(layouts(allowed, keys=keys))
         memo = _state.memo = (mask, rows, keys, found)
     return memo[3]
+
+
+def by_key_slots(found: Layouts) -> list[Layouts]:
+    """The calls of a pass split by the key slots each row's own one-token pass has (its keys
+    seen, padded to KEY_BLOCK): one SDPA call per key length. Kernels may sum a row's
+    values in an order set by the key length (a 2-core AMD EPYC in bfloat16, hundreds of
+    keys), so a row among keys padded further than its own pass pads them can get other
+    bits; a pass straddles a KEY_BLOCK boundary at most once (ROWS < KEY_BLOCK)."""
+    groups: dict[int, list] = {}
+    for layout, rows, seen in found.calls:
+        for row, count in zip(rows, seen, strict=True):
+            calls = groups.setdefault(_padded_keys(count), [])
+            if not calls or calls[-1][0] != layout or len(calls[-1][1]) == ROWS:
+                calls.append((layout, [], []))
+            calls[-1][1].append(row)
+            calls[-1][2].append(count)
+    if len(groups) == 1:
+        return [found]
+    return [Layouts(found.orders, calls, found.keys, slots) for slots, calls in groups.items()]
 
 
 def layouts(allowed: list, *, keys: int) -> Layouts:
@@ -502,9 +574,11 @@ def _rows_agree(heads: int, key_heads: int, size: int, *, dtype: torch.dtype) ->
         with row_invariant(True):
             return attention(module, query, key, value, mask, scaling=size**-0.5)[0]
 
-    for trial in range(PROBE_PASSES):
-        past = int(torch.randint(3, 3 * KEY_BLOCK // 2, (), generator=generator))
-        n = int(torch.randint(2, ROWS + 1, (), generator=generator))
+    for trial in range(PROBE_PASSES):  # caches of up to PROBE_KEYS keys, every third pass
+        n = int(torch.randint(2, ROWS + 1, (), generator=generator))  # across a KEY_BLOCK
+        past = int(torch.randint(3, PROBE_KEYS, (), generator=generator))
+        if trial % 3 == 2:
+            past = max(3, _padded_keys(past) - int(torch.randint(1, n, (), generator=generator)))
         query = torch.randn(1, heads, n, size, generator=generator).to(dtype)
         key, value = (
             torch.randn(1, key_heads, past + n, size, generator=generator).to(dtype)

@@ -48,27 +48,32 @@ class Float32Logits:
     def _remember(self, module, args) -> None:
         self._seen.input = args[0]
 
-    def __call__(self, hidden: torch.Tensor, *, argmax_only: bool = False) -> torch.Tensor:
-        """Logits for `hidden` (the trunk's normalised output of the pass just run).
+    def __call__(
+        self, hidden: torch.Tensor, *, argmax_only: bool = False, keep: int = 0
+    ) -> torch.Tensor:
+        """Logits for `hidden` (B, T, H), the trunk's normalised output of the pass just run:
+        (B, T, V), or with `keep` = n > 0 those of the last n positions (B, n, V).
         `argmax_only` (greedy decoding): a certified argmax where the trunk is in half
         precision; the other logits may be the half-precision ones."""
+        rows = slice(-keep, None) if keep else slice(None)
         exact = hidden.dtype in (torch.float32, torch.float64) or self.norm is None
         if exact or torch.is_grad_enabled():  # training: the LM head's own, differentiable
-            return self.lm_head(hidden).float()
-        x = self._float_input(hidden)
+            return self.lm_head(hidden[:, rows]).float()
+        x = self._float_input(hidden, rows)
         if argmax_only and self.certifies(rows=x[..., 0].numel()):
             return self.certified(x)
         _, _, weight, bias = self._float_weights()
         return F.linear(x, weight, bias)
 
-    def _float_input(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The LM head's input in float32: the final norm recomputed on its float32 input."""
+    def _float_input(self, hidden: torch.Tensor, rows: slice) -> torch.Tensor:
+        """The LM head's input in float32 at those positions of `hidden` (B, T, H): the final
+        norm recomputed on its float32 input."""
         pre_norm = getattr(self._seen, "input", None)
         self._seen.input = None
         if pre_norm is None or pre_norm.shape != hidden.shape:
-            return hidden.float()  # norm not seen
+            return hidden[:, rows].float()  # norm not seen
         norm_weight = self._float_weights()[1]
-        x = pre_norm.float()
+        x = pre_norm[:, rows].float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.norm.variance_epsilon)
         return norm_weight * x
 

@@ -83,12 +83,16 @@ class ShuffleModelBase(nn.Module):
         position_ids: torch.Tensor | None = None,
         cache: Cache | None = None,
         logits: bool = True,
+        logits_to_keep: int = 0,
         argmax_only: bool = False,
     ) -> TrunkOutput:
         """(B, T) ids -> hidden states and logits (None with logits=False: features only); a 4D
         attention mask with explicit position ids forwards a tree of drafts
         (loop.forward_block). Row-invariant where wanted, the logits recomputed in float32
-        (precision.py); `argmax_only` (greedy decoding) certifies their argmax instead."""
+        (precision.py); `argmax_only` (greedy decoding) certifies their argmax instead.
+        `logits_to_keep` = n > 0: logits of the last n positions only (B, n, V), as transformers'
+        argument of that name (a prefill needs its last row's; the LM head over a long prompt
+        costs a good part of the pass); the hidden states stay those of every position."""
         early = self.config.early_layer
         frozen = torch.no_grad() if self.frozen_trunk else contextlib.nullcontext()
         with frozen, self.row_invariant(), self.packed_products():
@@ -102,7 +106,11 @@ class ShuffleModelBase(nn.Module):
             )
             hidden = out.last_hidden_state  # (B, T, H)
             # (B, T, V), float32 whatever the trunk's dtype
-            logits = self.float32_logits(hidden, argmax_only=argmax_only) if logits else None
+            logits = (
+                self.float32_logits(hidden, argmax_only=argmax_only, keep=logits_to_keep)
+                if logits
+                else None
+            )
         if early is not None:  # hidden_states[0] is the embedding, [L] block L's output
             hidden = torch.cat([hidden, out.hidden_states[early]], dim=-1)  # (B, T, 2H)
         return TrunkOutput(hidden=hidden, logits=logits, cache=out.cache)
