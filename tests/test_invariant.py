@@ -90,7 +90,9 @@ def test_each_row_of_a_block_attends_as_a_one_token_pass(dtype, parents, past):
 
 def test_a_pass_across_a_key_block_boundary_attends_in_one_call_per_key_length():
     """Each row attends over the key slots its own one-token pass has: a chain whose rows
-    see 62..66 keys runs as two calls, over 64 and over 128 slots; a tree's rows likewise."""
+    see 62..66 keys runs as two calls, over 64 and over 128 slots; a tree's rows likewise,
+    and a tree whose rows all see at most 64 keys attends over 64 slots, although the pass
+    caches more keys (every node's)."""
     past = invariant.KEY_BLOCK - 3
     chain = invariant.allowed_keys(None, rows=5, keys=past + 5)  # rows see 62, 63, ..., 66
     groups = invariant.by_key_slots(invariant.layouts(chain, keys=past + 5))
@@ -103,14 +105,19 @@ def test_a_pass_across_a_key_block_boundary_attends_in_one_call_per_key_length()
         (64, (0, 1, 2, 3, 4)),
         (128, (5,)),
     ]
+    bush = invariant.tree_mask([-1, 0, 0, 0, 0, 0], past)  # rows see 62, 63: the pass holds 67
+    allowed = invariant.allowed_keys(bush[None, None], rows=6, keys=past + 6)
+    groups = invariant.by_key_slots(invariant.layouts(allowed, keys=past + 6))
+    assert [(g.key_slots, sorted(g.rows)) for g in groups] == [(64, [0, 1, 2, 3, 4, 5])]
     torch.manual_seed(0)
     query = torch.randn(1, 4, 6, 16, dtype=torch.bfloat16)
     key, value = (torch.randn(1, 2, past + 6, 16, dtype=torch.bfloat16) for _ in range(2))
-    block = attend(query, key, value, tree[None, None])
-    for i in range(6):
-        seen = tree[i].nonzero()[:, 0]
-        alone = attend(query[:, :, i : i + 1], key[:, :, seen], value[:, :, seen])
-        assert torch.equal(block[:, i : i + 1], alone), f"row {i}"
+    for mask in (tree, bush):
+        block = attend(query, key, value, mask[None, None])
+        for i in range(6):
+            seen = mask[i].nonzero()[:, 0]
+            alone = attend(query[:, :, i : i + 1], key[:, :, seen], value[:, :, seen])
+            assert torch.equal(block[:, i : i + 1], alone), f"row {i}"
 
 
 def test_rows_share_a_key_layout_with_their_ancestors_only():

@@ -445,7 +445,9 @@ def by_key_slots(found: Layouts) -> list[Layouts]:
     seen, padded to KEY_BLOCK): one SDPA call per key length. Kernels may sum a row's
     values in an order set by the key length (a 2-core AMD EPYC in bfloat16, hundreds of
     keys), so a row among keys padded further than its own pass pads them can get other
-    bits; a pass straddles a KEY_BLOCK boundary at most once (ROWS < KEY_BLOCK)."""
+    bits. A tree pass caches every node's keys, so its rows may all see fewer key slots
+    than the whole pass holds; a pass straddles a KEY_BLOCK boundary at most once
+    (ROWS < KEY_BLOCK)."""
     groups: dict[int, list] = {}
     for layout, rows, seen in found.calls:
         for row, count in zip(rows, seen, strict=True):
@@ -454,8 +456,8 @@ def by_key_slots(found: Layouts) -> list[Layouts]:
                 calls.append((layout, [], []))
             calls[-1][1].append(row)
             calls[-1][2].append(count)
-    if len(groups) == 1:
-        return [found]
+    if list(groups) == [found.key_slots]:
+        return [found]  # a tree's rows see fewer keys than the pass caches: often fewer slots
     return [Layouts(found.orders, calls, found.keys, slots) for slots, calls in groups.items()]
 
 
