@@ -302,23 +302,12 @@ def attention(module, query, key, value, attention_mask, **kwargs):
     plain = rows > MAX_ROWS or query.shape[0] != 1 or kwargs.get("dropout")
     if not active() or plain or kwargs.get("sliding_window"):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    groups = _layouts_for_pass(attention_mask, rows=rows, keys=key.shape[2])
-    if groups is None:  # a mask we cannot read as allowed / not allowed: plain SDPA
+    found = _layouts_for_pass(attention_mask, rows=rows, keys=key.shape[2])
+    if found is None:  # a mask we cannot read as allowed / not allowed: plain SDPA
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     scale = kwargs.get("scaling") or query.shape[-1] ** -0.5
     least = _query_rows.get(_attention_key(query, key), ROWS)
-    outs = [group.attend(query, key, value, scale=scale, least=least) for group in groups]
-    if len(outs) == 1:
-        return outs[0], None
-    places = _places(groups, query.device)  # (q,): each pass row's place among the outputs
-    return torch.cat(outs, 1).index_select(1, places), None  # (1, q, H, D)
-
-
-def _places(groups: list[Layouts], device) -> torch.Tensor:
-    order = [row for group in groups for row in group.rows]  # pass rows as the groups give them
-    places = torch.empty(len(order), dtype=torch.long)
-    places[torch.tensor(order)] = torch.arange(len(order))
-    return places.to(device)
+    return found.attend(query, key, value, scale=scale, least=least), None
 
 
 _query_rows: dict = {}  # (heads, key heads, size, dtype) -> fewest query rows of a call
@@ -364,7 +353,7 @@ class Layouts:
             enable_gqa=True,
         )  # (C, H, W, D)
         if self.in_order:
-            return out[:, :, : len(self.rows)].transpose(1, 2)  # (1, q', H, D)
+            return out[:, :, : len(self.calls[0][1])].transpose(1, 2)  # (1, q', H, D)
         flat = out.transpose(1, 2).reshape(-1, *out.shape[1::2])  # (C W, H, D)
         return flat.index_select(0, self.indices(query.device)[2])[None]  # (1, q', H, D)
 
@@ -429,13 +418,37 @@ class Layouts:
         return self._mask
 
 
-def _layouts_for_pass(mask, *, rows: int, keys: int) -> list[Layouts] | None:
-    """The pass's Layouts by key slots, read once per pass: every layer of a pass gets the
-    same mask tensor."""
+@dataclass
+class PassLayouts:
+    """A pass's attention: its Layouts per key length (`by_key_slots`), one SDPA call each,
+    and where each pass row's output lies among theirs (built once per pass)."""
+
+    groups: list[Layouts]
+    _places: torch.Tensor | None = None  # (q,): pass row -> its place in the joined outputs
+
+    def attend(self, query, key, value, *, scale: float, least: int) -> torch.Tensor:
+        """(1, q, H, D): every pass row's attention output, in pass order."""
+        outs = [group.attend(query, key, value, scale=scale, least=least) for group in self.groups]
+        if len(outs) == 1:
+            return outs[0]
+        return torch.cat(outs, 1).index_select(1, self.places(query.device))
+
+    def places(self, device) -> torch.Tensor:
+        if self._places is None:
+            order = [row for group in self.groups for row in group.rows]  # as joined
+            places = torch.empty(len(order), dtype=torch.long)
+            places[torch.tensor(order)] = torch.arange(len(order))
+            self._places = places.to(device)
+        return self._places
+
+
+def _layouts_for_pass(mask, *, rows: int, keys: int) -> PassLayouts | None:
+    """The pass's layouts, read once per pass: every layer of a pass gets the same mask
+    tensor."""
     memo = getattr(_state, "memo", None)  # (mask, rows, keys, layouts), reset by row_invariant
     if memo is None or memo[0] is not mask or memo[1:3] != (rows, keys):
         allowed = allowed_keys(mask, rows=rows, keys=keys)
-        found = None if allowed is None else by_key_slots(layouts(allowed, keys=keys))
+        found = None if allowed is None else PassLayouts(by_key_slots(layouts(allowed, keys=keys)))
         memo = _state.memo = (mask, rows, keys, found)
     return memo[3]
 
@@ -456,8 +469,8 @@ def by_key_slots(found: Layouts) -> list[Layouts]:
                 calls.append((layout, [], []))
             calls[-1][1].append(row)
             calls[-1][2].append(count)
-    if list(groups) == [found.key_slots]:
-        return [found]  # a tree's rows see fewer keys than the pass caches: often fewer slots
+    if list(groups) == [found.key_slots]:  # every row pads its keys as the whole pass does
+        return [found]
     return [Layouts(found.orders, calls, found.keys, slots) for slots, calls in groups.items()]
 
 
