@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shuffle_model.bench import run as bench
-from tests.tiny import char_tokenizer, tiny_backbone, tiny_mixer
+from tests.tiny import char_tokenizer, tiny_backbone, tiny_corpus, tiny_mixer
 
 CATEGORIES = ("writing", "math_reasoning")
 
@@ -21,6 +21,7 @@ def models():
     backbone.name_or_path = "tiny-random-llama"
     main = tiny_mixer(backbone, seed=1, tokenizer=tokenizer)
     fixed = tiny_mixer(backbone, seed=2, tokenizer=tokenizer, assignment="fixed")
+    main.corpus = tiny_corpus(main, [], noise=40)  # the "corpus" method's source
     return bench.bench_models(main, fixed)
 
 

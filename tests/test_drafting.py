@@ -22,7 +22,7 @@ from shuffle_model.decoding.proposers import (
 from shuffle_model.decoding.settings import DRAFT_SOURCES
 from shuffle_model.decoding.tree import build_block, keep_nodes, tree_inputs
 from shuffle_model.model.calibration import Calibration
-from tests.tiny import tiny_backbone, tiny_mixer
+from tests.tiny import greedy_answers, tiny_backbone, tiny_corpus, tiny_mixer
 
 FLAT = CostCurve.from_ratios([1.0] * 24)  # every pass costs the same: check every draft
 STEEP = CostCurve.from_ratios([float(n) for n in range(1, 25)])  # a pass over n costs n
@@ -115,10 +115,13 @@ def test_verified_greedy_is_lossless_for_every_source_and_rule(strategy):
     prompts that repeat themselves (so that the context drafts) and with a flat cost curve
     (so that trees of both chains are checked), a steep one, and a jagged one (so that passes
     are padded with filler tokens)."""
-    trees = context_steps = padded = 0
+    trees = context_steps = padded = corpus_steps = 0
     for seed, prompt in enumerate(REPEATING):
         backbone = tiny_backbone(seed=seed)
         model = tiny_mixer(backbone, seed=seed + 10)
+        # the corpus: this backbone's answers to the other prompts, and random text
+        others = [p for p in REPEATING if p != prompt]
+        model.corpus = tiny_corpus(model, greedy_answers(model, others), seed=seed, noise=40)
         ids = torch.tensor([prompt])
         expected = backbone.generate(ids, max_new_tokens=24, do_sample=False).tolist()
         for source, rule, curve in itertools.product(
@@ -137,6 +140,7 @@ def test_verified_greedy_is_lossless_for_every_source_and_rule(strategy):
             found = count_steps(trace)
             trees += found[0]
             context_steps += found[1]
+            corpus_steps += sum(1 for s in trace.steps if "corpus" in s.forwarded_sources)
             if rule == "cost" and curve is STEEP:
                 assert all(len(s.forwarded_ids) <= 1 for s in trace.steps)
             fillers = [s.plan.padding for s in trace.steps if s.plan is not None]
@@ -144,6 +148,7 @@ def test_verified_greedy_is_lossless_for_every_source_and_rule(strategy):
                 assert not any(fillers)
             padded += sum(1 for f in fillers if f)
     assert trees > 0 and context_steps > 0 and padded > 0  # every path was really taken
+    assert corpus_steps > 0
 
 
 def test_steep_costs_give_ordinary_decoding_and_flat_costs_draft():
@@ -177,6 +182,7 @@ def test_drafts_projected_in_bfloat16_stay_lossless():
     model = tiny_mixer(backbone, seed=6, draft_vocab_size=40)
     model.set_draft_vocab(torch.arange(3, 43))
     model.cost_curve = FLAT
+    model.corpus = tiny_corpus(model, greedy_answers(model, REPEATING[::2]), noise=20)
     ids = torch.tensor([REPEATING[1]])
     expected = backbone.generate(ids, max_new_tokens=20, do_sample=False).tolist()
     hidden = torch.randn(4, 32)
@@ -217,6 +223,7 @@ def test_a_third_source_passed_in_keeps_greedy_decoding_identical():
         backbone = tiny_backbone(seed=seed)
         model = tiny_mixer(backbone, seed=seed + 10)
         model.cost_curve = FLAT
+        model.corpus = tiny_corpus(model, [], noise=20)
         ids = torch.tensor([prompt])
         expected = backbone.generate(ids, max_new_tokens=24, do_sample=False).tolist()
         for source in DRAFT_SOURCES:

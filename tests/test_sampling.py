@@ -12,7 +12,7 @@ from shuffle_model.decoding.cost import CostCurve
 from shuffle_model.decoding.planning import BLOCK_RULES
 from shuffle_model.decoding.sampling import TokenSampler
 from shuffle_model.decoding.settings import DRAFT_SOURCES
-from tests.tiny import tiny_backbone, tiny_mixer
+from tests.tiny import tiny_backbone, tiny_corpus, tiny_mixer
 
 VOCAB = 6
 PROMPT = [3, 4, 5]
@@ -70,6 +70,7 @@ def models():
     backbone = tiny_backbone(seed=3, vocab_size=VOCAB, eos=None, init_std=0.1)
     model = tiny_mixer(backbone, seed=7, num_slots=2)  # its slots fill offset 1
     model.cost_curve = CostCurve.from_ratios([1.0] * 16)  # passes cost alike: drafts get checked
+    model.corpus = tiny_corpus(model, [], seed=5, noise=30)  # random text: any draft is fair
     return backbone, model
 
 

@@ -98,3 +98,29 @@ def tiny_training_folder(
     data.mkdir()
     save_shard(data / "s1-00000.safetensors", shard)
     return backbone_dir, data
+
+
+def tiny_corpus(model, answers, *, seed: int = 0, noise: int = 0):
+    """A corpus for the `corpus` draft source of a tiny model: the given token-id answers, plus
+    `noise` random sequences of 16 tokens (drafts that the backbone will mostly reject)."""
+    from shuffle_model.decoding.corpus import Corpus, CorpusCalibration, CorpusIndex
+
+    generator = torch.Generator().manual_seed(seed)
+    vocab = model.config.vocab_size
+    random = [torch.randint(3, vocab, (16,), generator=generator).tolist() for _ in range(noise)]
+    return Corpus(
+        index=CorpusIndex.from_answers([list(a) for a in answers] + random),
+        calibration=CorpusCalibration(),
+        backbone=model.config.backbone,
+        vocab_size=vocab,
+    )
+
+
+def greedy_answers(model, prompts, *, max_new_tokens: int = 24) -> list[list[int]]:
+    """The backbone's greedy answers (prompt included) to token-id prompts."""
+    return [
+        model.backbone.generate(torch.tensor([p]), max_new_tokens=max_new_tokens, do_sample=False)[
+            0
+        ].tolist()
+        for p in prompts
+    ]

@@ -19,6 +19,7 @@ from .style import (
     ANCHOR,
     BOTH,
     CONTEXT,
+    CORPUS,
     END,
     END_LABEL,
     HEAD,
@@ -51,8 +52,24 @@ def token_origins(step: StepTrace) -> list[str]:
     sources = step.emitted_sources
     if len(sources) != len(step.emitted):  # a version-1 step
         sources = ["anchor"] + ["head"] * (len(step.emitted) - 1)
-    origins = [SOURCE_ORIGINS.get(source, HEAD) for source in sources]
+    origins = [source_origin(source) for source in sources]
     return [EMITTED if pure and origin == HEAD else origin for origin in origins]
+
+
+def source_origin(source: str) -> str:
+    """A node's origin from its sources' names joined by '+': anchor, head, context, both (the
+    head and the context), or corpus (the corpus alone); a draft the corpus proposed with the
+    head or the context reads as theirs, and one from a source the pictures do not know as
+    the head's (as version-1 traces)."""
+    if source in SOURCE_ORIGINS:
+        return SOURCE_ORIGINS[source]
+    names = set(source.split("+"))
+    if {HEAD, CONTEXT} <= names:
+        return BOTH
+    for origin in (HEAD, CONTEXT, CORPUS):
+        if origin in names:
+            return origin
+    return HEAD
 
 
 def accepted_by_origin(step: StepTrace) -> Counter:
@@ -219,7 +236,7 @@ def _cost_choice(plan: PlanTrace, tree: ForwardedTree) -> str:
 
 # --- trees of drafts --------------------------------------------------------------------------
 
-SOURCE_NAMES = {HEAD: "the head", CONTEXT: "the context", BOTH: "both"}
+SOURCE_NAMES = {HEAD: "the head", CONTEXT: "the context", BOTH: "both", CORPUS: "the corpus"}
 
 
 def is_branched(tree: ForwardedTree) -> bool:
@@ -281,6 +298,8 @@ def ordinary_run_sentence(steps: list[StepTrace], *, verified: bool = True) -> s
 
 def _plan_split(plan: PlanTrace) -> str:
     """Where the checked drafts came from: 'from the head', '(2 from the head, 1 from ...)'."""
+    if set(plan.source_drafts) - {HEAD, CONTEXT}:  # a third source: count each one's drafts
+        return _sources_split(plan)
     shared = plan.shared
     head, context = plan.head_drafts - shared, plan.context_drafts - shared
     if not shared and not context:
@@ -295,9 +314,20 @@ def _plan_split(plan: PlanTrace) -> str:
     return f"({', '.join(parts)})"
 
 
+def _sources_split(plan: PlanTrace) -> str:
+    """'(3 from the head, 2 from the corpus; 1 proposed by more than one)', or 'from the
+    corpus' when one source proposed every draft checked."""
+    counts = [(source, n) for source, n in plan.source_drafts.items() if n]
+    if len(counts) == 1:
+        return f"from {SOURCE_NAMES.get(counts[0][0], counts[0][0])}"
+    parts = ", ".join(f"{n} from {SOURCE_NAMES.get(source, source)}" for source, n in counts)
+    shared = f"; {plan.shared} proposed by more than one" if plan.shared else ""
+    return f"({parts}{shared})"
+
+
 def _origin_split(origins: Counter) -> str:
-    names = {HEAD: "the head", CONTEXT: "the context", BOTH: "both"}
-    present = [o for o in (HEAD, CONTEXT, BOTH) if origins[o]]
+    names = {HEAD: "the head", CONTEXT: "the context", BOTH: "both", CORPUS: "the corpus"}
+    present = [o for o in (HEAD, CONTEXT, BOTH, CORPUS) if origins[o]]
     if present in ([], [HEAD]):  # every draft from the head: nothing to split
         return ""
     return f" ({', '.join(f'{origins[o]} from {names[o]}' for o in present)})"

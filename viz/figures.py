@@ -41,6 +41,7 @@ from .style import (
     CONTEXT_COLOR,
     CONTEXT_LABEL,
     CONTEXT_SYMBOL,
+    CORPUS,
     END,
     END_LABEL,
     HEAD,
@@ -564,7 +565,7 @@ def _tokens_per_step(trace: GenerationTrace) -> list[dict]:
                 x=values,
                 y=steps,
                 name=ORIGIN_LABELS[origin],
-                showlegend=origin in (BOTH,),  # the others share the map's colours and names
+                showlegend=origin in (BOTH, CORPUS),  # the others: the map's colours and names
                 marker=dict(color=ORIGIN_COLORS[origin]),
                 text=[f"{ORIGIN_SYMBOLS[origin]}{v}" if v else "" for v in values],
                 textposition="inside",
@@ -615,6 +616,7 @@ def accepted_summary(trace: GenerationTrace) -> str:
         HEAD: "from the head",
         CONTEXT: "from the context",
         BOTH: "proposed by both",
+        CORPUS: "from the corpus",
         "emitted": "emitted unchecked",
     }
     parts = [f"{totals[o]} {name}" for o, name in names.items() if totals[o]]

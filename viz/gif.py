@@ -70,6 +70,7 @@ from .style import (
     CONTEXT,
     CONTEXT_COLOR,
     CONTEXT_SYMBOL,
+    CORPUS,
     END,
     END_COLOR,
     END_LABEL,
@@ -343,8 +344,11 @@ def legend_items(trace: GenerationTrace, verified: bool) -> list[tuple[str, str]
     items = [(f"{STATUS_SYMBOLS[s]} {SHORT_LABELS[s]}", STATUS_COLORS[s]) for s in statuses]
     if any(s.context is not None for s in trace.steps):
         items.append((f"{CONTEXT_SYMBOL} {SHORT_LABELS[CONTEXT]}", CONTEXT_COLOR))
-    if any(BOTH in token_origins(s) for s in trace.steps):
-        items.append((f"{ORIGIN_SYMBOLS[BOTH]} {SHORT_LABELS[BOTH]}", ORIGIN_COLORS[BOTH]))
+    for origin in (BOTH, CORPUS):
+        if any(origin in token_origins(s) for s in trace.steps):
+            items.append(
+                (f"{ORIGIN_SYMBOLS[origin]} {SHORT_LABELS[origin]}", ORIGIN_COLORS[origin])
+            )
     ends = end_ids(trace)
     shown = [token for step in trace.steps for token in shown_tokens(step)]
     if any(is_end(token, ends) for token in shown):

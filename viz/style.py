@@ -1,10 +1,11 @@
 """Colours, labels and token display shared by the figures, the GIF and the app.
 
-The palette is Okabe & Ito's colour-blind-safe set, with three colours from Paul Tol's
-(sand for cost-cut drafts, wine for the context's drafts, indigo for drafts both sources
-proposed), chosen to stay apart from every other colour under simulated protanopia,
-deuteranopia and tritanopia (tests/test_viz.py checks it). Every status and every source also
-has a word and a symbol, so nothing relies on colour alone.
+The palette is Okabe & Ito's colour-blind-safe set, with four colours from Paul Tol's (sand
+for cost-cut drafts, wine for the context's drafts, indigo for drafts both the head and the
+context proposed, dark olive for drafts from the corpus alone), chosen to stay apart from every
+other colour under simulated protanopia, deuteranopia and tritanopia (tests/test_viz.py checks
+it). Every status and every source also has a word and a symbol, so nothing relies on colour
+alone.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ CONTEXT_STYLE = Style("#882255", "context draft", "context draft", "↩")
 # Where each emitted token came from (viz.explain.token_origins): the output text's styles
 HEAD = FROM_HEAD
 BOTH = FROM_BOTH
-ORIGINS = (ANCHOR, HEAD, CONTEXT, BOTH, EMITTED)
+CORPUS = "corpus"  # drafted from the backbone's earlier answers alone (decoding/corpus.py)
+ORIGINS = (ANCHOR, HEAD, CONTEXT, BOTH, CORPUS, EMITTED)
 ORIGIN_STYLES = {  # the labels are also the output text's highlight labels in the app
     ANCHOR: replace(STATUS_STYLES[ANCHOR], label="anchor"),
     HEAD: replace(STATUS_STYLES[ACCEPTED], label="accepted draft (head)"),
@@ -75,6 +77,8 @@ ORIGIN_STYLES = {  # the labels are also the output text's highlight labels in t
         "head and context",
         STATUS_STYLES[ACCEPTED].symbol + CONTEXT_STYLE.symbol,
     ),
+    # dark olive (Tol's dark set); §: read in earlier answers
+    CORPUS: Style("#666633", "accepted draft (corpus)", "corpus", "§"),
     EMITTED: replace(STATUS_STYLES[EMITTED], label="emitted draft"),
 }
 
@@ -94,6 +98,7 @@ SHORT_LABELS = {  # statuses, and the sources that have no status of their own
     **{key: style.short for key, style in STATUS_STYLES.items()},
     CONTEXT: CONTEXT_STYLE.short,
     BOTH: ORIGIN_STYLES[BOTH].short,
+    CORPUS: ORIGIN_STYLES[CORPUS].short,
 }
 
 VISIBLE_WHITESPACE = {" ": "·", "\n": "⏎", "\t": "⇥", "\r": "␍"}
@@ -178,12 +183,18 @@ def end_ids(trace) -> frozenset[int]:
 # A draft source by name (a forwarded node's sources joined by '+'): the built-in ones in their
 # origin's colour and symbol; a source passed to generate() by name in a neutral grey
 OTHER_SOURCE = Style("#777777", "another source", "other", "•")
-SOURCE_WORDS = {ANCHOR: "anchor", HEAD: "head", CONTEXT: "context", BOTH: "head and context"}
+SOURCE_WORDS = {
+    ANCHOR: "anchor",
+    HEAD: "head",
+    CONTEXT: "context",
+    BOTH: "head and context",
+    CORPUS: "corpus",
+}
 
 
 def source_style(source: str) -> Style:
-    """The colour, words and symbol of a draft source (anchor, head, context, head+context, or
-    any other name, which is its own label)."""
+    """The colour, words and symbol of a draft source (anchor, head, context, head+context,
+    corpus, or any other name, which is its own label)."""
     if source in SOURCE_WORDS:
         return replace(ORIGIN_STYLES[source], label=SOURCE_WORDS[source])
     return replace(OTHER_SOURCE, label=source, short=source)

@@ -47,6 +47,13 @@ METHODS = [
         description="ShuffleLM, context drafts only (our n-gram lookup), cost-aware block length",
     ),
     Method(
+        "corpus",
+        "shuffle",
+        True,
+        {"draft_source": "head+context+corpus"},
+        description="ShuffleLM's default plus drafts from the corpus of the backbone's answers",
+    ),
+    Method(
         "shuffle-rotary",
         "shuffle",
         True,

@@ -33,9 +33,10 @@ import torch
 
 from .cost import ensure_cost_curve
 from .planning import Plan, plan_step
-from .proposers import DraftInput, DraftSource, DraftTree, Outcome, make_sources
+from .proposers import DraftInput, DraftSource, DraftTree, Outcome
 from .sampling import TokenSampler
 from .settings import GenerationSettings
+from .sources import make_sources
 from .step_records import (
     DecodeResult,
     StepResult,

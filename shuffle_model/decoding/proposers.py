@@ -15,15 +15,16 @@ source alike: they never ask which one it is.
   match, as prompt lookup decoding does); the draft is what followed the match, and its
   chances come from the match length and what context drafts had accepted so far.
 
-A new source is one class: subclass `DraftSource`, give it a `name`, `propose` and
-(optionally) `observe`, and pass it to generate() as `extra_sources=[TheClass]`; or give it a
-name in `SOURCE_CLASSES` and `settings.DRAFT_SOURCES` to make it a `draft_source` setting.
+A third, CorpusProposer (corpus.py), drafts what followed the same words in the backbone's own
+earlier answers. A new source is one class: subclass `DraftSource`, give it a `name`, `propose`
+and (optionally) `observe`, and pass it to generate() as `extra_sources=[TheClass]`; or give it
+a name in `sources.SOURCE_CLASSES` and `settings.DRAFT_SOURCES` to make it a `draft_source`
+setting.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -531,30 +532,3 @@ class ContextProposer(DraftSource):
             if end is not None:
                 return n, end
         return None
-
-
-# --- the sources of a generation ---------------------------------------------------------------
-
-SOURCE_CLASSES = {HEAD: HeadProposer, CONTEXT: ContextProposer}  # draft_source's names
-
-
-def make_sources(
-    model, settings, sampler: TokenSampler, *, record: bool, extra: Iterable[Callable] = ()
-) -> list[DraftSource]:
-    """The sources `settings.draft_source` names, then one from each of `extra` (a class or
-    a factory called with no arguments), fresh for one generation."""
-    extra = list(extra)
-    if extra and not settings.verify:
-        raise ValueError(
-            "pure parallel mode (verify=False) emits the head's drafts unchecked: "
-            "extra_sources need verify=True"
-        )
-    sources = [
-        SOURCE_CLASSES[name].from_settings(model, settings, sampler, record=record)
-        for name in settings.sources
-    ]
-    sources += [make() for make in extra]
-    names = [source.name for source in sources]
-    if len(set(names)) != len(names) or not all(names):
-        raise ValueError(f"draft sources need distinct, non-empty names; got {names}")
-    return sources

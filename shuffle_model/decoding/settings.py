@@ -7,6 +7,7 @@ import math
 import numbers
 from dataclasses import dataclass
 
+from .corpus import CORPUS
 from .planning import BLOCK_RULES, COST, FIXED
 from .proposers import CONTEXT, HEAD, MAX_CONTEXT_DRAFTS
 
@@ -15,7 +16,7 @@ STRATEGIES = ("rotary", "hungarian", "sinkhorn", "identity")
 # "learned" places the slots by their learned shuffle scores, matched one to one (hungarian)
 STRATEGY_ALIASES = {"fixed": "identity", "learned": "hungarian"}
 SAMPLING_TEMPERATURE = 1.0  # do_sample=True without a temperature samples at 1, as transformers
-DRAFT_SOURCES = (f"{HEAD}+{CONTEXT}", HEAD, CONTEXT)
+DRAFT_SOURCES = (f"{HEAD}+{CONTEXT}", HEAD, CONTEXT, f"{HEAD}+{CONTEXT}+{CORPUS}")
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,8 @@ class GenerationSettings:
     seed: int | None = None  # seeds sampling; None: nondeterministic
     block_length: str = COST  # "cost": the drafts that maximise expected tokens per unit of
     # time on this machine; "fixed": every draft the filter keeps, whatever the pass costs
-    draft_source: str = DRAFT_SOURCES[0]  # "head+context", "head" or "context"
+    draft_source: str = DRAFT_SOURCES[0]  # "head+context", "head", "context" or
+    # "head+context+corpus" (also the backbone's earlier answers: decoding/corpus.py)
 
     def resolved(self, *, num_slots: int, default_keep_threshold: float) -> GenerationSettings:
         """Check every setting; return a copy with defaults filled in. Raises ValueError."""

@@ -70,6 +70,8 @@ class FasterDecodeMixer(ShuffleModelBase):
         self.head.to(device=weight.device, dtype=weight.dtype)
         self.head_source: str | None = None  # where the head weights came from
         self.dtype_reason = "as given"  # why the model runs in its dtype (choose_dtype)
+        self.corpus = None  # the `corpus` draft source's decoding.corpus.Corpus; None: the
+        # shipped one (assets/corpus), where it holds this backbone's tokens
         norm = getattr(self.backbone.base_model, "norm", None)
         self.float32_logits = Float32Logits(norm, self.backbone.get_output_embeddings())
         invariant.install(self.backbone)  # plain SDPA outside our own half-precision passes
