@@ -74,7 +74,7 @@ SOURCE_NAMES = {
     "head+context": "head + context",
     "head": "head only (the shuffle head)",
     "context": "context only (copied from earlier text)",
-    "head+context+corpus": "head + context + corpus (the model's earlier answers)",
+    "head+context+corpus": "head + context + corpus",
 }
 DRAFT_SOURCE_CHOICES = [(SOURCE_NAMES.get(source, source), source) for source in DRAFT_SOURCES]
 KEEP_AUTO = "auto"  # the library's default keep threshold (keep_threshold=None)

@@ -122,6 +122,8 @@ def test_a_corpus_of_another_backbone_is_refused_with_a_message():
     model.corpus = Corpus(CorpusIndex.from_answers([[4, 5, 6]]), CorpusCalibration(), "other", 64)
     with pytest.raises(ValueError, match="corpus holds other's tokens"):
         model.generate(torch.tensor([[4, 5]]), max_new_tokens=4, draft_source="head+context+corpus")
+    with pytest.raises(ValueError, match="corpus holds other's tokens"):  # before any work
+        model.stream(torch.tensor([[4, 5]]), max_new_tokens=4, draft_source="head+context+corpus")
 
 
 def test_the_shipped_corpus_is_the_distilled_answers_for_the_default_backbone():

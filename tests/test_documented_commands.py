@@ -157,6 +157,12 @@ SMALL: dict[str, dict | None] = {
         **TINY_DISTILL,
         "--answers": "6",
     },
+    "python -m shuffle_model.cli.corpus": {
+        "--data": "{data}",
+        "--out": "{tmp}/corpus",
+        "--heldout-every": "2",
+        "--calibration-answers": "3",
+    },
     "python -m shuffle_model.cli.train": None,
     "python -m shuffle_model.cli.train --out runs/head --steps 3000 --lambda-prior 0": {
         **TINY_TRAIN,
@@ -259,6 +265,9 @@ MORE: dict[str, list[list[str]]] = {
         + ["--examples-per-batch", "2", "--distill-weight", "0.5", "--batch-size", "8"]
         + ["--steps", "2", "--eval-every", "2", "--warmup", "1", "--heldout-every", "3"],
     ],
+    "shuffle_model.cli.corpus": [
+        ["--data", "{data}", "--out", "{tmp}/corpus2", "--backbone", "tiny", "--vocab-size", "64"],
+    ],
     "shuffle_model.cli.calibrate": [
         ["--prompts", "2", "--max-new-tokens", "8", "--strategy", "identity"]
         + ["--out", "{tmp}/calibration.json"],  # the default head: a tiny one
@@ -289,6 +298,7 @@ MORE: dict[str, list[list[str]]] = {
 # The order the modules run in: later runs read what earlier ones wrote (shards, heads, results).
 ORDER = [
     "shuffle_model.cli.distill",
+    "shuffle_model.cli.corpus",
     "shuffle_model.cli.train",
     "shuffle_model",
     "shuffle_model.cli.calibrate",

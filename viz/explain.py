@@ -326,11 +326,10 @@ def _sources_split(plan: PlanTrace) -> str:
 
 
 def _origin_split(origins: Counter) -> str:
-    names = {HEAD: "the head", CONTEXT: "the context", BOTH: "both", CORPUS: "the corpus"}
     present = [o for o in (HEAD, CONTEXT, BOTH, CORPUS) if origins[o]]
     if present in ([], [HEAD]):  # every draft from the head: nothing to split
         return ""
-    return f" ({', '.join(f'{origins[o]} from {names[o]}' for o in present)})"
+    return f" ({', '.join(f'{origins[o]} from {SOURCE_NAMES[o]}' for o in present)})"
 
 
 def _two_rates(a: float, b: float) -> tuple[str, str]:

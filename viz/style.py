@@ -78,7 +78,7 @@ ORIGIN_STYLES = {  # the labels are also the output text's highlight labels in t
         STATUS_STYLES[ACCEPTED].symbol + CONTEXT_STYLE.symbol,
     ),
     # dark olive (Tol's dark set); §: read in earlier answers
-    CORPUS: Style("#666633", "accepted draft (corpus)", "corpus", "§"),
+    CORPUS: Style("#666633", "corpus draft", "corpus", "§"),
     EMITTED: replace(STATUS_STYLES[EMITTED], label="emitted draft"),
 }
 

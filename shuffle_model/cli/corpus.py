@@ -66,13 +66,14 @@ def main(argv=None) -> int:
     rows = []
     for pair in tqdm(test, desc="calibrating", unit="answer"):
         rows += calibration_outcomes(index, [pair])
-    table = np.asarray(rows, dtype=float)
+    table = np.asarray(rows, dtype=float).reshape(-1, 4)
+    first = table[table[:, 1] == 1]
     report = {
         "answers": len(test),
         "outcomes": len(rows),
-        "first_node": {
-            "mean_frequency": float(table[table[:, 1] == 1, 2].mean()),
-            "accepted": float(table[table[:, 1] == 1, 3].mean()),
+        "first_node": {  # the first nodes' mean share of continuations, and how many were right
+            "mean_frequency": float(first[:, 2].mean()) if len(first) else 0.0,
+            "accepted": float(first[:, 3].mean()) if len(first) else 0.0,
         },
     }
     calibration = CorpusCalibration.fit(rows, report=report)

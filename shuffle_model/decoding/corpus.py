@@ -308,6 +308,10 @@ class CorpusProposer(DraftSource):
     def from_settings(cls, model, settings, sampler, *, record: bool):
         return cls(corpus_for(model))
 
+    @classmethod
+    def check(cls, model) -> None:
+        corpus_for(model)  # loads the shipped corpus the first time
+
     def propose(self, inputs: DraftInput, *, budget: int, branching: bool = False):
         self._estimates = []
         length, positions = self.corpus.index.occurrences(inputs.tokens)

@@ -36,7 +36,7 @@ from .planning import Plan, plan_step
 from .proposers import DraftInput, DraftSource, DraftTree, Outcome
 from .sampling import TokenSampler
 from .settings import GenerationSettings
-from .sources import make_sources
+from .sources import check_sources, make_sources
 from .step_records import (
     DecodeResult,
     StepResult,
@@ -415,6 +415,7 @@ def _start(model, input_ids, attention_mask, settings: dict):
     )
     prompt = prompt_tensor(model, input_ids, attention_mask)
     check_length(model, prompt.shape[1], resolved.max_new_tokens)
+    check_sources(model, resolved)
     return prompt, resolved
 
 

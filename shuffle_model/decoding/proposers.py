@@ -145,6 +145,11 @@ class DraftSource:
         """What proposing costs per step, in one-token passes (the cost curve's units)."""
         return 0.0
 
+    @classmethod
+    def check(cls, model) -> None:
+        """Raise ValueError if this source cannot draft for `model` (checked before a
+        generation by name starts, so that the message comes before any work)."""
+
 
 # --- online correction -------------------------------------------------------------------------
 

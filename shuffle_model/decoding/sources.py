@@ -35,3 +35,10 @@ def make_sources(
     if len(set(names)) != len(names) or not all(names):
         raise ValueError(f"draft sources need distinct, non-empty names; got {names}")
     return sources
+
+
+def check_sources(model, settings) -> None:
+    """Raise ValueError, before the generation starts, where a source `settings.draft_source`
+    names cannot draft for `model` (each source's `check`)."""
+    for name in settings.sources:
+        SOURCE_CLASSES[name].check(model)
