@@ -118,9 +118,8 @@ def tiny_corpus(model, answers, *, seed: int = 0, noise: int = 0):
 
 def greedy_answers(model, prompts, *, max_new_tokens: int = 24) -> list[list[int]]:
     """The backbone's greedy answers (prompt included) to token-id prompts."""
+    generate = model.backbone.generate
     return [
-        model.backbone.generate(torch.tensor([p]), max_new_tokens=max_new_tokens, do_sample=False)[
-            0
-        ].tolist()
+        generate(torch.tensor([p]), max_new_tokens=max_new_tokens, do_sample=False)[0].tolist()
         for p in prompts
     ]

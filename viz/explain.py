@@ -31,7 +31,6 @@ from .style import (
 )
 from .tree import ForwardedTree, forwarded_tree
 
-SOURCE_ORIGINS = {"anchor": ANCHOR, "head": HEAD, "context": CONTEXT, "head+context": BOTH}
 SAME_RATE = 1e-9  # rates closer than this are a tie
 RESTED = "The head rested this step (its drafts had not paid for themselves lately)."
 
@@ -61,8 +60,8 @@ def source_origin(source: str) -> str:
     head and the context), or corpus (the corpus alone); a draft the corpus proposed with the
     head or the context reads as theirs, and one from a source the pictures do not know as
     the head's (as version-1 traces)."""
-    if source in SOURCE_ORIGINS:
-        return SOURCE_ORIGINS[source]
+    if source == ANCHOR:
+        return ANCHOR
     names = set(source.split("+"))
     if {HEAD, CONTEXT} <= names:
         return BOTH

@@ -199,14 +199,10 @@ def calibration_outcomes(index: CorpusIndex, examples, *, budget: int = 12, ever
     for prompt, answer in examples:
         prompt, answer = list(prompt), list(answer)
         for i in range(0, len(answer) - 1, every):
-            length, positions = index.occurrences(prompt + answer[: i + 1])
-            if not length:
-                continue
-            truth = answer[i + 1 : i + 1 + MAX_DEPTH]
-            depth_rows = index.continuations(positions, MAX_DEPTH)
-            nodes = best_continuations(
-                depth_rows, budget=budget, branching=True, min_count=min_count(length)
+            length, nodes = continuation_tree(
+                index, prompt + answer[: i + 1], budget=budget, branching=True
             )
+            truth = answer[i + 1 : i + 1 + MAX_DEPTH]
             depths, on_path = [], []
             for token, parent, _, freq in nodes:
                 depth = 0 if parent < 0 else depths[parent] + 1
@@ -219,8 +215,16 @@ def calibration_outcomes(index: CorpusIndex, examples, *, budget: int = 12, ever
     return rows
 
 
-def min_count(length: int) -> int:
-    return 1 if length >= LONG_MATCH else MIN_COUNT
+def continuation_tree(index: CorpusIndex, tokens, *, budget: int, branching: bool):
+    """(match length, best_continuations' nodes) after the sequence `tokens`: the tree the
+    corpus proposes; (0, []) where no suffix of MIN_MATCH tokens occurs."""
+    length, positions = index.occurrences(tokens)
+    if not length:
+        return 0, []
+    rows = index.continuations(positions, min(budget, MAX_DEPTH))
+    min_count = 1 if length >= LONG_MATCH else MIN_COUNT
+    nodes = best_continuations(rows, budget=budget, branching=branching, min_count=min_count)
+    return length, nodes
 
 
 # --- the shipped corpus ------------------------------------------------------------------------
@@ -314,12 +318,10 @@ class CorpusProposer(DraftSource):
 
     def propose(self, inputs: DraftInput, *, budget: int, branching: bool = False):
         self._estimates = []
-        length, positions = self.corpus.index.occurrences(inputs.tokens)
-        if not length or budget < 1:
+        if budget < 1:
             return None
-        rows = self.corpus.index.continuations(positions, min(budget, MAX_DEPTH))
-        nodes = best_continuations(
-            rows, budget=budget, branching=branching, min_count=min_count(length)
+        length, nodes = continuation_tree(
+            self.corpus.index, inputs.tokens, budget=budget, branching=branching
         )
         if not nodes:
             return None
