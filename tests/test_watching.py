@@ -94,6 +94,7 @@ def test_watching_a_run_costs_little_and_shows_every_step(chromium):
         text = page.text_content("#output-text")
         page_cost = page.evaluate(STATUS).splitlines()[-1]  # what the page cost the server
         scrubber = page.get_attribute("#step-slider input[type=range]", "max")
+        stored = page.evaluate("Object.keys(window.localStorage)")
         browser.close()
 
     spans = api[-1][1][1]
@@ -102,6 +103,7 @@ def test_watching_a_run_costs_little_and_shows_every_step(chromium):
     squashed = "".join(text.split())  # the page pads its spans with spaces
     assert "".join(expected.split())[-40:] in squashed  # it shows the run the API gave
     assert int(scrubber) == steps - 1  # every step can be scrubbed to afterwards
+    assert not [key for key in stored if "run-history" in key]  # runs are not copied to the browser
     best_api = min(seconds for seconds, _ in api)
     best_watched = min(seconds for seconds, *_ in watched)
     report = {
