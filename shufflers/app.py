@@ -64,8 +64,10 @@ QUEUE_SIZE = 16
 CONCURRENCY = 2
 PLAY_DELAY = 0.6  # seconds per step when replaying
 # While a run streams, the page is updated at the pace a person follows, not at the model's:
-TEXT_EVERY = 0.2  # seconds between updates of the text, counters and step (under 250 ms late)
-PICTURE_EVERY = 1.0  # seconds between updates of the open tab's picture (the others: at the end)
+TEXT_EVERY = 0.2  # seconds between updates of the text and counters (under 250 ms late)
+# seconds between updates of the step shown: its caption, the slider and the open tab's picture,
+# together, so that they describe one step (the closed tabs: when opened, or at the end)
+PICTURE_EVERY = 1.0
 BLOCK_LENGTHS = [
     ("cost-aware: the drafts worth their time on this machine", COST),
     ("fixed: every draft the filter keeps", FIXED),
@@ -175,7 +177,8 @@ class Watching:
 
 class Pacer:
     """Which updates are due while a run streams: the text at most every TEXT_EVERY seconds,
-    the open tab's picture at most every PICTURE_EVERY (the first step gets both)."""
+    the step's view (caption, slider, the open tab's picture) at most every PICTURE_EVERY (the
+    first step gets both)."""
 
     def __init__(self):
         self.text_at = self.picture_at = -float("inf")
@@ -401,10 +404,11 @@ def step_index(trace, index) -> int:
 
 
 def generate(runtime: LazyModel, watching: Watching, prompt, chat, **settings):
-    """Stream a generation: paced pages while it runs (Pacer: the text, counters and step
-    within TEXT_EVERY, the open tab's picture every PICTURE_EVERY), then the finished run with
-    every step and picture. `settings` are the page's settings by generation_settings' names
-    (wire() passes them as keyword inputs, so that the API names them too)."""
+    """Stream a generation: paced pages while it runs (Pacer: the text and counters within
+    TEXT_EVERY, the step's caption, slider and open tab's picture every PICTURE_EVERY), then the
+    finished run with every step and picture. `settings` are the page's settings by
+    generation_settings' names (wire() passes them as keyword inputs, so that the API names them
+    too)."""
     prompt = check_prompt(prompt)
     if not runtime.loaded:
         yield Page(status="Loading the model (first use only)…")
@@ -437,16 +441,16 @@ def generate(runtime: LazyModel, watching: Watching, prompt, chat, **settings):
 
 
 def streaming_page(run, step, watching: Watching, *, picture: bool, pacer: Pacer) -> Page:
-    """What changed: the counters, the text, the step's decision and slider, and (when due)
-    the open tab's picture of this step; the trace lands at the end."""
+    """What changed: the counters and the text, and (when due) this step's view: its decision,
+    the slider on it and the open tab's picture of it; the trace lands at the end."""
     started = time.perf_counter()
     snapshot = run.snapshot()
-    page = Page(
-        status=counters(snapshot, running=True),
-        text=viz.token_spans(snapshot),
-        caption=step_caption(snapshot, step.index),
-        step=gr.Slider(minimum=0, maximum=max(step.index, 1), value=step.index, step=1),
-    )
+    page = Page(status=counters(snapshot, running=True), text=viz.token_spans(snapshot))
+    if picture:
+        page = page._replace(
+            caption=step_caption(snapshot, step.index),
+            step=gr.Slider(minimum=0, maximum=max(step.index, 1), value=step.index, step=1),
+        )
     if picture and watching.tab in STEP_FIGURES:
         figure = step_figure(step, watching.tab, settings=snapshot.settings)
         page = page._replace(**{watching.tab: figure})

@@ -419,9 +419,13 @@ def test_a_watched_run_sends_what_changed_and_lands_every_step_at_the_end(monkey
         assert page.trace is app.SKIP and page.overview is app.SKIP and page.cost is app.SKIP
         assert page.drafts is app.SKIP and page.filter is app.SKIP  # closed tabs: untouched
         assert page.tree is app.SKIP
-        assert page.status.startswith("generating") and page.text and page.caption
+        assert page.status.startswith("generating") and page.text
     pictured = [page for page in running if page.shuffle is not app.SKIP]
     assert pictured == running[:1]  # the open tab's picture: once a second at most (here: once)
+    # the caption and the slider move with the picture: all three show the same step
+    assert [page for page in running if page.caption is not app.SKIP] == pictured
+    assert [page for page in running if page.step is not app.SKIP] == pictured
+    assert pictured[0].caption.startswith("Step 0") and pictured[0].step.value == 0
     assert final.overview is not app.SKIP and final.cost is not app.SKIP
     assert final.status.startswith("done") and "page updates while generating" in final.status
     assert "tokens/s of generation" in final.status
