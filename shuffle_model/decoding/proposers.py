@@ -24,7 +24,6 @@ setting.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -221,7 +220,7 @@ class HeadDraft:
     statuses: list[str | None]  # the filter's verdict per slot (None: in the block)
     block: list[int]  # slots forming the contiguous block, in offset order 1..m
     top_tokens: torch.Tensor | None = None  # (K, k) each slot's k best tokens (alternatives)
-    top_logits: torch.Tensor | None = None  # (K, k) their logits, float32, on the CPU
+    top_probs: torch.Tensor | None = None  # (K, k) the slot's softmax probability of each, float32
 
     def trace_fields(self, tok, tree: DraftTree, statuses: list[str]) -> dict:
         """The StepTrace fields of the head: its slots, shuffle, block order. The tree's
@@ -299,7 +298,9 @@ class HeadProposer(DraftSource):
         self.last = self.place_slots(draft, budget)
         tree = self.chain_of(draft)
         if branching:
-            self._estimates += add_alternatives(tree, draft, self._estimates, self.alternatives)
+            self._estimates += add_alternatives(
+                tree, draft, self._estimates, self.alternatives, self.calibration
+            )
         return tree
 
     def place_slots(self, draft: HeadDraft, budget: int) -> HeadDraft:
@@ -350,7 +351,9 @@ def slot_probs(draft: HeadDraft, slots: list[int], tokens=None) -> list[float]:
     return rows.gather(-1, tokens[:, None].to(rows.device))[:, 0].float().tolist()
 
 
-def add_alternatives(tree: DraftTree, draft: HeadDraft, chain: list[float], correction) -> list:
+def add_alternatives(
+    tree: DraftTree, draft: HeadDraft, chain: list[float], correction, calibration: Calibration
+) -> list:
     """Beside the chain, the next-best tokens of the slots at offsets 1..ALTERNATIVE_OFFSETS
     as siblings of the chain's node there, each followed by the chain's next token: the head
     drafts every slot at once from h_t, so its guess for offset i + 1 does not depend on which
@@ -360,12 +363,10 @@ def add_alternatives(tree: DraftTree, draft: HeadDraft, chain: list[float], corr
     m = len(draft.block)
     for offset in range(1, min(m, ALTERNATIVE_OFFSETS) + 1):
         slot = draft.block[offset - 1]
-        for rank, token, ratio in runners_up(draft, slot, tree.tokens[offset - 1]):
-            # An estimate until calibration covers ranks: the slot's probability of this token
-            # relative to its top token, times the calibrated chance of the top token
-            chance = chain[offset - 1] * ratio
-            prob = None if draft.probs is None else float(draft.probs[slot, token])
-            node = tree.add(token, offset - 2, correction.apply([chance])[0], rank, prob)
+        for rank, token, prob, ratio in runners_up(draft, slot, tree.tokens[offset - 1]):
+            chance = alternative_chance(calibration, offset, rank, prob, chain[offset - 1] * ratio)
+            token_prob = None if draft.probs is None else float(draft.probs[slot, token])
+            node = tree.add(token, offset - 2, correction.apply([chance])[0], rank, token_prob)
             estimates.append(chance)
             if offset < m:  # the chain's next token after the alternative (same estimate)
                 follow = None if tree.token_probs is None else tree.token_probs[offset]
@@ -375,11 +376,21 @@ def add_alternatives(tree: DraftTree, draft: HeadDraft, chain: list[float], corr
     return estimates
 
 
-def runners_up(draft: HeadDraft, slot: int, chosen: int) -> list[tuple[int, int, float]]:
-    """(rank, token, p(token) / p(top token)) of the slot's next-best tokens."""
-    top = draft.top_logits[slot]  # (k,)
+def alternative_chance(
+    calibration: Calibration, offset: int, rank: int, prob: float, estimate: float
+) -> float:
+    """The chance that a slot's token of this rank (1: its second best) is accepted at this
+    offset, given the chain before it was: the calibration's map of the slot's probability of
+    it where the head has one; else `estimate` (the chain's chance there x p(token) / p(top))."""
+    calibrated = calibration.alternative_prob(offset, rank + 1, prob)
+    return estimate if calibrated is None else calibrated
+
+
+def runners_up(draft: HeadDraft, slot: int, chosen: int) -> list[tuple[int, int, float, float]]:
+    """(rank, token, p(token), p(token) / p(top token)) of the slot's next-best tokens."""
+    probs = draft.top_probs[slot].tolist()  # (k,)
     return [
-        (rank, int(token), math.exp(float(top[rank] - top[0])))
+        (rank, int(token), probs[rank], probs[rank] / probs[0])
         for rank, token in enumerate(draft.top_tokens[slot].tolist())
         if rank > 0 and token != chosen
     ]
@@ -424,8 +435,8 @@ def draft_slots(
     context: torch.Tensor | None = None,
 ) -> HeadDraft:
     """The head's K slots at h_t: a token per slot (greedy or sampled), keep probs, scores;
-    with `top_k`, each slot's top_k tokens and their logits (the alternatives). `context`: the
-    sequence layer's z_t, for a head that has one."""
+    with `top_k`, each slot's top_k tokens and their probabilities (the alternatives).
+    `context`: the sequence layer's z_t, for a head that has one."""
     anchor_ids = torch.tensor(anchor, device=hidden.device)
     out = model.draft(hidden, anchor_ids, context)  # logits (K, N), scores (K, K), keep (K,)
     if sampler.greedy and not full_probs:
@@ -433,7 +444,11 @@ def draft_slots(
     else:
         probs = sampler.probs(out.logits)  # (K, N)
         tokens = sampler.choose(out.logits, probs)
-    top_logits, top_tokens = out.logits.float().topk(top_k, dim=-1) if top_k else (None, None)
+    top_probs, top_tokens = None, None
+    if top_k:  # the slots' best tokens and their softmax probabilities (temperature 1)
+        logits = out.logits.float()  # (K, N)
+        top_logits, top_tokens = logits.topk(top_k, dim=-1)  # (K, k)
+        top_probs = (top_logits - logits.logsumexp(-1, keepdim=True)).exp()
     if out.vocab is not None:  # back to token ids, and distributions over the whole vocabulary
         tokens = out.vocab[tokens]
         top_tokens = None if top_tokens is None else out.vocab[top_tokens]
@@ -450,7 +465,7 @@ def draft_slots(
         statuses=[],
         block=[],
         top_tokens=None if top_tokens is None else top_tokens.cpu(),
-        top_logits=None if top_logits is None else top_logits.cpu(),
+        top_probs=None if top_probs is None else top_probs.cpu(),
     )
 
 

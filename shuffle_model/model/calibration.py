@@ -4,8 +4,10 @@ The head's keep logit was trained to say whether a slot's token is right at its 
 offset. The block-length rule needs something else: p_i, the chance that the draft at offset i
 is accepted *given that the drafts before it were*. `Calibration` maps the one to the other,
 per offset, by isotonic regression on held-out positions (`python -m shuffle_model.cli.calibrate`),
-and holds the prior acceptance of context drafts by match length and depth. It is stored beside
-the head as calibration.json; a head without one uses its keep probabilities as they are.
+maps the slots' probabilities of their next-best tokens (the alternatives that trees check) to
+their acceptance, and holds the prior acceptance of context drafts by match length and depth. It
+is stored beside the head as calibration.json; a head without one uses its keep probabilities as
+they are.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class Calibration:
     context: dict[str, tuple[float, float]] = field(
         default_factory=lambda: dict(DEFAULT_CONTEXT_PRIOR)
     )  # match length "1".."4" -> (first draft, later drafts) acceptance
+    # "offset/place" (place 2: a slot's second-best token) -> map from the slot's probability of
+    # that token to its acceptance given the chain before it was; {} = estimated from the chain
+    alternatives: dict[str, IsotonicMap] = field(default_factory=dict)
     report: dict = field(default_factory=dict)  # data, counts, calibration error before/after
 
     def head_probs(self, keep_probs, offsets) -> list[float]:
@@ -66,6 +71,12 @@ class Calibration:
             for p, offset in zip(keep_probs, offsets, strict=True)
         ]
 
+    def alternative_prob(self, offset: int, place: int, prob: float) -> float | None:
+        """Calibrated acceptance of the token a slot ranks `place` (2, 3, ...) at `offset`, from
+        the slot's probability of it; None where this calibration has no map for it."""
+        fitted = self.alternatives.get(alternative_key(offset, place))
+        return None if fitted is None else float(fitted(prob))
+
     def context_prior(self, match_length: int, depth: int) -> float:
         first, later = self.context[str(min(max(match_length, 1), MAX_MATCH))]
         return first if depth == 1 else later
@@ -74,6 +85,7 @@ class Calibration:
         return {
             "head": [asdict(m) for m in self.head],
             "context": {k: list(v) for k, v in self.context.items()},
+            "alternatives": {k: asdict(m) for k, m in self.alternatives.items()},
             "report": self.report,
         }
 
@@ -84,6 +96,10 @@ class Calibration:
         return cls(
             head=[IsotonicMap(x=list(m["x"]), y=list(m["y"])) for m in data.get("head", [])],
             context=context,
+            alternatives={
+                k: IsotonicMap(x=list(m["x"]), y=list(m["y"]))
+                for k, m in data.get("alternatives", {}).items()
+            },
             report=dict(data.get("report", {})),
         )
 
@@ -101,6 +117,11 @@ class Calibration:
         """The calibration saved with a head, or the uncalibrated default."""
         path = Path(directory) / CALIBRATION_FILE
         return cls.load(path) if path.is_file() else cls()
+
+
+def alternative_key(offset: int, place: int) -> str:
+    """Calibration.alternatives' key of the token ranked `place` by the slot at `offset`."""
+    return f"{offset}/{place}"
 
 
 def expected_calibration_error(predicted, outcome, *, bins: int = 10) -> float:

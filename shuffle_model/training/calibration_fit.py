@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..decoding.proposers import ContextProposer, DraftInput
+from ..decoding.proposers import ALTERNATIVE_OFFSETS, ContextProposer, DraftInput
 from ..decoding.shuffle import assign_offsets
-from ..model.calibration import MAX_MATCH, Calibration, IsotonicMap
+from ..model.calibration import MAX_MATCH, Calibration, IsotonicMap, alternative_key
 from ..model.calibration import expected_calibration_error as ece
 from .distill import load_examples
 
@@ -26,6 +26,12 @@ class Outcomes:
     # (example, offset, keep prob, accepted given the drafts before it were)
     context: list[tuple[int, int, int, bool]] = field(default_factory=list)
     # (example, match length, depth, accepted given the drafts before it were)
+    alternatives: list[tuple[int, int, int, float, float, float, bool]] = field(
+        default_factory=list
+    )
+    # (example, offset, place, the slot's probability of its token of that place, that over the
+    #  slot's top probability, the keep prob of the chain's slot there, accepted given the chain
+    #  before it was): the next-best tokens a tree checks beside the chain
 
 
 TOP_K = 3  # the replay also reports whether a slot's 2nd or 3rd token was right (trees use them)
@@ -42,6 +48,7 @@ class ReplayedSteps:
     offsets: list[list[int | None]]  # per position, each slot's offset (1..K) by the strategy
     targets: np.ndarray  # (N, K) the answer's token at offset p = 1..K after the anchor; -1 past it
     top_tokens: np.ndarray  # (N, K, TOP_K) each slot's TOP_K most likely tokens, best first
+    top_probs: np.ndarray  # (N, K, TOP_K) the slot's softmax probability of each
 
 
 @torch.no_grad()
@@ -57,7 +64,9 @@ def replay_steps(model, prompt_ids, answer_ids, *, strategy: str) -> ReplayedSte
     if context is not None:  # a head that reads the sequence: z_t at the answer's positions
         context = context[0, positions]  # (N, W)
     draft = model.draft(trunk.hidden[0, positions], anchors, context)  # logits (N, K, V'), ...
-    top = draft.logits.topk(TOP_K, dim=-1).indices  # (N, K, TOP_K)
+    logits = draft.logits.float()  # (N, K, V')
+    top_logits, top = logits.topk(TOP_K, dim=-1)  # (N, K, TOP_K)
+    top_probs = (top_logits - logits.logsumexp(-1, keepdim=True)).exp()
     if draft.vocab is not None:
         top = draft.vocab[top]
     tokens = top[..., 0]  # (N, K)
@@ -73,6 +82,7 @@ def replay_steps(model, prompt_ids, answer_ids, *, strategy: str) -> ReplayedSte
         offsets=[assign_offsets(strategy, scores[r], keep[r]).offsets for r in range(len(keep))],
         targets=targets.reshape(-1, k),
         top_tokens=top.cpu().numpy(),
+        top_probs=top_probs.cpu().numpy(),
     )
 
 
@@ -89,11 +99,26 @@ def replay_example(model, prompt_ids, answer_ids, *, example: int, strategy: str
             slot = slot_at[offset]
             accepted = int(steps.tokens[row, slot]) == target
             into.head.append((example, offset, float(steps.keep[row, slot]), accepted))
+            if offset <= ALTERNATIVE_OFFSETS:  # a tree's alternatives beside this draft
+                record_alternatives(steps, row, slot, offset, target, example=example, into=into)
             if not accepted:
                 break
     replay_context(
         list(prompt_ids) + list(answer_ids), len(prompt_ids) - 1, example=example, into=into
     )
+
+
+def record_alternatives(
+    steps: ReplayedSteps, row: int, slot: int, offset: int, target: int, *, example, into
+) -> None:
+    """The slot's next-best tokens at `offset` (reached: the chain before it was accepted)."""
+    probs, keep = steps.top_probs[row, slot], float(steps.keep[row, slot])
+    for place in range(2, TOP_K + 1):
+        prob = float(probs[place - 1])
+        accepted = int(steps.top_tokens[row, slot, place - 1]) == target
+        into.alternatives.append(
+            (example, offset, place, prob, prob / float(probs[0]), keep, accepted)
+        )
 
 
 def replay_context(sequence: list[int], start: int, *, example: int, into: Outcomes) -> None:
@@ -169,7 +194,39 @@ def fit(outcomes: Outcomes, *, num_slots: int) -> Calibration:
         "ece_calibrated": round(ece(prior, test_ctx[:, 3]), 4) if len(test_ctx) else None,
     }
     calibration.report = report
+    fit_alternatives(outcomes, calibration)
     return calibration
+
+
+def fit_alternatives(outcomes: Outcomes, calibration: Calibration) -> None:
+    """Isotonic maps of the alternatives' acceptance on the slot's probability of their token,
+    per offset and place, on even examples; on odd ones the error of the maps and of the
+    estimate without them (the chain's calibrated chance x p(token) / p(top))."""
+    rows = np.array(outcomes.alternatives, dtype=float).reshape(-1, 7)
+    fit_rows, test_rows = rows[rows[:, 0] % 2 == 0], rows[rows[:, 0] % 2 == 1]
+    report = {}
+    for offset, place in sorted({(int(r[1]), int(r[2])) for r in rows}):
+        key = alternative_key(offset, place)
+        chosen = fit_rows[(fit_rows[:, 1] == offset) & (fit_rows[:, 2] == place)]
+        if len(chosen) < MIN_PER_OFFSET:
+            continue
+        calibration.alternatives[key] = IsotonicMap.fit(chosen[:, 3], chosen[:, 6])
+        test = test_rows[(test_rows[:, 1] == offset) & (test_rows[:, 2] == place)]
+        if not len(test):
+            continue
+        chain = np.array(calibration.head_probs(test[:, 5], [offset] * len(test)))
+        estimate = chain * test[:, 4]
+        mapped = calibration.alternatives[key](test[:, 3])
+        report[key] = {
+            "fit": len(chosen),
+            "test": len(test),
+            "accepted": round(float(test[:, 6].mean()), 4),
+            "mean_estimate_from_chain": round(float(estimate.mean()), 4),
+            "mean_calibrated": round(float(mapped.mean()), 4),
+            "ece_estimate_from_chain": round(ece(np.minimum(estimate, 1.0), test[:, 6]), 4),
+            "ece_calibrated": round(ece(mapped, test[:, 6]), 4),
+        }
+    calibration.report["alternatives"] = report
 
 
 def heldout_examples(directories: list[Path], every: int) -> list[tuple[list[int], list[int]]]:
