@@ -75,7 +75,9 @@ def alternative_chances(calibration: Calibration) -> dict[int, float]:
     chain = [0.6, 0.5]
     tree = DraftTree(source="head", tokens=[5, 6], accept_probs=list(chain))
     add_alternatives(tree, head_draft(), chain, OnlineCorrection(), calibration)
-    return {t: p for t, p, r in zip(tree.tokens, tree.accept_probs, tree.ranks) if r > 0}
+    return {
+        t: p for t, p, r in zip(tree.tokens, tree.accept_probs, tree.ranks, strict=True) if r > 0
+    }
 
 
 def test_the_proposer_takes_an_alternatives_chance_from_the_calibration():
