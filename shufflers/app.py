@@ -583,9 +583,9 @@ def bound(handler, runtime: LazyModel):
 # Uploads are capped; errors reach the page as their one-line message (never a traceback),
 # including Gradio's own input checks (e.g. a null sent for a slider through the API).
 # No run history: Gradio 6's browser-side history copies every streamed page (figures included)
-# into the visitor's localStorage, reading and rewriting the whole history as it goes, which cost
-# the page about a third of its CPU while watching a run; the page's own export and replay
-# (the trace file, the example traces) keep runs instead.
+# into the visitor's localStorage, reading and rewriting the whole history as it goes: work for
+# the browser on every streamed message, beside the model on a shared machine; the page's own
+# export and replay (the trace file, the example traces) keep runs instead.
 LAUNCH_OPTIONS = dict(max_file_size="5mb", show_error=True, css=CSS, run_history=False)
 
 
