@@ -451,9 +451,9 @@ def streaming_page(run, step, watching: Watching, *, picture: bool, pacer: Pacer
             caption=step_caption(snapshot, step.index),
             step=gr.Slider(minimum=0, maximum=max(step.index, 1), value=step.index, step=1),
         )
-    if picture and watching.tab in STEP_FIGURES:
-        figure = step_figure(step, watching.tab, settings=snapshot.settings)
-        page = page._replace(**{watching.tab: figure})
+        if watching.tab in STEP_FIGURES:
+            figure = step_figure(step, watching.tab, settings=snapshot.settings)
+            page = page._replace(**{watching.tab: figure})
     pacer.updates += 1
     pacer.seconds += time.perf_counter() - started
     return page

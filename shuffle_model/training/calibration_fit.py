@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..decoding.proposers import ALTERNATIVE_OFFSETS, ContextProposer, DraftInput
+from ..decoding.proposers import ALTERNATIVE_OFFSETS, HEAD_TOP_K, ContextProposer, DraftInput
 from ..decoding.shuffle import assign_offsets
 from ..model.calibration import MAX_MATCH, Calibration, IsotonicMap, alternative_key
 from ..model.calibration import expected_calibration_error as ece
@@ -34,7 +34,7 @@ class Outcomes:
     #  before it was): the next-best tokens a tree checks beside the chain
 
 
-TOP_K = 3  # the replay also reports whether a slot's 2nd or 3rd token was right (trees use them)
+TOP_K = HEAD_TOP_K  # the replay's best tokens per slot: the ones trees check (fitted, reported)
 
 
 @dataclass
