@@ -38,6 +38,7 @@ import threading
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -183,6 +184,21 @@ def _block(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(False):
             blocks[key] = torch.zeros(ROWS, x.shape[-1], dtype=x.dtype, device=x.device)
     return blocks[key]
+
+
+def _scratch(like: torch.Tensor, calls: int, slots: int, role: int) -> torch.Tensor:
+    """This thread's (calls, KVH, slots, D) buffer for laying out keys (role 0) or values (1).
+    It starts zeroed and only ever holds keys and values, so the masked padding a call
+    leaves stale is finite (a masked NaN would still poison its row)."""
+    buffers = getattr(_state, "scratch", None)
+    if buffers is None:
+        buffers = _state.scratch = {}
+    key = (role, calls, like.shape[1], slots, like.shape[-1], like.dtype, like.device)
+    if key not in buffers:
+        with torch.inference_mode(False):  # a plain tensor: written inside and outside
+            shape = (calls, like.shape[1], slots, like.shape[-1])
+            buffers[key] = torch.zeros(shape, dtype=like.dtype, device=like.device)
+    return buffers[key]
 
 
 def wanted(dtype: torch.dtype, device: torch.device, layers=(), attention_shape=None) -> bool:
@@ -346,8 +362,8 @@ class Layouts:
         self.use_width(max(least, max(len(rows) for _, rows, _ in self.calls)))
         out = F.scaled_dot_product_attention(
             self.gathered(query),  # (C, H, W, D)
-            self.laid_out(key),  # (C, KVH, L, D)
-            self.laid_out(value),
+            self.laid_out(key, role=0),  # (C, KVH, L, D)
+            self.laid_out(value, role=1),
             attn_mask=self.mask(query),
             scale=scale,
             enable_gqa=True,
@@ -375,32 +391,56 @@ class Layouts:
         rows = query[0].index_select(1, self.indices(query.device)[0])  # (H, C W, D)
         return rows.view(rows.shape[0], -1, self.width, rows.shape[-1]).transpose(0, 1)
 
-    def laid_out(self, key: torch.Tensor) -> torch.Tensor:
+    def laid_out(self, key: torch.Tensor, *, role: int = 0) -> torch.Tensor:
         """(1, KVH, kv, D) as cached -> (C, KVH, L, D): per call, its layout's keys in order,
-        then padding (masked)."""
+        then padding (masked). `role` 0 for keys, 1 for values: each has a buffer of its own."""
         if self.in_order:
             buffer = _buffer_of(key)
             if buffer is not None and buffer.shape[2] >= self.key_slots:
                 return buffer[:, :, : self.key_slots]  # the padding: stale or zero, masked
             return F.pad(key, (0, 0, 0, self.key_slots - key.shape[2]))
-        keys = key[0].index_select(1, self.indices(key.device)[1])  # (KVH, C L, D)
-        return keys.view(keys.shape[0], -1, self.key_slots, keys.shape[-1]).transpose(0, 1)
+        shared, calls, slots, sources = self.indices(key.device)[1]
+        laid = _scratch(key, len(self.calls), self.key_slots, role)  # (C, KVH, L, D)
+        laid[:, :, :shared] = key[:, :, :shared]  # the cache as every layout lays it (1 -> C)
+        laid[calls, :, slots] = key[0, :, sources].transpose(0, 1)  # (T, KVH, D): the rest
+        return laid
 
-    def indices(self, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Gather indices: query rows per call (C ROWS,), keys per call (C L,) and, per pass
-        row of these calls, its place in the calls' output (q',). Padding points at row / key
-        0: masked keys and padding rows never reach a real row's result."""
+    def shared_keys(self) -> int:
+        """How many keys every call lays out as cached (a tree pass: the whole cache before
+        it): copied to every call at once, only the keys after them gathered per call."""
+        shared = self.key_slots
+        for layout, _, _ in self.calls:
+            order = self.orders[layout]
+            if order is None:
+                shared = min(shared, self.keys)
+                continue
+            order = order[:shared]
+            matches = order == torch.arange(len(order), device=order.device)
+            shared = len(order) if bool(matches.all()) else int((~matches).nonzero()[0, 0])
+        return shared
+
+    def indices(self, device) -> tuple[torch.Tensor, tuple, torch.Tensor]:
+        """Gather indices: query rows per call (C W,); how many keys every call lays out as
+        cached (`shared_keys`) and the keys each call lays out after them, as (call, slot,
+        cached key) triples (T,) each; and, per pass row of these calls, its place in the
+        calls' output (q'). Query padding points at row 0: padding rows never reach a real
+        row's result."""
         if self._indices is None:
-            queries, keys, places = [], [], {}
+            shared = self.shared_keys()
+            queries, calls, slots, sources, places = [], [], [], [], {}
             for c, (layout, rows, _) in enumerate(self.calls):
                 queries += rows + [0] * (self.width - len(rows))
                 order = self.orders[layout]
                 laid = list(range(self.keys)) if order is None else order.tolist()
-                laid = laid[: self.key_slots]  # its rows see no key beyond (by_key_slots)
-                keys += laid + [0] * (self.key_slots - len(laid))
+                laid = laid[shared : self.key_slots]  # its rows see no key beyond (by_key_slots)
+                calls += [c] * len(laid)
+                slots += range(shared, shared + len(laid))
+                sources += laid
                 places.update({row: c * self.width + j for j, row in enumerate(rows)})
             output = [places[row] for row in sorted(places)]
-            self._indices = tuple(torch.tensor(i, device=device) for i in (queries, keys, output))
+            tensor = partial(torch.tensor, dtype=torch.long, device=device)
+            laid_keys = (shared, *map(tensor, (calls, slots, sources)))
+            self._indices = (tensor(queries), laid_keys, tensor(output))
         return self._indices
 
     def mask(self, query: torch.Tensor) -> torch.Tensor:
