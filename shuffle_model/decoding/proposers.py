@@ -425,6 +425,14 @@ class SequenceReader:
         self.chunks = len(inputs.history)
 
 
+def top_probabilities(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's k best columns and their softmax probabilities (temperature 1), float32:
+    logits (..., N) -> probabilities (..., k), columns (..., k), best first."""
+    logits = logits.float()
+    top_logits, columns = logits.topk(k, dim=-1)
+    return (top_logits - logits.logsumexp(-1, keepdim=True)).exp(), columns
+
+
 def draft_slots(
     model,
     hidden: torch.Tensor,
@@ -444,11 +452,7 @@ def draft_slots(
     else:
         probs = sampler.probs(out.logits)  # (K, N)
         tokens = sampler.choose(out.logits, probs)
-    top_probs, top_tokens = None, None
-    if top_k:  # the slots' best tokens and their softmax probabilities (temperature 1)
-        logits = out.logits.float()  # (K, N)
-        top_logits, top_tokens = logits.topk(top_k, dim=-1)  # (K, k)
-        top_probs = (top_logits - logits.logsumexp(-1, keepdim=True)).exp()
+    top_probs, top_tokens = top_probabilities(out.logits, top_k) if top_k else (None, None)
     if out.vocab is not None:  # back to token ids, and distributions over the whole vocabulary
         tokens = out.vocab[tokens]
         top_tokens = None if top_tokens is None else out.vocab[top_tokens]

@@ -176,27 +176,25 @@ def _block(x: torch.Tensor) -> torch.Tensor:
     """This thread's (ROWS, width) input block for x's width, dtype and device. Its rows
     beyond a product's own keep an earlier product's values: a row's bits never depend on
     the other rows (`blocks_agree`), and reusing the block saves a copy per product."""
-    blocks = getattr(_state, "blocks", None)
-    if blocks is None:
-        blocks = _state.blocks = {}
-    key = (x.shape[-1], x.dtype, x.device)
-    if key not in blocks:  # a plain tensor: written inside and outside inference mode alike
-        with torch.inference_mode(False):
-            blocks[key] = torch.zeros(ROWS, x.shape[-1], dtype=x.dtype, device=x.device)
-    return blocks[key]
+    return _thread_buffer("block", (ROWS, x.shape[-1]), x)
 
 
 def _scratch(like: torch.Tensor, calls: int, slots: int, role: int) -> torch.Tensor:
     """This thread's (calls, KVH, slots, D) buffer for laying out keys (role 0) or values (1).
-    It starts zeroed and only ever holds keys and values, so the masked padding a call
-    leaves stale is finite (a masked NaN would still poison its row)."""
-    buffers = getattr(_state, "scratch", None)
+    It only ever holds keys and values, so the masked padding a call leaves stale is finite
+    (a masked NaN would still poison its row)."""
+    return _thread_buffer(("layout", role), (calls, like.shape[1], slots, like.shape[-1]), like)
+
+
+def _thread_buffer(name, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+    """This thread's zeroed buffer `name` of this shape, in like's dtype and on its device,
+    made once and reused: a plain tensor, written inside and outside inference mode alike."""
+    buffers = getattr(_state, "buffers", None)
     if buffers is None:
-        buffers = _state.scratch = {}
-    key = (role, calls, like.shape[1], slots, like.shape[-1], like.dtype, like.device)
+        buffers = _state.buffers = {}
+    key = (name, shape, like.dtype, like.device)
     if key not in buffers:
-        with torch.inference_mode(False):  # a plain tensor: written inside and outside
-            shape = (calls, like.shape[1], slots, like.shape[-1])
+        with torch.inference_mode(False):
             buffers[key] = torch.zeros(shape, dtype=like.dtype, device=like.device)
     return buffers[key]
 

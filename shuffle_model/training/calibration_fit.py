@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..decoding.proposers import ALTERNATIVE_OFFSETS, HEAD_TOP_K, ContextProposer, DraftInput
+from ..decoding.proposers import (
+    ALTERNATIVE_OFFSETS,
+    HEAD_TOP_K,
+    ContextProposer,
+    DraftInput,
+    top_probabilities,
+)
 from ..decoding.shuffle import assign_offsets
 from ..model.calibration import MAX_MATCH, Calibration, IsotonicMap, alternative_key
 from ..model.calibration import expected_calibration_error as ece
@@ -64,9 +70,7 @@ def replay_steps(model, prompt_ids, answer_ids, *, strategy: str) -> ReplayedSte
     if context is not None:  # a head that reads the sequence: z_t at the answer's positions
         context = context[0, positions]  # (N, W)
     draft = model.draft(trunk.hidden[0, positions], anchors, context)  # logits (N, K, V'), ...
-    logits = draft.logits.float()  # (N, K, V')
-    top_logits, top = logits.topk(TOP_K, dim=-1)  # (N, K, TOP_K)
-    top_probs = (top_logits - logits.logsumexp(-1, keepdim=True)).exp()
+    top_probs, top = top_probabilities(draft.logits, TOP_K)  # (N, K, TOP_K) each
     if draft.vocab is not None:
         top = draft.vocab[top]
     tokens = top[..., 0]  # (N, K)
