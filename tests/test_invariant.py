@@ -88,6 +88,54 @@ def test_each_row_of_a_block_attends_as_a_one_token_pass(dtype, parents, past):
         assert torch.equal(tree[:, i : i + 1], alone), f"tree row {i}"
 
 
+@pytest.mark.parametrize("least", [2, 4])
+def test_folded_heads_attend_as_grouped_sdpa_and_each_row_as_a_one_token_pass(monkeypatch, least):
+    """With each key head's query heads folded into its query rows (SmolLM2's shape: 9 query
+    heads over 3 key heads), a pass computes what SDPA over grouped heads computes, and every
+    row of a chain or tree of each width from 1 to ROWS the bits of its one-token pass. A
+    width whose folded rows would leave the kernel's last block of KERNEL_QUERY_BLOCK rows
+    fewer rows than a one-token call (3 x least) is widened (11 rows: 33 folded, a lone row in
+    the last block, which a 2-core AMD EPYC sums otherwise: 13 rows, 15 for least 4)."""
+    heads, key_heads, size = 9, 3, 64
+    monkeypatch.setitem(invariant._query_rows, (heads, key_heads, size, torch.bfloat16), (least, 3))
+    assert invariant.call_width(11, least=least, groups=3) == {2: 13, 4: 15}[least]
+    assert invariant.call_width(1, least=least, groups=3) == least
+    assert invariant.call_width(16, least=least, groups=3) == 16  # 48 rows: blocks of 32, 16
+    assert invariant.call_width(11, least=4, groups=1) == 11  # not folded: one block
+    module = SimpleNamespace(num_key_value_groups=3)
+
+    def attend_folded(query, key, value, mask=None):
+        with invariant.row_invariant(True):
+            return invariant.attention(module, query, key, value, mask, scaling=size**-0.5)[0]
+
+    torch.manual_seed(0)
+    past = 600  # hundreds of keys: the kernel sums them in blocks of 512
+    for n in range(1, invariant.ROWS + 1):
+        query = torch.randn(1, heads, n, size, dtype=torch.bfloat16)
+        key, value = (torch.randn(1, key_heads, past + n, size, dtype=torch.bfloat16) for _ in "kv")
+        chain = attend_folded(query, key, value)  # (1, n, H, D)
+        grouped = torch.nn.functional.scaled_dot_product_attention(
+            query.float(),
+            key.float(),
+            value.float(),
+            is_causal=False,
+            enable_gqa=True,
+            attn_mask=invariant.tree_mask(list(range(-1, n - 1)), past)[None, None],
+        )  # (1, H, n, D): the same attention, unfolded, in float32
+        torch.testing.assert_close(chain.float(), grouped.transpose(1, 2), atol=2e-2, rtol=2e-2)
+        parents = [-1] + [int(torch.randint(0, i, ())) for i in range(1, n)]
+        allowed = invariant.tree_mask(parents, past)
+        tree = attend_folded(query, key, value, allowed[None, None])
+        for i in range(n):
+            alone = attend_folded(
+                query[:, :, i : i + 1], key[:, :, : past + i + 1], value[:, :, : past + i + 1]
+            )
+            assert torch.equal(chain[:, i : i + 1], alone), f"chain of {n}, row {i}"
+            seen = allowed[i].nonzero()[:, 0]
+            alone = attend_folded(query[:, :, i : i + 1], key[:, :, seen], value[:, :, seen])
+            assert torch.equal(tree[:, i : i + 1], alone), f"tree of {n}, row {i}"
+
+
 def test_a_pass_across_a_key_block_boundary_attends_in_one_call_per_key_length():
     """Each row attends over the key slots its own one-token pass has: a chain whose rows
     see 62..66 keys runs as two calls, over 64 and over 128 slots; a tree's rows likewise,

@@ -21,7 +21,9 @@ rotary, activations) never depend on it. Two things do:
   attends over keys laid out as a one-token pass lays them out, the sequence in order: a
   chain's rows share the cache's own layout; a tree row whose ancestors are not the block's
   first nodes gets a layout of its own (its cache, then its ancestors in order), and the
-  layouts of a pass are batched into one call.
+  layouts of a pass are batched into one call. The query heads of a key head are folded
+  into its query rows (fewer, larger products), each call widened so that no block of the
+  kernel's query rows holds fewer rows than a one-token call (`call_width`).
 
 `wanted()` probes both on the machine (per weight shape, and attention in the model's shape)
 before a model relies on them; a model whose probe fails runs in float32 by default
@@ -55,11 +57,15 @@ ROWS = 16  # every product of a row-invariant pass covers this many rows, where 
 LEAST_ROWS = (1, 2)  # or at least this many rows, the fewest probed to give a row its bits
 QUERY_ROWS = (2, 4, ROWS)  # query rows an attention call may be padded to, fewest first:
 # the fewest whose rows get a one-token pass's bits (probed per shape) is used (a 2-core AMD
-# EPYC in bfloat16: 4, its kernels for 2 and 3 query rows sum over hundreds of keys otherwise)
+# EPYC in bfloat16 without folding: 4, its kernels for 2 and 3 query rows sum over hundreds of
+# keys otherwise)
+KERNEL_QUERY_BLOCK = 32  # PyTorch's CPU flash attention splits a call of fewer than 192 query
+# rows into blocks of this many: a block of 1-3 rows may sum otherwise (`call_width`)
 KEY_BLOCK = 64  # keys are padded (masked) to a multiple of this many
 MAX_ROWS = 32  # longer passes (prompts) run as one batch: ordinary and verified alike
 PROBE_SAMPLE = 128  # random rows probed per weight shape
 PROBE_PASSES = 24  # random chain and tree passes probed against one-token passes
+PROBE_WIDTHS = 4  # and passes probed of every row count from 2 to ROWS
 PROBE_KEYS = 12 * KEY_BLOCK  # probed caches hold up to this many keys (kernels may sum
 # values in other orders from a few hundred keys on)
 HALF = (torch.bfloat16, torch.float16)
@@ -320,11 +326,12 @@ def attention(module, query, key, value, attention_mask, **kwargs):
     if found is None:  # a mask we cannot read as allowed / not allowed: plain SDPA
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     scale = kwargs.get("scaling") or query.shape[-1] ** -0.5
-    least = _query_rows.get(_attention_key(query, key), ROWS)
-    return found.attend(query, key, value, scale=scale, least=least), None
+    least, groups = _query_rows.get(_attention_key(query, key), (ROWS, 1))
+    return found.attend(query, key, value, scale=scale, least=least, groups=groups), None
 
 
-_query_rows: dict = {}  # (heads, key heads, size, dtype) -> fewest query rows of a call
+_query_rows: dict = {}  # (heads, key heads, size, dtype) -> (fewest query rows of a call,
+# query heads folded into the rows of their key head: 1 where not folded)
 
 
 def _attention_key(query: torch.Tensor, key: torch.Tensor) -> tuple:
@@ -343,8 +350,9 @@ class Layouts:
     key_slots: int  # keys padded to this (a multiple of KEY_BLOCK)
     in_order: bool = False  # a chain of at most ROWS rows: one call, the keys as cached
     width: int = ROWS  # query rows per call (W): the pass's largest call, at least `least`
+    groups: int = 1  # query heads folded into their key head's rows (G; 1: not folded)
     _indices: tuple | None = None  # (query, key, output) gather indices, built on first use
-    _mask: torch.Tensor | None = None  # (C, 1, W, L), built on first use
+    _mask: torch.Tensor | None = None  # (C, 1, G W, L), built on first use
 
     def __post_init__(self) -> None:
         first = self.calls[0] if len(self.calls) == 1 else None
@@ -354,18 +362,25 @@ class Layouts:
             and first[1] == list(range(len(first[1])))
         )
 
-    def attend(self, query, key, value, *, scale: float, least: int = ROWS) -> torch.Tensor:
+    def attend(
+        self, query, key, value, *, scale: float, least: int = ROWS, groups: int = 1
+    ) -> torch.Tensor:
         """One SDPA call over every (layout, rows) pair, batched, each call's query rows
-        padded to W: the largest call's, at least `least`. -> (1, q, H, D)"""
-        self.use_width(max(least, max(len(rows) for _, rows, _ in self.calls)))
+        padded to W: the largest call's, at least `least` (`call_width`). With `groups` G > 1
+        the G query heads of a key head are folded into its query rows (G W rows of one head
+        attending over its keys, as `enable_gqa` would repeat them: fewer, larger products
+        for the kernel). -> (1, q, H, D)"""
+        widest = max(least, max(len(rows) for _, rows, _ in self.calls))
+        self.use_width(call_width(widest, least=least, groups=groups), groups)
+        queries = self.gathered(query)  # (C, H, W, D)
         out = F.scaled_dot_product_attention(
-            self.gathered(query),  # (C, H, W, D)
+            folded(queries, groups),  # (C, H / G, G W, D)
             self.laid_out(key, role=0),  # (C, KVH, L, D)
             self.laid_out(value, role=1),
             attn_mask=self.mask(query),
             scale=scale,
-            enable_gqa=True,
-        )  # (C, H, W, D)
+            enable_gqa=groups == 1,
+        ).reshape(queries.shape)  # (C, H, W, D)
         if self.in_order:
             return out[:, :, : len(self.calls[0][1])].transpose(1, 2)  # (1, q', H, D)
         flat = out.transpose(1, 2).reshape(-1, *out.shape[1::2])  # (C W, H, D)
@@ -376,10 +391,11 @@ class Layouts:
         """The pass rows these calls compute (q' of them), in order: their outputs' order."""
         return sorted(row for _, rows, _ in self.calls for row in rows)
 
-    def use_width(self, width: int) -> None:
-        """Pad each call's query rows to `width` (the same for every layer of a pass)."""
-        if width != self.width:
-            self.width, self._indices, self._mask = width, None, None
+    def use_width(self, width: int, groups: int = 1) -> None:
+        """Pad each call's query rows to `width`, G heads folded (the same for every layer of a
+        pass)."""
+        if (width, groups) != (self.width, self.groups):
+            self.width, self.groups, self._indices, self._mask = width, groups, None, None
 
     def gathered(self, query: torch.Tensor) -> torch.Tensor:
         """(1, H, q, D) -> (C, H, W, D): per call, its rows, then padding rows."""
@@ -442,15 +458,17 @@ class Layouts:
         return self._indices
 
     def mask(self, query: torch.Tensor) -> torch.Tensor:
-        """(C, 1, W, L) additive, in the query's dtype (as SDPA turns a bool mask into,
-        once per pass instead of per layer): row j of call c sees its first seen[j] keys;
-        padding rows see the first key only (a row that sees nothing would be NaN)."""
+        """(C, 1, G W, L) additive, in the query's dtype (as SDPA turns a bool mask into,
+        once per pass instead of per layer): row j of call c sees its first seen[j] keys, in
+        each of the G folded heads; padding rows see the first key only (a row that sees
+        nothing would be NaN)."""
         if self._mask is None:
             device = query.device
             seen = [counts + [1] * (self.width - len(counts)) for _, _, counts in self.calls]
             seen = torch.tensor(seen, device=device)  # (C, W)
             slots = torch.arange(self.key_slots, device=device)  # (L,)
             allowed = (slots[None, None, :] < seen[:, :, None])[:, None]  # (C, 1, W, L)
+            allowed = allowed.repeat(1, 1, self.groups, 1)  # (C, 1, G W, L): as folded
             hidden = torch.zeros(allowed.shape, dtype=query.dtype, device=device)
             self._mask = hidden.masked_fill_(~allowed, float("-inf"))
         return self._mask
@@ -464,9 +482,12 @@ class PassLayouts:
     groups: list[Layouts]
     _places: torch.Tensor | None = None  # (q,): pass row -> its place in the joined outputs
 
-    def attend(self, query, key, value, *, scale: float, least: int) -> torch.Tensor:
+    def attend(self, query, key, value, *, scale: float, least: int, groups: int) -> torch.Tensor:
         """(1, q, H, D): every pass row's attention output, in pass order."""
-        outs = [group.attend(query, key, value, scale=scale, least=least) for group in self.groups]
+        outs = [
+            group.attend(query, key, value, scale=scale, least=least, groups=groups)
+            for group in self.groups
+        ]
         if len(outs) == 1:
             return outs[0]
         return torch.cat(outs, 1).index_select(1, self.places(query.device))
@@ -478,6 +499,24 @@ class PassLayouts:
             places[torch.tensor(order)] = torch.arange(len(order))
             self._places = places.to(device)
         return self._places
+
+
+def call_width(rows: int, *, least: int, groups: int) -> int:
+    """Query rows per call for a pass whose largest call has `rows` (at least `least`): with
+    G heads folded, widened until no block of KERNEL_QUERY_BLOCK folded rows the kernel
+    splits the call into holds fewer rows than a one-token call (G least): a 2-core AMD EPYC
+    in bfloat16 gives a lone row in the last block (G W = 33) other bits."""
+    width = max(rows, least)
+    while 0 < groups * width % KERNEL_QUERY_BLOCK < groups * least:
+        width += 1
+    return width
+
+
+def folded(queries: torch.Tensor, groups: int) -> torch.Tensor:
+    """(C, H, W, D) -> (C, H / G, G W, D): the G query heads of each key head (heads
+    k G .. k G + G - 1, as `enable_gqa` pairs them) as one head of G W rows."""
+    calls, heads, width, size = queries.shape
+    return queries.reshape(calls, heads // groups, groups * width, size)
 
 
 def _layouts_for_pass(mask, *, rows: int, keys: int) -> PassLayouts | None:
@@ -606,17 +645,40 @@ def _padded_keys(keys: int) -> int:
 
 @torch.no_grad()
 def attention_agrees(heads: int, key_heads: int, size: int, *, dtype: torch.dtype) -> bool:
-    """Whether, in this shape and dtype, each row of random chain and tree passes attends with
-    the bits of a one-token pass over the same keys in sequence order, with calls padded to
-    one of QUERY_ROWS query rows; the fewest that agree is kept for the shape (a one-token
-    pass then pays for that many query rows, not ROWS)."""
+    """Whether, in this shape and dtype, each row of chain and tree passes attends with the
+    bits of a one-token pass over the same keys in sequence order, with calls padded to one
+    of QUERY_ROWS query rows, query heads folded into their key head's rows or not. The
+    first that agrees is kept for the shape, folded before not, the fewest rows first (a
+    one-token pass then pays for that many query rows, not ROWS)."""
     shape = (heads, key_heads, size, dtype)
-    for least in QUERY_ROWS:
-        _query_rows[shape] = least
-        if _rows_agree(heads, key_heads, size, dtype=dtype):
-            return True
+    folds = (heads // key_heads, 1) if heads != key_heads else (1,)
+    for groups in folds:
+        for least in QUERY_ROWS:
+            _query_rows[shape] = (least, groups)
+            if _rows_agree(heads, key_heads, size, dtype=dtype):
+                return True
     del _query_rows[shape]
     return False
+
+
+def probe_passes(generator: torch.Generator) -> list[tuple[int, int, bool]]:
+    """The probed passes as (rows, cached keys, tree or chain): PROBE_PASSES random ones
+    (caches of up to PROBE_KEYS keys, every third across a KEY_BLOCK), then PROBE_WIDTHS of
+    every row count from 2 to ROWS, one in four across a KEY_BLOCK (a kernel may give other
+    bits for one call width alone, and to some rows only: a lone row in its last block)."""
+
+    def draw(low, high):
+        return int(torch.randint(low, high, (), generator=generator))
+
+    counts = [draw(2, ROWS + 1) for _ in range(PROBE_PASSES)]
+    counts += [n for n in range(2, ROWS + 1) for _ in range(PROBE_WIDTHS)]
+    passes = []
+    for trial, n in enumerate(counts):
+        past = draw(3, PROBE_KEYS)
+        if trial % 3 == 2 if trial < PROBE_PASSES else trial % 4 == 3:
+            past = max(3, _padded_keys(past) - draw(1, n))
+        passes.append((n, past, trial % 2 == 1))
+    return passes
 
 
 def _rows_agree(heads: int, key_heads: int, size: int, *, dtype: torch.dtype) -> bool:
@@ -627,18 +689,14 @@ def _rows_agree(heads: int, key_heads: int, size: int, *, dtype: torch.dtype) ->
         with row_invariant(True):
             return attention(module, query, key, value, mask, scaling=size**-0.5)[0]
 
-    for trial in range(PROBE_PASSES):  # caches of up to PROBE_KEYS keys, every third pass
-        n = int(torch.randint(2, ROWS + 1, (), generator=generator))  # across a KEY_BLOCK
-        past = int(torch.randint(3, PROBE_KEYS, (), generator=generator))
-        if trial % 3 == 2:
-            past = max(3, _padded_keys(past) - int(torch.randint(1, n, (), generator=generator)))
+    for n, past, tree in probe_passes(generator):
         query = torch.randn(1, heads, n, size, generator=generator).to(dtype)
         key, value = (
             torch.randn(1, key_heads, past + n, size, generator=generator).to(dtype)
             for _ in range(2)
         )
         parents = [-1] + [
-            int(torch.randint(0, i, (), generator=generator)) if trial % 2 else i - 1
+            int(torch.randint(0, i, (), generator=generator)) if tree else i - 1
             for i in range(1, n)
         ]
         allowed = tree_mask(parents, past)
