@@ -102,6 +102,8 @@ def test_folded_heads_attend_as_grouped_sdpa_and_each_row_as_a_one_token_pass(mo
     assert invariant.call_width(1, least=least, groups=3) == least
     assert invariant.call_width(16, least=least, groups=3) == 16  # 48 rows: blocks of 32, 16
     assert invariant.call_width(11, least=4, groups=1) == 11  # not folded: one block
+    assert invariant.folds(9, 3) == (3, 1) and invariant.folds(4, 4) == (1,)
+    assert invariant.folds(32, 2) == (1,)  # 16 heads of 16 rows: a call the kernel splits in 64s
     module = SimpleNamespace(num_key_value_groups=3)
 
     def attend_folded(query, key, value, mask=None):

@@ -59,8 +59,9 @@ QUERY_ROWS = (2, 4, ROWS)  # query rows an attention call may be padded to, fewe
 # the fewest whose rows get a one-token pass's bits (probed per shape) is used (a 2-core AMD
 # EPYC in bfloat16 without folding: 4, its kernels for 2 and 3 query rows sum over hundreds of
 # keys otherwise)
-KERNEL_QUERY_BLOCK = 32  # PyTorch's CPU flash attention splits a call of fewer than 192 query
-# rows into blocks of this many: a block of 1-3 rows may sum otherwise (`call_width`)
+KERNEL_QUERY_BLOCK = 32  # PyTorch's CPU flash attention splits a call of fewer than
+# FOLDED_ROWS query rows into blocks of this many: a block of 1-3 rows may sum otherwise
+FOLDED_ROWS = 192  # (`call_width`); heads are folded only where a call stays under this
 KEY_BLOCK = 64  # keys are padded (masked) to a multiple of this many
 MAX_ROWS = 32  # longer passes (prompts) run as one batch: ordinary and verified alike
 PROBE_SAMPLE = 128  # random rows probed per weight shape
@@ -651,14 +652,26 @@ def attention_agrees(heads: int, key_heads: int, size: int, *, dtype: torch.dtyp
     first that agrees is kept for the shape, folded before not, the fewest rows first (a
     one-token pass then pays for that many query rows, not ROWS)."""
     shape = (heads, key_heads, size, dtype)
-    folds = (heads // key_heads, 1) if heads != key_heads else (1,)
-    for groups in folds:
+    for groups in folds(heads, key_heads):
         for least in QUERY_ROWS:
+            if groups * least > KERNEL_QUERY_BLOCK:  # a one-token call in one block only
+                continue
             _query_rows[shape] = (least, groups)
             if _rows_agree(heads, key_heads, size, dtype=dtype):
                 return True
     del _query_rows[shape]
     return False
+
+
+def folds(heads: int, key_heads: int) -> tuple[int, ...]:
+    """How many query heads a call may fold into each key head's rows, to be probed in this
+    order: G, then 1 (not folded); G only where every call (at most ROWS rows, widened by
+    `call_width` by less than a block) stays under FOLDED_ROWS rows, which the kernel splits
+    into blocks of KERNEL_QUERY_BLOCK."""
+    groups = heads // key_heads
+    if groups > 1 and groups * ROWS + KERNEL_QUERY_BLOCK <= FOLDED_ROWS:
+        return groups, 1
+    return (1,)
 
 
 def probe_passes(generator: torch.Generator) -> list[tuple[int, int, bool]]:
