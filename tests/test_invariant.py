@@ -120,7 +120,6 @@ def test_folded_heads_attend_as_grouped_sdpa_and_each_row_as_a_one_token_pass(mo
             query.float(),
             key.float(),
             value.float(),
-            is_causal=False,
             enable_gqa=True,
             attn_mask=invariant.tree_mask(list(range(-1, n - 1)), past)[None, None],
         )  # (1, H, n, D): the same attention, unfolded, in float32

@@ -371,7 +371,7 @@ class Layouts:
         the G query heads of a key head are folded into its query rows (G W rows of one head
         attending over its keys, as `enable_gqa` would repeat them: fewer, larger products
         for the kernel). -> (1, q, H, D)"""
-        widest = max(least, max(len(rows) for _, rows, _ in self.calls))
+        widest = max(len(rows) for _, rows, _ in self.calls)
         self.use_width(call_width(widest, least=least, groups=groups), groups)
         queries = self.gathered(query)  # (C, H, W, D)
         out = F.scaled_dot_product_attention(
@@ -688,7 +688,8 @@ def probe_passes(generator: torch.Generator) -> list[tuple[int, int, bool]]:
     passes = []
     for trial, n in enumerate(counts):
         past = draw(3, PROBE_KEYS)
-        if trial % 3 == 2 if trial < PROBE_PASSES else trial % 4 == 3:
+        across = trial % 3 == 2 if trial < PROBE_PASSES else trial % 4 == 3  # a KEY_BLOCK
+        if across:
             past = max(3, _padded_keys(past) - draw(1, n))
         passes.append((n, past, trial % 2 == 1))
     return passes
