@@ -139,15 +139,26 @@ def test_greedy_logits_certify_the_float32_argmax():
     assert not torch.equal(certified, full)  # the other logits are the half-precision ones
 
 
-def test_a_row_it_cannot_certify_gets_the_whole_float32_product():
+def test_a_close_top_is_settled_by_the_float32_logits_of_every_contender():
+    from shuffle_model.model.precision import candidate_logits
+
     model = half_model()
     heads = model.float32_logits
     with torch.no_grad():
         model.backbone.lm_head.weight[4] = model.backbone.lm_head.weight[3]  # a tie of two
+        model.backbone.lm_head.weight[5] = model.backbone.lm_head.weight[3] * 0.98  # and close
     weight = model.backbone.lm_head.weight.float()
-    x = weight[3:4] * 8  # tokens 3 and 4 lead, at the same logit
+    x = weight[3:4] * 8  # tokens 3 and 4 lead at the same logit, 5 close behind
+    full = x @ weight.T
     logits = heads.certified(x)
-    assert torch.equal(logits, x @ weight.T)  # no proof: the whole product, bit for bit
+    every = candidate_logits(x, weight, torch.arange(weight.shape[0])[None])  # (1, V) exact
+    assert logits.argmax(-1).item() == every.argmax(-1).item() == full.argmax(-1).item() == 3
+    for token in (3, 4):  # the contenders' logits are float32 sums, as the whole product's
+        assert logits[0, token] == every[0, token]
+    torch.testing.assert_close(logits[0, 3:5], full[0, 3:5])
+    assert not torch.equal(logits, full)  # no whole product: the rest stay half-precision
+    beaten = logits[0] < logits[0, 3]
+    assert beaten.sum() == weight.shape[0] - 2  # every other token below the tie
 
 
 def test_greedy_decoding_with_the_certified_argmax_writes_what_the_whole_product_does(

@@ -136,12 +136,13 @@ def curve_key(model) -> dict:
     device = model.device
     cfg = model.config
     key = {
-        "curve": 7,  # what `measure` times (bumped when that changes): passes on a context the
+        "curve": 8,  # what `measure` times (bumped when that changes): passes on a context the
         # backbone predicts (precision.timing_context), drafting, a tree's extra paths,
         # half-precision products on packed weights (packed.py), and row-invariant passes as
         # the stronger probes set them up (a lone row's product padded to 2, attention calls
         # per key length, a tree's layouts sharing one copy of the cache, query heads folded
-        # into their key head's rows: invariant.py)
+        # into their key head's rows: invariant.py; a close top settled on its contenders
+        # instead of the whole float32 LM head: precision.py)
         "cpu": cpu_name(),
         "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),

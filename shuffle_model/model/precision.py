@@ -12,10 +12,13 @@ SmolLM2: 9 ms a row in float32 on a 2-core CPU against 3 ms in bfloat16). Greedy
 needs only the argmax of the float32 logits, so it takes a certified argmax instead: the
 half-precision product ranks the tokens, the CANDIDATES best are recomputed in float32, and a
 bound on the half-precision product's error proves that no other token can reach the best of
-them; a row without that proof gets the whole float32 product. The argmax is exactly the
-float32 product's (certified rows also need the best candidate ahead of the second by more
-than float32 rounding); the other logits of a certified row are the half-precision ones.
-Sampling and training always get the whole float32 product.
+them. Where the top is close (the best candidate not ahead of the second, or of the bound on
+the rest, by more than float32 rounding could move them), every token the bound cannot rule
+out is recomputed in float32 too: a handful, where the whole float32 product of a lone row
+costs 9 ms. The argmax is exactly that of the float32 logits, each token's products summed
+in float32 (`candidate_logits`: the same bits whatever else shares the pass); where the top
+is clear it is also the float32 product's, bit for bit in the choice. The other logits are
+the half-precision ones. Sampling and training always get the whole float32 product.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from . import packed
 CANDIDATES = 8  # tokens per row whose float32 logits a certified argmax computes exactly
 HALF_ROUNDING = 2.0**-7  # a half-precision product's rounding of its output, relative: twice
 # bfloat16's half-ulp (float16's is far smaller)
+SETTLE_CHUNK = 4096  # contenders of a close top recomputed at a time (a flat top has many)
 PROBE_ROWS = 64  # random rows on which the error bound is checked before it is trusted
 
 
@@ -97,9 +101,9 @@ class Float32Logits:
         return decided[size]
 
     def certified(self, x: torch.Tensor) -> torch.Tensor:
-        """x (..., H) float32 -> (..., V) float32 logits whose argmax is the float32 product's:
-        the CANDIDATES best of the half-precision product exact, the rest as that product
-        has them; rows it cannot certify get the whole float32 product."""
+        """x (..., H) float32 -> (..., V) float32 logits whose argmax is that of the float32
+        logits: the CANDIDATES best of the half-precision product exact, the rest as that
+        product has them; where the top is close, every contender exact too (`settle`)."""
         _, _, weight, _ = self._float_weights()
         flat = x.reshape(-1, x.shape[-1])  # (N, H)
         half = flat.to(self.lm_head.weight.dtype)  # (N, H) the rounded input
@@ -114,9 +118,20 @@ class Float32Logits:
         # the candidates' sums: its argmax is the best candidate when these gaps hold
         certain = (first - 3 * slack > rest) & (first - second > 4 * slack)  # (N,)
         logits = approx.scatter(-1, candidates, exact)
-        for row in (~certain).nonzero()[:, 0].tolist():  # rare: a flat top of the distribution
-            logits[row] = F.linear(flat[row : row + 1], weight)[0]
+        for row in (~certain).nonzero()[:, 0].tolist():  # a close top: 4 % of rows
+            floor = first[row] - 3 * slack[row]
+            self.settle(logits[row], flat[row], half[row], approx[row], floor, weight)
         return logits.reshape(*x.shape[:-1], -1)
+
+    def settle(self, logits, flat, half, approx, floor, weight) -> None:
+        """One row (V,) whose top the bound left close: every token whose exact logit may
+        reach `floor` (the best candidate's float32 logit less 3 slack), recomputed in
+        float32 in place. Any other token's float32 logit lies below floor + slack and so
+        below the best contender's; its half-precision logit below floor too."""
+        bounds = self._upper_bounds(flat[None], half[None], approx[None])[0]  # (V,)
+        contenders = (bounds >= floor).nonzero()[:, 0]  # (n,) the best candidate among them
+        for chunk in contenders.split(SETTLE_CHUNK):
+            logits[chunk] = candidate_logits(flat[None], weight, chunk[None])[0]
 
     def _half_product(self, half: torch.Tensor) -> torch.Tensor:
         """The half-precision LM head on the rounded input, as float32: (N, H) -> (N, V)."""
