@@ -16,6 +16,7 @@ from shuffle_model.decoding.lossless import (
     model_bound,
     near_tie_bound,
 )
+from shuffle_model.model.precision import candidate_logits
 from tests.tiny import tiny_backbone, tiny_mixer
 
 FLAT = CostCurve.from_ratios([1.0] * 24)
@@ -140,8 +141,6 @@ def test_greedy_logits_certify_the_float32_argmax():
 
 
 def test_a_close_top_is_settled_by_the_float32_logits_of_every_contender():
-    from shuffle_model.model.precision import candidate_logits
-
     model = half_model()
     heads = model.float32_logits
     with torch.no_grad():

@@ -61,7 +61,8 @@ QUERY_ROWS = (2, 4, ROWS)  # query rows an attention call may be padded to, fewe
 # keys otherwise)
 KERNEL_QUERY_BLOCK = 32  # PyTorch's CPU flash attention splits a call of fewer than
 # FOLDED_ROWS query rows into blocks of this many: a block of 1-3 rows may sum otherwise
-FOLDED_ROWS = 192  # (`call_width`); heads are folded only where a call stays under this
+# (`call_width`)
+FOLDED_ROWS = 192  # heads are folded only where every call stays under this many rows
 KEY_BLOCK = 64  # keys are padded (masked) to a multiple of this many
 MAX_ROWS = 32  # longer passes (prompts) run as one batch: ordinary and verified alike
 PROBE_SAMPLE = 128  # random rows probed per weight shape

@@ -118,7 +118,7 @@ class Float32Logits:
         # the candidates' sums: its argmax is the best candidate when these gaps hold
         certain = (first - 3 * slack > rest) & (first - second > 4 * slack)  # (N,)
         logits = approx.scatter(-1, candidates, exact)
-        for row in (~certain).nonzero()[:, 0].tolist():  # a close top: 4 % of rows
+        for row in (~certain).nonzero()[:, 0].tolist():  # a close top (few rows)
             floor = first[row] - 3 * slack[row]
             self.settle(logits[row], flat[row], half[row], approx[row], floor, weight)
         return logits.reshape(*x.shape[:-1], -1)
