@@ -61,6 +61,45 @@ def test_context_estimates_follow_what_was_accepted():
     assert proposer.propose(state(tokens), budget=4, branching=False).accept_probs[0] < before[0]
 
 
+def test_the_context_branches_where_an_earlier_occurrence_went_on_otherwise():
+    # "1 2 3" was followed by "4 5 6 1 2" most recently and by "7 8 5 1 2" before that
+    tokens = [1, 2, 3, 7, 8, 5, 1, 2, 3, 4, 5, 6, 1, 2, 3]
+    chain = ContextProposer(Calibration()).propose(state(tokens), budget=5, branching=False)
+    assert chain.tokens == [4, 5, 6, 1, 2] and chain.parents == [-1, 0, 1, 2, 3]
+    tree = ContextProposer(Calibration()).propose(state(tokens), budget=5, branching=True)
+    assert tree.tokens == [4, 5, 6, 1, 2, 7, 8, 5, 1, 2]
+    assert tree.parents == [-1, 0, 1, 2, 3, -1, 5, 6, 7, 8]  # beside the chain, from the anchor
+    assert tree.ranks[5] == 1 and tree.details.chain == 5
+    assert tree.accept_probs[:5] == chain.accept_probs  # the chain's chances are unchanged
+    assert tree.accept_probs[5] == pytest.approx(chain.accept_probs[0] / 2)  # 1 of 2 rows
+    # an occurrence that agrees with the chain for a while branches off where it leaves it
+    tokens = [1, 2, 3, 4, 9, 9, 1, 2, 3, 4, 5, 6, 1, 2, 3]
+    tree = ContextProposer(Calibration()).propose(state(tokens), budget=3, branching=True)
+    assert tree.tokens == [4, 5, 6, 9, 9] and tree.parents == [-1, 0, 1, 0, 3]
+    # and one that goes on as the chain does adds nothing
+    tokens = [1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6, 1, 2, 3]
+    tree = ContextProposer(Calibration()).propose(state(tokens), budget=3, branching=True)
+    assert tree.tokens == [4, 5, 6]
+
+
+def test_the_context_branches_learn_apart_from_its_chain():
+    tokens = [1, 2, 3, 7, 8, 5, 1, 2, 3, 4, 5, 6, 1, 2, 3]
+    proposer = ContextProposer(Calibration())
+    before = proposer.propose(state(tokens), budget=5, branching=True).accept_probs
+    for _ in range(5):  # only the branch was checked, and it was right
+        tree = proposer.propose(state(tokens), budget=5, branching=True)
+        proposer.observe(tree, Outcome(checked=[5, 6], accepted=[5, 6]))
+    after = proposer.propose(state(tokens), budget=5, branching=True).accept_probs
+    assert after[:5] == before[:5]
+    assert all(a > b for a, b in zip(after[5:], before[5:], strict=True))
+    for _ in range(5):  # only the chain was checked, and it was wrong
+        tree = proposer.propose(state(tokens), budget=5, branching=True)
+        proposer.observe(tree, Outcome(checked=[0], accepted=[]))
+    later = proposer.propose(state(tokens), budget=5, branching=True).accept_probs
+    assert later[0] < after[0]
+    assert later[5] / later[0] == pytest.approx(after[5] / after[0])  # same correction
+
+
 def forward_path(backbone_mixer, prefix, path_tokens):
     cache = backbone_mixer.new_cache()
     backbone_mixer.trunk_forward(torch.tensor([prefix]), cache=cache)

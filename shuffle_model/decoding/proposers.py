@@ -12,8 +12,10 @@ source alike: they never ask which one it is.
   calibrated per offset); where trees are allowed, beside it the next-best tokens of the slots
   at offsets 1 and 2, each followed by the chain's next draft (Medusa's sparse trees).
 - ContextProposer: the last tokens looked up in the prompt and the output so far (an n-gram
-  match, as prompt lookup decoding does); the draft is what followed the match, and its
-  chances come from the match length and what context drafts had accepted so far.
+  match, as prompt lookup decoding does); the draft is what followed the match's most recent
+  occurrence, and its chances come from the match length and what context drafts had
+  accepted so far; where trees are allowed, earlier occurrences that went on otherwise add
+  branches beside it.
 
 A third, CorpusProposer (corpus.py), drafts what followed the same words in the backbone's own
 earlier answers. A new source is one class: subclass `DraftSource`, give it a `name`, `propose`
@@ -42,6 +44,8 @@ CONTEXT = "context"
 SOURCES = (HEAD, CONTEXT)
 MAX_NGRAM = 4  # longest suffix looked up in the context
 MAX_CONTEXT_DRAFTS = 10  # longest context chain (Hugging Face's prompt lookup default)
+MAX_CONTEXT_BRANCHES = 3  # earlier occurrences' other continuations beside the chain (trees)
+MAX_CONTEXT_OCCURRENCES = 16  # earlier occurrences of the match read, the most recent first
 PRIOR_WEIGHT = 4.0  # pseudo-observations behind a prior acceptance estimate
 MAX_ACCEPT_PROB = 0.98  # no estimate is ever certain
 HEAD_TOP_K = 3  # the head's alternatives: its slots' 2nd and 3rd tokens ...
@@ -482,13 +486,20 @@ class ContextMatch:
 
     match_length: int  # tokens of the suffix that matched
     match_end: int  # where the matched tokens end in the sequence (exclusive)
+    chain: int  # the tree's first `chain` nodes are the chain; the rest, branches beside it
 
     def trace_fields(self, tok, tree: DraftTree, statuses: list[str]) -> dict:
         return {"context": context_record(tok, tree, self, statuses)}
 
 
 class ContextProposer(DraftSource):
-    """n-gram lookup in the prompt and the output so far, with an index kept up to date."""
+    """n-gram lookup in the prompt and the output so far, with an index kept up to date.
+
+    The chain is what followed the most recent occurrence of the longest match. Where trees
+    are allowed, beside it come the continuations of earlier occurrences of the same match
+    that go on otherwise (the most shared first, up to MAX_CONTEXT_BRANCHES), each from where
+    it leaves the chain: a list that repeats with a different item, a sentence said twice
+    with another ending."""
 
     name = CONTEXT
 
@@ -498,13 +509,18 @@ class ContextProposer(DraftSource):
         *,
         max_ngram: int = MAX_NGRAM,
         max_drafts: int = MAX_CONTEXT_DRAFTS,
+        max_branches: int = MAX_CONTEXT_BRANCHES,
     ):
         self.calibration = calibration
         self.max_ngram = max_ngram
         self.max_drafts = max_drafts
-        self.latest: list[dict[tuple[int, ...], int]] = [{} for _ in range(max_ngram + 1)]
-        self.indexed = 0  # n-grams ending (exclusive) at 1..indexed are in `latest`
+        self.max_branches = max_branches
+        self.ends: list[dict[tuple[int, ...], list[int]]] = [{} for _ in range(max_ngram + 1)]
+        # ends[n][gram]: where each occurrence of the n-gram ends (exclusive), oldest first
+        self.indexed = 0  # n-grams ending (exclusive) at 1..indexed are in `ends`
         self.counts: dict[tuple[int, bool], list[float]] = {}  # (match, first) -> [accepted, n]
+        self.branches = OnlineCorrection()  # for the estimated chances of the branches' nodes
+        self._estimates: list[float] = []  # the last tree's uncorrected chances of branches
 
     @classmethod
     def from_settings(cls, model, settings, sampler: TokenSampler, *, record: bool):
@@ -516,16 +532,29 @@ class ContextProposer(DraftSource):
         match = self._longest_match(tokens)
         if match is None:
             return None
-        length, end = match
-        drafts = tokens[end : end + min(budget, self.max_drafts)]
+        length, ends = match  # oldest first
+        depth = min(budget, self.max_drafts)
+        drafts = tokens[ends[-1] : ends[-1] + depth]
         if not drafts:
             return None
-        return DraftTree(
+        tree = DraftTree(
             source=CONTEXT,
             tokens=drafts,
-            accept_probs=[self.estimate(length, depth) for depth in range(1, len(drafts) + 1)],
-            details=ContextMatch(length, end),
+            accept_probs=[self.estimate(length, d) for d in range(1, len(drafts) + 1)],
+            details=ContextMatch(length, ends[-1], len(drafts)),
         )
+        self._estimates = []
+        if branching and self.max_branches:
+            latest = ends[-MAX_CONTEXT_OCCURRENCES:][::-1]  # the most recent first
+            rows = [tokens[end : end + depth] for end in latest]
+            self._estimates = add_branches(
+                tree,
+                rows,
+                chance=lambda d: self.estimate(length, d),
+                correction=self.branches,
+                max_branches=self.max_branches,
+            )
+        return tree
 
     def estimate(self, match_length: int, depth: int) -> float:
         """Prior acceptance for this match length and depth, updated by this generation's."""
@@ -537,22 +566,62 @@ class ContextProposer(DraftSource):
 
     def observe(self, tree: DraftTree, outcome: Outcome) -> None:
         accepted = set(outcome.accepted)
-        for node in outcome.trials(tree):  # a chain: node k is at depth k + 1
-            key = (min(tree.details.match_length, MAX_MATCH), node == 0)
-            counts = self.counts.setdefault(key, [0.0, 0.0])
-            counts[0] += node in accepted
-            counts[1] += 1
+        trials = outcome.trials(tree)
+        chain = tree.details.chain
+        for node in trials:
+            if node < chain:  # the chain: node k is at depth k + 1
+                key = (min(tree.details.match_length, MAX_MATCH), node == 0)
+                counts = self.counts.setdefault(key, [0.0, 0.0])
+                counts[0] += node in accepted
+                counts[1] += 1
+        branched = [n for n in trials if n >= chain]
+        hits = sum(1 for n in branched if n in accepted)
+        self.branches.update([self._estimates[n - chain] for n in branched], hits)
 
     def _index(self, tokens: list[int], *, until: int) -> None:
         for end in range(self.indexed + 1, until + 1):
             for n in range(1, min(self.max_ngram, end) + 1):
-                self.latest[n][tuple(tokens[end - n : end])] = end
+                self.ends[n].setdefault(tuple(tokens[end - n : end]), []).append(end)
         self.indexed = max(self.indexed, until)
 
-    def _longest_match(self, tokens: list[int]) -> tuple[int, int] | None:
-        """(n, end): the longest suffix of n tokens seen before, ending (exclusive) at end."""
+    def _longest_match(self, tokens: list[int]) -> tuple[int, list[int]] | None:
+        """(n, ends): the longest suffix of n tokens seen before, and where its occurrences
+        end (exclusive), the oldest first."""
         for n in range(min(self.max_ngram, len(tokens) - 1), 0, -1):
-            end = self.latest[n].get(tuple(tokens[-n:]))
-            if end is not None:
-                return n, end
+            ends = self.ends[n].get(tuple(tokens[-n:]))
+            if ends:
+                return n, ends
         return None
+
+
+def add_branches(tree: DraftTree, rows, *, chance, correction, max_branches: int) -> list[float]:
+    """Beside the chain (rows[0], the most recent occurrence's continuation), the
+    continuations of other occurrences (rows[1:], the more recent first) where they leave it:
+    up to `max_branches` branches, the ones most rows share first, each drafted as the most
+    recent row that takes it goes on. A node's chance is the chain's estimate at its depth
+    (`chance(depth)`) times the share of the rows through its parent that go on with it.
+    Returns the uncorrected chance of each node added."""
+    shared: dict[tuple[int, ...], int] = {}  # a prefix -> how many rows start with it
+    for row in rows:
+        for d in range(1, len(row) + 1):
+            shared[tuple(row[:d])] = shared.get(tuple(row[:d]), 0) + 1
+    chain = tuple(rows[0])
+    leaving: dict[tuple[int, ...], int] = {}  # a branch's first prefix -> the row drafting it
+    for i, row in enumerate(rows[1:], start=1):
+        d = next((d for d, t in enumerate(row) if d >= len(chain) or t != chain[d]), None)
+        if d is not None and d < len(chain):  # leaves the chain at depth d + 1
+            leaving.setdefault(tuple(row[: d + 1]), i)
+    best = sorted(leaving, key=lambda p: (-shared[p], leaving[p]))[:max_branches]
+    estimates = []
+    siblings: dict[int, int] = {}  # a chain node (-1: the anchor) -> branches added under it
+    for first in best:
+        row, d = rows[leaving[first]], len(first) - 1
+        parent = d - 1  # the chain's node before it (-1: the anchor)
+        rank = siblings[parent] = siblings.get(parent, 0) + 1  # the chain's node is rank 0
+        for depth in range(d + 1, len(row) + 1):
+            prefix = tuple(row[:depth])
+            estimate = chance(depth) * shared[prefix] / shared.get(prefix[:-1], len(rows))
+            node = tree.add(row[depth - 1], parent, correction.apply([estimate])[0], rank)
+            estimates.append(estimate)
+            parent, rank = node, 0
+    return estimates

@@ -76,11 +76,14 @@ def slot_records(tok, draft, chain_probs: list[float], statuses: list[str]) -> l
 
 
 def context_record(tok, tree, match, statuses: list[str]) -> ContextTrace:
-    """The context's chain (its nodes in depth order) and the match it followed."""
+    """The context's chain (its nodes in depth order) and the match it followed. Branches
+    beside the chain are in the step's tree (its forwarded nodes), not here."""
+    m = match.chain
+    probs = tree.accept_probs[:m]
     return ContextTrace(
-        tokens=[token_info(tok, t, p) for t, p in zip(tree.tokens, tree.accept_probs, strict=True)],
-        accept_probs=list(tree.accept_probs),
-        statuses=list(statuses),
+        tokens=[token_info(tok, t, p) for t, p in zip(tree.tokens[:m], probs, strict=True)],
+        accept_probs=list(probs),
+        statuses=list(statuses[:m]),
         match_length=match.match_length,
         match_end=match.match_end,
     )
