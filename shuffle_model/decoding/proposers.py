@@ -608,8 +608,9 @@ def add_branches(tree: DraftTree, rows, *, chance, correction, max_branches: int
     chain = tuple(rows[0])
     leaving: dict[tuple[int, ...], int] = {}  # a branch's first prefix -> the row drafting it
     for i, row in enumerate(rows[1:], start=1):
-        d = next((d for d, t in enumerate(row) if d >= len(chain) or t != chain[d]), None)
-        if d is not None and d < len(chain):  # leaves the chain at depth d + 1
+        pairs = enumerate(zip(row, chain, strict=False))
+        d = next((d for d, (token, on_chain) in pairs if token != on_chain), None)
+        if d is not None:  # leaves the chain at depth d + 1
             leaving.setdefault(tuple(row[: d + 1]), i)
     best = sorted(leaving, key=lambda p: (-shared[p], leaving[p]))[:max_branches]
     estimates = []
