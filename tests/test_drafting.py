@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 
 import pytest
@@ -22,7 +23,7 @@ from shuffle_model.decoding.proposers import (
 from shuffle_model.decoding.settings import DRAFT_SOURCES
 from shuffle_model.decoding.tree import build_block, keep_nodes, tree_inputs
 from shuffle_model.model.calibration import Calibration
-from tests.tiny import greedy_answers, tiny_backbone, tiny_corpus, tiny_mixer
+from tests.tiny import TINY_VOCAB, greedy_answers, tiny_backbone, tiny_corpus, tiny_mixer
 
 FLAT = CostCurve.from_ratios([1.0] * 24)  # every pass costs the same: check every draft
 STEEP = CostCurve.from_ratios([float(n) for n in range(1, 25)])  # a pass over n costs n
@@ -188,6 +189,26 @@ def test_verified_greedy_is_lossless_for_every_source_and_rule(strategy):
             padded += sum(1 for f in fillers if f)
     assert trees > 0 and context_steps > 0 and padded > 0  # every path was really taken
     assert corpus_steps > 0
+
+
+def test_context_branches_are_checked_and_decoding_stays_lossless():
+    """Every token of the prompt occurs twice, followed by other tokens each time: whatever
+    the sequence ends with, the context has an earlier occurrence that went on otherwise, so
+    its trees branch; the output is still the backbone's greedy decoding."""
+    order = torch.randperm(TINY_VOCAB - 3, generator=torch.Generator().manual_seed(0)) + 3
+    prompt = list(range(3, TINY_VOCAB)) + order.tolist()
+    backbone = tiny_backbone(seed=4)
+    model = tiny_mixer(backbone, seed=5)
+    model.cost_curve = FLAT
+    ids = torch.tensor([prompt])
+    expected = backbone.generate(ids, max_new_tokens=24, do_sample=False).tolist()
+    out, trace = model.generate(ids, max_new_tokens=24, draft_source="context", return_trace=True)
+    assert out.tolist() == expected
+    branched = 0
+    for step in trace.steps:
+        siblings = collections.Counter(step.forwarded_parents[1:])  # node 0 is the anchor
+        branched += any(count > 1 for count in siblings.values())
+    assert branched > 0
 
 
 def test_steep_costs_give_ordinary_decoding_and_flat_costs_draft():
