@@ -26,6 +26,7 @@ setting.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -601,10 +602,8 @@ def add_branches(tree: DraftTree, rows, *, chance, correction, max_branches: int
     recent row that takes it goes on. A node's chance is the chain's estimate at its depth
     (`chance(depth)`) times the share of the rows through its parent that go on with it.
     Returns the uncorrected chance of each node added."""
-    shared: dict[tuple[int, ...], int] = {}  # a prefix -> how many rows start with it
-    for row in rows:
-        for d in range(1, len(row) + 1):
-            shared[tuple(row[:d])] = shared.get(tuple(row[:d]), 0) + 1
+    shared = Counter(tuple(row[:d]) for row in rows for d in range(1, len(row) + 1))
+    # a prefix -> how many rows start with it
     chain = tuple(rows[0])
     leaving: dict[tuple[int, ...], int] = {}  # a branch's first prefix -> the row drafting it
     for i, row in enumerate(rows[1:], start=1):
