@@ -47,13 +47,13 @@ from shuffle_model.model.runtime import LazyModel
 from shuffle_model.resources import ASSETS
 from viz.numbers import per_pass_text, run_numbers
 from viz.page import (
-    SPAN_COLORS,
     STEP_FIGURES,
     counters,
     last_drafting_step,
     step_caption,
     step_figure,
     step_view,
+    text_html,
 )
 
 EXAMPLES_DIR = ASSETS / "examples"
@@ -125,7 +125,12 @@ head, the context, or both.
 # The live view stays on the first screen: the output text scrolls instead of growing, and on a
 # narrow screen (a phone) the explanation follows the pictures instead of preceding them.
 CSS = """
-#output-text .textfield { max-height: 7.5em; overflow-y: auto; }
+#output-text .spans { max-height: 6.4em; overflow-y: auto; white-space: pre-wrap;
+  overflow-wrap: anywhere; line-height: 1.6; }
+#output-text .legend { display: flex; flex-wrap: wrap; gap: 4px; margin: 1.6em 0 0.4em;
+  font-size: 0.85em; }
+#output-text .span { border-radius: 4px; padding: 0 2px; }
+#output-text .legend .span { padding: 1px 6px; white-space: nowrap; }
 @media (max-width: 767px) {
   #story { flex-direction: column; }
   #controls { display: contents; }
@@ -338,7 +343,7 @@ def step_page(trace: GenerationTrace, index: int, *, running: bool) -> Page:
     view = step_view(trace, index)
     return Page(
         status=counters(trace, running=running),
-        text=viz.token_spans(trace),
+        text=text_html(trace),
         caption=view.caption,
         shuffle=view.shuffle,
         drafts=view.drafts,
@@ -445,7 +450,7 @@ def streaming_page(run, step, watching: Watching, *, picture: bool, pacer: Pacer
     the slider on it and the open tab's picture of it; the trace lands at the end."""
     started = time.perf_counter()
     snapshot = run.snapshot()
-    page = Page(status=counters(snapshot, running=True), text=viz.token_spans(snapshot))
+    page = Page(status=counters(snapshot, running=True), text=text_html(snapshot))
     if picture:
         page = page._replace(
             caption=step_caption(snapshot, step.index),
@@ -723,11 +728,11 @@ def live_view() -> LiveView:
     """Counters, the text coloured by origin, the step's decision, its pictures in tabs and the
     step slider with Play."""
     status = gr.Markdown("Ready.", elem_id="status")
-    text = gr.HighlightedText(
+    text = gr.HTML(  # viz.page.text_html: a legend, then the text (HighlightedText's colours
+        # are redrawn on canvases on every update: work for the browser while a run streams)
         label="Output, coloured by origin",
-        color_map=SPAN_COLORS,
-        combine_adjacent=False,
-        show_legend=True,
+        show_label=True,
+        container=True,
         elem_id="output-text",
     )
     caption = gr.Textbox(

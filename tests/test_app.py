@@ -16,6 +16,7 @@ from shuffle_model import GenerationSettings, GenerationTrace
 from shuffle_model.decoding.settings import max_drafts
 from shuffle_model.model.tiny import tiny_model
 from tests.appserver import running_app
+from tests.test_viz import read_spans
 
 SETTINGS = dict(
     chat=False,
@@ -211,8 +212,7 @@ def test_generate_streams_steps_and_returns_a_trace(client):
     assert "this machine: a pass over" in status  # the cost curve the run planned with
     trace = json.loads(Path(trace_file).read_text())
     assert trace["prompt_ids"] and trace["settings"]["max_new_tokens"] == 24
-    text = "".join(s["token"] for s in (spans["value"] if isinstance(spans, dict) else spans))
-    assert text == "".join(t for t, _ in viz.token_spans(GenerationTrace.load(trace_file)))
+    assert read_spans(spans) == viz.token_spans(GenerationTrace.load(trace_file))
     plot = json.loads(shuffle["plot"])
     index = slider["value"] if isinstance(slider, dict) else slider
     shown = GenerationTrace.load(trace_file).steps[index]
@@ -233,8 +233,7 @@ def test_the_caption_gives_the_steps_decision_and_the_text_its_sources(client):
     index = last_drafting_step(trace)
     assert caption == step_caption(trace, index)
     assert caption.startswith(f"Step {index}: {viz.decision_sentence(trace.steps[index])}")
-    spans = result[1]["value"] if isinstance(result[1], dict) else result[1]
-    labels = {span["class_or_confidence"] for span in spans}
+    labels = {label for _, label in read_spans(result[1])}
     assert labels <= set(SPAN_COLORS)
     expected = {label for _, label in viz.token_spans(trace)}
     assert labels == expected
@@ -293,9 +292,9 @@ def test_the_end_of_the_answer_is_a_marker_not_a_special_token(client):
         pytest.skip("no example trace ends its answer")
     last = len(trace.steps) - 1
     result = client.predict(path.stem, api_name="/load_example")
-    spans = result[1]["value"] if isinstance(result[1], dict) else result[1]
-    assert (spans[-1]["token"], spans[-1]["class_or_confidence"]) == (END_LABEL, END_LABEL)
-    assert not any("<|" in span["token"] or "</s>" in span["token"] for span in spans)
+    spans = read_spans(result[1])
+    assert spans[-1] == (END_LABEL, END_LABEL)
+    assert not any("<|" in text or "</s>" in text for text, _ in spans)
     caption, shuffle, drafts, plan, tree = client.predict(last, api_name="/show_step")
     assert "■ end of answer" in caption and "<|" not in caption
     for plot in (shuffle, drafts, plan, tree):

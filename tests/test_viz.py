@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import replace
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ from viz.frame_plan import (
     step_units,
 )
 from viz.gif import DEFAULT_WIDTH, Renderer
-from viz.page import SPAN_COLORS, counters, step_caption, step_view
+from viz.page import SPAN_COLORS, counters, step_caption, step_view, text_html
 from viz.style import (
     BOTH,
     CONTEXT,
@@ -181,6 +182,57 @@ def test_token_spans_rebuild_the_output(tiny_trace, rich_trace):
         labels = {label for _, label in viz.token_spans(trace)}
         assert labels <= {"anchor", "accepted draft (head)", "emitted draft", END_LABEL}
         assert labels - {"anchor"}, "the examples emit drafts"
+
+
+class SpanReader(HTMLParser):
+    """The (text, label, colour) of every span in text_html's output, legend and text apart."""
+
+    def __init__(self, page: str):
+        super().__init__()
+        self.parts = {"legend": [], "spans": []}
+        self.part, self.span = None, None
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "div":
+            self.part = attrs["class"]
+        elif tag == "span":
+            color = attrs["style"].removeprefix("background-color:")
+            self.span = ["", attrs["title"], color]
+        else:
+            raise AssertionError(f"unexpected element <{tag}> in the output text")
+
+    def handle_data(self, data):
+        assert self.span is not None, f"text outside a span: {data!r}"
+        self.span[0] += data
+
+    def handle_endtag(self, tag):
+        if tag == "span":
+            self.parts[self.part].append(tuple(self.span))
+            self.span = None
+
+
+def read_spans(page: str) -> list[tuple[str, str]]:
+    """text_html's text as (text, label) spans."""
+    return [(text, label) for text, label, _ in SpanReader(page).parts["spans"]]
+
+
+def test_the_output_text_is_html_with_every_token_escaped(rich_trace):
+    hostile = '<img src=x onerror=alert(1)>&amp; "quoted" <script>'
+    steps = list(rich_trace.steps)
+    first = steps[0]
+    token = replace(first.emitted[0], text=hostile)
+    steps[0] = replace(first, emitted=[token, *first.emitted[1:]])
+    trace = replace(rich_trace, steps=steps)
+    page = text_html(trace)
+    assert "<img" not in page and "<script" not in page  # escaped, so only text
+    reader = SpanReader(page)
+    assert read_spans(page) == viz.token_spans(trace)  # the same text, the same labels
+    assert read_spans(page)[0][0].startswith(hostile)
+    assert [label for _, label, _ in reader.parts["legend"]] == list(SPAN_COLORS)
+    for _, label, color in reader.parts["legend"] + reader.parts["spans"]:
+        assert color == SPAN_COLORS[label] + "80"  # the label's colour, half opaque
 
 
 def test_token_spans_colour_context_drafts_by_their_source(rich_trace):

@@ -19,9 +19,12 @@ import psutil
 import pytest
 from gradio_client import Client
 
+import viz
+from shuffle_model import GenerationTrace
 from tests.appserver import running_app
 from tests.conftest import missing_chromium_reason, on_ci
 from tests.test_browser import ARGS, STATUS
+from viz.style import END_LABEL
 
 pytestmark = [pytest.mark.browser, pytest.mark.default_model]
 if missing_chromium_reason() and not on_ci():
@@ -117,9 +120,8 @@ def test_watching_a_run_costs_little_and_shows_every_step(chromium):
         stored = page.evaluate("Object.keys(window.localStorage)")
         browser.close()
 
-    spans = api[-1][1][1]
-    spans = spans["value"] if isinstance(spans, dict) else spans
-    expected = "".join(span["token"] for span in spans if "end of answer" not in span["token"])
+    spans = viz.token_spans(GenerationTrace.from_dict(trace))  # the API's run
+    expected = "".join(text for text, label in spans if label != END_LABEL)
     squashed = "".join(text.split())  # the page pads its spans with spaces
     assert "".join(expected.split())[-40:] in squashed  # it shows the run the API gave
     assert int(scrubber) == steps - 1  # every step can be scrubbed to afterwards

@@ -4,6 +4,7 @@ replayed or loaded. No Gradio here: the app maps these onto components."""
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import plotly.graph_objects as go
@@ -17,13 +18,39 @@ from .explain import (
     outcome_sentence,
     typical_pass,
 )
-from .figures import accepted_summary, draft_heatmap, draft_tree, filter_chart, shuffle_heatmap
+from .figures import (
+    accepted_summary,
+    draft_heatmap,
+    draft_tree,
+    filter_chart,
+    shuffle_heatmap,
+    token_spans,
+)
 from .numbers import per_pass_text
 from .style import END_COLOR, END_LABEL, ORIGIN_COLORS, ORIGIN_LABELS, end_ids
 
-# the output text's labels (HighlightedText) and their colours; the end of the answer a marker
+# the output text's labels and their colours; the end of the answer a marker
 SPAN_COLORS = {ORIGIN_LABELS[origin]: color for origin, color in ORIGIN_COLORS.items()}
 SPAN_COLORS[END_LABEL] = END_COLOR
+SPAN_TINT = "80"  # a span's background: its colour at half opacity (#rrggbb + alpha), text on top
+
+
+def span_html(text: str, label: str) -> str:
+    """One span of the output: its text, escaped, on its label's colour; the label on hover."""
+    color = SPAN_COLORS[label] + SPAN_TINT
+    return (
+        f'<span class="span" style="background-color:{color}" '
+        f'title="{html.escape(label, quote=True)}">{html.escape(text, quote=False)}</span>'
+    )
+
+
+def text_html(trace: GenerationTrace) -> str:
+    """The output coloured by origin (token_spans) as the page's HTML: a legend of every origin,
+    then the text, every token string escaped. One string, cheap for a browser to swap in while a
+    run streams (Gradio's HighlightedText redraws its colours on canvases on every update)."""
+    legend = "".join(span_html(label, label) for label in SPAN_COLORS)
+    spans = "".join(span_html(text, label) for text, label in token_spans(trace))
+    return f'<div class="legend">{legend}</div><div class="spans">{spans}</div>'
 
 
 @dataclass
