@@ -26,7 +26,7 @@ def running_app(model_spec: str = "tiny", *, model=None):
         server_port=port,
         prevent_thread_lock=True,
         quiet=True,
-        **app.launch_options(),
+        **app.LAUNCH_OPTIONS,
     )
     try:
         yield f"http://127.0.0.1:{port}/", demo

@@ -172,54 +172,6 @@ def test_the_end_of_the_answer_shows_as_a_marker(page):
     page.screenshot(path=str(SCREENSHOTS / "end-of-answer.png"), full_page=True)
 
 
-# Counts the animation frames the page asks for; an init script runs before the page's own.
-COUNT_FRAMES = """(() => {
-  const frame = window.requestAnimationFrame.bind(window);
-  window.__frames_asked = 0;
-  window.requestAnimationFrame = (callback) => { window.__frames_asked++; return frame(callback); };
-})();"""
-# A frame loop for a second, which moves something on the page (or not): how many frames it got.
-LOOP_FOR_A_SECOND = """async (moves) => {
-  const target = document.querySelector('#status');
-  let frames = 0;
-  const started = performance.now();
-  await new Promise((done) => {
-    const step = () => {
-      frames++;
-      if (moves) target.dataset.frame = String(frames);
-      if (performance.now() - started < 1000) requestAnimationFrame(step); else done();
-    };
-    requestAnimationFrame(step);
-  });
-  return frames;
-}"""
-
-
-def test_frame_loops_that_change_nothing_are_slowed_and_others_are_not(browser_and_url):
-    """Gradio 6.31's page-load status tracker leaves two frame loops running for the page's
-    life (shufflers/page_script): an idle page would ask for 60 frames a second or more, each a
-    main-thread pass beside the model. The app's first script gives loops that change nothing
-    on the page a few frames a second, and loops that move something every frame."""
-    browser, url = browser_and_url
-    context = browser.new_context(viewport=DESKTOP)
-    context.add_init_script(COUNT_FRAMES)
-    page = context.new_page()
-    page.goto(url)
-    page.wait_for_function(f"({STATUS}).startsWith('Ready')", timeout=60_000)
-    page.wait_for_timeout(1000)  # loaded and settled
-    page.evaluate("window.__frames_asked = 0")
-    page.wait_for_timeout(2000)
-    idle = page.evaluate("window.__frames_asked")
-    slowed = page.evaluate("window.__shufflelm_slowed_frames")
-    moving = page.evaluate(LOOP_FOR_A_SECOND, True)
-    still = page.evaluate(LOOP_FOR_A_SECOND, False)
-    context.close()
-    assert slowed > 0  # Gradio's loops were found, and slowed
-    assert idle < 60  # frames asked for in 2 idle seconds (about 240 without the script)
-    assert moving >= 30  # a loop that moves something keeps its frames (60 a second here)
-    assert still <= 20  # one that changes nothing gets a few (60 without the script)
-
-
 # --- the first screen ---------------------------------------------------------------------------
 
 
