@@ -122,7 +122,7 @@ def test_watching_a_run_costs_little_and_shows_every_step(chromium):
 
     spans = viz.token_spans(GenerationTrace.from_dict(trace))  # the API's run
     expected = "".join(text for text, label in spans if label != END_LABEL)
-    squashed = "".join(text.split())  # the page pads its spans with spaces
+    squashed = "".join(text.split())  # whitespace aside (the legend's text comes first)
     assert "".join(expected.split())[-40:] in squashed  # it shows the run the API gave
     assert int(scrubber) == steps - 1  # every step can be scrubbed to afterwards
     assert not [key for key in stored if "run-history" in key]  # runs are not copied to the browser

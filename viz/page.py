@@ -44,13 +44,17 @@ def span_html(text: str, label: str) -> str:
     )
 
 
+# every origin once, in SPAN_COLORS' order: the same on every page
+LEGEND_HTML = '<div class="legend">' + "".join(span_html(label, label) for label in SPAN_COLORS)
+LEGEND_HTML += "</div>"
+
+
 def text_html(trace: GenerationTrace) -> str:
-    """The output coloured by origin (token_spans) as the page's HTML: a legend of every origin,
-    then the text, every token string escaped. One string, cheap for a browser to swap in while a
-    run streams (Gradio's HighlightedText redraws its colours on canvases on every update)."""
-    legend = "".join(span_html(label, label) for label in SPAN_COLORS)
+    """The output coloured by origin (token_spans) as the page's HTML: the legend, then the
+    text, every token string escaped. One string, cheap for a browser to swap in while a run
+    streams (Gradio's HighlightedText redraws its colours on canvases on every update)."""
     spans = "".join(span_html(text, label) for text, label in token_spans(trace))
-    return f'<div class="legend">{legend}</div><div class="spans">{spans}</div>'
+    return f'{LEGEND_HTML}<div class="spans">{spans}</div>'
 
 
 @dataclass

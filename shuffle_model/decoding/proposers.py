@@ -602,8 +602,8 @@ def add_branches(tree: DraftTree, rows, *, chance, correction, max_branches: int
     recent row that takes it goes on. A node's chance is the chain's estimate at its depth
     (`chance(depth)`) times the share of the rows through its parent that go on with it.
     Returns the uncorrected chance of each node added."""
-    shared = Counter(tuple(row[:d]) for row in rows for d in range(1, len(row) + 1))
     # a prefix -> how many rows start with it
+    shared = Counter(tuple(row[:d]) for row in rows for d in range(1, len(row) + 1))
     chain = tuple(rows[0])
     leaving: dict[tuple[int, ...], int] = {}  # a branch's first prefix -> the row drafting it
     for i, row in enumerate(rows[1:], start=1):
