@@ -58,7 +58,7 @@ def busiest_step(trace: GenerationTrace) -> int:
 def app_screenshot(example: str, path: Path, chromium: str, *, step: int = 0) -> Path:
     """The app's first screen with the example trace loaded at `step`, as a visitor sees it."""
     demo = app.build_demo(LazyModel.from_spec("tiny"))
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **app.launch_options())
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=BROWSER_ARGS)
         page = browser.new_page(viewport=VIEWPORT)

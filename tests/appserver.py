@@ -26,7 +26,7 @@ def running_app(model_spec: str = "tiny", *, model=None):
         server_port=port,
         prevent_thread_lock=True,
         quiet=True,
-        **app.LAUNCH_OPTIONS,
+        **app.launch_options(),
     )
     try:
         yield f"http://127.0.0.1:{port}/", demo

@@ -475,3 +475,21 @@ def test_the_draft_tree_tab_follows_a_run_and_the_scrubber(monkeypatch):
     assert sum(len(t.x) for t in nodes) == len(trace.steps[index].forwarded_ids) - (
         trace.steps[index].plan.padding if trace.steps[index].plan else 0
     )
+
+
+def test_the_page_starts_with_the_tracker_script_and_nothing_else_changes(app_url):
+    from urllib.request import urlopen
+
+    from shufflers.page_script import TRACKER_TICKS, script_tag
+
+    with urlopen(app_url) as response:
+        page = response.read()
+        length = int(response.headers["Content-Length"])
+    assert length == len(page)  # the length follows the added script
+    head = page.split(b"<head>", 1)[1]
+    assert head.startswith(script_tag(TRACKER_TICKS))  # before any of Gradio's scripts
+    assert page.count(script_tag(TRACKER_TICKS)) == 1
+    with urlopen(app_url + "config") as response:
+        assert b"__shufflelm" not in response.read()  # other responses pass untouched
+    with pytest.raises(ValueError, match="script"):
+        script_tag("alert(1)</script><script>")

@@ -172,6 +172,63 @@ def test_the_end_of_the_answer_shows_as_a_marker(page):
     page.screenshot(path=str(SCREENSHOTS / "end-of-answer.png"), full_page=True)
 
 
+# Counts, before the page's own scripts run, the animation frames asked for by callbacks that
+# are a Gradio status tracker's elapsed-time count (what shufflers/page_script recognises).
+COUNT_TRACKER_FRAMES = """(() => {
+  const frame = window.requestAnimationFrame.bind(window);
+  window.__tracker_frames = 0;
+  window.requestAnimationFrame = (callback) => {
+    const source = Function.prototype.toString.call(callback);
+    if (source.includes("performance.now()") && source.includes("/1e3")) window.__tracker_frames++;
+    return frame(callback);
+  };
+})();"""
+# A frame loop for a second: how many frames it got. A tracker's count is written as Gradio's
+# minified one is (the clock, milliseconds to seconds).
+LOOP_FOR_A_SECOND = """async (trackerLike) => {
+  let frames = 0, seconds = 0;
+  const started = performance.now();
+  await new Promise((done) => {
+    const other = () => {
+      frames++;
+      if (performance.now() - started < 1000) requestAnimationFrame(other); else done();
+    };
+    const count = () => {
+      seconds=(performance.now()-started)/1e3,frames++,seconds<1?requestAnimationFrame(count):done();
+    };
+    requestAnimationFrame(trackerLike ? count : other);
+  });
+  return frames;
+}"""
+
+
+def test_status_tracker_counts_tick_ten_times_a_second_and_other_loops_every_frame(
+    browser_and_url,
+):
+    """Gradio 6.31's page-load status tracker is removed without its teardown and its elapsed-
+    time count asks for every animation frame for the page's life (shufflers/page_script). The
+    app's first script gives such counts a frame every 100 ms; every other loop keeps its
+    frames."""
+    browser, url = browser_and_url
+    context = browser.new_context(viewport=DESKTOP)
+    context.add_init_script(COUNT_TRACKER_FRAMES)
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_function(f"({STATUS}).startsWith('Ready')", timeout=60_000)
+    page.wait_for_timeout(1000)  # loaded and settled
+    page.evaluate("window.__tracker_frames = 0; window.__shufflelm_tracker_ticks = 0")
+    page.wait_for_timeout(2000)
+    straight = page.evaluate("window.__tracker_frames")  # reached the browser as they were
+    ticks = page.evaluate("window.__shufflelm_tracker_ticks")  # held back by the script
+    other = page.evaluate(LOOP_FOR_A_SECOND, False)
+    count = page.evaluate(LOOP_FOR_A_SECOND, True)
+    context.close()
+    assert straight == 0  # no tracker count gets every frame (about 120 in 2 s without it)
+    assert 5 <= ticks <= 30  # Gradio's leftover count was found: about 20 in 2 s
+    assert other >= 30  # any other loop keeps its frames (60 a second here)
+    assert count <= 15  # a tracker's count: about 10 a second
+
+
 # --- the first screen ---------------------------------------------------------------------------
 
 

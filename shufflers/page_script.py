@@ -1,0 +1,106 @@
+"""A script at the very start of the app page's <head>, before Gradio's own modules load: Gradio's
+status trackers count their elapsed time ten times a second instead of on every animation frame.
+
+Why: Gradio 6.31's page-load status tracker is destroyed, while it still says "pending", without
+its teardown (the page's `{#if loader_status === "pending"}` removes it first), so its
+elapsed-time count goes on for the page's whole life: a callback that reads the clock and asks for
+the next animation frame, 60 a second, on a page that shows no tracker. Every frame is a
+main-thread pass for the browser, 40-80 ms of CPU a second on this project's 2-core machine,
+which a visitor running the model on the same machine pays out of its speed.
+
+What: a frame callback that is a status tracker's count (its source reads `performance.now()`
+and turns milliseconds into seconds, `/1e3`, and is short) gets its frame TICK_MS later instead;
+every other frame request passes untouched. A live tracker shows its count to a tenth of a second,
+so at ten a second it reads the same. The script must come first: Gradio's status tracker keeps
+the `requestAnimationFrame` it finds when its module loads, and Gradio's own `head` option adds
+scripts only after that. `PageScript`, an ASGI middleware (app.launch_options), adds it to the
+page Gradio serves. If a later Gradio writes the count differently, nothing matches and nothing
+changes (tests/test_browser.py notices: the idle page asks for every frame again).
+"""
+
+from __future__ import annotations
+
+TRACKER_TICKS = r"""
+(() => {
+  const TICK_MS = 100;  // a status tracker's elapsed-time count: ten times a second
+  const frame = window.requestAnimationFrame.bind(window);
+  const cancelFrame = window.cancelAnimationFrame.bind(window);
+  const isTrackerCount = (callback) => {
+    const source = Function.prototype.toString.call(callback);
+    return source.length < 120 && source.includes("performance.now()") && source.includes("/1e3");
+  };
+  const later = new Map();  // our id (negative) -> {timer, frame}
+  let nextId = -1;
+  window.__shufflelm_tracker_ticks = 0;
+  window.requestAnimationFrame = (callback) => {
+    if (!isTrackerCount(callback)) return frame(callback);
+    window.__shufflelm_tracker_ticks++;
+    const id = nextId--;
+    const tick = { frame: null };
+    tick.timer = setTimeout(() => {
+      tick.frame = frame((time) => { later.delete(id); callback(time); });
+    }, TICK_MS);
+    later.set(id, tick);
+    return id;
+  };
+  window.cancelAnimationFrame = (id) => {
+    const tick = later.get(id);
+    if (!tick) return cancelFrame(id);
+    clearTimeout(tick.timer);
+    if (tick.frame !== null) cancelFrame(tick.frame);
+    later.delete(id);
+  };
+})();
+"""
+
+
+def script_tag(source: str) -> bytes:
+    """An inline <script> element for `source` (which must not contain "</script")."""
+    if "</script" in source.lower():
+        raise ValueError("an inline script cannot contain '</script'")
+    return f"<script>{source.strip()}</script>".encode()
+
+
+def with_script(start: dict, body: bytes, tag: bytes) -> bytes:
+    """The page's HTML with `tag` right after <head>; any other response as it was."""
+    headers = {name.lower(): value for name, value in start.get("headers", [])}
+    html_page = headers.get(b"content-type", b"").startswith(b"text/html")
+    if start.get("status") != 200 or not html_page or b"content-encoding" in headers:
+        return body
+    return body.replace(b"<head>", b"<head>" + tag, 1)
+
+
+class PageScript:
+    """ASGI middleware: the page Gradio serves at / gets `source` as the first element of its
+    <head>; every other request passes through untouched."""
+
+    def __init__(self, app, source: str = TRACKER_TICKS):
+        self.app = app
+        self.tag = script_tag(source)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != "/":
+            await self.app(scope, receive, send)
+            return
+        start, chunks = None, []
+
+        async def send_with_script(message):
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message  # held back until the body is whole: its length changes
+                return
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = with_script(start, b"".join(chunks), self.tag)
+            headers = [
+                (name, str(len(body)).encode() if name.lower() == b"content-length" else value)
+                for name, value in start["headers"]
+            ]
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, send_with_script)
