@@ -67,9 +67,11 @@ QUEUE_SIZE = 16
 CONCURRENCY = 2
 PLAY_DELAY = 0.6  # seconds per step when replaying
 # While a run streams, the page is updated at the pace a person follows, not at the model's:
-TEXT_EVERY = 0.2  # seconds between updates of the text and counters (under 250 ms late)
-# seconds between updates of the step shown: its caption, the slider and the open tab's picture,
-# together, so that they describe one step (the closed tabs: when opened, or at the end)
+# seconds a step's text and counters may wait on the server (a page shows them within 250 ms: the
+# rest is for delivery and drawing)
+TEXT_LATE = 0.2
+# the most seconds between updates of the step shown: its caption, the slider and the open tab's
+# picture, together, so that they describe one step (the closed tabs: when opened, or at the end)
 PICTURE_EVERY = 1.0
 BLOCK_LENGTHS = [
     ("cost-aware: the drafts worth their time on this machine", COST),
@@ -184,19 +186,27 @@ class Watching:
 
 
 class Pacer:
-    """Which updates are due while a run streams: the text at most every TEXT_EVERY seconds,
-    the step's view (caption, slider, the open tab's picture) at most every PICTURE_EVERY (the
-    first step gets both)."""
+    """Which updates are due while a run streams. A run can send only when a step arrives, so
+    an update goes out when waiting for the next step (expected to take as long as the last one)
+    would leave the oldest step not yet shown more than TEXT_LATE seconds behind, or the step
+    shown (caption, slider, the open tab's picture) more than PICTURE_EVERY seconds old; the
+    first step gets both. A step's view always comes with the text."""
 
     def __init__(self):
-        self.text_at = self.picture_at = -float("inf")
+        self.last_step = None  # when the latest step arrived
+        self.unsent = None  # when the oldest step not yet sent arrived
+        self.picture_at = None  # when the step shown was sent
         self.updates = 0  # pages sent while streaming
         self.seconds = 0.0  # the server's time spent making them
 
     def due(self, now: float) -> tuple[bool, bool]:
-        text = now - self.text_at >= TEXT_EVERY
-        picture = text and now - self.picture_at >= PICTURE_EVERY
-        self.text_at = now if text else self.text_at
+        next_step = now + (0.0 if self.last_step is None else now - self.last_step)
+        self.last_step = now
+        self.unsent = now if self.unsent is None else self.unsent
+        first = self.picture_at is None
+        picture = first or next_step - self.picture_at > PICTURE_EVERY
+        text = picture or next_step - self.unsent > TEXT_LATE
+        self.unsent = None if text else self.unsent
         self.picture_at = now if picture else self.picture_at
         return text, picture
 
@@ -413,7 +423,7 @@ def step_index(trace, index) -> int:
 
 def generate(runtime: LazyModel, watching: Watching, prompt, chat, **settings):
     """Stream a generation: paced pages while it runs (Pacer: the text and counters within
-    TEXT_EVERY, the step's caption, slider and open tab's picture every PICTURE_EVERY), then the
+    TEXT_LATE, the step's caption, slider and open tab's picture every PICTURE_EVERY), then the
     finished run with every step and picture. `settings` are the page's settings by
     generation_settings' names (wire() passes them as keyword inputs, so that the API names them
     too)."""

@@ -369,25 +369,50 @@ def test_generate_on_the_default_model():
 # --- watching a run: updates at a person's pace, the open tab's picture only ---------------------
 
 
-def test_the_pacer_spaces_text_and_picture_updates():
+def test_the_pacer_sends_before_a_step_would_wait_too_long():
     import app
 
     pacer = app.Pacer()
-    t, p = app.TEXT_EVERY, app.PICTURE_EVERY
+    late, every = app.TEXT_LATE, app.PICTURE_EVERY
+    step = late / 4.5  # steps this long: the text can wait for a few of them
     assert pacer.due(0.0) == (True, True)  # the first step: everything
-    assert pacer.due(t / 2) == (False, False)  # too soon for anything
-    assert pacer.due(t) == (True, False)  # the text again, not yet the picture
-    assert pacer.due(p) == (True, True)
+    for k in range(1, 5):  # the steps from `step` on can wait...
+        assert pacer.due(k * step) == (False, False)
+    # ...until waiting one step more would leave the oldest unsent one more than `late` behind
+    assert pacer.due(5 * step) == (True, False)
+    assert pacer.due(5 * step + late) == (True, False)  # a slow step is sent at once
+    assert pacer.due(every - late / 2) == (True, True)  # the next would make the picture stale
 
 
-def streamed(monkeypatch, *, text_every: float, picture_every: float, watching=None, steer=None):
+def test_the_pacer_keeps_a_step_at_most_text_late_behind_whatever_the_steps_take():
+    import random
+
+    import app
+
+    rng = random.Random(0)
+    for mean in (0.01, 0.05, 0.1, 0.2, 0.4):  # the model's pace, steady within a run
+        pacer, now, waiting, worst, pictures = app.Pacer(), 0.0, [], 0.0, []
+        for _ in range(200):
+            now += mean * rng.uniform(0.9, 1.1)
+            waiting.append(now)
+            text, picture = pacer.due(now)
+            if text:
+                worst, waiting = max(worst, now - waiting[0]), []
+            if picture:
+                pictures.append(now)
+        assert worst <= app.TEXT_LATE * 1.25  # steady steps: the guess of the next one holds
+        gaps = [b - a for a, b in zip(pictures, pictures[1:], strict=False)]
+        assert max(gaps) <= app.PICTURE_EVERY * 1.25 or mean > app.PICTURE_EVERY
+
+
+def streamed(monkeypatch, *, text_late: float, picture_every: float, watching=None, steer=None):
     """The pages app.generate yields on the tiny model with these paces; `steer(i, watching)`
     acts between pages (a visitor opening another tab)."""
     import app
     from shuffle_model.decoding.cost import CostCurve
     from shuffle_model.model.runtime import LazyModel
 
-    monkeypatch.setattr(app, "TEXT_EVERY", text_every)
+    monkeypatch.setattr(app, "TEXT_LATE", text_late)
     monkeypatch.setattr(app, "PICTURE_EVERY", picture_every)
     runtime = LazyModel.from_spec("tiny")
     runtime.get().cost_curve = CostCurve.from_ratios([1.0] * 16)  # no measuring here
@@ -410,7 +435,7 @@ def streamed(monkeypatch, *, text_every: float, picture_every: float, watching=N
 def test_a_watched_run_sends_what_changed_and_lands_every_step_at_the_end(monkeypatch):
     import app
 
-    pages, watching = streamed(monkeypatch, text_every=0.0, picture_every=1e9)
+    pages, watching = streamed(monkeypatch, text_late=0.0, picture_every=1e9)
     *running, final = pages
     trace = final.trace
     assert len(running) == len(trace.steps) >= 3  # text paced at 0 s: one page per step
@@ -432,7 +457,7 @@ def test_a_watched_run_sends_what_changed_and_lands_every_step_at_the_end(monkey
 
 
 def test_a_paced_run_skips_updates_but_not_steps(monkeypatch):
-    pages, _ = streamed(monkeypatch, text_every=1e9, picture_every=1e9)
+    pages, _ = streamed(monkeypatch, text_late=1e9, picture_every=1e9)
     *running, final = pages
     assert len(running) == 1 < len(final.trace.steps)  # only the first step was sent...
     assert final.step.maximum == len(final.trace.steps) - 1  # ...every step lands at the end
@@ -445,7 +470,7 @@ def test_the_open_tab_gets_the_running_pictures(monkeypatch):
         if count == 2:
             assert app.open_tab(watching, "filter") is not app.SKIP  # drawn at once, mid-run
 
-    pages, watching = streamed(monkeypatch, text_every=0.0, picture_every=0.0, steer=open_filter)
+    pages, watching = streamed(monkeypatch, text_late=0.0, picture_every=0.0, steer=open_filter)
     *running, _ = pages
     assert all(page.shuffle is not app.SKIP and page.filter is app.SKIP for page in running[:2])
     assert all(page.filter is not app.SKIP and page.shuffle is app.SKIP for page in running[2:])
@@ -463,7 +488,7 @@ def test_the_draft_tree_tab_follows_a_run_and_the_scrubber(monkeypatch):
         if count == 2:
             assert app.open_tab(watching, "tree") is not app.SKIP  # drawn at once, mid-run
 
-    pages, watching = streamed(monkeypatch, text_every=0.0, picture_every=0.0, steer=open_tree)
+    pages, watching = streamed(monkeypatch, text_late=0.0, picture_every=0.0, steer=open_tree)
     *running, final = pages
     assert all(page.tree is not app.SKIP and page.shuffle is app.SKIP for page in running[2:])
     assert watching.tab == "tree" and final.tree is not app.SKIP

@@ -145,7 +145,9 @@ def test_watching_a_run_costs_little_and_shows_every_step(chromium):
         "api_seconds": [round(s, 2) for s, _ in api],
         "watched_seconds": [round(s, 2) for s, *_ in watched],
         "watched_over_api_best_of_3": round(best_watched / best_api, 2),
-        "watched_over_api_by_turn": [round(w[0] / a[0], 2) for a, w in zip(api, watched)],
+        "watched_over_api_by_turn": [
+            round(w[0] / a[0], 2) for a, w in zip(api, watched, strict=True)
+        ],
         "browser_cpu_ms_per_step": [round(cpu * 1000 / steps, 1) for _, cpu, _ in watched],
         # the model's own speed, as the status line says it (the page's time not counted)
         "api_generation_tokens_per_s": [generation_rate(result[0]) for _, result in api],
