@@ -172,6 +172,48 @@ def test_the_end_of_the_answer_shows_as_a_marker(page):
     page.screenshot(path=str(SCREENSHOTS / "end-of-answer.png"), full_page=True)
 
 
+# Draws a figure (its JSON) in a scratch div the way Gradio's Plot does (autosize, margins that may
+# grow) and gives back its starting and its drawn margins.
+DRAWN_MARGINS = """async (json) => {
+  const div = document.createElement('div');
+  div.style.width = '900px';
+  document.body.appendChild(div);
+  const figure = JSON.parse(json);
+  figure.layout.autosize = true;
+  figure.layout.margin.autoexpand = true;
+  await window.Plotly.newPlot(div, figure.data, figure.layout, {responsive: true});
+  const size = div._fullLayout._size, start = figure.layout.margin;
+  window.Plotly.purge(div);
+  div.remove();
+  return {start: [start.l, start.r, start.t, start.b], drawn: [size.l, size.r, size.t, size.b]};
+}"""
+
+
+def test_the_step_heatmaps_start_with_room_for_their_labels(page):
+    """Plotly widens a margin that its labels need by drawing the figure again, and the live
+    view's pictures are fresh plots: the heatmaps start from the room their labels usually take
+    (viz.figures.label_room), so that their margins seldom grow, and they still may."""
+    from shuffle_model import GenerationTrace
+    from viz.figures import draft_heatmap, shuffle_heatmap
+
+    page.locator("#example-trace input").click()
+    first = sorted(Path("assets/examples").glob("*.json"))[0]
+    page.get_by_role("option", name=first.stem).click()
+    page.wait_for_function("!!window.Plotly", timeout=30_000)  # the example's pictures load it
+    grown = drawn = 0
+    for path in sorted(Path("assets/examples").glob("*.json")):
+        trace = GenerationTrace.from_json(path.read_bytes())
+        for step in [s for s in trace.steps if s.slots][:12]:
+            for figure in (shuffle_heatmap(step), draft_heatmap(step)):
+                margins = page.evaluate(DRAWN_MARGINS, figure.to_json())
+                drawn += 1
+                grown += any(
+                    d > s + 1 for s, d in zip(margins["start"], margins["drawn"], strict=True)
+                )
+    assert drawn >= 40
+    assert grown <= drawn // 10  # 6 of 192 on the example traces; all of them from 10 px
+
+
 # Counts, before the page's own scripts run, the animation frames asked for by callbacks that
 # are a Gradio status tracker's elapsed-time count (what shufflers/page_script recognises).
 COUNT_TRACKER_FRAMES = """(() => {

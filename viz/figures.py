@@ -75,6 +75,18 @@ BASE_LAYOUT = dict(
 )
 
 
+# Plotly's automargin widens a margin to fit its labels by drawing the whole figure again, and
+# every picture of the live view is a fresh plot (Gradio's Plot re-creates it on each update): the
+# step pictures start from the room their labels usually take, so that it rarely has to.
+CHAR_PX = 7  # about one character of a tick label (13 px DejaVu Sans), in pixels
+COLORBAR_ROOM = 100  # a heatmap's colour bar and its title, right of the plot
+
+
+def label_room(labels: list[str]) -> int:
+    """Pixels a column of tick labels (HTML-escaped text) usually takes beside its axis."""
+    return 8 + CHAR_PX * max((len(html.unescape(label)) for label in labels), default=0)
+
+
 def figure(data: list[dict], layout: dict) -> go.Figure:
     return go.Figure(data=data, layout={**BASE_LAYOUT, **layout}, _validate=False)
 
@@ -184,8 +196,8 @@ def _matrix_panel(matrix, *, col: int, panels: int, offsets, labels, hover, assi
     return [heatmap, marks]
 
 
-def _matrices_layout(titles: list[str], title: str, slots: int) -> dict:
-    """Side-by-side panels, slots top to bottom, offsets along the x axis."""
+def _matrices_layout(titles: list[str], title: str, labels: list[str]) -> dict:
+    """Side-by-side panels, slots (`labels`) top to bottom, offsets along the x axis."""
     layout = side_by_side(len(titles), titles)
     for axis in [k for k in layout if k.startswith("yaxis")]:
         layout[axis]["autorange"] = "reversed"
@@ -193,8 +205,9 @@ def _matrices_layout(titles: list[str], title: str, slots: int) -> dict:
         layout[axis]["title"] = dict(text="offset after the anchor")
     layout.update(
         title=dict(text=title),
-        height=100 + 32 * slots,  # one screen at 1440x900 up to K = 6
+        height=100 + 32 * len(labels),  # one screen at 1440x900 up to K = 6
         legend=dict(orientation="h", y=-0.2),
+        margin=dict(l=label_room(labels), r=COLORBAR_ROOM, t=60, b=75),  # b: axis title, legend
     )
     return layout
 
@@ -223,7 +236,7 @@ def shuffle_heatmap(step: StepTrace) -> go.Figure:
             hover=hover,
             assigned=assigned,
         )
-    layout = _matrices_layout([m[0] for m in matrices], title, len(step.slots))
+    layout = _matrices_layout([m[0] for m in matrices], title, labels)
     return figure(data, layout)
 
 
@@ -233,6 +246,7 @@ def draft_heatmap(step: StepTrace) -> go.Figure:
     if not step.slots:
         return _empty(title, _no_head_drafts(step))
     top = len(step.slots[0].candidates)
+    labels = _slot_labels(step)
     z = [[c.prob for c in s.candidates] for s in step.slots]
     text = [
         [f"{html_token(c, limit=10)}<br>{c.prob:.2f}" for c in s.candidates] for s in step.slots
@@ -242,7 +256,7 @@ def draft_heatmap(step: StepTrace) -> go.Figure:
             type="heatmap",
             z=z,
             x=[f"#{i + 1}" for i in range(top)],
-            y=_slot_labels(step),
+            y=labels,
             zmin=0,
             zmax=1,
             colorscale=GREENS,
@@ -257,6 +271,7 @@ def draft_heatmap(step: StepTrace) -> go.Figure:
         dict(
             title=dict(text=title),
             height=100 + 34 * len(step.slots),
+            margin=dict(l=label_room(labels), r=COLORBAR_ROOM, t=60, b=55),  # b: the axis title
             xaxis=dict(title=dict(text="candidate rank"), **AXIS),
             yaxis=dict(autorange="reversed", **AXIS),
         ),
@@ -431,7 +446,7 @@ def filter_chart(
     layout.update(
         title=title,
         height=420 + top_margin(title),
-        margin=dict(l=10, r=10, t=top_margin(title), b=10),
+        margin=dict(l=60, r=10, t=top_margin(title), b=125),  # l: the y axis; b: ticks, legend
         barmode="group",
         legend=dict(orientation="h", y=-0.15, yanchor="top"),
     )
