@@ -114,13 +114,14 @@ def test_watching_a_run_costs_little_and_shows_every_step(chromium):
         client = Client(url, verbose=False)
         api_run(client)  # loads the model and measures the cost curve, untimed
         browser = p.chromium.launch(executable_path=chromium, args=ARGS)
-        page = browser.new_page(viewport=VIEWPORT)
         api, watched = [], []
         for _ in range(RUNS):  # in turns, so that the machine's drifting speed hits both alike
-            page.goto("about:blank")  # no page beside the API's run
-            api.append(api_run(client))
+            api.append(api_run(client))  # no page open
+            page = browser.new_page(viewport=VIEWPORT)  # a fresh page for each watched run
             open_app(page, url)
             watched.append(watched_run(page))
+            if len(watched) < RUNS:
+                page.close()
         trace = json.loads(Path(api[-1][1][8]).read_text())
         steps = len(trace["steps"])
         text = page.text_content("#output-text")
