@@ -73,6 +73,15 @@ def page(browser_and_url):
     page.context.close()
 
 
+EXAMPLES = sorted(Path("assets/examples").glob("*.json"))  # the example traces, in menu order
+
+
+def choose_example(page, name: str) -> None:
+    """Pick an example trace by name in the page's menu."""
+    page.locator("#example-trace input").click()
+    page.get_by_role("option", name=name).click()
+
+
 def open_settings(page) -> None:
     """Unfold the settings (folded by default)."""
     if not page.locator("#max-new-tokens").is_visible():
@@ -162,9 +171,7 @@ def test_the_decision_and_the_plan_are_on_the_page(page):
 
 
 def test_the_end_of_the_answer_shows_as_a_marker(page):
-    page.locator("#example-trace input").click()
-    name = next(p.stem for p in sorted(Path("assets/examples").glob("*.json")) if "04-" in p.name)
-    page.get_by_role("option", name=name).click()
+    choose_example(page, next(p.stem for p in EXAMPLES if "04-" in p.name))
     page.wait_for_function("document.querySelector('#caption textarea').value.startsWith('Step 0')")
     text = page.text_content("#output-text")
     assert "■ end of answer" in text and "<|" not in text and "im_end" not in text
@@ -196,12 +203,10 @@ def test_the_step_heatmaps_start_with_room_for_their_labels(page):
     from shuffle_model import GenerationTrace
     from viz.figures import draft_heatmap, shuffle_heatmap
 
-    page.locator("#example-trace input").click()
-    first = sorted(Path("assets/examples").glob("*.json"))[0]
-    page.get_by_role("option", name=first.stem).click()
+    choose_example(page, EXAMPLES[0].stem)
     page.wait_for_function("!!window.Plotly", timeout=30_000)  # the example's pictures load it
     grown = drawn = 0
-    for path in sorted(Path("assets/examples").glob("*.json")):
+    for path in EXAMPLES:
         trace = GenerationTrace.from_json(path.read_bytes())
         for step in [s for s in trace.steps if s.slots][:12]:
             for figure in (shuffle_heatmap(step), draft_heatmap(step)):
@@ -311,9 +316,7 @@ def test_the_story_fits_the_first_screen_on_a_desktop(browser_and_url):
         assert how["x"] + how["width"] <= plot["x"]
         assert how["y"] < plot["y"] + plot["height"] and plot["y"] < how["y"] + how["height"]
         # an example trace of the default model (K = 6: a taller heatmap) fits too
-        page.locator("#example-trace input").click()
-        first = sorted(Path("assets/examples").glob("*.json"))[0].stem
-        page.get_by_role("option", name=first).click()
+        choose_example(page, EXAMPLES[0].stem)
         page.wait_for_function(
             "document.querySelector('#shuffle-plot .gtitle') && "
             "document.querySelector('#shuffle-plot .gtitle').textContent.startsWith('Step 0')",

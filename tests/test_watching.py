@@ -23,7 +23,7 @@ import viz
 from shuffle_model import GenerationTrace
 from tests.appserver import running_app
 from tests.conftest import missing_chromium_reason, on_ci
-from tests.test_browser import ARGS, STATUS
+from tests.test_browser import ARGS, STATUS, open_settings
 from viz.style import END_LABEL
 
 pytestmark = [pytest.mark.browser, pytest.mark.default_model]
@@ -102,7 +102,7 @@ def open_app(page, url: str) -> None:
     also loads the renderers' code)."""
     page.goto(url)
     page.wait_for_function(f"({STATUS}).startsWith('Ready')", timeout=120_000)
-    page.locator("#settings").get_by_text("Settings", exact=True).click()
+    open_settings(page)
     page.fill("#max-new-tokens input[type=number]", str(TOKENS))
     watched_run(page)
 
