@@ -1,21 +1,31 @@
-"""A script at the very start of the app page's <head>, before Gradio's own modules load: Gradio's
-status trackers count their elapsed time ten times a second instead of on every animation frame.
+"""A script at the very start of the app page's <head>, before Gradio's own modules load, for two
+things Gradio 6.31 does with the browser's CPU that a visitor running the model on the same machine
+pays out of the model's speed.
 
-Why: Gradio 6.31's page-load status tracker is destroyed, while it still says "pending", without
-its teardown (the page's `{#if loader_status === "pending"}` removes it first), so its
-elapsed-time count goes on for the page's whole life: a callback that reads the clock and asks for
-the next animation frame, 60 a second, on a page that shows no tracker. Every frame is a
-main-thread pass for the browser, 40-80 ms of CPU a second on this project's 2-core machine,
-which a visitor running the model on the same machine pays out of its speed.
+1. Status trackers count their elapsed time ten times a second instead of on every animation
+   frame (TRACKER_TICKS). Gradio's page-load status tracker is destroyed, while it still says
+   "pending", without its teardown (the page's `{#if loader_status === "pending"}` removes it
+   first), so its count goes on for the page's whole life: a callback that reads the clock and asks
+   for the next frame, 60 a second, on a page that shows no tracker (40-80 ms of CPU a second on
+   this project's 2-core machine). A frame callback that is a tracker's count (short, reads
+   `performance.now()` and turns milliseconds into seconds, `/1e3`) gets its frame TICK_MS later;
+   every other frame request passes untouched. A live tracker shows its count to a tenth of a
+   second, so at ten a second it reads the same.
 
-What: a frame callback that is a status tracker's count (its source reads `performance.now()`
-and turns milliseconds into seconds, `/1e3`, and is short) gets its frame TICK_MS later instead;
-every other frame request passes untouched. A live tracker shows its count to a tenth of a second,
-so at ten a second it reads the same. The script must come first: Gradio's status tracker keeps
-the `requestAnimationFrame` it finds when its module loads, and Gradio's own `head` option adds
-scripts only after that. `PageScript`, an ASGI middleware (app.launch_options), adds it to the
-page Gradio serves. If a later Gradio writes the count differently, nothing matches and nothing
-changes (tests/test_browser.py notices: the idle page asks for every frame again).
+2. A new picture is drawn once instead of three times (ONE_DRAW). Gradio's Plot draws each new
+   figure on the plot it is about to remove (the old PlotlyPlot's effect sees the new value), then
+   on a fresh one (a `{#key}` block re-mounts it), then calls `Plotly.Plots.resize`, which 100 ms
+   later draws the whole figure again though its size did not change: 45-100, 20-55 and 30-50 ms of
+   CPU per picture here. Gradio's calls to `Plotly.react` (through the `window.Plotly` it sets) are
+   drawn a microtask later, when only plots still in the page are drawn, the latest figure of each;
+   its `Plots.resize` resizes a plot only when its box is not the size it was drawn at.
+
+The script must come first: Gradio's status tracker keeps the `requestAnimationFrame` it finds
+when its module loads, and Gradio's own `head` option adds scripts only after that. `PageScript`,
+an ASGI middleware (app.launch_options), adds it to the page Gradio serves. If a later Gradio
+writes its count or its plots differently, nothing matches and nothing changes
+(tests/test_browser.py notices: the idle page asks for every frame again, a picture update draws
+more than once, or nothing is skipped).
 """
 
 from __future__ import annotations
@@ -54,6 +64,48 @@ TRACKER_TICKS = r"""
 """
 
 
+ONE_DRAW = r"""
+(() => {
+  window.__shufflelm_skipped_draws = 0;  // draws of plots gone, and resizes to the same size
+  let plotly;
+  const drawOnce = (library) => {
+    const react = library.react.bind(library);
+    const resize = library.Plots.resize.bind(library.Plots);
+    const latest = new Map();  // plot div -> the arguments of its latest react, not yet drawn
+    library.react = (div, ...figure) => {
+      const queued = latest.has(div);
+      latest.set(div, figure);
+      if (queued) return Promise.resolve(div);
+      return Promise.resolve().then(() => {
+        const drawn = latest.get(div);
+        latest.delete(div);
+        if (div.isConnected) return react(div, ...drawn);
+        window.__shufflelm_skipped_draws++;
+        return div;
+      });
+    };
+    library.Plots.resize = (div) => Promise.resolve().then(() => {  // after the react above
+      const size = div._fullLayout;
+      const same = size && div.clientWidth === size.width && div.clientHeight === size.height;
+      if (div.isConnected && !same) return resize(div);
+      window.__shufflelm_skipped_draws++;
+      return div;
+    });
+  };
+  Object.defineProperty(window, "Plotly", {
+    configurable: true,
+    get: () => plotly,
+    set: (library) => {
+      if (library && library !== plotly && library.react && library.Plots) drawOnce(library);
+      plotly = library;
+    },
+  });
+})();
+"""
+
+PAGE_SCRIPT = TRACKER_TICKS.strip() + "\n" + ONE_DRAW.strip()
+
+
 def script_tag(source: str) -> bytes:
     """An inline <script> element for `source` (which must not contain "</script")."""
     if "</script" in source.lower():
@@ -74,7 +126,7 @@ class PageScript:
     """ASGI middleware: the page Gradio serves at / gets `source` as the first element of its
     <head>; every other request passes through untouched."""
 
-    def __init__(self, app, source: str = TRACKER_TICKS):
+    def __init__(self, app, source: str = PAGE_SCRIPT):
         self.app = app
         self.tag = script_tag(source)
 

@@ -502,18 +502,18 @@ def test_the_draft_tree_tab_follows_a_run_and_the_scrubber(monkeypatch):
     )
 
 
-def test_the_page_starts_with_the_tracker_script_and_nothing_else_changes(app_url):
+def test_the_page_starts_with_the_page_script_and_nothing_else_changes(app_url):
     from urllib.request import urlopen
 
-    from shufflers.page_script import TRACKER_TICKS, script_tag
+    from shufflers.page_script import PAGE_SCRIPT, script_tag
 
     with urlopen(app_url) as response:
         page = response.read()
         length = int(response.headers["Content-Length"])
     assert length == len(page)  # the length follows the added script
     head = page.split(b"<head>", 1)[1]
-    assert head.startswith(script_tag(TRACKER_TICKS))  # before any of Gradio's scripts
-    assert page.count(script_tag(TRACKER_TICKS)) == 1
+    assert head.startswith(script_tag(PAGE_SCRIPT))  # before any of Gradio's scripts
+    assert page.count(script_tag(PAGE_SCRIPT)) == 1
     with urlopen(app_url + "config") as response:
         assert b"__shufflelm" not in response.read()  # other responses pass untouched
     with pytest.raises(ValueError, match="script"):

@@ -276,6 +276,58 @@ def test_status_tracker_counts_tick_ten_times_a_second_and_other_loops_every_fra
     assert count <= 15  # a tracker's count: about 10 a second
 
 
+# Counts, before the page's own scripts run, the figures Plotly finishes drawing (its
+# "plotly_afterplot" event, through the `emit` Plotly gives each plot's div when it first draws).
+COUNT_DRAWS = """(() => {
+  window.__plot_draws = 0;
+  Object.defineProperty(HTMLDivElement.prototype, "emit", {
+    configurable: true,
+    get: () => undefined,
+    set(emit) {
+      const counted = (event, data) => {
+        if (event === "plotly_afterplot") window.__plot_draws++;
+        return emit.call(this, event, data);
+      };
+      Object.defineProperty(this, "emit", {configurable: true, writable: true, value: counted});
+    },
+  });
+})();"""
+SCRUBBED_TO = (
+    "(k) => document.querySelector('#caption textarea').value.startsWith(`Step ${k}`) && "
+    "(document.querySelector('#shuffle-plot .gtitle')?.textContent ?? '').startsWith(`Step ${k}`)"
+)
+
+
+def test_a_new_picture_is_drawn_once(browser_and_url):
+    """Gradio 6.31's Plot draws a new figure on the plot it is replacing, then on a fresh one,
+    then again when it checks the fresh one's size (shufflers/page_script): the app's first script
+    has each picture update drawn once, and it still shows the step it was sent for."""
+    browser, url = browser_and_url
+    context = browser.new_context(viewport=DESKTOP)
+    context.add_init_script(COUNT_DRAWS)
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_function(f"({STATUS}).startsWith('Ready')", timeout=60_000)
+    choose_example(page, EXAMPLES[0].stem)
+    page.wait_for_function(SCRUBBED_TO, arg=0, timeout=30_000)
+    page.wait_for_timeout(500)  # past Gradio's resize, 100 ms after a draw
+    assert page.evaluate("window.__plot_draws") >= 1  # the count sees Plotly's draws
+    page.evaluate("window.__plot_draws = 0; window.__shufflelm_skipped_draws = 0")
+    slider = page.locator("#step-slider input[type=number]")
+    for k in (1, 2, 3):
+        slider.fill(str(k))
+        slider.press("Enter")
+        page.wait_for_function(SCRUBBED_TO, arg=k, timeout=30_000)
+        page.wait_for_timeout(500)
+    draws = page.evaluate("window.__plot_draws")
+    skipped = page.evaluate("window.__shufflelm_skipped_draws")
+    plots = page.locator("#shuffle-plot .js-plotly-plot").count()
+    context.close()
+    assert draws == 3  # one per update (9 without the script)
+    assert skipped >= 6  # Gradio's extra draws were there, two per update, and were skipped
+    assert plots == 1
+
+
 # --- the first screen ---------------------------------------------------------------------------
 
 
