@@ -860,6 +860,7 @@ def wire(demo, runtime, trace, watching, control, live, comparison, export) -> N
         outputs=outputs,
         concurrency_limit=CONCURRENCY,
         show_progress="hidden",  # the counters say it: no animated overlay on every output
+        show_progress_on=live.status,  # Gradio renews its progress state on every message
     )
     generating = control.run.click(**run, api_name="generate")
     submitting = control.prompt.submit(**run, api_name=False)  # Enter in the prompt box
