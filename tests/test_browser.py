@@ -219,6 +219,17 @@ def test_the_step_heatmaps_start_with_room_for_their_labels(page):
     assert grown <= drawn // 10  # 6 of 192 on the example traces; all of them from 10 px
 
 
+def ready_page(browser, url: str, init_script: str):
+    """A desktop page of the app, `init_script` run before the page's own scripts, once the
+    model is ready."""
+    context = browser.new_context(viewport=DESKTOP)
+    context.add_init_script(init_script)
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_function(f"({STATUS}).startsWith('Ready')", timeout=60_000)
+    return page
+
+
 # Counts, before the page's own scripts run, the animation frames asked for by callbacks that
 # are a Gradio status tracker's elapsed-time count (what shufflers/page_script recognises).
 COUNT_TRACKER_FRAMES = """(() => {
@@ -256,12 +267,7 @@ def test_status_tracker_counts_tick_ten_times_a_second_and_other_loops_every_fra
     time count asks for every animation frame for the page's life (shufflers/page_script). The
     app's first script gives such counts a frame every 100 ms; every other loop keeps its
     frames."""
-    browser, url = browser_and_url
-    context = browser.new_context(viewport=DESKTOP)
-    context.add_init_script(COUNT_TRACKER_FRAMES)
-    page = context.new_page()
-    page.goto(url)
-    page.wait_for_function(f"({STATUS}).startsWith('Ready')", timeout=60_000)
+    page = ready_page(*browser_and_url, COUNT_TRACKER_FRAMES)
     page.wait_for_timeout(1000)  # loaded and settled
     page.evaluate("window.__tracker_frames = 0; window.__shufflelm_tracker_ticks = 0")
     page.wait_for_timeout(2000)
@@ -269,7 +275,7 @@ def test_status_tracker_counts_tick_ten_times_a_second_and_other_loops_every_fra
     ticks = page.evaluate("window.__shufflelm_tracker_ticks")  # held back by the script
     other = page.evaluate(LOOP_FOR_A_SECOND, False)
     count = page.evaluate(LOOP_FOR_A_SECOND, True)
-    context.close()
+    page.context.close()
     assert straight == 0  # no tracker count gets every frame (about 120 in 2 s without it)
     assert 5 <= ticks <= 30  # Gradio's leftover count was found: about 20 in 2 s
     assert other >= 30  # any other loop keeps its frames (60 a second here)
@@ -302,12 +308,7 @@ def test_a_new_picture_is_drawn_once(browser_and_url):
     """Gradio 6.31's Plot draws a new figure on the plot it is replacing, then on a fresh one,
     then again when it checks the fresh one's size (shufflers/page_script): the app's first script
     has each picture update drawn once, and it still shows the step it was sent for."""
-    browser, url = browser_and_url
-    context = browser.new_context(viewport=DESKTOP)
-    context.add_init_script(COUNT_DRAWS)
-    page = context.new_page()
-    page.goto(url)
-    page.wait_for_function(f"({STATUS}).startsWith('Ready')", timeout=60_000)
+    page = ready_page(*browser_and_url, COUNT_DRAWS)
     choose_example(page, EXAMPLES[0].stem)
     page.wait_for_function(SCRUBBED_TO, arg=0, timeout=30_000)
     page.wait_for_timeout(500)  # past Gradio's resize, 100 ms after a draw
@@ -322,7 +323,7 @@ def test_a_new_picture_is_drawn_once(browser_and_url):
     draws = page.evaluate("window.__plot_draws")
     skipped = page.evaluate("window.__shufflelm_skipped_draws")
     plots = page.locator("#shuffle-plot .js-plotly-plot").count()
-    context.close()
+    page.context.close()
     assert draws == 3  # one per update (9 without the script)
     assert skipped >= 6  # Gradio's extra draws were there, two per update, and were skipped
     assert plots == 1
