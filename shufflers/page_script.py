@@ -15,10 +15,11 @@ pays out of the model's speed.
 2. A new picture is drawn once instead of three times (ONE_DRAW). Gradio's Plot draws each new
    figure on the plot it is about to remove (the old PlotlyPlot's effect sees the new value), then
    on a fresh one (a `{#key}` block re-mounts it), then calls `Plotly.Plots.resize`, which 100 ms
-   later draws the whole figure again though its size did not change: 45-100, 20-55 and 30-50 ms of
-   CPU per picture here. Gradio's calls to `Plotly.react` (through the `window.Plotly` it sets) are
-   drawn a microtask later, when only plots still in the page are drawn, the latest figure of each;
-   its `Plots.resize` resizes a plot only when its box is not the size it was drawn at.
+   later draws the whole figure again though its size did not change (the first two took 45-100
+   and 20-55 ms of CPU here; a replayed run's page cost 45 ms a step, 34 with one draw). Gradio's
+   calls to `Plotly.react` (through the `window.Plotly` it sets) are drawn a microtask later, when
+   only plots still in the page are drawn, the latest figure of each; its `Plots.resize` resizes a
+   plot only when its box is not the size it was drawn at.
 
 The script must come first: Gradio's status tracker keeps the `requestAnimationFrame` it finds
 when its module loads, and Gradio's own `head` option adds scripts only after that. `PageScript`,
