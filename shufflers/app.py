@@ -604,9 +604,9 @@ def bound(handler, runtime: LazyModel):
 # into the visitor's localStorage, reading and rewriting the whole history as it goes: work for
 # the browser on every streamed message, beside the model on a shared machine; the page's own
 # export and replay (the trace file, the example traces) keep runs instead. The page starts with
-# a script that has Gradio's status trackers count their time ten times a second instead of on
-# every frame (page_script: the page-load tracker's count otherwise runs at 60 frames a second
-# for the page's life).
+# page_script's script: Gradio's status trackers count their time ten times a second instead of
+# on every frame (the page-load tracker's count otherwise runs at 60 frames a second for the
+# page's life), and each new picture is drawn once instead of three times.
 
 
 def launch_options() -> dict:

@@ -53,8 +53,11 @@ def browser_and_url(browser):
         yield browser, url
 
 
-def open_page(browser, url: str, viewport: dict):
+def open_page(browser, url: str, viewport: dict, *, init_script: str | None = None):
+    """A page of the app; `init_script`, when given, runs before the page's own scripts."""
     context = browser.new_context(viewport=viewport, accept_downloads=True)
+    if init_script:
+        context.add_init_script(init_script)
     page = context.new_page()
     dialogs, posted = [], []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
@@ -222,10 +225,7 @@ def test_the_step_heatmaps_start_with_room_for_their_labels(page):
 def ready_page(browser, url: str, init_script: str):
     """A desktop page of the app, `init_script` run before the page's own scripts, once the
     model is ready."""
-    context = browser.new_context(viewport=DESKTOP)
-    context.add_init_script(init_script)
-    page = context.new_page()
-    page.goto(url)
+    page = open_page(browser, url, DESKTOP, init_script=init_script)
     page.wait_for_function(f"({STATUS}).startsWith('Ready')", timeout=60_000)
     return page
 
@@ -370,11 +370,7 @@ def test_the_story_fits_the_first_screen_on_a_desktop(browser_and_url):
         assert how["y"] < plot["y"] + plot["height"] and plot["y"] < how["y"] + how["height"]
         # an example trace of the default model (K = 6: a taller heatmap) fits too
         choose_example(page, EXAMPLES[0].stem)
-        page.wait_for_function(
-            "document.querySelector('#shuffle-plot .gtitle') && "
-            "document.querySelector('#shuffle-plot .gtitle').textContent.startsWith('Step 0')",
-            timeout=30_000,
-        )
+        page.wait_for_function(SCRUBBED_TO, arg=0, timeout=30_000)
         page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(SCREENSHOTS / "first-screen-1440x900-example.png"))
         for selector in STORY:
