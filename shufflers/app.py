@@ -127,10 +127,11 @@ one step at a time:
 **fixed** checks every guess the filter keeps, as ShuffleLM first did; *draft source* picks the
 head, the context, or both.
 """
-# The live view stays on the first screen: the output text scrolls instead of growing, and on a
-# narrow screen (a phone) the explanation follows the pictures instead of preceding them.
+# The live view stays on the first screen: the output text keeps one height and scrolls (nothing
+# below it moves while a run streams), and on a narrow screen (a phone) the explanation follows
+# the pictures instead of preceding them.
 CSS = """
-#output-text .spans { max-height: 6.4em; overflow-y: auto; white-space: pre-wrap;
+#output-text .spans { height: 6.4em; overflow-y: auto; white-space: pre-wrap;
   overflow-wrap: anywhere; line-height: 1.6; }
 #output-text .legend { display: flex; flex-wrap: wrap; gap: 4px; margin: 1.6em 0 0.4em;
   font-size: 0.85em; }
@@ -604,9 +605,10 @@ def bound(handler, runtime: LazyModel):
 # into the visitor's localStorage, reading and rewriting the whole history as it goes: work for
 # the browser on every streamed message, beside the model on a shared machine; the page's own
 # export and replay (the trace file, the example traces) keep runs instead. The page starts with
-# page_script's script: Gradio's status trackers count their time ten times a second instead of
-# on every frame (the page-load tracker's count otherwise runs at 60 frames a second for the
-# page's life), and each new picture is drawn once instead of three times.
+# page_script's script: Gradio's status trackers take animation frames only while a tracker or a
+# toast is shown, a shown tracker's count ten a second (the page-load tracker's count and loading
+# animation otherwise take 60 frames a second each for the page's life), and each new picture is
+# drawn once instead of three times.
 
 
 def launch_options() -> dict:
@@ -860,7 +862,8 @@ def wire(demo, runtime, trace, watching, control, live, comparison, export) -> N
         outputs=outputs,
         concurrency_limit=CONCURRENCY,
         show_progress="hidden",  # the counters say it: no animated overlay on every output
-        show_progress_on=live.status,  # Gradio renews its progress state on every message
+        show_progress_on=[],  # on no component: the status says it (Gradio renews the progress
+        # state of each target on every streamed message: work for the page)
     )
     generating = control.run.click(**run, api_name="generate")
     submitting = control.prompt.submit(**run, api_name=False)  # Enter in the prompt box

@@ -2,15 +2,19 @@
 things Gradio 6.31 does with the browser's CPU that a visitor running the model on the same machine
 pays out of the model's speed.
 
-1. Status trackers count their elapsed time ten times a second instead of on every animation
-   frame (TRACKER_TICKS). Gradio's page-load status tracker is destroyed, while it still says
+1. Gradio's status-tracker loops take animation frames only while a tracker or a toast is shown
+   (FRAMES_WHEN_SHOWN). Gradio's page-load status tracker is destroyed, while it still says
    "pending", without its teardown (the page's `{#if loader_status === "pending"}` removes it
-   first), so its count goes on for the page's whole life: a callback that reads the clock and asks
-   for the next frame, 60 a second, on a page that shows no tracker (40-80 ms of CPU a second on
-   this project's 2-core machine). A frame callback that is a tracker's count (short, reads
-   `performance.now()` and turns milliseconds into seconds, `/1e3`) gets its frame TICK_MS later;
-   every other frame request passes untouched. A live tracker shows its count to a tenth of a
-   second, so at ten a second it reads the same.
+   first), so two of its loops go on for the page's whole life, each asking for every frame (60 a
+   second) on a page that shows no tracker: its elapsed-time count (a callback that reads the
+   clock) and its loading animation's springs (Svelte's motion loop, which also moves the toasts).
+   An idle page cost 38-47 ms of Chromium's CPU a second here with them at full rate; 7-12 with
+   them held. A callback that is a tracker's count (short, reads `performance.now()` and turns
+   milliseconds into seconds, `/1e3`) gets a frame TICK_MS later, and the motion loop (short,
+   runs `.tasks.forEach(` and asks `.tick(` again) its next frame, when a status tracker not
+   hidden or a toast is in the page (or no tracker is marked Gradio's way at all); otherwise they
+   wait, one timer looking again every TICK_MS. A shown tracker shows its count to a tenth of a
+   second, so at ten a second it reads the same; every other frame request passes untouched.
 
 2. A new picture is drawn once instead of three times (ONE_DRAW). Gradio's Plot draws each new
    figure on the plot it is about to remove (the old PlotlyPlot's effect sees the new value), then
@@ -24,41 +28,64 @@ pays out of the model's speed.
 The script must come first: Gradio's status tracker keeps the `requestAnimationFrame` it finds
 when its module loads, and Gradio's own `head` option adds scripts only after that. `PageScript`,
 an ASGI middleware (app.launch_options), adds it to the page Gradio serves. If a later Gradio
-writes its count or its plots differently, nothing matches and nothing changes
-(tests/test_browser.py notices: the idle page asks for every frame again, a picture update draws
-more than once, or nothing is skipped).
+writes its loops or its plots differently, nothing matches and nothing changes
+(tests/test_browser.py notices: the idle page asks for frames again, a picture update draws more
+than once, or nothing is skipped).
 """
 
 from __future__ import annotations
 
-TRACKER_TICKS = r"""
+FRAMES_WHEN_SHOWN = r"""
 (() => {
   const TICK_MS = 100;  // a status tracker's elapsed-time count: ten times a second
+  const TRACKERS = '[data-testid="status-tracker"]';
+  const SHOWN = TRACKERS + ':not(.hide), [data-testid="toast-body"]';
   const frame = window.requestAnimationFrame.bind(window);
   const cancelFrame = window.cancelAnimationFrame.bind(window);
-  const isTrackerCount = (callback) => {
-    const source = Function.prototype.toString.call(callback);
-    return source.length < 120 && source.includes("performance.now()") && source.includes("/1e3");
-  };
-  const later = new Map();  // our id (negative) -> {timer, frame}
+  const isTrackerCount = (source) =>
+    source.length < 120 && source.includes("performance.now()") && source.includes("/1e3");
+  const isMotionLoop = (source) =>
+    source.length < 200 && source.includes(".tasks.forEach(") && source.includes(".tick(");
+  // a tracker or a toast is on screen (a page without trackers marked Gradio's way: as if shown)
+  const shown = () => !document.querySelector(TRACKERS) || document.querySelector(SHOWN) !== null;
+  const later = new Map();  // our id (negative) -> {timer}, {frame} or {callback} (parked)
   let nextId = -1;
-  window.__shufflelm_tracker_ticks = 0;
+  let look = null;  // the timer that looks again whether something is shown
+  window.__shufflelm_tracker_ticks = 0;  // tracker counts taken in hand
+  window.__shufflelm_looks = 0;  // looks that found nothing shown (the parked callbacks wait)
+  const toFrame = (id, callback) => {
+    later.set(id, { frame: frame((time) => { later.delete(id); callback(time); }) });
+  };
+  const lookAgain = () => {
+    look = null;
+    if (!shown()) {
+      window.__shufflelm_looks++;
+      look = setTimeout(lookAgain, TICK_MS);
+      return;
+    }
+    for (const [id, tick] of later) if (tick.callback) toFrame(id, tick.callback);
+  };
+  const ask = (id, callback) => {
+    if (shown()) return toFrame(id, callback);
+    later.set(id, { callback });
+    look ??= setTimeout(lookAgain, TICK_MS);
+  };
   window.requestAnimationFrame = (callback) => {
-    if (!isTrackerCount(callback)) return frame(callback);
-    window.__shufflelm_tracker_ticks++;
+    const source = Function.prototype.toString.call(callback);
+    const count = isTrackerCount(source);
+    if (!count && !(isMotionLoop(source) && !shown())) return frame(callback);
     const id = nextId--;
-    const tick = { frame: null };
-    tick.timer = setTimeout(() => {
-      tick.frame = frame((time) => { later.delete(id); callback(time); });
-    }, TICK_MS);
-    later.set(id, tick);
+    if (count) {
+      window.__shufflelm_tracker_ticks++;
+      later.set(id, { timer: setTimeout(() => ask(id, callback), TICK_MS) });
+    } else ask(id, callback);
     return id;
   };
   window.cancelAnimationFrame = (id) => {
     const tick = later.get(id);
     if (!tick) return cancelFrame(id);
-    clearTimeout(tick.timer);
-    if (tick.frame !== null) cancelFrame(tick.frame);
+    if (tick.timer !== undefined) clearTimeout(tick.timer);
+    if (tick.frame !== undefined) cancelFrame(tick.frame);
     later.delete(id);
   };
 })();
@@ -104,7 +131,7 @@ ONE_DRAW = r"""
 })();
 """
 
-PAGE_SCRIPT = TRACKER_TICKS.strip() + "\n" + ONE_DRAW.strip()
+PAGE_SCRIPT = FRAMES_WHEN_SHOWN.strip() + "\n" + ONE_DRAW.strip()
 
 
 def script_tag(source: str) -> bytes:

@@ -144,6 +144,19 @@ def test_hostile_text_is_shown_literally(page):
     page.screenshot(path=str(SCREENSHOTS / "hostile.png"), full_page=True)
 
 
+def test_a_bad_prompt_gets_a_message_and_the_page_goes_on(page):
+    """A run refused at the boundary (an empty prompt) says why in the page, as a message, and
+    the page takes the next run (the run shows its progress on no component, so nothing else
+    would carry its error)."""
+    page.fill("#prompt textarea", "   ")
+    page.click("#generate")
+    toast = page.locator("[data-testid='toast-body']").filter(has_text="The prompt is empty")
+    toast.first.wait_for(state="visible", timeout=30_000)
+    assert "Traceback" not in page.text_content("body")
+    generate(page, "Hi", tokens=4)
+    assert page.evaluate(STATUS).startswith("done")
+
+
 def test_settings_default_to_the_library_and_the_slider_fits_the_model(page):
     page.wait_for_function(
         "document.querySelector('#max-drafts input[type=number]').value === '14'", timeout=60_000
@@ -230,23 +243,19 @@ def ready_page(browser, url: str, init_script: str):
     return page
 
 
-# Counts, before the page's own scripts run, the animation frames asked for by callbacks that
-# are a Gradio status tracker's elapsed-time count (what shufflers/page_script recognises).
-COUNT_TRACKER_FRAMES = """(() => {
+# Counts, before the page's own scripts run, the animation frames asked of the browser.
+COUNT_FRAMES = """(() => {
   const frame = window.requestAnimationFrame.bind(window);
-  window.__tracker_frames = 0;
-  window.requestAnimationFrame = (callback) => {
-    const source = Function.prototype.toString.call(callback);
-    if (source.includes("performance.now()") && source.includes("/1e3")) window.__tracker_frames++;
-    return frame(callback);
-  };
+  window.__frames = 0;
+  window.requestAnimationFrame = (callback) => { window.__frames++; return frame(callback); };
 })();"""
-# A frame loop for a second: how many frames it got. A tracker's count is written as Gradio's
-# minified one is (the clock, milliseconds to seconds).
+# A frame loop: how many frames it got in a second (waiting no longer than 1.5 s for them). A
+# tracker's count is written as Gradio's minified one is (the clock, milliseconds to seconds).
 LOOP_FOR_A_SECOND = """async (trackerLike) => {
   let frames = 0, seconds = 0;
   const started = performance.now();
   await new Promise((done) => {
+    setTimeout(done, 1500);
     const other = () => {
       frames++;
       if (performance.now() - started < 1000) requestAnimationFrame(other); else done();
@@ -258,28 +267,41 @@ LOOP_FOR_A_SECOND = """async (trackerLike) => {
   });
   return frames;
 }"""
+FRAMES_IN = """async (ms) => {
+  const [frames, looks] = [window.__frames, window.__shufflelm_looks];
+  await new Promise((done) => setTimeout(done, ms));
+  return {frames: window.__frames - frames, looks: window.__shufflelm_looks - looks};
+}"""
+SHOW_A_TRACKER = """() => {
+  const tracker = document.createElement("div");
+  tracker.dataset.testid = "status-tracker";
+  document.body.append(tracker);
+}"""
 
 
-def test_status_tracker_counts_tick_ten_times_a_second_and_other_loops_every_frame(
+def test_unseen_trackers_take_no_frames_and_a_shown_count_ticks_ten_times_a_second(
     browser_and_url,
 ):
-    """Gradio 6.31's page-load status tracker is removed without its teardown and its elapsed-
-    time count asks for every animation frame for the page's life (shufflers/page_script). The
-    app's first script gives such counts a frame every 100 ms; every other loop keeps its
-    frames."""
-    page = ready_page(*browser_and_url, COUNT_TRACKER_FRAMES)
+    """Gradio 6.31's page-load status tracker is removed without its teardown: its elapsed-time
+    count and its loading animation's springs ask for every animation frame for the page's life
+    (shufflers/page_script). The app's first script holds them while no tracker or toast is
+    shown, and gives a shown tracker's count a frame every 100 ms; other loops keep theirs."""
+    page = ready_page(*browser_and_url, COUNT_FRAMES)
     page.wait_for_timeout(1000)  # loaded and settled
-    page.evaluate("window.__tracker_frames = 0; window.__shufflelm_tracker_ticks = 0")
-    page.wait_for_timeout(2000)
-    straight = page.evaluate("window.__tracker_frames")  # reached the browser as they were
-    ticks = page.evaluate("window.__shufflelm_tracker_ticks")  # held back by the script
+    idle = page.evaluate(FRAMES_IN, 2000)
+    unseen_count = page.evaluate(LOOP_FOR_A_SECOND, True)
     other = page.evaluate(LOOP_FOR_A_SECOND, False)
+    page.evaluate(SHOW_A_TRACKER)
+    shown = page.evaluate(FRAMES_IN, 1000)
     count = page.evaluate(LOOP_FOR_A_SECOND, True)
     page.context.close()
-    assert straight == 0  # no tracker count gets every frame (about 120 in 2 s without it)
-    assert 5 <= ticks <= 30  # Gradio's leftover count was found: about 20 in 2 s
+    assert idle["frames"] <= 4  # the idle page asks for no frames (about 240 in 2 s without it)
+    assert 10 <= idle["looks"] <= 30  # Gradio's leftover loops were found and wait: a look at
+    # the page every 100 ms
+    assert unseen_count == 0  # a count no one sees waits
     assert other >= 30  # any other loop keeps its frames (60 a second here)
-    assert count <= 15  # a tracker's count: about 10 a second
+    assert shown["frames"] >= 20 and shown["looks"] == 0  # a tracker shown: the held loops go on
+    assert 5 <= count <= 15  # a shown tracker's count: about 10 a second
 
 
 # Counts, before the page's own scripts run, the figures Plotly finishes drawing (its
