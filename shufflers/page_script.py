@@ -37,7 +37,7 @@ from __future__ import annotations
 
 FRAMES_WHEN_SHOWN = r"""
 (() => {
-  const TICK_MS = 100;  // a status tracker's elapsed-time count: ten times a second
+  const TICK_MS = 100;  // a shown tracker's count: ten times a second; held loops look as often
   const TRACKERS = '[data-testid="status-tracker"]';
   const SHOWN = TRACKERS + ':not(.hide), [data-testid="toast-body"]';
   const frame = window.requestAnimationFrame.bind(window);
@@ -51,7 +51,6 @@ FRAMES_WHEN_SHOWN = r"""
   const later = new Map();  // our id (negative) -> {timer}, {frame} or {callback} (parked)
   let nextId = -1;
   let look = null;  // the timer that looks again whether something is shown
-  window.__shufflelm_tracker_ticks = 0;  // tracker counts taken in hand
   window.__shufflelm_looks = 0;  // looks that found nothing shown (the parked callbacks wait)
   const toFrame = (id, callback) => {
     later.set(id, { frame: frame((time) => { later.delete(id); callback(time); }) });
@@ -75,10 +74,8 @@ FRAMES_WHEN_SHOWN = r"""
     const count = isTrackerCount(source);
     if (!count && !(isMotionLoop(source) && !shown())) return frame(callback);
     const id = nextId--;
-    if (count) {
-      window.__shufflelm_tracker_ticks++;
-      later.set(id, { timer: setTimeout(() => ask(id, callback), TICK_MS) });
-    } else ask(id, callback);
+    if (count) later.set(id, { timer: setTimeout(() => ask(id, callback), TICK_MS) });
+    else ask(id, callback);
     return id;
   };
   window.cancelAnimationFrame = (id) => {
