@@ -64,18 +64,18 @@ FRAMES_WHEN_SHOWN = r"""
     }
     for (const [id, tick] of later) if (tick.callback) toFrame(id, tick.callback);
   };
-  const ask = (id, callback) => {
-    if (shown()) return toFrame(id, callback);
+  const park = (id, callback) => {
     later.set(id, { callback });
     look ??= setTimeout(lookAgain, TICK_MS);
   };
+  const ask = (id, callback) => (shown() ? toFrame(id, callback) : park(id, callback));
   window.requestAnimationFrame = (callback) => {
     const source = Function.prototype.toString.call(callback);
     const count = isTrackerCount(source);
     if (!count && !(isMotionLoop(source) && !shown())) return frame(callback);
     const id = nextId--;
     if (count) later.set(id, { timer: setTimeout(() => ask(id, callback), TICK_MS) });
-    else ask(id, callback);
+    else park(id, callback);  // a motion loop with nothing shown (just looked)
     return id;
   };
   window.cancelAnimationFrame = (id) => {
