@@ -65,6 +65,12 @@ MAX_TRACE_BYTES = 5 * 2**20
 MAX_NEW_TOKENS = 256  # the service's cap on one request's work (the library's is the context)
 QUEUE_SIZE = 16
 CONCURRENCY = 2
+# Seconds Gradio's queue waits before it looks again for an event to start, and for progress to
+# send, while it has none (Gradio's own on Linux: 0.001 and 0.01, its own on Windows: 0.05 and
+# 0.1). At a thousand looks a second an idle server took 66-80 ms of CPU a second here, taken
+# from the model on a shared machine; at these, 4-8. An event starts at most QUEUE_LOOK later.
+QUEUE_LOOK = 0.02
+PROGRESS_LOOK = 0.1
 PLAY_DELAY = 0.6  # seconds per step when replaying
 # While a run streams, the page is updated at the pace a person follows, not at the model's:
 # seconds a step's text and counters may wait on the server (a page shows them within 250 ms: the
@@ -831,7 +837,19 @@ def build_demo(model: LazyModel | None = None) -> gr.Blocks:
                 export = export_panel()
         wire(demo, runtime, trace, watching, control, live, comparison, export)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
+    calm_queue(demo)
     return demo
+
+
+def calm_queue(demo: gr.Blocks) -> None:
+    """Gradio's queue looks for work every QUEUE_LOOK seconds and for progress every
+    PROGRESS_LOOK while it has none (its Queue's own knobs: no public option sets them)."""
+    queue = demo._queue
+    for knob in ("sleep_when_free", "progress_update_sleep_when_free"):
+        if not isinstance(getattr(queue, knob, None), float):  # a later Gradio: leave it be
+            return
+    queue.sleep_when_free = QUEUE_LOOK
+    queue.progress_update_sleep_when_free = PROGRESS_LOOK
 
 
 # --- wiring --------------------------------------------------------------------------------------

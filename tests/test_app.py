@@ -518,3 +518,26 @@ def test_the_page_starts_with_the_page_script_and_nothing_else_changes(app_url):
         assert b"__shufflelm" not in response.read()  # other responses pass untouched
     with pytest.raises(ValueError, match="script"):
         script_tag("alert(1)</script><script>")
+
+
+def test_the_queue_looks_for_work_at_a_calm_pace():
+    """Gradio's queue, idle, looks for an event every QUEUE_LOOK seconds and for progress every
+    PROGRESS_LOOK (Gradio's own on Linux: every 1 and 10 ms, 66-80 ms of CPU a second here); the
+    knobs set are the ones its loops read."""
+    import inspect
+
+    from gradio.queueing import Queue
+
+    import app
+    from shufflers.app import PROGRESS_LOOK, QUEUE_LOOK
+
+    queue = app.build_demo()._queue
+    assert (queue.sleep_when_free, queue.progress_update_sleep_when_free) == (
+        QUEUE_LOOK,
+        PROGRESS_LOOK,
+    )
+    assert QUEUE_LOOK <= 0.05 and PROGRESS_LOOK <= 0.1  # events still start promptly
+    assert "asyncio.sleep(self.sleep_when_free)" in inspect.getsource(Queue.start_processing)
+    assert "asyncio.sleep(self.progress_update_sleep_when_free)" in inspect.getsource(
+        Queue.start_progress_updates
+    )
