@@ -72,6 +72,7 @@ CONCURRENCY = 2
 QUEUE_LOOK = 0.02
 PROGRESS_LOOK = 0.1
 PLAY_DELAY = 0.6  # seconds per step when replaying
+PACK_VALUES = "(...values) => [values]"  # the page's run inputs as one list (its one output)
 # While a run streams, the page is updated at the pace a person follows, not at the model's:
 # seconds a step's text and counters may wait on the server (a page shows them within 250 ms: the
 # rest is for delivery and drawing)
@@ -470,6 +471,17 @@ def generate(runtime: LazyModel, watching: Watching, prompt, chat, **settings):
     yield page._replace(status=f"{page.status}  \n{page_cost(pacer)}")
 
 
+def generate_from_page(runtime: LazyModel, watching: Watching, values, *, inputs):
+    """The page's Generate: generate() on the values the page sent as one list (`values`: the
+    prompt, chat and the settings, in the order of `inputs`, their components), each read as
+    Gradio reads an input (the component's preprocess: the same checks, the same messages)."""
+    if not isinstance(values, list) or len(values) != len(inputs):
+        raise UserError("The page sent its settings incompletely: reload it and try again.")
+    names = ["prompt", "chat", *Settings._fields]
+    read = {name: c.preprocess(v) for name, c, v in zip(names, inputs, values, strict=True)}
+    yield from generate(runtime, watching, **read)
+
+
 def streaming_page(
     run, step, watching: Watching, *, picture: bool, pacer: Pacer, shown: tuple | None
 ) -> Page:
@@ -626,7 +638,7 @@ def tab_opener(name: str):
 def bound(handler, runtime: LazyModel):
     """The handler with the app's model as its first argument, under the handler's own name."""
     function = partial(handler, runtime)
-    function.__name__ = handler.__name__
+    function.__name__ = getattr(handler, "func", handler).__name__
     return function
 
 
@@ -681,6 +693,7 @@ class Controls(NamedTuple):
     settings: Settings
     run: gr.Button
     stop: gr.Button
+    values: gr.JSON  # hidden: the page's run inputs, packed into one list by the browser
 
 
 class LiveView(NamedTuple):
@@ -770,7 +783,8 @@ def controls(num_slots: int) -> Controls:
             verify=gr.Checkbox(value=True, label="Verify with the backbone (lossless)"),
             seed=gr.Number(value=0, precision=0, label="Seed (sampling)"),
         )
-    return Controls(prompt, chat, settings, run, stop)
+    values = gr.JSON(visible=False, elem_id="run-values")
+    return Controls(prompt, chat, settings, run, stop, values)
 
 
 PLOT_TABS = [  # (LiveView field, tab label, elem_id), in the tabs' order
@@ -898,18 +912,36 @@ def wire(demo, runtime, trace, watching, control, live, comparison, export) -> N
     )
     view = [getattr(page, name) for name in VIEW]
     outputs = list(page)
-    run = dict(  # the prompt and chat positional, the settings by name (the API's names)
-        fn=bound(generate, runtime),
+    progress = dict(  # a run's progress shows on no component: the status says it
+        show_progress="hidden",  # no animated overlay on every output
+        show_progress_on=[],  # (Gradio renews the progress state of each target on every
+        # streamed message: work for the page)
+    )
+    gr.on(  # /generate: the prompt and chat positional, the settings by name (the API's names)
+        [],  # no trigger on the page: the API's own endpoint
+        bound(generate, runtime),
         inputs=[watching, control.prompt, control.chat],  # the state is not in the API
         inputs_kwargs=control.settings._asdict(),
         outputs=outputs,
         concurrency_limit=CONCURRENCY,
-        show_progress="hidden",  # the counters say it: no animated overlay on every output
-        show_progress_on=[],  # on no component: the status says it (Gradio renews the progress
-        # state of each target on every streamed message: work for the page)
+        api_name="generate",
+        **progress,
     )
-    generating = control.run.click(**run, api_name="generate")
-    submitting = control.prompt.submit(**run, api_name=False)  # Enter in the prompt box
+    # The page sends its run's inputs as one value: Gradio renews the loading state of every
+    # input of a finished event on every later streamed message (13 components, about 75 times
+    # a run), so the page's run has two inputs; the browser packs the values (PACK_VALUES).
+    values = [control.prompt, control.chat, *control.settings]
+    run = dict(
+        fn=bound(partial(generate_from_page, inputs=values), runtime),
+        inputs=[watching, control.values],
+        outputs=outputs,
+        concurrency_limit=CONCURRENCY,
+        api_name=False,
+        **progress,
+    )
+    pack = dict(fn=None, inputs=values, outputs=[control.values], js=PACK_VALUES, api_name=False)
+    generating = control.run.click(**pack).then(**run)
+    submitting = control.prompt.submit(**pack).then(**run)  # Enter in the prompt box
     control.stop.click(None, None, None, cancels=[generating, submitting], api_name=False)
     for name, tab in live.tabs.items():  # a running generation updates the open tab only
         tab.select(tab_opener(name), [watching], [getattr(live, name)], api_name=False)

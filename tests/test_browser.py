@@ -164,7 +164,8 @@ def test_settings_default_to_the_library_and_the_slider_fits_the_model(page):
     assert page.input_value("#keep-threshold input") == "auto"
     generate(page, "the cat sat. the cat sat. the cat")
     sent = [json.loads(p) for p in page.posted if p and '"the cat sat' in p]
-    data = sent[0]["data"][1:] if sent else []  # [0]: the page's Watching state (server-side)
+    # [0]: the page's Watching state (server-side); [1]: the run's inputs, packed by the page
+    data = sent[0]["data"][1] if sent else []
     assert data and data[7] == "auto"  # keep: the library's default, not a number
     assert data[10:12] == ["cost", "head+context"]
 
