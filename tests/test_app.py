@@ -544,3 +544,32 @@ def test_the_queue_looks_for_work_at_a_calm_pace():
     assert "asyncio.sleep(self.progress_update_sleep_when_free)" in inspect.getsource(
         Queue.start_progress_updates
     )
+
+
+def test_the_pages_packed_run_reads_each_value_as_gradio_reads_an_input():
+    """The page's Generate sends its inputs as one list; each value is read with its component's
+    own preprocess (its checks, its types), then the run is /generate's."""
+    import gradio as gr
+
+    import app
+    from shuffle_model.decoding.cost import CostCurve
+    from shuffle_model.model.runtime import LazyModel
+
+    runtime = LazyModel.from_spec("tiny")
+    runtime.get().cost_curve = CostCurve.from_ratios([1.0] * 16)  # no measuring here
+    with gr.Blocks():
+        control = app.controls(runtime.config.num_slots)
+    inputs = [control.prompt, control.chat, *control.settings]
+    values = ["abcabc abc", False, 6, 14, "rotary", 0, 1, "auto", True, 3.0, "cost", "context"]
+
+    def run(values):
+        return list(app.generate_from_page(runtime, app.Watching(), values, inputs=inputs))
+
+    final = run(values)[-1]
+    assert final.status.startswith("done")
+    assert final.trace.settings["seed"] == 3 and isinstance(final.trace.settings["seed"], int)
+    assert final.trace.settings["draft_source"] == "context"
+    with pytest.raises(gr.Error, match="not in the list of choices"):
+        run([*values[:4], "longest", *values[5:]])  # the Radio's own check
+    with pytest.raises(app.UserError, match="reload"):
+        run(values[:-1])
