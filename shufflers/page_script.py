@@ -11,7 +11,8 @@ pays out of the model's speed.
    An idle page cost 38-47 ms of Chromium's CPU a second here with them at full rate; 7-12 with
    them held. A callback that is a tracker's count (short, reads `performance.now()` and turns
    milliseconds into seconds, `/1e3`) gets a frame TICK_MS later, and the motion loop (short,
-   runs `.tasks.forEach(` and asks `.tick(` again) its next frame, when a status tracker not
+   runs `.tasks.forEach(` and asks `.tick(` again) its next frame, when a status tracker (one of
+   Gradio's `wrap` elements, marked `data-testid="status-tracker"`) not
    hidden or a toast is in the page (or no tracker is marked Gradio's way at all); otherwise they
    wait, one timer looking again every TICK_MS. A shown tracker shows its count to a tenth of a
    second, so at ten a second it reads the same; every other frame request passes untouched.
@@ -38,8 +39,10 @@ from __future__ import annotations
 FRAMES_WHEN_SHOWN = r"""
 (() => {
   const TICK_MS = 100;  // a shown tracker's count: ten times a second; held loops look as often
-  const TRACKERS = '[data-testid="status-tracker"]';
-  const SHOWN = TRACKERS + ':not(.hide), [data-testid="toast-body"]';
+  // live lists (the browser keeps them current): Gradio's status trackers are among its "wrap"
+  // elements; a query of the whole page instead scanned every node of every plot drawn
+  const wraps = document.getElementsByClassName("wrap");
+  const toasts = document.getElementsByClassName("toast-body");
   const frame = window.requestAnimationFrame.bind(window);
   const cancelFrame = window.cancelAnimationFrame.bind(window);
   const isTrackerCount = (source) =>
@@ -47,7 +50,15 @@ FRAMES_WHEN_SHOWN = r"""
   const isMotionLoop = (source) =>
     source.length < 200 && source.includes(".tasks.forEach(") && source.includes(".tick(");
   // a tracker or a toast is on screen (a page without trackers marked Gradio's way: as if shown)
-  const shown = () => !document.querySelector(TRACKERS) || document.querySelector(SHOWN) !== null;
+  const shown = () => {
+    let trackers = 0;
+    for (const element of wraps) {
+      if (element.dataset.testid !== "status-tracker") continue;
+      if (!element.classList.contains("hide")) return true;
+      trackers++;
+    }
+    return trackers === 0 || toasts.length > 0;
+  };
   const later = new Map();  // our id (negative) -> {timer}, {frame} or {callback} (parked)
   let nextId = -1;
   let look = null;  // the timer that looks again whether something is shown

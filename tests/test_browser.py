@@ -274,7 +274,8 @@ FRAMES_IN = """async (ms) => {
   return {frames: window.__frames - frames, looks: window.__shufflelm_looks - looks};
 }"""
 SHOW_A_TRACKER = """() => {
-  const tracker = document.createElement("div");
+  const tracker = document.createElement("div");  // as Gradio 6.31 marks its status trackers
+  tracker.className = "wrap";
   tracker.dataset.testid = "status-tracker";
   document.body.append(tracker);
 }"""
