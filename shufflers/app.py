@@ -912,10 +912,12 @@ def wire(demo, runtime, trace, watching, control, live, comparison, export) -> N
     )
     view = [getattr(page, name) for name in VIEW]
     outputs = list(page)
-    progress = dict(  # a run's progress shows on no component: the status says it
-        show_progress="hidden",  # no animated overlay on every output
-        show_progress_on=[],  # (Gradio renews the progress state of each target on every
-        # streamed message: work for the page)
+    run_options = dict(  # what the page's runs and the API's share
+        concurrency_limit=CONCURRENCY,  # runs at once, the page's and the API's together
+        concurrency_id="generate",
+        show_progress="hidden",  # the status says it: no animated overlay on every output,
+        show_progress_on=[],  # on no component (Gradio renews the progress state of each
+        # target on every streamed message: work for the page)
     )
     gr.on(  # /generate: the prompt and chat positional, the settings by name (the API's names)
         [],  # no trigger on the page: the API's own endpoint
@@ -923,9 +925,8 @@ def wire(demo, runtime, trace, watching, control, live, comparison, export) -> N
         inputs=[watching, control.prompt, control.chat],  # the state is not in the API
         inputs_kwargs=control.settings._asdict(),
         outputs=outputs,
-        concurrency_limit=CONCURRENCY,
         api_name="generate",
-        **progress,
+        **run_options,
     )
     # The page sends its run's inputs as one value: Gradio renews the loading state of every
     # input of a finished event on every later streamed message (13 components, about 75 times
@@ -935,9 +936,8 @@ def wire(demo, runtime, trace, watching, control, live, comparison, export) -> N
         fn=bound(partial(generate_from_page, inputs=values), runtime),
         inputs=[watching, control.values],
         outputs=outputs,
-        concurrency_limit=CONCURRENCY,
         api_name=False,
-        **progress,
+        **run_options,
     )
     pack = dict(fn=None, inputs=values, outputs=[control.values], js=PACK_VALUES, api_name=False)
     generating = control.run.click(**pack).then(**run)

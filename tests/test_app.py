@@ -573,3 +573,17 @@ def test_the_pages_packed_run_reads_each_value_as_gradio_reads_an_input():
         run([*values[:4], "longest", *values[5:]])  # the Radio's own check
     with pytest.raises(app.UserError, match="reload"):
         run(values[:-1])
+
+
+def test_the_pages_runs_and_the_apis_share_one_limit():
+    """Generate, Enter and /generate are separate events (the page packs its inputs); they share
+    one concurrency limit, so the machine runs at most CONCURRENCY generations at once."""
+    import app
+
+    demo = app.build_demo()
+    runs = [fn for fn in demo.fns.values() if fn.outputs and fn.name == "generate"]
+    runs += [fn for fn in demo.fns.values() if fn.name == "generate_from_page"]
+    assert len(runs) == 3  # /generate, and the page's run after a click and after Enter
+    assert {(fn.concurrency_id, fn.concurrency_limit) for fn in runs} == {
+        ("generate", app.CONCURRENCY)
+    }
