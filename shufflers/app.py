@@ -471,14 +471,19 @@ def generate(runtime: LazyModel, watching: Watching, prompt, chat, **settings):
     yield page._replace(status=f"{page.status}  \n{page_cost(pacer)}")
 
 
-def generate_from_page(runtime: LazyModel, watching: Watching, values, *, inputs):
-    """The page's Generate: generate() on the values the page sent as one list (`values`: the
-    prompt, chat and the settings, in the order of `inputs`, their components), each read as
-    Gradio reads an input (the component's preprocess: the same checks, the same messages)."""
+def run_inputs(control: Controls) -> dict:
+    """generate()'s inputs by name (the prompt, chat, then the settings), their components: the
+    order in which the page packs their values."""
+    return {"prompt": control.prompt, "chat": control.chat, **control.settings._asdict()}
+
+
+def generate_from_page(runtime: LazyModel, watching: Watching, values, *, inputs: dict):
+    """The page's Generate: generate() on the values the page sent as one list (`values`, in the
+    order of `inputs`: run_inputs), each read as Gradio reads an input (the component's
+    preprocess: the same checks, the same messages)."""
     if not isinstance(values, list) or len(values) != len(inputs):
         raise UserError("The page sent its settings incompletely: reload it and try again.")
-    names = ["prompt", "chat", *Settings._fields]
-    read = {name: c.preprocess(v) for name, c, v in zip(names, inputs, values, strict=True)}
+    read = {name: c.preprocess(v) for (name, c), v in zip(inputs.items(), values, strict=True)}
     yield from generate(runtime, watching, **read)
 
 
@@ -493,14 +498,7 @@ def streaming_page(
     of every message (0.7-2.6 ms of the server's CPU each, ten a message here, taken from the
     model), while a value sent as it was costs next to nothing (a stream sends what changed)."""
     started = time.perf_counter()
-    pacer.updates += 1
-    page = view_update(run.snapshot(), step, watching, picture=picture, shown=shown)
-    pacer.seconds += time.perf_counter() - started
-    return page
-
-
-def view_update(snapshot, step, watching: Watching, *, picture: bool, shown: tuple | None) -> Page:
-    """streaming_page's page for the trace so far (`snapshot`) and its latest step."""
+    snapshot = run.snapshot()
     cleared = {name: None for name, _, _ in PLOT_TABS if name != watching.tab}
     page = Page(
         status=counters(snapshot, running=True),
@@ -508,16 +506,19 @@ def view_update(snapshot, step, watching: Watching, *, picture: bool, shown: tup
         trace_file=None,
         **cleared,
     )
-    if not picture:
+    if picture:
+        page = page._replace(
+            caption=step_caption(snapshot, step.index),
+            step=gr.Slider(minimum=0, maximum=max(step.index, 1), value=step.index, step=1),
+        )
+        if watching.tab in STEP_FIGURES:
+            figure = step_figure(step, watching.tab, settings=snapshot.settings)
+            page = page._replace(**{watching.tab: figure})
+    else:
         caption, index = shown
-        return page._replace(caption=caption, step=index)
-    page = page._replace(
-        caption=step_caption(snapshot, step.index),
-        step=gr.Slider(minimum=0, maximum=max(step.index, 1), value=step.index, step=1),
-    )
-    if watching.tab in STEP_FIGURES:
-        figure = step_figure(step, watching.tab, settings=snapshot.settings)
-        page = page._replace(**{watching.tab: figure})
+        page = page._replace(caption=caption, step=index)
+    pacer.updates += 1
+    pacer.seconds += time.perf_counter() - started
     return page
 
 
@@ -931,15 +932,21 @@ def wire(demo, runtime, trace, watching, control, live, comparison, export) -> N
     # The page sends its run's inputs as one value: Gradio renews the loading state of every
     # input of a finished event on every later streamed message (13 components, about 75 times
     # a run), so the page's run has two inputs; the browser packs the values (PACK_VALUES).
-    values = [control.prompt, control.chat, *control.settings]
+    inputs = run_inputs(control)
     run = dict(
-        fn=bound(partial(generate_from_page, inputs=values), runtime),
+        fn=bound(partial(generate_from_page, inputs=inputs), runtime),
         inputs=[watching, control.values],
         outputs=outputs,
         api_name=False,
         **run_options,
     )
-    pack = dict(fn=None, inputs=values, outputs=[control.values], js=PACK_VALUES, api_name=False)
+    pack = dict(
+        fn=None,
+        inputs=list(inputs.values()),
+        outputs=[control.values],
+        js=PACK_VALUES,
+        api_name=False,
+    )
     generating = control.run.click(**pack).then(**run)
     submitting = control.prompt.submit(**pack).then(**run)  # Enter in the prompt box
     control.stop.click(None, None, None, cancels=[generating, submitting], api_name=False)

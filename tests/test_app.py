@@ -532,14 +532,13 @@ def test_the_queue_looks_for_work_at_a_calm_pace():
     from gradio.queueing import Queue
 
     import app
-    from shufflers.app import PROGRESS_LOOK, QUEUE_LOOK
 
     queue = app.build_demo()._queue
     assert (queue.sleep_when_free, queue.progress_update_sleep_when_free) == (
-        QUEUE_LOOK,
-        PROGRESS_LOOK,
+        app.QUEUE_LOOK,
+        app.PROGRESS_LOOK,
     )
-    assert QUEUE_LOOK <= 0.05 and PROGRESS_LOOK <= 0.1  # events still start promptly
+    assert app.QUEUE_LOOK <= 0.05 and app.PROGRESS_LOOK <= 0.1  # events still start promptly
     assert "asyncio.sleep(self.sleep_when_free)" in inspect.getsource(Queue.start_processing)
     assert "asyncio.sleep(self.progress_update_sleep_when_free)" in inspect.getsource(
         Queue.start_progress_updates
@@ -559,7 +558,7 @@ def test_the_pages_packed_run_reads_each_value_as_gradio_reads_an_input():
     runtime.get().cost_curve = CostCurve.from_ratios([1.0] * 16)  # no measuring here
     with gr.Blocks():
         control = app.controls(runtime.config.num_slots)
-    inputs = [control.prompt, control.chat, *control.settings]
+    inputs = app.run_inputs(control)
     values = ["abcabc abc", False, 6, 14, "rotary", 0, 1, "auto", True, 3.0, "cost", "context"]
 
     def run(values):
